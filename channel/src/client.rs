@@ -1,0 +1,115 @@
+//! The typed client every leasehold command and the sidecar use to talk to the control.
+
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+use crate::conn::{Channel, HANDSHAKE_TIMEOUT};
+use crate::home::Enrollment;
+use crate::protocol::{Outcome, PROTOCOL_VERSION, Reply, Request, RequestEnvelope, ResponseEnvelope, WireError};
+use crate::{ChannelError, Identity, PublicIdentity};
+
+/// How long to wait for a TCP connection to one control address.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long to wait for an answer; the control may itself be waiting on InfluxDB.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// No control address accepted a connection.
+    #[error("cannot reach the control at {addrs}: {last}")]
+    Unreachable {
+        /// The addresses tried.
+        addrs: String,
+        /// The last error.
+        last: String,
+    },
+    /// The secure channel failed.
+    #[error("secure channel to the control failed: {0}")]
+    Channel(#[from] ChannelError),
+    /// The control answered with an error.
+    #[error("control refused: {}", .0.message)]
+    Remote(WireError),
+    /// The control did not answer in time.
+    #[error("the control did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The control answered something this client does not understand.
+    #[error("unexpected answer from the control: {0}")]
+    Protocol(String),
+}
+
+/// A connection to the control over the secure channel.
+pub struct Client {
+    channel: Channel<TcpStream>,
+    next_id: u64,
+}
+
+impl Client {
+    /// Connects to the first reachable address of `enrollment` as `identity`.
+    pub async fn connect(enrollment: &Enrollment, identity: &Identity) -> Result<Self, ClientError> {
+        Self::connect_to(&enrollment.addrs, &enrollment.control, identity).await
+    }
+
+    /// Connects to the first reachable of `addrs`, pinning `control`.
+    pub async fn connect_to(
+        addrs: &[String],
+        control: &PublicIdentity,
+        identity: &Identity,
+    ) -> Result<Self, ClientError> {
+        let mut last = String::from("no address given");
+        for addr in addrs {
+            let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    last = e.to_string();
+                    continue;
+                }
+                Err(_) => {
+                    last = "connection timed out".into();
+                    continue;
+                }
+            };
+            // Requests are small and latency-bound: do not let Nagle hold them back.
+            let _ = stream.set_nodelay(true);
+            let channel = Channel::connect(stream, identity, control, HANDSHAKE_TIMEOUT).await?;
+            return Ok(Self { channel, next_id: 1 });
+        }
+        Err(ClientError::Unreachable {
+            addrs: addrs.join(", "),
+            last,
+        })
+    }
+
+    /// Sends `req` and waits for its answer.
+    pub async fn call(&mut self, req: Request) -> Result<Reply, ClientError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let envelope = RequestEnvelope {
+            v: PROTOCOL_VERSION,
+            id,
+            req,
+        };
+        let bytes = serde_json::to_vec(&envelope).expect("requests serialize");
+        let exchange = async {
+            self.channel.send(&bytes).await?;
+            self.channel.recv().await
+        };
+        let answer = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .map_err(|_| ClientError::Timeout(REQUEST_TIMEOUT))??;
+        let response: ResponseEnvelope = serde_json::from_slice(&answer)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        if response.id != id {
+            return Err(ClientError::Protocol(format!(
+                "answer to request {} while waiting for {id}",
+                response.id
+            )));
+        }
+        match response.outcome {
+            Outcome::Ok(reply) => Ok(reply),
+            Outcome::Err(error) => Err(ClientError::Remote(error)),
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! The pieces of leasehold that both ends of the control channel share.
+//!
+//! - [`identity`] and [`home`]: Ed25519 identities and where they live on disk.
+//! - [`ticket`]: the one-line enrollment ticket a control hands out.
+//! - [`frame`], [`handshake`] and [`session`]: the Noise secure channel as a pure state
+//!   machine — bytes in, bytes out, no I/O — so every step is testable without sockets.
+//! - [`conn`]: the thin tokio shell that moves those bytes over a stream.
+//! - [`protocol`] and [`client`]: the typed, versioned request/response layer on top.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod conn;
+pub mod duration;
+pub mod frame;
+pub mod handshake;
+pub mod home;
+pub mod identity;
+pub mod protocol;
+pub mod secret;
+pub mod session;
+pub mod ticket;
+
+mod error;
+
+pub use error::ChannelError;
+pub use identity::{Identity, PublicIdentity};
+pub use secret::Secret;

@@ -1,0 +1,9 @@
+//! Test support shared by leasehold's integration tests, benchmarks and demo:
+//!
+//! - [`v2server`]: an in-process InfluxDB v2 test server written from InfluxData's
+//!   official OpenAPI contract (authorizations, writes, failure injection).
+//! - [`influxd`]: starts a real InfluxDB 1.x (`influxd`) with auth on loopback ports.
+#![forbid(unsafe_code)]
+
+pub mod influxd;
+pub mod v2server;
