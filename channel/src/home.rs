@@ -119,7 +119,7 @@ impl Home {
     pub fn create_identity(&self, name: &str) -> Result<Identity, HomeError> {
         let path = self.key_path(name)?;
         let identity = Identity::generate();
-        write_private(&path, identity.seed().as_ref()).map_err(|e| match e {
+        write_key_file(&path, &identity).map_err(|e| match e {
             HomeError::Io { source, .. } if source.kind() == io::ErrorKind::AlreadyExists => {
                 HomeError::AlreadyExists(name.to_owned())
             }
@@ -130,31 +130,12 @@ impl Home {
 
     /// Loads identity `name`, refusing a key file others can read.
     pub fn load_identity(&self, name: &str) -> Result<Identity, HomeError> {
-        let path = self.key_path(name)?;
-        let mut file = match fs::File::open(&path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(HomeError::NotFound(name.to_owned()));
+        read_key_file(&self.key_path(name)?).map_err(|e| match e {
+            HomeError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => {
+                HomeError::NotFound(name.to_owned())
             }
-            Err(e) => return Err(io_error(&path)(e)),
-        };
-        let mode = file.metadata().map_err(io_error(&path))?.permissions().mode();
-        if mode & 0o077 != 0 {
-            return Err(HomeError::InsecurePermissions {
-                path,
-                mode: mode & 0o777,
-            });
-        }
-        let mut seed = Zeroizing::new(Vec::with_capacity(33));
-        Read::by_ref(&mut file)
-            .take(33)
-            .read_to_end(&mut seed)
-            .map_err(io_error(&path))?;
-        let seed: &[u8; 32] = seed.as_slice().try_into().map_err(|_| HomeError::Corrupt {
-            path: path.clone(),
-            reason: "a key file holds exactly 32 bytes".into(),
-        })?;
-        Ok(Identity::from_seed(seed))
+            other => other,
+        })
     }
 
     /// Whether identity `name` exists.
@@ -211,6 +192,33 @@ impl Home {
             reason: e.to_string(),
         })
     }
+}
+
+/// Reads an identity key file, refusing one that group or others can read.
+pub fn read_key_file(path: &Path) -> Result<Identity, HomeError> {
+    let mut file = fs::File::open(path).map_err(io_error(path))?;
+    let mode = file.metadata().map_err(io_error(path))?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(HomeError::InsecurePermissions {
+            path: path.to_owned(),
+            mode: mode & 0o777,
+        });
+    }
+    let mut seed = Zeroizing::new(Vec::with_capacity(33));
+    Read::by_ref(&mut file)
+        .take(33)
+        .read_to_end(&mut seed)
+        .map_err(io_error(path))?;
+    let seed: &[u8; 32] = seed.as_slice().try_into().map_err(|_| HomeError::Corrupt {
+        path: path.to_owned(),
+        reason: "a key file holds exactly 32 bytes".into(),
+    })?;
+    Ok(Identity::from_seed(seed))
+}
+
+/// Writes a new identity key file (0600); fails if it exists.
+pub fn write_key_file(path: &Path, identity: &Identity) -> Result<(), HomeError> {
+    write_private(path, identity.seed().as_ref())
 }
 
 /// Creates `path` (and its directory, 0700) with mode 0600; fails if it exists.

@@ -67,6 +67,25 @@ impl Ticket {
     }
 }
 
+/// Decodes a ticket secret from its base32 text form.
+pub fn decode_secret(text: &str) -> Result<Zeroizing<[u8; 32]>, TicketError> {
+    let bytes = Zeroizing::new(
+        encoding()
+            .decode(text.as_bytes())
+            .map_err(|_| TicketError::Malformed("the secret is not valid base32"))?,
+    );
+    let secret: [u8; 32] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| TicketError::Malformed("the secret is not 32 bytes"))?;
+    Ok(Zeroizing::new(secret))
+}
+
+/// The secret in its base32 text form, as sent to the control when enrolling.
+pub fn encode_secret(secret: &[u8; 32]) -> crate::Secret {
+    crate::Secret::new(encoding().encode(secret))
+}
+
 /// The hash under which the control stores a ticket secret. Secrets are 256 random bits,
 /// so an unsalted hash is as strong as the secret; BLAKE2s with a purpose string keeps
 /// the value useless for anything else.
@@ -96,15 +115,7 @@ impl FromStr for Ticket {
         let control = control
             .parse()
             .map_err(|_| TicketError::Malformed("the control identifier is not valid"))?;
-        let secret = Zeroizing::new(
-            encoding()
-                .decode(secret.as_bytes())
-                .map_err(|_| TicketError::Malformed("the secret is not valid base32"))?,
-        );
-        let secret: [u8; 32] = secret
-            .as_slice()
-            .try_into()
-            .map_err(|_| TicketError::Malformed("the secret is not 32 bytes"))?;
+        let secret = decode_secret(secret)?;
         let addrs: Vec<String> = addrs
             .split(',')
             .filter(|a| !a.is_empty())
@@ -116,7 +127,7 @@ impl FromStr for Ticket {
         Ok(Self {
             addrs,
             control,
-            secret: Zeroizing::new(secret),
+            secret,
         })
     }
 }

@@ -1,1 +1,130 @@
-//! Placeholder: being written.
+//! The leasehold control plane.
+//!
+//! - [`datadir`]: the control's files (identity, settings, store).
+//! - [`store`]: persistent state behind the [`store::Store`] interface; [`store::RedbStore`]
+//!   is the embedded default.
+//! - [`grant`] and [`policy`]: what a lease may do and for how long (pure).
+//! - [`backend`]: InfluxDB 2.x authorizations and 1.x users.
+//! - [`control`], [`service`] and [`revoker`]: issuing, revoking and expiring leases.
+//! - [`server`]: the secure-channel listener.
+#![forbid(unsafe_code)]
+
+pub mod backend;
+pub mod control;
+pub mod datadir;
+pub mod grant;
+pub mod policy;
+pub mod revoker;
+pub mod server;
+pub mod store;
+
+mod error;
+mod service;
+
+use std::collections::BTreeMap;
+
+use leasehold_channel::Identity;
+use leasehold_channel::home::{Enrollment, Home};
+use leasehold_channel::protocol::{MemberRecord, Timestamp};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use control::Control;
+pub use error::ControlError;
+
+use crate::datadir::{DataDir, DataDirError, Settings, local_address};
+use crate::store::{RedbStore, Store, StoreError};
+
+/// Why the control could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The data directory.
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    /// The store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The local admin identity.
+    #[error(transparent)]
+    Home(#[from] leasehold_channel::home::HomeError),
+    /// Start-up work.
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    /// The listener.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// `control init`: creates the data directory, the control identity and store, and the
+/// local `admin` identity (if missing) enrolled with `role=admin`.
+pub async fn init(home: &Home, data: &DataDir, settings: &Settings) -> Result<Identity, StartError> {
+    let identity = data.init(settings)?;
+    let store = RedbStore::open(&data.store_path())?;
+    let admin = if home.has_identity("admin")? {
+        home.load_identity("admin")?
+    } else {
+        home.create_identity("admin")?
+    };
+    store
+        .put_member(MemberRecord {
+            id: admin.public(),
+            name: "admin".into(),
+            attributes: BTreeMap::from([("role".to_owned(), "admin".to_owned())]),
+            enrolled_at: Timestamp::now(),
+        })
+        .await?;
+    home.save_enrollment(
+        "admin",
+        &Enrollment {
+            addrs: vec![local_address(settings.listen)],
+            control: identity.public(),
+        },
+    )?;
+    Ok(identity)
+}
+
+/// A control that is serving.
+pub struct Running {
+    /// The address it listens on.
+    pub local_addr: std::net::SocketAddr,
+    /// The control identity.
+    pub identity: leasehold_channel::PublicIdentity,
+    task: tokio::task::JoinHandle<()>,
+    control: std::sync::Arc<Control<RedbStore>>,
+}
+
+impl Running {
+    /// Waits until the control has shut down (after the shutdown signal) and every
+    /// connection and background task has ended.
+    pub async fn wait(self) {
+        let _ = self.task.await;
+        self.control.tasks().close();
+        self.control.tasks().wait().await;
+    }
+}
+
+/// `control serve`: opens the data directory and serves on `listener` until `shutdown`.
+pub async fn start(data: &DataDir, listener: TcpListener, shutdown: CancellationToken) -> Result<Running, StartError> {
+    let (identity, settings) = data.load()?;
+    let store = RedbStore::open(&data.store_path())?;
+    let local_addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: settings.listen.to_string(),
+        source,
+    })?;
+    let public = identity.public();
+    let control = Control::start(identity, store, settings.advertise, shutdown).await?;
+    tracing::info!(listen = %local_addr, control = %public, "control serving");
+    let task = tokio::spawn(server::serve(control.clone(), listener));
+    Ok(Running {
+        local_addr,
+        identity: public,
+        task,
+        control,
+    })
+}

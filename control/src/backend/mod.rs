@@ -1,0 +1,151 @@
+//! The InfluxDB side of a lease: create a credential, revoke it, and sweep for expired
+//! ones the control created. One implementation per InfluxDB generation.
+
+mod v1;
+mod v2;
+
+use std::time::Duration;
+
+use leasehold_channel::Secret;
+use leasehold_channel::protocol::{AddonConfig, AuthScheme, Grant, Timestamp};
+
+pub use v1::{V1Backend, lease_user, parse_lease_user};
+pub use v2::{V2Backend, lease_description, parse_lease_description};
+
+/// What to create.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseSpec<'a> {
+    /// Lease id, encoded into the credential's name so a sweep can recognise it.
+    pub id: &'a str,
+    /// Expiry, also encoded, so a sweep works without the store.
+    pub expires_at: Timestamp,
+    /// What the credential may do.
+    pub grant: &'a Grant,
+}
+
+/// A created credential.
+#[derive(Debug)]
+pub struct Issued {
+    /// How to find it again to revoke it (authorization id or user name).
+    pub credential_id: String,
+    /// The secret handed to the member.
+    pub token: Secret,
+}
+
+/// Why InfluxDB did not do what was asked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// InfluxDB could not be reached or answered 5xx/429: worth retrying.
+    #[error("InfluxDB unavailable: {0}")]
+    Unavailable(String),
+    /// InfluxDB refused the request (bad admin credential, invalid grant...).
+    #[error("InfluxDB refused the request: {0}")]
+    Refused(String),
+    /// The add-on's settings do not fit the backend.
+    #[error("invalid add-on settings: {0}")]
+    Config(String),
+}
+
+impl BackendError {
+    /// Whether retrying later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+fn classify(status: reqwest::StatusCode, body: &str) -> BackendError {
+    let message = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.get("message")
+                .or_else(|| v.get("error"))
+                .and_then(|m| m.as_str().map(str::to_owned))
+        })
+        .unwrap_or_else(|| body.chars().take(200).collect());
+    if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        BackendError::Unavailable(format!("HTTP {status}: {message}"))
+    } else {
+        BackendError::Refused(format!("HTTP {status}: {message}"))
+    }
+}
+
+fn transport(error: reqwest::Error) -> BackendError {
+    // reqwest errors carry the URL, never headers or bodies: safe to show.
+    BackendError::Unavailable(error.without_url().to_string())
+}
+
+/// The configured backend.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// InfluxDB 2.x / Cloud.
+    V2(V2Backend),
+    /// InfluxDB 1.x.
+    V1(V1Backend),
+}
+
+impl Backend {
+    /// The backend the add-on settings describe.
+    pub fn from_addon(addon: &AddonConfig) -> Result<Self, BackendError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| BackendError::Config(e.to_string()))?;
+        Ok(match addon {
+            AddonConfig::Influxdb {
+                endpoint_url,
+                token,
+                org_id,
+                ..
+            } => Self::V2(V2Backend::new(http, endpoint_url, token.clone(), org_id)),
+            AddonConfig::InfluxdbV1 {
+                endpoint_url,
+                username,
+                password,
+                ..
+            } => Self::V1(V1Backend::new(http, endpoint_url, username, password.clone())),
+        })
+    }
+
+    /// Creates the credential for a lease.
+    pub async fn create(&self, spec: LeaseSpec<'_>) -> Result<Issued, BackendError> {
+        match self {
+            Self::V2(b) => b.create(spec).await,
+            Self::V1(b) => b.create(spec).await,
+        }
+    }
+
+    /// Removes a credential. Already gone counts as done.
+    pub async fn revoke(&self, credential_id: &str) -> Result<(), BackendError> {
+        match self {
+            Self::V2(b) => b.revoke(credential_id).await,
+            Self::V1(b) => b.revoke(credential_id).await,
+        }
+    }
+
+    /// Removes every credential this control created that expired at or before `now`.
+    /// Returns how many were removed.
+    pub async fn sweep(&self, now: Timestamp) -> Result<usize, BackendError> {
+        match self {
+            Self::V2(b) => b.sweep(now).await,
+            Self::V1(b) => b.sweep(now).await,
+        }
+    }
+
+    /// How the proxy presents this backend's tokens.
+    pub fn auth_scheme(&self) -> AuthScheme {
+        match self {
+            Self::V2(_) => AuthScheme::Token,
+            Self::V1(_) => AuthScheme::Basic,
+        }
+    }
+
+    /// The InfluxDB base URL.
+    pub fn endpoint_url(&self) -> &str {
+        match self {
+            Self::V2(b) => b.endpoint_url(),
+            Self::V1(b) => b.endpoint_url(),
+        }
+    }
+}

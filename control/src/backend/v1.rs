@@ -1,0 +1,208 @@
+//! InfluxDB 1.x: a lease is a dynamic user, created with its grants in one `/query`,
+//! dropped at expiry. The user name carries the expiry so the sweep (`SHOW USERS`)
+//! needs no store. InfluxQL reports statement errors inside an HTTP 200, so every
+//! answer's `results[].error` is read.
+
+use leasehold_channel::Secret;
+use leasehold_channel::protocol::{Grant, Timestamp};
+use reqwest::StatusCode;
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use super::{BackendError, Issued, LeaseSpec, classify, transport};
+use crate::grant::{Privilege, quote_identifier, quote_string};
+
+const USER_PREFIX: &str = "leasehold_";
+
+/// The user name of a lease: `leasehold_<expiry unix seconds>_<lease id>`.
+pub fn lease_user(id: &str, expires_at: Timestamp) -> String {
+    format!("{USER_PREFIX}{}_{id}", expires_at.0)
+}
+
+/// The lease id and expiry in a user name made by [`lease_user`]; `None` for any
+/// other user, which the sweep must never touch.
+pub fn parse_lease_user(name: &str) -> Option<(&str, Timestamp)> {
+    let (expires, id) = name.strip_prefix(USER_PREFIX)?.split_once('_')?;
+    let expires = expires.parse().ok()?;
+    (id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some((id, Timestamp(expires)))
+}
+
+/// The v1 backend.
+#[derive(Clone)]
+pub struct V1Backend {
+    http: reqwest::Client,
+    endpoint_url: String,
+    username: String,
+    password: Secret,
+}
+
+impl std::fmt::Debug for V1Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("V1Backend")
+            .field("endpoint_url", &self.endpoint_url)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+struct QueryAnswer {
+    #[serde(default)]
+    results: Vec<StatementResult>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct StatementResult {
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    series: Vec<Series>,
+}
+
+#[derive(Deserialize)]
+struct Series {
+    #[serde(default)]
+    values: Vec<Vec<serde_json::Value>>,
+}
+
+impl V1Backend {
+    /// A backend talking to `endpoint_url` as the admin `username`.
+    pub fn new(http: reqwest::Client, endpoint_url: &str, username: &str, password: Secret) -> Self {
+        Self {
+            http,
+            endpoint_url: endpoint_url.trim_end_matches('/').to_owned(),
+            username: username.to_owned(),
+            password,
+        }
+    }
+
+    /// The InfluxDB base URL.
+    pub fn endpoint_url(&self) -> &str {
+        &self.endpoint_url
+    }
+
+    /// Runs `q` as the admin. Statement errors become [`BackendError::Refused`], with
+    /// `hide` (a password in the statement) scrubbed from any message.
+    async fn query(&self, q: &str, hide: Option<&str>) -> Result<Vec<StatementResult>, BackendError> {
+        let scrub = |message: String| match hide {
+            Some(secret) if !secret.is_empty() => message.replace(secret, "<redacted>"),
+            _ => message,
+        };
+        let response = self
+            .http
+            .post(format!("{}/query", self.endpoint_url))
+            .basic_auth(&self.username, Some(self.password.expose()))
+            .form(&[("q", q)])
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status();
+        let text = response.text().await.map_err(transport)?;
+        if status != StatusCode::OK {
+            return Err(match classify(status, &text) {
+                BackendError::Refused(m) => BackendError::Refused(scrub(m)),
+                BackendError::Unavailable(m) => BackendError::Unavailable(scrub(m)),
+                other => other,
+            });
+        }
+        let answer: QueryAnswer = serde_json::from_str(&text)
+            .map_err(|e| BackendError::Refused(format!("unexpected /query answer: {e}")))?;
+        if let Some(error) = answer.error {
+            return Err(BackendError::Refused(scrub(error)));
+        }
+        if let Some(error) = answer.results.iter().find_map(|r| r.error.clone()) {
+            return Err(BackendError::Refused(scrub(error)));
+        }
+        Ok(answer.results)
+    }
+
+    pub(super) async fn create(&self, spec: LeaseSpec<'_>) -> Result<Issued, BackendError> {
+        let Grant::Privileges(privileges) = spec.grant else {
+            return Err(BackendError::Config("a v1 lease needs privileges, not permissions".into()));
+        };
+        let privileges = privileges
+            .iter()
+            .map(|p| Privilege::parse(p))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| BackendError::Config(e.to_string()))?;
+        let user = lease_user(spec.id, spec.expires_at);
+        let password = random_password();
+        let mut q = format!(
+            "CREATE USER {} WITH PASSWORD {}",
+            quote_identifier(&user),
+            quote_string(&password)
+        );
+        for privilege in &privileges {
+            q.push_str("; ");
+            q.push_str(&privilege.grant_to(&user));
+        }
+        let q = Zeroizing::new(q);
+        if let Err(error) = self.query(&q, Some(&password)).await {
+            // A grant may have failed after the user was created: leave nothing behind.
+            let _ = self.revoke(&user).await;
+            return Err(error);
+        }
+        let token = Secret::new(format!("{user}:{}", password.as_str()));
+        Ok(Issued {
+            credential_id: user,
+            token,
+        })
+    }
+
+    pub(super) async fn revoke(&self, user: &str) -> Result<(), BackendError> {
+        match self.query(&format!("DROP USER {}", quote_identifier(user)), None).await {
+            Ok(_) => Ok(()),
+            Err(BackendError::Refused(message)) if message.contains("user not found") => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
+    pub(super) async fn sweep(&self, now: Timestamp) -> Result<usize, BackendError> {
+        let results = self.query("SHOW USERS", None).await?;
+        let users = results
+            .iter()
+            .flat_map(|r| &r.series)
+            .flat_map(|s| &s.values)
+            .filter_map(|row| row.first()?.as_str().map(str::to_owned));
+        let mut removed = 0;
+        for user in users {
+            if parse_lease_user(&user).is_some_and(|(_, expires)| expires <= now) {
+                self.revoke(&user).await?;
+                tracing::info!(user = %user, "swept expired lease user");
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// 32 random bytes as lowercase base32: 52 characters that need no quoting.
+fn random_password() -> Zeroizing<String> {
+    let mut bytes = Zeroizing::new([0u8; 32]);
+    getrandom::fill(bytes.as_mut()).expect("the operating system's random source failed");
+    Zeroizing::new(data_encoding::BASE32_NOPAD.encode(bytes.as_ref()).to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_names_round_trip_and_strangers_are_ignored() {
+        let u = lease_user("0123456789abcdef", Timestamp(1_800_000_000));
+        assert_eq!(u, "leasehold_1800000000_0123456789abcdef");
+        assert_eq!(parse_lease_user(&u), Some(("0123456789abcdef", Timestamp(1_800_000_000))));
+        for other in ["admin", "leasehold", "leasehold_x_0123456789abcdef", "leasehold_1_short", "leaseholder_1_0123456789abcdef", "leasehold_1_0123456789abcdeg"] {
+            assert_eq!(parse_lease_user(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn passwords_are_long_and_quote_free() {
+        let p = random_password();
+        assert_eq!(p.len(), 52);
+        assert!(p.chars().all(|c| c.is_ascii_alphanumeric()));
+    }
+}

@@ -1,0 +1,179 @@
+//! InfluxDB 2.x / Cloud: a lease is an authorization (`POST /api/v2/authorizations`),
+//! revoked by `DELETE /api/v2/authorizations/{id}`. Authorizations have no expiry of
+//! their own, so the description carries the lease id and expiry for the sweep.
+
+use leasehold_channel::Secret;
+use leasehold_channel::protocol::{Grant, Timestamp};
+use reqwest::StatusCode;
+use reqwest::header::{AUTHORIZATION, HeaderValue};
+use serde::Deserialize;
+
+use super::{BackendError, Issued, LeaseSpec, classify, transport};
+
+const DESCRIPTION_PREFIX: &str = "leasehold lease ";
+
+/// The description of a lease's authorization:
+/// `leasehold lease <id> expires <unix seconds> (<RFC 3339>)`.
+pub fn lease_description(id: &str, expires_at: Timestamp) -> String {
+    format!("{DESCRIPTION_PREFIX}{id} expires {} ({expires_at})", expires_at.0)
+}
+
+/// The lease id and expiry in a description made by [`lease_description`].
+pub fn parse_lease_description(description: &str) -> Option<(&str, Timestamp)> {
+    let rest = description.strip_prefix(DESCRIPTION_PREFIX)?;
+    let mut words = rest.split(' ');
+    let id = words.next()?;
+    if words.next()? != "expires" {
+        return None;
+    }
+    let expires = words.next()?.parse().ok()?;
+    (id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some((id, Timestamp(expires)))
+}
+
+/// The v2 backend.
+#[derive(Clone)]
+pub struct V2Backend {
+    http: reqwest::Client,
+    endpoint_url: String,
+    admin: HeaderValue,
+    org_id: String,
+}
+
+impl std::fmt::Debug for V2Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("V2Backend")
+            .field("endpoint_url", &self.endpoint_url)
+            .field("org_id", &self.org_id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+struct Authorization {
+    id: String,
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Authorizations {
+    #[serde(default)]
+    authorizations: Vec<Authorization>,
+}
+
+impl V2Backend {
+    /// A backend talking to `endpoint_url` with the admin `token`.
+    pub fn new(http: reqwest::Client, endpoint_url: &str, token: Secret, org_id: &str) -> Self {
+        let mut admin = HeaderValue::from_str(&format!("Token {}", token.expose()))
+            .unwrap_or_else(|_| HeaderValue::from_static("Token invalid"));
+        admin.set_sensitive(true);
+        Self {
+            http,
+            endpoint_url: endpoint_url.trim_end_matches('/').to_owned(),
+            admin,
+            org_id: org_id.to_owned(),
+        }
+    }
+
+    /// The InfluxDB base URL.
+    pub fn endpoint_url(&self) -> &str {
+        &self.endpoint_url
+    }
+
+    pub(super) async fn create(&self, spec: LeaseSpec<'_>) -> Result<Issued, BackendError> {
+        let Grant::Permissions(permissions) = spec.grant else {
+            return Err(BackendError::Config("a v2 lease needs permissions, not privileges".into()));
+        };
+        let body = serde_json::json!({
+            "orgID": self.org_id,
+            "description": lease_description(spec.id, spec.expires_at),
+            "permissions": permissions,
+        });
+        let response = self
+            .http
+            .post(format!("{}/api/v2/authorizations", self.endpoint_url))
+            .header(AUTHORIZATION, self.admin.clone())
+            .json(&body)
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status();
+        let text = response.text().await.map_err(transport)?;
+        if status != StatusCode::CREATED {
+            return Err(classify(status, &text));
+        }
+        let created: Authorization = serde_json::from_str(&text)
+            .map_err(|e| BackendError::Refused(format!("unexpected authorization answer: {e}")))?;
+        let token = created
+            .token
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| BackendError::Refused("the authorization answer carried no token".into()))?;
+        Ok(Issued {
+            credential_id: created.id,
+            token: Secret::new(token),
+        })
+    }
+
+    pub(super) async fn revoke(&self, id: &str) -> Result<(), BackendError> {
+        let response = self
+            .http
+            .delete(format!("{}/api/v2/authorizations/{id}", self.endpoint_url))
+            .header(AUTHORIZATION, self.admin.clone())
+            .send()
+            .await
+            .map_err(transport)?;
+        match response.status() {
+            StatusCode::NO_CONTENT | StatusCode::OK | StatusCode::NOT_FOUND => Ok(()),
+            status => Err(classify(status, &response.text().await.unwrap_or_default())),
+        }
+    }
+
+    pub(super) async fn sweep(&self, now: Timestamp) -> Result<usize, BackendError> {
+        let response = self
+            .http
+            .get(format!("{}/api/v2/authorizations", self.endpoint_url))
+            .query(&[("orgID", self.org_id.as_str())])
+            .header(AUTHORIZATION, self.admin.clone())
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status();
+        let text = response.text().await.map_err(transport)?;
+        if status != StatusCode::OK {
+            return Err(classify(status, &text));
+        }
+        let list: Authorizations = serde_json::from_str(&text)
+            .map_err(|e| BackendError::Refused(format!("unexpected authorization list: {e}")))?;
+        let mut removed = 0;
+        for auth in list.authorizations {
+            let expired = auth
+                .description
+                .as_deref()
+                .and_then(parse_lease_description)
+                .is_some_and(|(_, expires)| expires <= now);
+            if expired {
+                self.revoke(&auth.id).await?;
+                tracing::info!(authorization.id = %auth.id, "swept expired lease credential");
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptions_round_trip_and_strangers_are_ignored() {
+        let d = lease_description("0123456789abcdef", Timestamp(1_800_000_000));
+        assert_eq!(d, "leasehold lease 0123456789abcdef expires 1800000000 (2027-01-15T08:00:00Z)");
+        assert_eq!(parse_lease_description(&d), Some(("0123456789abcdef", Timestamp(1_800_000_000))));
+        for other in ["", "telegraf token", "leasehold lease x expires 1", "leasehold lease 0123456789abcdef until 5", "my leasehold lease 0123456789abcdef expires 1"] {
+            assert_eq!(parse_lease_description(other), None, "{other}");
+        }
+    }
+}

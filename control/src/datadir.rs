@@ -1,0 +1,168 @@
+//! The control's data directory:
+//!
+//! ```text
+//! DATA_DIR/            (mode 0700)
+//!   identity.key       the control's Ed25519 key, 0600
+//!   control.json       listen address and the addresses tickets advertise
+//!   store.redb         the embedded store
+//! ```
+
+use std::fs;
+use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use leasehold_channel::Identity;
+use leasehold_channel::home::{self, HomeError};
+use serde::{Deserialize, Serialize};
+
+/// Settings fixed at `control init`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Settings {
+    /// Where `control serve` listens unless told otherwise.
+    pub listen: SocketAddr,
+    /// The addresses written into tickets, in order of preference.
+    pub advertise: Vec<String>,
+}
+
+/// Problems with the data directory.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DataDirError {
+    /// `control init` on an initialized directory.
+    #[error("{0} is already initialized (control.json exists); nothing was changed")]
+    AlreadyInitialized(PathBuf),
+    /// `control serve` on a directory never initialized.
+    #[error("{0} is not initialized: run `leasehold control init` first")]
+    NotInitialized(PathBuf),
+    /// A key file problem.
+    #[error(transparent)]
+    Key(#[from] HomeError),
+    /// Anything else on disk.
+    #[error("{path}: {reason}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// The address a local client uses to reach a control listening on `listen`.
+pub fn local_address(listen: SocketAddr) -> String {
+    let mut addr = listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    addr.to_string()
+}
+
+/// A control data directory.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    path: PathBuf,
+}
+
+impl DataDir {
+    /// The directory at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The store file.
+    pub fn store_path(&self) -> PathBuf {
+        self.path.join("store.redb")
+    }
+
+    fn settings_path(&self) -> PathBuf {
+        self.path.join("control.json")
+    }
+
+    /// Creates the directory, the control identity and the settings. Refuses, changing
+    /// nothing, if the directory is initialized already.
+    pub fn init(&self, settings: &Settings) -> Result<Identity, DataDirError> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |e: std::io::Error| DataDirError::Io {
+                path,
+                reason: e.to_string(),
+            }
+        };
+        if self.settings_path().exists() {
+            return Err(DataDirError::AlreadyInitialized(self.path.clone()));
+        }
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.path)
+            .map_err(io(&self.path))?;
+        let key = self.path.join("identity.key");
+        // A key left by an interrupted init is reused rather than refused.
+        let identity = match home::read_key_file(&key) {
+            Ok(identity) => identity,
+            Err(HomeError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                let identity = Identity::generate();
+                home::write_key_file(&key, &identity)?;
+                identity
+            }
+            Err(other) => return Err(other.into()),
+        };
+        let json = serde_json::to_vec_pretty(settings).expect("settings serialize");
+        // Written last: its presence marks a complete init.
+        home::write_private(&self.settings_path(), &json)?;
+        Ok(identity)
+    }
+
+    /// Loads the control identity and settings.
+    pub fn load(&self) -> Result<(Identity, Settings), DataDirError> {
+        let path = self.settings_path();
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(DataDirError::NotInitialized(self.path.clone()));
+            }
+            Err(e) => {
+                return Err(DataDirError::Io {
+                    path,
+                    reason: e.to_string(),
+                });
+            }
+        };
+        let settings = serde_json::from_slice(&bytes).map_err(|e| DataDirError::Io {
+            path,
+            reason: format!("corrupt: {e}"),
+        })?;
+        let identity = home::read_key_file(&self.path.join("identity.key"))?;
+        Ok((identity, settings))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_twice_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path().join("control"));
+        let settings = Settings {
+            listen: "0.0.0.0:4100".parse().unwrap(),
+            advertise: vec!["127.0.0.1:4100".into()],
+        };
+        let first = data.init(&settings).unwrap();
+        assert!(matches!(data.init(&settings), Err(DataDirError::AlreadyInitialized(_))));
+        let (loaded, loaded_settings) = data.load().unwrap();
+        assert_eq!(loaded.public(), first.public());
+        assert_eq!(loaded_settings.advertise, settings.advertise);
+        assert_eq!(local_address(settings.listen), "127.0.0.1:4100");
+    }
+}

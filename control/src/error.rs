@@ -1,0 +1,59 @@
+//! The control's error type, and how much of it a peer gets to see.
+
+use leasehold_channel::protocol::{ErrorCode, WireError};
+
+use crate::backend::BackendError;
+use crate::store::{RedeemError, StoreError};
+
+/// Why a request failed. The `Display` form is for the control's log; [`Self::to_wire`]
+/// is what the peer sees.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// The caller is not an enrolled member.
+    #[error("caller is not an enrolled member")]
+    NotMember,
+    /// The caller is not an admin.
+    #[error("caller is not an admin")]
+    NotAdmin,
+    /// No such object, or not visible to the caller.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The request is invalid; the message is written for the user and safe to return.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No add-on configured yet.
+    #[error("no InfluxDB add-on is configured")]
+    NoAddon,
+    /// A ticket could not be redeemed.
+    #[error("ticket refused: {0}")]
+    Ticket(#[from] RedeemError),
+    /// InfluxDB failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ControlError {
+    /// The coarse error for the peer.
+    pub fn to_wire(&self) -> WireError {
+        let (code, message) = match self {
+            Self::NotMember => (ErrorCode::Unauthorized, "not an enrolled member".to_owned()),
+            Self::NotAdmin => (ErrorCode::Forbidden, "admin only".to_owned()),
+            Self::NotFound(what) => (ErrorCode::NotFound, format!("{what} not found")),
+            Self::BadRequest(message) => (ErrorCode::BadRequest, message.clone()),
+            Self::NoAddon => (
+                ErrorCode::Unavailable,
+                "no InfluxDB add-on is configured (leasehold addon configure ...)".to_owned(),
+            ),
+            Self::Ticket(RedeemError::AlreadyMember) => (ErrorCode::Conflict, "identity is already enrolled".to_owned()),
+            Self::Ticket(_) => (ErrorCode::Unauthorized, "ticket refused: unknown, used up or expired".to_owned()),
+            Self::Backend(e) if e.is_transient() => (ErrorCode::Unavailable, "InfluxDB is unavailable; try again later".to_owned()),
+            Self::Backend(_) => (ErrorCode::Internal, "InfluxDB refused the request; see the control's log".to_owned()),
+            Self::Store(_) => (ErrorCode::Internal, "internal error; see the control's log".to_owned()),
+        };
+        WireError::new(code, message)
+    }
+}

@@ -1,0 +1,139 @@
+//! The control's listener: accepts TCP connections, runs the secure-channel handshake,
+//! and answers requests until the peer leaves or the control shuts down.
+//!
+//! A connection that sends garbage, stalls in the handshake or breaks the channel costs
+//! only its own task: the handshake has a deadline, the number of connections is
+//! bounded, and every failure is logged here and answered (if at all) coarsely.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use leasehold_channel::ChannelError;
+use leasehold_channel::conn::{Channel, HANDSHAKE_TIMEOUT};
+use leasehold_channel::protocol::{
+    ErrorCode, Outcome, PROTOCOL_VERSION, RequestEnvelope, ResponseEnvelope, WireError,
+};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use crate::control::Control;
+use crate::store::Store;
+
+/// Most connections served at once; further ones wait in the accept backlog.
+pub const MAX_CONNECTIONS: usize = 8192;
+
+/// Serves the control on `listener` until the control's shutdown signal.
+pub async fn serve<S: Store>(control: Arc<Control<S>>, listener: TcpListener) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let shutdown = control.shutdown().clone();
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = slots.clone().acquire_owned() => permit.expect("semaphore never closed"),
+        };
+        let (stream, addr) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // EMFILE and friends: keep serving the connections we have.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let control = control.clone();
+        let span = tracing::info_span!("conn", peer.addr = %addr);
+        control.clone().tasks().spawn(
+            async move {
+                connection(control, stream, addr).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+async fn connection<S: Store>(control: Arc<Control<S>>, stream: TcpStream, addr: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let mut channel = match Channel::accept(stream, control.identity(), HANDSHAKE_TIMEOUT).await {
+        Ok(channel) => channel,
+        Err(error) => {
+            tracing::debug!(%error, %addr, "handshake failed");
+            return;
+        }
+    };
+    let peer = channel.peer();
+    tracing::debug!(identity = %peer, "channel established");
+    let shutdown = control.shutdown().clone();
+    loop {
+        let message = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            message = channel.recv() => message,
+        };
+        let message = match message {
+            Ok(message) => message,
+            Err(ChannelError::Closed) => break,
+            Err(error) => {
+                tracing::debug!(%error, identity = %peer, "channel failed");
+                break;
+            }
+        };
+        let (id, outcome) = match serde_json::from_slice::<RequestEnvelope>(&message) {
+            Ok(envelope) if envelope.v != PROTOCOL_VERSION => (
+                envelope.id,
+                Outcome::Err(WireError::new(
+                    ErrorCode::UnsupportedVersion,
+                    format!("protocol version {} is not supported (this control speaks {PROTOCOL_VERSION})", envelope.v),
+                )),
+            ),
+            Ok(envelope) => {
+                let op = op_name(&envelope.req);
+                let outcome = match control.handle(peer, envelope.req).await {
+                    Ok(reply) => Outcome::Ok(reply),
+                    Err(error) => {
+                        tracing::info!(identity = %peer, op, %error, "request refused");
+                        Outcome::Err(error.to_wire())
+                    }
+                };
+                (envelope.id, outcome)
+            }
+            Err(error) => {
+                tracing::info!(identity = %peer, %error, "malformed request");
+                (0, Outcome::Err(WireError::new(ErrorCode::BadRequest, "malformed request")))
+            }
+        };
+        let response = ResponseEnvelope {
+            v: PROTOCOL_VERSION,
+            id,
+            outcome,
+        };
+        let bytes = serde_json::to_vec(&response).expect("responses serialize");
+        if let Err(error) = channel.send(&bytes).await {
+            tracing::debug!(%error, identity = %peer, "could not answer");
+            break;
+        }
+    }
+}
+
+fn op_name(req: &leasehold_channel::protocol::Request) -> &'static str {
+    use leasehold_channel::protocol::Request::*;
+    match req {
+        Ping => "ping",
+        Enroll { .. } => "enroll",
+        LeaseCreate { .. } => "lease_create",
+        LeaseList => "lease_list",
+        LeaseShow { .. } => "lease_show",
+        LeaseRevoke { .. } => "lease_revoke",
+        AddonConfigure { .. } => "addon_configure",
+        PolicySet { .. } => "policy_set",
+        PolicyList => "policy_list",
+        PolicyDelete { .. } => "policy_delete",
+        TicketCreate { .. } => "ticket_create",
+        MemberList => "member_list",
+        MemberShow { .. } => "member_show",
+        MemberDelete { .. } => "member_delete",
+    }
+}

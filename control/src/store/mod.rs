@@ -1,0 +1,118 @@
+//! The control's persistent state, behind a small interface.
+//!
+//! [`Store`] is the seam for a shared PostgreSQL store (several control replicas) later:
+//! the rest of the control only sees these methods. Every method is one transaction;
+//! [`Store::redeem_ticket`] in particular checks and consumes a ticket atomically.
+//! The default implementation is [`RedbStore`], an embedded, crash-safe B-tree file.
+
+mod redb;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use leasehold_channel::PublicIdentity;
+use leasehold_channel::protocol::{AddonConfig, AuthScheme, MemberRecord, PolicyRecord, Timestamp};
+use serde::{Deserialize, Serialize};
+
+pub use self::redb::RedbStore;
+
+/// A ticket as stored: the secret itself is not, only its hash (the key).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredTicket {
+    /// Attributes the member will carry.
+    pub attributes: BTreeMap<String, String>,
+    /// Last moment it can be redeemed.
+    pub expires_at: Timestamp,
+    /// Redemptions left.
+    pub remaining: u32,
+}
+
+/// A lease as stored. The credential's secret is never stored, only how to revoke it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredLease {
+    /// Lease id (16 hex digits).
+    pub id: String,
+    /// The member it was issued to.
+    pub member: PublicIdentity,
+    /// Issue time.
+    pub created_at: Timestamp,
+    /// Expiry time.
+    pub expires_at: Timestamp,
+    /// What identifies the credential in InfluxDB: the v2 authorization id or the v1 user.
+    pub credential_id: String,
+    /// How the proxy presents the token.
+    pub auth_scheme: AuthScheme,
+    /// The InfluxDB it is valid for.
+    pub endpoint_url: String,
+    /// When it was revoked early, if it was.
+    pub revoked_at: Option<Timestamp>,
+    /// Whether the credential has been removed from InfluxDB. A lease with `removed`
+    /// false is one the control still owes a revocation.
+    pub removed: bool,
+}
+
+/// Why a ticket could not be redeemed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RedeemError {
+    /// No ticket with that secret (never issued, or used up).
+    #[error("unknown or used-up ticket")]
+    Unknown,
+    /// The ticket expired.
+    #[error("ticket expired")]
+    Expired,
+    /// The identity is a member already.
+    #[error("identity is already enrolled")]
+    AlreadyMember,
+}
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+#[error("store: {0}")]
+pub struct StoreError(pub String);
+
+/// Result of store operations.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The control's persistent state.
+pub trait Store: Send + Sync + 'static {
+    /// Inserts or replaces a member.
+    fn put_member(&self, member: MemberRecord) -> impl Future<Output = StoreResult<()>> + Send;
+    /// A member by identity.
+    fn member(&self, id: PublicIdentity) -> impl Future<Output = StoreResult<Option<MemberRecord>>> + Send;
+    /// All members.
+    fn members(&self) -> impl Future<Output = StoreResult<Vec<MemberRecord>>> + Send;
+    /// Removes a member; returns it if it existed.
+    fn delete_member(&self, id: PublicIdentity) -> impl Future<Output = StoreResult<Option<MemberRecord>>> + Send;
+
+    /// Stores a new ticket under the hash of its secret.
+    fn put_ticket(&self, hash: String, ticket: StoredTicket) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Atomically checks the ticket (exists, unexpired, uses left), consumes one use,
+    /// and enrolls `member` with the ticket's attributes. Two concurrent redemptions of
+    /// a one-use ticket: exactly one succeeds.
+    fn redeem_ticket(
+        &self,
+        hash: String,
+        now: Timestamp,
+        member: PublicIdentity,
+        name: String,
+    ) -> impl Future<Output = StoreResult<Result<MemberRecord, RedeemError>>> + Send;
+
+    /// The add-on settings.
+    fn addon(&self) -> impl Future<Output = StoreResult<Option<AddonConfig>>> + Send;
+    /// Replaces the add-on settings.
+    fn put_addon(&self, addon: AddonConfig) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Inserts or replaces a policy.
+    fn put_policy(&self, policy: PolicyRecord) -> impl Future<Output = StoreResult<()>> + Send;
+    /// All policies.
+    fn policies(&self) -> impl Future<Output = StoreResult<Vec<PolicyRecord>>> + Send;
+    /// Removes a policy; whether it existed.
+    fn delete_policy(&self, id: String) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// Inserts or replaces a lease. Durable when the future resolves.
+    fn put_lease(&self, lease: StoredLease) -> impl Future<Output = StoreResult<()>> + Send;
+    /// A lease by id.
+    fn lease(&self, id: String) -> impl Future<Output = StoreResult<Option<StoredLease>>> + Send;
+    /// All leases.
+    fn leases(&self) -> impl Future<Output = StoreResult<Vec<StoredLease>>> + Send;
+}
