@@ -172,11 +172,12 @@ impl Store for RedbStore {
                 };
                 let member_key = member.to_string();
                 let already = members.get(member_key.as_str()).map_err(err)?.is_some();
+                // Already a member first: re-enrolling is then a no-op, whatever the ticket.
                 match ticket {
+                    _ if already => Err(RedeemError::AlreadyMember),
                     None => Err(RedeemError::Unknown),
                     Some(t) if t.remaining == 0 => Err(RedeemError::Unknown),
                     Some(t) if t.expires_at < now => Err(RedeemError::Expired),
-                    Some(_) if already => Err(RedeemError::AlreadyMember),
                     Some(mut t) => {
                         t.remaining -= 1;
                         if t.remaining == 0 {

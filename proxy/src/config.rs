@@ -1,0 +1,234 @@
+//! Proxy settings, and their validation into a [`ValidConfig`] before anything binds.
+//!
+//! Everything that can be wrong with the settings (an upstream URL that is not http(s),
+//! a CA file that is unreadable or holds no certificate, limits that hyper would panic
+//! on) is found here, once, with one clear message — not on the first request.
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::upstream::{Upstream, UpstreamUrlError, redact_url};
+use crate::{tls, upstream};
+
+/// The smallest read buffer hyper accepts (it panics below this).
+pub const MIN_HEADER_BYTES: usize = 8192;
+
+/// Proxy settings as given by the CLI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Where the application sends its InfluxDB requests.
+    pub listen: SocketAddr,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    pub admin_listen: SocketAddr,
+    /// The InfluxDB base URL; the lease's `endpoint_url` when absent.
+    pub upstream: Option<String>,
+    /// An extra PEM CA bundle trusted for TLS upstreams, besides the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Concurrent client connections; further ones are closed at once.
+    pub max_connections: usize,
+    /// Limit on a request's head (request line and headers), in bytes; at least 8192.
+    pub max_header_bytes: usize,
+    /// Limit on the number of request headers (HTTP/1).
+    pub max_headers: usize,
+    /// How long to wait for a TCP and TLS connection to the upstream.
+    pub upstream_connect_timeout: Duration,
+    /// How long a client may take to send a request head before it is disconnected.
+    pub header_read_timeout: Duration,
+    /// How long in-flight requests may run after shutdown is requested.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8086)),
+            admin_listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8087)),
+            upstream: None,
+            ca_file: None,
+            max_connections: 1024,
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            upstream_connect_timeout: Duration::from_secs(2),
+            header_read_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Settings that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// `--upstream` is not a usable base URL (the URL is shown without credentials).
+    #[error("invalid upstream URL {url:?}: {reason}")]
+    Upstream {
+        /// The URL, user-info redacted.
+        url: String,
+        /// What is wrong with it.
+        reason: UpstreamUrlError,
+    },
+    /// The CA file cannot be read.
+    #[error("cannot read the CA file {path}: {source}")]
+    CaFileRead {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The CA file holds no PEM certificate.
+    #[error("the CA file {path} contains no PEM certificate")]
+    CaFileEmpty {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A certificate in the CA file is malformed.
+    #[error("the CA file {path} has an invalid certificate: {reason}")]
+    CaFileInvalid {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        reason: String,
+    },
+    /// The TLS library refused the configuration.
+    #[error("TLS configuration failed: {0}")]
+    Tls(rustls::Error),
+    /// A limit is out of range.
+    #[error("{name} must be {requirement}")]
+    Limit {
+        /// The setting.
+        name: &'static str,
+        /// What it must be.
+        requirement: &'static str,
+    },
+}
+
+/// Settings that passed validation, with the pieces they imply prepared.
+pub struct ValidConfig {
+    pub(crate) config: Config,
+    pub(crate) upstream: Option<Upstream>,
+    pub(crate) tls: rustls::ClientConfig,
+}
+
+impl Config {
+    /// Checks everything and prepares the upstream URL and TLS trust.
+    pub fn validate(self) -> Result<ValidConfig, ConfigError> {
+        let limit = |ok: bool, name, requirement| if ok { Ok(()) } else { Err(ConfigError::Limit { name, requirement }) };
+        limit(self.max_connections > 0, "max_connections", "at least 1")?;
+        limit(self.max_header_bytes >= MIN_HEADER_BYTES, "max_header_bytes", "at least 8192")?;
+        limit(self.max_headers > 0, "max_headers", "at least 1")?;
+        limit(!self.upstream_connect_timeout.is_zero(), "upstream_connect_timeout", "more than zero")?;
+        limit(!self.header_read_timeout.is_zero(), "header_read_timeout", "more than zero")?;
+        let upstream = self
+            .upstream
+            .as_deref()
+            .map(|url| {
+                upstream::Upstream::parse(url).map_err(|reason| ConfigError::Upstream {
+                    url: redact_url(url),
+                    reason,
+                })
+            })
+            .transpose()?;
+        let tls = tls::client_config(self.ca_file.as_deref())?;
+        Ok(ValidConfig {
+            config: self,
+            upstream,
+            tls,
+        })
+    }
+}
+
+impl ValidConfig {
+    /// The settings as given.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The proxy listen address.
+    pub fn listen(&self) -> SocketAddr {
+        self.config.listen
+    }
+
+    /// The admin listen address.
+    pub fn admin_listen(&self) -> SocketAddr {
+        self.config.admin_listen
+    }
+}
+
+impl fmt::Debug for ValidConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ValidConfig")
+            .field("config", &self.config)
+            .field("upstream", &self.upstream)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        let valid = Config::default().validate().unwrap();
+        assert_eq!(valid.listen().port(), 8086);
+        assert_eq!(valid.admin_listen().port(), 8087);
+        assert!(valid.upstream.is_none());
+    }
+
+    #[test]
+    fn bad_upstream_is_refused_without_echoing_credentials() {
+        let err = Config {
+            upstream: Some("ftp://user:hunter2@h".into()),
+            ..Config::default()
+        }
+        .validate()
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("http or https") || text.contains("credentials"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    #[test]
+    fn ca_file_problems_are_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let err = Config {
+            ca_file: Some(missing.clone()),
+            ..Config::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::CaFileRead { .. }));
+        assert!(err.to_string().contains("missing.pem"));
+
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let err = Config {
+            ca_file: Some(empty),
+            ..Config::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::CaFileEmpty { .. }), "{err}");
+    }
+
+    #[test]
+    fn limits_hyper_would_panic_on_are_refused() {
+        let err = Config {
+            max_header_bytes: 100,
+            ..Config::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(err.to_string().contains("max_header_bytes"));
+        let err = Config {
+            max_connections: 0,
+            ..Config::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(err.to_string().contains("max_connections"));
+    }
+}

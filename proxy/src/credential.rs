@@ -1,0 +1,306 @@
+//! A lease turned into what the request path needs: a ready-made `Authorization` header,
+//! the upstream it is valid for, and a local deadline after which it is never used.
+//!
+//! Built once per lease by [`Credential::from_lease`] (pure: the caller passes the
+//! clocks), so forwarding a request costs one refcount increment for the header, not a
+//! base64 encoding or a string format.
+//!
+//! **Expiry on the local clock.** The control's `expires_at` is wall-clock time on the
+//! control's machine; the proxy's clock may be skewed. The local deadline is the earlier
+//! of "`expires_at` on our wall clock" and "received + (`expires_at` − `created_at`)": if
+//! our clock runs ahead, the first is earlier; if it runs behind, the second caps it.
+//! Either way the credential is dropped no later than the control revokes it. The
+//! deadline is a monotonic [`Instant`], so wall-clock jumps cannot revive a credential.
+//!
+//! **Secrets.** The header value is marked sensitive (HPACK never indexes it, hyper never
+//! logs it); `Debug` prints `<redacted>`; the temporary buffers holding the plain token
+//! and its base64 form are zeroized. The `HeaderValue`'s own bytes are not zeroized on
+//! drop (the `http` crate offers no hook); they live only as long as the credential.
+
+use std::fmt;
+use std::time::SystemTime;
+
+use http::HeaderValue;
+use leasehold_channel::protocol::{AuthScheme, LeaseRecord, LeaseStatus, Timestamp};
+use tokio::time::Instant;
+use zeroize::Zeroizing;
+
+use crate::upstream::{Upstream, UpstreamUrlError};
+
+/// Why a lease cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CredentialError {
+    /// The lease came without a token (only `lease create` answers carry one).
+    #[error("lease {0} has no token")]
+    NoToken(String),
+    /// The token is empty: never forwarded.
+    #[error("lease {0} has an empty token")]
+    EmptyToken(String),
+    /// The token has bytes that cannot go into a header (the token itself is not shown).
+    #[error("lease {0} has a token that is not a valid header value")]
+    InvalidToken(String),
+    /// A v1 (`Basic`) token must be `user:password`.
+    #[error("lease {0} uses Basic auth but its token is not `user:password`")]
+    NotUserPassword(String),
+    /// The lease is revoked or expired.
+    #[error("lease {id} is {status:?}")]
+    NotActive {
+        /// Lease id.
+        id: String,
+        /// Its status.
+        status: LeaseStatus,
+    },
+    /// The lease has already expired on arrival.
+    #[error("lease {id} expired at {expires_at} before it could be used")]
+    Expired {
+        /// Lease id.
+        id: String,
+        /// Its expiry.
+        expires_at: Timestamp,
+    },
+    /// The lease's endpoint URL is not usable and no `--upstream` overrides it.
+    #[error("lease {id} has an unusable endpoint URL: {reason}")]
+    Endpoint {
+        /// Lease id.
+        id: String,
+        /// What is wrong with it.
+        reason: UpstreamUrlError,
+    },
+}
+
+/// A usable lease. Immutable; replaced wholesale on renewal.
+pub struct Credential {
+    header: HeaderValue,
+    upstream: Upstream,
+    lease_id: String,
+    expires_at: Timestamp,
+    valid_until: Instant,
+    received: Instant,
+    generation: u64,
+}
+
+impl Credential {
+    /// Turns `lease`, received at `received` (monotonic) / `received_wall` (wall clock),
+    /// into a credential. `upstream` overrides the lease's endpoint when given.
+    /// `generation` numbers credentials so a 401 can tell which one it was about.
+    pub fn from_lease(
+        lease: &LeaseRecord,
+        upstream: Option<&Upstream>,
+        received: Instant,
+        received_wall: SystemTime,
+        generation: u64,
+    ) -> Result<Self, CredentialError> {
+        let id = || lease.id.clone();
+        if lease.status != LeaseStatus::Active {
+            return Err(CredentialError::NotActive {
+                id: id(),
+                status: lease.status,
+            });
+        }
+        let token = lease.token.as_ref().ok_or_else(|| CredentialError::NoToken(id()))?;
+        if token.is_empty() {
+            return Err(CredentialError::EmptyToken(id()));
+        }
+        let remaining = remaining_lifetime(lease.created_at, lease.expires_at, received_wall);
+        if remaining.is_zero() {
+            return Err(CredentialError::Expired {
+                id: id(),
+                expires_at: lease.expires_at,
+            });
+        }
+        let upstream = match upstream {
+            Some(upstream) => upstream.clone(),
+            None => Upstream::parse(&lease.endpoint_url)
+                .map_err(|reason| CredentialError::Endpoint { id: id(), reason })?,
+        };
+        let header = authorization_header(lease.auth_scheme, token.expose()).map_err(|e| match e {
+            HeaderError::NotUserPassword => CredentialError::NotUserPassword(id()),
+            HeaderError::Invalid => CredentialError::InvalidToken(id()),
+        })?;
+        Ok(Self {
+            header,
+            upstream,
+            lease_id: lease.id.clone(),
+            expires_at: lease.expires_at,
+            valid_until: received + remaining,
+            received,
+            generation,
+        })
+    }
+
+    /// The `Authorization` value to send (sensitive).
+    pub fn header(&self) -> &HeaderValue {
+        &self.header
+    }
+
+    /// Where requests go with this credential.
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
+    /// The lease id (not a secret).
+    pub fn lease_id(&self) -> &str {
+        &self.lease_id
+    }
+
+    /// The lease's expiry as the control stated it.
+    pub fn expires_at(&self) -> Timestamp {
+        self.expires_at
+    }
+
+    /// The local instant from which this credential must not be used.
+    pub fn valid_until(&self) -> Instant {
+        self.valid_until
+    }
+
+    /// When it was received.
+    pub fn received(&self) -> Instant {
+        self.received
+    }
+
+    /// Whether it may still be used at `now`.
+    pub fn is_valid_at(&self, now: Instant) -> bool {
+        now < self.valid_until
+    }
+
+    /// Which credential this is (1 for the first, +1 per renewal).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credential")
+            .field("lease_id", &self.lease_id)
+            .field("expires_at", &self.expires_at)
+            .field("upstream", &self.upstream)
+            .field("generation", &self.generation)
+            .field("header", &format_args!("<redacted>"))
+            .finish()
+    }
+}
+
+/// How long a lease with these times, received at `received_wall`, may be used.
+fn remaining_lifetime(created_at: Timestamp, expires_at: Timestamp, received_wall: SystemTime) -> std::time::Duration {
+    let lifetime = std::time::Duration::from_secs(expires_at.0.saturating_sub(created_at.0));
+    let by_wall_clock = expires_at.to_system().duration_since(received_wall).unwrap_or_default();
+    lifetime.min(by_wall_clock)
+}
+
+enum HeaderError {
+    NotUserPassword,
+    Invalid,
+}
+
+/// `Token <token>` or `Basic base64(<user:password>)`, marked sensitive.
+fn authorization_header(scheme: AuthScheme, token: &str) -> Result<HeaderValue, HeaderError> {
+    let text = match scheme {
+        AuthScheme::Token => {
+            let mut text = Zeroizing::new(String::with_capacity(6 + token.len()));
+            text.push_str("Token ");
+            text.push_str(token);
+            text
+        }
+        AuthScheme::Basic => {
+            if !token.contains(':') {
+                return Err(HeaderError::NotUserPassword);
+            }
+            let encoded = Zeroizing::new(data_encoding::BASE64.encode(token.as_bytes()));
+            let mut text = Zeroizing::new(String::with_capacity(6 + encoded.len()));
+            text.push_str("Basic ");
+            text.push_str(&encoded);
+            text
+        }
+    };
+    let mut value = HeaderValue::from_str(&text).map_err(|_| HeaderError::Invalid)?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use leasehold_channel::{Identity, Secret};
+
+    use super::*;
+
+    fn lease(scheme: AuthScheme, token: Option<&str>, created: u64, expires: u64) -> LeaseRecord {
+        LeaseRecord {
+            id: "00000000000000aa".into(),
+            issued_for: Identity::from_seed(&[7; 32]).public(),
+            created_at: Timestamp(created),
+            expires_at: Timestamp(expires),
+            token: token.map(Secret::new),
+            status: LeaseStatus::Active,
+            auth_scheme: scheme,
+            endpoint_url: "http://influx.test:8086".into(),
+        }
+    }
+
+    fn at(secs: u64) -> SystemTime {
+        Timestamp(secs).to_system()
+    }
+
+    #[test]
+    fn token_scheme_header() {
+        let now = Instant::now();
+        let c = Credential::from_lease(&lease(AuthScheme::Token, Some("t0k"), 100, 400), None, now, at(100), 1).unwrap();
+        assert_eq!(c.header(), "Token t0k");
+        assert!(c.header().is_sensitive());
+        assert_eq!(c.valid_until() - now, Duration::from_secs(300));
+        assert_eq!(c.upstream().to_string(), "http://influx.test:8086");
+    }
+
+    #[test]
+    fn basic_scheme_header() {
+        let now = Instant::now();
+        let c = Credential::from_lease(&lease(AuthScheme::Basic, Some("lease_1:pw"), 100, 400), None, now, at(100), 1).unwrap();
+        assert_eq!(c.header(), "Basic bGVhc2VfMTpwdw==");
+        let err = Credential::from_lease(&lease(AuthScheme::Basic, Some("nocolon"), 100, 400), None, now, at(100), 1);
+        assert!(matches!(err, Err(CredentialError::NotUserPassword(_))));
+    }
+
+    #[test]
+    fn expiry_takes_the_earlier_clock() {
+        let now = Instant::now();
+        // Our clock is 100 s ahead of the control's: only 200 s left.
+        let c = Credential::from_lease(&lease(AuthScheme::Token, Some("t"), 100, 400), None, now, at(200), 1).unwrap();
+        assert_eq!(c.valid_until() - now, Duration::from_secs(200));
+        // Our clock is behind: the lifetime caps it.
+        let c = Credential::from_lease(&lease(AuthScheme::Token, Some("t"), 100, 400), None, now, at(0), 1).unwrap();
+        assert_eq!(c.valid_until() - now, Duration::from_secs(300));
+        assert!(c.is_valid_at(now) && !c.is_valid_at(c.valid_until()));
+    }
+
+    #[test]
+    fn unusable_leases_are_refused() {
+        let now = Instant::now();
+        let e = |l: &LeaseRecord| Credential::from_lease(l, None, now, at(100), 1).unwrap_err();
+        assert!(matches!(e(&lease(AuthScheme::Token, None, 100, 400)), CredentialError::NoToken(_)));
+        assert!(matches!(e(&lease(AuthScheme::Token, Some(""), 100, 400)), CredentialError::EmptyToken(_)));
+        assert!(matches!(e(&lease(AuthScheme::Token, Some("a\nb"), 100, 400)), CredentialError::InvalidToken(_)));
+        assert!(matches!(e(&lease(AuthScheme::Token, Some("t"), 50, 100)), CredentialError::Expired { .. }));
+        let mut revoked = lease(AuthScheme::Token, Some("t"), 100, 400);
+        revoked.status = LeaseStatus::Revoked;
+        assert!(matches!(e(&revoked), CredentialError::NotActive { .. }));
+        let mut bad = lease(AuthScheme::Token, Some("t"), 100, 400);
+        bad.endpoint_url = "ftp://x".into();
+        assert!(matches!(e(&bad), CredentialError::Endpoint { .. }));
+        // An explicit upstream makes the lease's endpoint irrelevant.
+        let up = Upstream::parse("https://override").unwrap();
+        let c = Credential::from_lease(&bad, Some(&up), now, at(100), 1).unwrap();
+        assert_eq!(c.upstream(), &up);
+    }
+
+    #[test]
+    fn debug_and_errors_never_show_the_token() {
+        let now = Instant::now();
+        let c = Credential::from_lease(&lease(AuthScheme::Token, Some("sekrit"), 100, 400), None, now, at(100), 1).unwrap();
+        assert!(!format!("{c:?}").contains("sekrit"));
+        let err = Credential::from_lease(&lease(AuthScheme::Token, Some("sek\nrit"), 100, 400), None, now, at(100), 1).unwrap_err();
+        assert!(!format!("{err} {err:?}").contains("sek"));
+    }
+}

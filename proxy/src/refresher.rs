@@ -1,0 +1,271 @@
+//! The only writer of the credential store: obtains leases, renews them, backs off.
+//!
+//! One loop, one task, three waits: the scheduled renewal (≈60% of the lifetime, see
+//! [`schedule`]), the expiry of the current credential (to drop it and say so in the
+//! log), and a "renew now" request from the request path after a 401. All of them also
+//! watch the shutdown token. Failures keep the old credential in place — requests go on
+//! using it until it expires — and are retried with jittered, capped exponential backoff,
+//! never later than the old credential's expiry.
+//!
+//! **401s.** An upstream 401 usually means the lease was revoked (a member deleted, an
+//! operator revoking it); waiting for the scheduled renewal would fail every write until
+//! then. So a 401 wakes this loop at once — single-flight per credential generation (see
+//! [`CredentialStore::request_renewal`]), and no more often than once per
+//! [`FORCED_RENEWAL_MIN_GAP`], so an upstream that rejects every fresh lease (wrong
+//! permissions) cannot turn into a renewal storm against the control.
+
+use std::future::pending;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::credential::{Credential, CredentialError};
+use crate::metrics::Metrics;
+use crate::schedule;
+use crate::source::{LeaseSource, SourceError};
+use crate::store::CredentialStore;
+use crate::upstream::Upstream;
+
+/// Least time between two renewals forced by upstream 401s.
+pub const FORCED_RENEWAL_MIN_GAP: Duration = Duration::from_secs(5);
+
+/// Why one renewal attempt failed.
+#[derive(Debug, thiserror::Error)]
+enum AttemptError {
+    #[error("lease request failed: {0}")]
+    Source(#[from] SourceError),
+    #[error("lease is unusable: {0}")]
+    Credential(#[from] CredentialError),
+}
+
+/// Everything the refresher works with.
+pub struct Refresher<S> {
+    source: S,
+    store: Arc<CredentialStore>,
+    upstream: Option<Upstream>,
+    metrics: Arc<Metrics>,
+    /// Generation of the newest installed credential (0: none yet).
+    generation: u64,
+    /// Consecutive failed attempts.
+    failures: u32,
+    last_forced: Option<Instant>,
+}
+
+impl<S: LeaseSource> Refresher<S> {
+    /// A refresher filling `store` from `source`. `upstream` overrides lease endpoints.
+    pub fn new(source: S, store: Arc<CredentialStore>, upstream: Option<Upstream>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            source,
+            store,
+            upstream,
+            metrics,
+            generation: 0,
+            failures: 0,
+            last_forced: None,
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        loop {
+            self.store.set_next_attempt(Instant::now());
+            let fetched = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return,
+                fetched = self.source.fetch() => fetched,
+            };
+            let next = self.settle(fetched);
+            self.store.set_next_attempt(next);
+            if !self.wait(next, &shutdown).await {
+                return;
+            }
+        }
+    }
+
+    /// Installs a fetched lease or records the failure; returns when to try next.
+    fn settle(&mut self, fetched: Result<leasehold_channel::protocol::LeaseRecord, SourceError>) -> Instant {
+        let now = Instant::now();
+        let built = fetched.map_err(AttemptError::from).and_then(|lease| {
+            Credential::from_lease(&lease, self.upstream.as_ref(), now, SystemTime::now(), self.generation + 1)
+                .map_err(AttemptError::from)
+        });
+        match built {
+            Ok(credential) => {
+                self.generation = credential.generation();
+                self.failures = 0;
+                let renew_at = schedule::renew_at(now, credential.valid_until(), schedule::jitter_sample());
+                info!(
+                    lease.id = credential.lease_id(),
+                    expires_at = %credential.expires_at(),
+                    upstream = %credential.upstream(),
+                    renew_in = ?renew_at.saturating_duration_since(now),
+                    "lease installed"
+                );
+                self.metrics.lease_installed(credential.expires_at().0);
+                self.store.install(Arc::new(credential));
+                renew_at
+            }
+            Err(error) => {
+                self.failures = self.failures.saturating_add(1);
+                self.metrics.renewal_failed();
+                let live_until = self.store.current(now).map(|c| c.valid_until());
+                let retry_at = schedule::next_retry(now, self.failures, live_until, schedule::jitter_sample());
+                warn!(
+                    %error,
+                    failures = self.failures,
+                    retry_in = ?retry_at.saturating_duration_since(now),
+                    holding_valid_lease = live_until.is_some(),
+                    "could not obtain a lease"
+                );
+                retry_at
+            }
+        }
+    }
+
+    /// Waits until the next attempt is due. Returns `false` on shutdown.
+    async fn wait(&mut self, mut next: Instant, shutdown: &CancellationToken) -> bool {
+        loop {
+            let expiry = self.store.valid_until().filter(|&until| until <= next);
+            let expired = async {
+                match expiry {
+                    Some(until) => sleep_until(until).await,
+                    None => pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return false,
+                () = expired => {
+                    self.store.clear();
+                    warn!("lease expired before it could be renewed; answering 503 until a new one arrives");
+                }
+                () = self.store.renewal_requested() => {
+                    if !self.store.renewal_wanted_for(self.generation) {
+                        continue; // a stale request for a credential already replaced
+                    }
+                    let now = Instant::now();
+                    match self.last_forced {
+                        Some(last) if now < last + FORCED_RENEWAL_MIN_GAP => {
+                            next = next.min(last + FORCED_RENEWAL_MIN_GAP);
+                            self.store.set_next_attempt(next);
+                        }
+                        _ => {
+                            self.last_forced = Some(now);
+                            info!(generation = self.generation, "upstream rejected the credential; renewing now");
+                            return true;
+                        }
+                    }
+                }
+                () = sleep_until(next) => return true,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use leasehold_channel::protocol::{AuthScheme, LeaseRecord, LeaseStatus, Timestamp};
+    use leasehold_channel::{Identity, Secret};
+
+    use super::*;
+
+    /// Leases of `ttl` seconds with tokens `t1`, `t2`, ...; fails while `fail` is set.
+    #[derive(Clone, Default)]
+    struct Fake {
+        calls: Arc<AtomicUsize>,
+        fail: Arc<AtomicBool>,
+    }
+
+    impl LeaseSource for Fake {
+        async fn fetch(&mut self) -> Result<LeaseRecord, SourceError> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(SourceError::Other("injected".into()));
+            }
+            // With a paused clock, wall time stands still relative to tokio time;
+            // leases are stamped from the real clock and that is fine for the lifetime.
+            let now = Timestamp::now();
+            Ok(LeaseRecord {
+                id: format!("{n:016x}"),
+                issued_for: Identity::from_seed(&[1; 32]).public(),
+                created_at: now,
+                expires_at: now.plus_secs(100),
+                token: Some(Secret::new(format!("t{n}"))),
+                status: LeaseStatus::Active,
+                auth_scheme: AuthScheme::Token,
+                endpoint_url: "http://127.0.0.1:1".into(),
+            })
+        }
+    }
+
+    fn start(fake: &Fake) -> (Arc<CredentialStore>, CancellationToken) {
+        let store = Arc::new(CredentialStore::new());
+        let shutdown = CancellationToken::new();
+        let refresher = Refresher::new(fake.clone(), Arc::clone(&store), None, Arc::new(Metrics::new()));
+        tokio::spawn(refresher.run(shutdown.clone()));
+        (store, shutdown)
+    }
+
+    async fn until(mut cond: impl FnMut() -> bool) {
+        for _ in 0..10_000 {
+            if cond() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("condition never became true");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn renews_before_expiry_and_retries_with_backoff() {
+        let fake = Fake::default();
+        let (store, shutdown) = start(&fake);
+        until(|| store.current(Instant::now()).is_some()).await;
+        let first = store.current(Instant::now()).unwrap();
+        assert_eq!(first.header(), "Token t1");
+        // The remaining lifetime is at most 100 s (wall clock truncation may shave some).
+        let life = first.valid_until() - first.received();
+        until(|| fake.calls.load(Ordering::SeqCst) == 2).await;
+        let renewed_after = Instant::now() - first.received();
+        assert!(renewed_after >= life.mul_f64(0.54) && renewed_after <= life.mul_f64(0.67), "{renewed_after:?} of {life:?}");
+        assert_eq!(store.current(Instant::now()).unwrap().header(), "Token t2");
+
+        // Failures keep the old credential and back off.
+        fake.fail.store(true, Ordering::SeqCst);
+        let failing_from = fake.calls.load(Ordering::SeqCst);
+        let held = store.current(Instant::now()).unwrap();
+        until(|| fake.calls.load(Ordering::SeqCst) >= failing_from + 4).await;
+        assert_eq!(store.current(Instant::now()).unwrap().generation(), held.generation());
+        // ... until it expires, then nothing is served.
+        until(|| store.current(Instant::now()).is_none()).await;
+        assert!(Instant::now() >= held.valid_until());
+        fake.fail.store(false, Ordering::SeqCst);
+        until(|| store.current(Instant::now()).is_some()).await;
+        shutdown.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_401s_renews_once() {
+        let fake = Fake::default();
+        let (store, shutdown) = start(&fake);
+        until(|| store.current(Instant::now()).is_some()).await;
+        let generation = store.current(Instant::now()).unwrap().generation();
+        let woke: usize = (0..50).map(|_| usize::from(store.request_renewal(generation))).sum();
+        assert_eq!(woke, 1);
+        until(|| store.current(Instant::now()).unwrap().generation() == generation + 1).await;
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 2);
+        // A late 401 for the replaced credential does nothing.
+        assert!(!store.request_renewal(generation));
+        // A 401 for the new one within the minimum gap waits for the gap.
+        let before = Instant::now();
+        assert!(store.request_renewal(generation + 1));
+        until(|| fake.calls.load(Ordering::SeqCst) == 3).await;
+        assert!(Instant::now() - before >= FORCED_RENEWAL_MIN_GAP - Duration::from_millis(20));
+        shutdown.cancel();
+    }
+}

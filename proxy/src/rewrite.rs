@@ -1,0 +1,170 @@
+//! Pure header and query rewriting between the application and InfluxDB.
+//!
+//! What leaves the application must not carry its own credentials (so a misconfigured
+//! client cannot bypass or confuse the lease) and must not carry hop-by-hop headers
+//! (RFC 9110 §7.6.1: they describe one connection, and the proxy is a different
+//! connection on each side). Everything else passes untouched — in particular
+//! `Content-Encoding`, `Content-Length` and `Retry-After`.
+//!
+//! These run on every request, so the common case allocates nothing: the query is only
+//! rebuilt when it really holds `u` or `p`, and `Connection` tokens are only collected
+//! when they name something other than `close`/`keep-alive`.
+
+use http::header::{
+    AUTHORIZATION, CONNECTION, EXPECT, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
+    TRANSFER_ENCODING, UPGRADE,
+};
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+/// Headers that only describe one hop (plus the legacy `Proxy-Connection`).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
+];
+
+/// Prepares a client request's headers for the upstream: hop-by-hop headers, the
+/// client's `Authorization`, `Host` (the HTTP client sets the upstream's) and `Expect`
+/// (the server side already answered `100 Continue` when the body was read) are removed.
+/// The caller then inserts the lease's `Authorization`.
+pub fn prepare_request_headers(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
+    headers.remove(AUTHORIZATION);
+    headers.remove(HOST);
+    headers.remove(EXPECT);
+}
+
+/// Prepares an upstream response's headers for the client: hop-by-hop headers go,
+/// everything else (status-related headers such as `Retry-After` included) stays.
+pub fn prepare_response_headers(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
+}
+
+/// Removes `Connection`, every header it names, and the fixed hop-by-hop set.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let names_others = headers
+        .get_all(CONNECTION)
+        .iter()
+        .any(|value| connection_tokens(value).any(|t| !is_builtin_token(t)));
+    if names_others {
+        // Rare: the client declared extension hop-by-hop headers. Copy the values out so
+        // the map can be mutated while walking them.
+        let values: Vec<HeaderValue> = headers.get_all(CONNECTION).iter().cloned().collect();
+        for value in &values {
+            for token in connection_tokens(value) {
+                headers.remove(token);
+            }
+        }
+    }
+    headers.remove(CONNECTION);
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+fn connection_tokens(value: &HeaderValue) -> impl Iterator<Item = &str> {
+    value
+        .to_str()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+fn is_builtin_token(token: &str) -> bool {
+    token.eq_ignore_ascii_case("close") || token.eq_ignore_ascii_case("keep-alive")
+}
+
+/// The query string without its `u` and `p` parameters (InfluxDB 1.x credentials), or
+/// `None` when it has none, so the caller can keep the original without allocating.
+///
+/// Keys are matched as InfluxDB (Go's `url.ParseQuery`) would decode them, so the
+/// percent-encoded spellings `%75` and `%70` are removed too.
+pub fn strip_credential_params(query: &str) -> Option<String> {
+    if !query.split('&').any(is_credential_param) {
+        return None;
+    }
+    let mut out = String::with_capacity(query.len());
+    for pair in query.split('&').filter(|p| !p.is_empty() && !is_credential_param(p)) {
+        if !out.is_empty() {
+            out.push('&');
+        }
+        out.push_str(pair);
+    }
+    Some(out)
+}
+
+fn is_credential_param(pair: &str) -> bool {
+    let key = pair.split_once('=').map_or(pair, |(key, _)| key);
+    matches!(key, "u" | "p") || key.eq_ignore_ascii_case("%75") || key.eq_ignore_ascii_case("%70")
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn queries_without_credentials_are_left_alone() {
+        assert_eq!(strip_credential_params("db=x&precision=s"), None);
+        assert_eq!(strip_credential_params(""), None);
+        assert_eq!(strip_credential_params("user=u&pp=1&up=2"), None);
+    }
+
+    #[test]
+    fn credentials_are_removed_in_any_spelling() {
+        assert_eq!(strip_credential_params("u=a&p=b").as_deref(), Some(""));
+        assert_eq!(strip_credential_params("db=x&u=a&q=select&p=b").as_deref(), Some("db=x&q=select"));
+        assert_eq!(strip_credential_params("%75=a&%70=b&db=x").as_deref(), Some("db=x"));
+        assert_eq!(strip_credential_params("u&db=x").as_deref(), Some("db=x"));
+    }
+
+    #[test]
+    fn request_headers_lose_credentials_and_hop_by_hop() {
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Token client"));
+        h.insert(HOST, HeaderValue::from_static("localhost:8086"));
+        h.insert(CONNECTION, HeaderValue::from_static("keep-alive, X-Hop"));
+        h.insert("x-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(PROXY_AUTHORIZATION, HeaderValue::from_static("Basic x"));
+        h.insert("content-encoding", HeaderValue::from_static("gzip"));
+        h.insert("content-type", HeaderValue::from_static("text/plain"));
+        prepare_request_headers(&mut h);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-encoding", "content-type"]);
+    }
+
+    #[test]
+    fn response_headers_keep_retry_after() {
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", HeaderValue::from_static("30"));
+        h.insert(CONNECTION, HeaderValue::from_static("close"));
+        h.insert("content-encoding", HeaderValue::from_static("gzip"));
+        prepare_response_headers(&mut h);
+        assert_eq!(h.len(), 2);
+        assert_eq!(h["retry-after"], "30");
+    }
+
+    proptest! {
+        #[test]
+        fn stripped_queries_never_hold_credentials(pairs in proptest::collection::vec(("[a-z%0-9]{0,3}", "[a-z0-9]{0,3}"), 0..8)) {
+            let query = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
+            let out = strip_credential_params(&query);
+            let kept = out.as_deref().unwrap_or(&query);
+            prop_assert!(!kept.split('&').any(is_credential_param));
+            // Non-credential pairs keep their order.
+            let expected: Vec<_> = query.split('&').filter(|p| !p.is_empty() && !is_credential_param(p)).collect();
+            let got: Vec<_> = kept.split('&').filter(|p| !p.is_empty()).collect();
+            prop_assert_eq!(expected, got);
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! Where leases come from: a seam between the refresher and the control channel.
+//!
+//! The refresher owns its source exclusively (hence `&mut self`) and decides when to
+//! call it; the source only knows how to get one fresh lease. The production source is
+//! [`ControlLeaseSource`](crate::ControlLeaseSource); tests plug in fakes that count
+//! calls, fail on demand or hand out very short leases.
+
+use std::future::Future;
+
+use leasehold_channel::client::ClientError;
+use leasehold_channel::protocol::LeaseRecord;
+
+/// Why a source could not produce a lease. The refresher logs it and retries with
+/// backoff; it never reaches an HTTP client.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceError {
+    /// The control was unreachable, the channel failed, or the control refused.
+    #[error(transparent)]
+    Control(#[from] ClientError),
+    /// The control answered something other than a lease.
+    #[error("the control answered a lease request with something other than a lease")]
+    UnexpectedReply,
+    /// Any other failure (custom and test sources).
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Yields fresh leases for this sidecar's identity.
+pub trait LeaseSource: Send + 'static {
+    /// Asks for a new lease. Called again after a failure, after backoff.
+    fn fetch(&mut self) -> impl Future<Output = Result<LeaseRecord, SourceError>> + Send;
+}

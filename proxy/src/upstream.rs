@@ -1,0 +1,190 @@
+//! The upstream InfluxDB base URL, parsed once, and how a request's path maps onto it.
+//!
+//! The base URL comes either from `--upstream` (parsed at config validation) or from a
+//! lease's `endpoint_url` (parsed when the lease arrives). Both are checked before any
+//! request depends on them, so the request path only glues pre-validated pieces together:
+//! scheme and authority are reference-counted clones, and the path is reused untouched
+//! unless a base path has to be prefixed or credentials stripped from the query.
+
+use std::fmt;
+
+use bytes::Bytes;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::Uri;
+
+use crate::rewrite;
+
+/// Why a base URL was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UpstreamUrlError {
+    /// Not a URL at all.
+    #[error("not a valid URL")]
+    Malformed,
+    /// Only `http` and `https` are proxied to.
+    #[error("the scheme must be http or https")]
+    Scheme,
+    /// A base URL needs a host.
+    #[error("the URL has no host")]
+    NoHost,
+    /// `user:password@` in the URL: credentials come from the lease, never the URL.
+    #[error("the URL must not contain credentials (user:password@)")]
+    Userinfo,
+    /// A base URL cannot carry a query or fragment.
+    #[error("the URL must not have a query string or fragment")]
+    Query,
+}
+
+/// A validated `http(s)://host[:port][/base/path]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Upstream {
+    scheme: Scheme,
+    authority: Authority,
+    /// Base path without the trailing slash; `None` for the root.
+    base_path: Option<Box<str>>,
+}
+
+/// A request path that cannot be forwarded (not origin-form).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the request target must be a path starting with `/`")]
+pub struct TargetError;
+
+impl Upstream {
+    /// Parses and validates a base URL.
+    pub fn parse(url: &str) -> Result<Self, UpstreamUrlError> {
+        if url.contains('#') {
+            return Err(UpstreamUrlError::Query);
+        }
+        let uri: Uri = url.trim().parse().map_err(|_| UpstreamUrlError::Malformed)?;
+        let scheme = uri.scheme().cloned().ok_or(UpstreamUrlError::Scheme)?;
+        if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+            return Err(UpstreamUrlError::Scheme);
+        }
+        let authority = uri.authority().cloned().ok_or(UpstreamUrlError::NoHost)?;
+        if authority.as_str().contains('@') {
+            return Err(UpstreamUrlError::Userinfo);
+        }
+        if authority.host().is_empty() {
+            return Err(UpstreamUrlError::NoHost);
+        }
+        if uri.query().is_some() {
+            return Err(UpstreamUrlError::Query);
+        }
+        let path = uri.path().trim_end_matches('/');
+        let base_path = (!path.is_empty()).then(|| path.into());
+        Ok(Self {
+            scheme,
+            authority,
+            base_path,
+        })
+    }
+
+    /// Whether requests go over TLS.
+    pub fn is_https(&self) -> bool {
+        self.scheme == Scheme::HTTPS
+    }
+
+    /// The absolute URI to send a client request for `target` to: the base path
+    /// prefixed, `u`/`p` removed from the query. Allocates only when one of those applies.
+    pub fn target_uri(&self, target: Option<PathAndQuery>) -> Result<Uri, TargetError> {
+        let path_and_query = match target {
+            Some(pq) => self.map_path(pq)?,
+            None => self.map_path(PathAndQuery::from_static("/"))?,
+        };
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(path_and_query);
+        Uri::from_parts(parts).map_err(|_| TargetError)
+    }
+
+    fn map_path(&self, pq: PathAndQuery) -> Result<PathAndQuery, TargetError> {
+        let path = pq.path();
+        if !path.starts_with('/') {
+            return Err(TargetError);
+        }
+        let stripped = pq.query().and_then(rewrite::strip_credential_params);
+        if self.base_path.is_none() && stripped.is_none() {
+            return Ok(pq);
+        }
+        let base = self.base_path.as_deref().unwrap_or("");
+        let query = match &stripped {
+            Some(q) => q.as_str(),
+            None => pq.query().unwrap_or(""),
+        };
+        let mut out = String::with_capacity(base.len() + path.len() + 1 + query.len());
+        out.push_str(base);
+        out.push_str(path);
+        if !query.is_empty() {
+            out.push('?');
+            out.push_str(query);
+        }
+        PathAndQuery::from_maybe_shared(Bytes::from(out)).map_err(|_| TargetError)
+    }
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}{}", self.scheme, self.authority, self.base_path.as_deref().unwrap_or(""))
+    }
+}
+
+impl fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Upstream({self})")
+    }
+}
+
+/// `url` with any `user:password@` replaced, for error messages about URLs that were
+/// refused (and so may be exactly the ones that carry credentials).
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(start), Some(at)) if at > start => format!("{}<redacted>{}", &url[..start + 3], &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(upstream: &str, pq: &str) -> String {
+        let up = Upstream::parse(upstream).unwrap();
+        up.target_uri(Some(pq.parse().unwrap())).unwrap().to_string()
+    }
+
+    #[test]
+    fn parses_valid_bases() {
+        let up = Upstream::parse("https://influx.example:8443/").unwrap();
+        assert!(up.is_https());
+        assert_eq!(up.to_string(), "https://influx.example:8443");
+        assert_eq!(Upstream::parse("http://h/influx/").unwrap().to_string(), "http://h/influx");
+    }
+
+    #[test]
+    fn refuses_bad_bases() {
+        assert_eq!(Upstream::parse("not a url"), Err(UpstreamUrlError::Malformed));
+        assert_eq!(Upstream::parse("ftp://h"), Err(UpstreamUrlError::Scheme));
+        assert_eq!(Upstream::parse("/just/a/path"), Err(UpstreamUrlError::Scheme));
+        assert_eq!(Upstream::parse("http://u:pw@h"), Err(UpstreamUrlError::Userinfo));
+        assert_eq!(Upstream::parse("http://h/?x=1"), Err(UpstreamUrlError::Query));
+        assert_eq!(Upstream::parse("http://h/#x"), Err(UpstreamUrlError::Query));
+    }
+
+    #[test]
+    fn maps_paths_and_queries() {
+        assert_eq!(target("http://h:8086", "/write?db=x&precision=s"), "http://h:8086/write?db=x&precision=s");
+        assert_eq!(target("http://h/base/", "/api/v2/write?org=o"), "http://h/base/api/v2/write?org=o");
+        assert_eq!(target("http://h", "/query?u=me&db=x&p=pw"), "http://h/query?db=x");
+        assert_eq!(target("http://h/b", "/query?u=me&p=pw"), "http://h/b/query");
+        let up = Upstream::parse("http://h").unwrap();
+        assert_eq!(up.target_uri(None).unwrap().to_string(), "http://h/");
+        assert_eq!(up.target_uri(Some(PathAndQuery::from_static("*"))), Err(TargetError));
+    }
+
+    #[test]
+    fn redacts_userinfo() {
+        assert_eq!(redact_url("https://u:secret@h/x"), "https://<redacted>@h/x");
+        assert_eq!(redact_url("https://h/x"), "https://h/x");
+    }
+}

@@ -1,0 +1,341 @@
+//! Admin subcommands: `addon`, `policy`, `ticket`, `member`. Each acts as the identity
+//! `admin` unless `--identity` names another admin.
+
+use std::collections::BTreeMap;
+
+use anyhow::bail;
+use clap::{Args, Subcommand};
+use leasehold_channel::Secret;
+use leasehold_channel::home::Home;
+use leasehold_channel::protocol::{AddonConfig, Grant, MemberRecord, PolicyRecord, PolicySpec, Reply, Request};
+
+use super::output::{self, Output};
+use super::{UsageError, connect, duration_secs, key_value};
+
+/// Which identity to act as.
+#[derive(Debug, Args)]
+pub struct AsIdentity {
+    /// Local identity to act as.
+    #[arg(long, default_value = "admin", value_name = "NAME")]
+    pub identity: String,
+}
+
+/// `addon` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AddonCommand {
+    /// Configure the add-on.
+    #[command(subcommand)]
+    Configure(AddonKind),
+}
+
+/// The add-on backends.
+#[derive(Debug, Subcommand)]
+pub enum AddonKind {
+    /// InfluxDB 2.x / Cloud: leases are authorizations.
+    Influxdb(V2Args),
+    /// InfluxDB 1.x: leases are dynamic users.
+    #[command(name = "influxdb-v1")]
+    InfluxdbV1(V1Args),
+}
+
+/// Lifetimes shared by the add-on and policies.
+#[derive(Debug, Args)]
+pub struct TtlArgs {
+    /// Lease lifetime when none is requested (300, 5m, 1h).
+    #[arg(long, value_parser = duration_secs, value_name = "DURATION")]
+    pub default_ttl: Option<u64>,
+    /// Longest lease lifetime; longer requests are refused.
+    #[arg(long, value_parser = duration_secs, value_name = "DURATION")]
+    pub max_ttl: Option<u64>,
+}
+
+/// `addon configure influxdb` flags.
+#[derive(Debug, Args)]
+pub struct V2Args {
+    /// InfluxDB base URL.
+    #[arg(long, env = "INFLUXDB_ENDPOINT_URL", value_name = "URL")]
+    pub endpoint_url: String,
+    /// Admin (operator or all-access) token.
+    #[arg(long, env = "INFLUXDB_ADMIN_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub token: String,
+    /// Organization id leases are created in.
+    #[arg(long, env = "INFLUXDB_ORG_ID", value_name = "ID")]
+    pub org_id: String,
+    /// Default permissions, a JSON array as in the v2 API.
+    #[arg(long, env = "INFLUXDB_LEASE_PERMISSIONS", value_name = "JSON")]
+    pub permissions: String,
+    #[command(flatten)]
+    pub ttl: TtlArgs,
+    #[command(flatten)]
+    pub who: AsIdentity,
+}
+
+/// `addon configure influxdb-v1` flags.
+#[derive(Debug, Args)]
+pub struct V1Args {
+    /// InfluxDB base URL.
+    #[arg(long, env = "INFLUXDB_ENDPOINT_URL", value_name = "URL")]
+    pub endpoint_url: String,
+    /// Admin user name.
+    #[arg(long, env = "INFLUXDB_ADMIN_USER", value_name = "USER")]
+    pub username: String,
+    /// Admin password.
+    #[arg(long, env = "INFLUXDB_ADMIN_PASSWORD", hide_env_values = true, value_name = "PASSWORD")]
+    pub password: String,
+    /// Privilege granted to lease users, e.g. 'WRITE ON "telemetry"' (repeatable).
+    #[arg(long = "privileges", required = true, value_name = "PRIVILEGE")]
+    pub privileges: Vec<String>,
+    #[command(flatten)]
+    pub ttl: TtlArgs,
+    #[command(flatten)]
+    pub who: AsIdentity,
+}
+
+/// `policy` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Create or replace the policy for a set of attributes.
+    Set(PolicySetArgs),
+    /// List policies.
+    List(AsIdentity),
+    /// Delete a policy by id (its match set, e.g. service=iot-sensor).
+    Delete {
+        /// Policy id.
+        id: String,
+        #[command(flatten)]
+        who: AsIdentity,
+    },
+}
+
+/// `policy set` flags.
+#[derive(Debug, Args)]
+pub struct PolicySetArgs {
+    /// Attribute a member must have (repeatable; all must match).
+    #[arg(long = "match", required = true, value_parser = key_value, value_name = "KEY=VALUE")]
+    pub matches: Vec<(String, String)>,
+    /// v2 permissions JSON.
+    #[arg(long, conflicts_with = "privileges", required_unless_present = "privileges", value_name = "JSON")]
+    pub permissions: Option<String>,
+    /// v1 privilege (repeatable).
+    #[arg(long, value_name = "PRIVILEGE")]
+    pub privileges: Vec<String>,
+    #[command(flatten)]
+    pub ttl: TtlArgs,
+    #[command(flatten)]
+    pub who: AsIdentity,
+}
+
+/// `ticket` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TicketCommand {
+    /// Create an enrollment ticket; prints it as one line.
+    Create(TicketCreateArgs),
+}
+
+/// `ticket create` flags.
+#[derive(Debug, Args)]
+pub struct TicketCreateArgs {
+    /// Attribute the enrolled member carries (repeatable).
+    #[arg(long = "attribute", value_parser = key_value, value_name = "K=V")]
+    pub attributes: Vec<(String, String)>,
+    /// How long the ticket can be redeemed.
+    #[arg(long, default_value = "10m", value_parser = duration_secs, value_name = "DURATION")]
+    pub expires_in: u64,
+    /// How many identities can redeem it.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub usage_count: u32,
+    #[command(flatten)]
+    pub who: AsIdentity,
+}
+
+/// `member` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum MemberCommand {
+    /// List members.
+    List(AsIdentity),
+    /// Show a member.
+    Show {
+        /// Member id (identity identifier).
+        id: String,
+        #[command(flatten)]
+        who: AsIdentity,
+    },
+    /// Delete a member and revoke its live leases.
+    Delete {
+        /// Member id (identity identifier).
+        id: String,
+        #[command(flatten)]
+        who: AsIdentity,
+    },
+}
+
+fn parse_json(flag: &str, text: &str) -> anyhow::Result<serde_json::Value> {
+    serde_json::from_str(text).map_err(|e| UsageError(format!("{flag} is not valid JSON: {e}")).into())
+}
+
+async fn call(home: &Home, who: &AsIdentity, req: Request) -> anyhow::Result<Reply> {
+    Ok(connect::as_identity(home, &who.identity).await?.call(req).await?)
+}
+
+pub async fn addon(home: &Home, out: Output, cmd: AddonCommand) -> anyhow::Result<()> {
+    let AddonCommand::Configure(kind) = cmd;
+    let (addon, who) = match kind {
+        AddonKind::Influxdb(a) => (
+            AddonConfig::Influxdb {
+                endpoint_url: a.endpoint_url,
+                token: Secret::new(a.token),
+                org_id: a.org_id,
+                permissions: parse_json("--permissions", &a.permissions)?,
+                default_ttl_secs: a.ttl.default_ttl,
+                max_ttl_secs: a.ttl.max_ttl,
+            },
+            a.who,
+        ),
+        AddonKind::InfluxdbV1(a) => (
+            AddonConfig::InfluxdbV1 {
+                endpoint_url: a.endpoint_url,
+                username: a.username,
+                password: Secret::new(a.password),
+                privileges: a.privileges,
+                default_ttl_secs: a.ttl.default_ttl,
+                max_ttl_secs: a.ttl.max_ttl,
+            },
+            a.who,
+        ),
+    };
+    let Reply::Addon(summary) = call(home, &who, Request::AddonConfigure { addon }).await? else {
+        bail!("unexpected answer from the control");
+    };
+    match out {
+        Output::Json => output::json(&summary),
+        Output::Plain => output::fields(&[
+            ("backend", summary.backend),
+            ("endpoint", summary.endpoint_url),
+            ("default ttl", format!("{}s", summary.default_ttl_secs)),
+            ("max ttl", format!("{}s", summary.max_ttl_secs)),
+        ]),
+    }
+    Ok(())
+}
+
+fn print_policy(policy: &PolicyRecord) {
+    let grant = match &policy.spec.grant {
+        Grant::Permissions(p) => p.to_string(),
+        Grant::Privileges(p) => p.join("; "),
+    };
+    let ttl = |t: Option<u64>| t.map_or_else(|| "add-on default".to_owned(), |t| format!("{t}s"));
+    output::fields(&[
+        ("policy", policy.id.clone()),
+        ("grant", grant),
+        ("default ttl", ttl(policy.spec.default_ttl_secs)),
+        ("max ttl", ttl(policy.spec.max_ttl_secs)),
+    ]);
+}
+
+pub async fn policy(home: &Home, out: Output, cmd: PolicyCommand) -> anyhow::Result<()> {
+    match cmd {
+        PolicyCommand::Set(a) => {
+            let grant = match a.permissions {
+                Some(p) => Grant::Permissions(parse_json("--permissions", &p)?),
+                None => Grant::Privileges(a.privileges),
+            };
+            let policy = PolicySpec {
+                matches: a.matches.into_iter().collect(),
+                grant,
+                default_ttl_secs: a.ttl.default_ttl,
+                max_ttl_secs: a.ttl.max_ttl,
+            };
+            let Reply::Policy(policy) = call(home, &a.who, Request::PolicySet { policy }).await? else {
+                bail!("unexpected answer from the control");
+            };
+            match out {
+                Output::Json => output::json(&policy),
+                Output::Plain => print_policy(&policy),
+            }
+        }
+        PolicyCommand::List(who) => {
+            let Reply::Policies { policies } = call(home, &who, Request::PolicyList).await? else {
+                bail!("unexpected answer from the control");
+            };
+            match out {
+                Output::Json => output::json(&policies),
+                Output::Plain => {
+                    for (i, policy) in policies.iter().enumerate() {
+                        if i > 0 {
+                            println!();
+                        }
+                        print_policy(policy);
+                    }
+                }
+            }
+        }
+        PolicyCommand::Delete { id, who } => {
+            call(home, &who, Request::PolicyDelete { id: id.clone() }).await?;
+            match out {
+                Output::Json => output::json(&serde_json::json!({ "deleted": id })),
+                Output::Plain => println!("deleted policy {id}"),
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn ticket(home: &Home, out: Output, cmd: TicketCommand) -> anyhow::Result<()> {
+    let TicketCommand::Create(a) = cmd;
+    let req = Request::TicketCreate {
+        attributes: a.attributes.into_iter().collect::<BTreeMap<_, _>>(),
+        expires_in_secs: a.expires_in,
+        usage_count: a.usage_count,
+    };
+    let Reply::Ticket(ticket) = call(home, &a.who, req).await? else {
+        bail!("unexpected answer from the control");
+    };
+    match out {
+        // The ticket's purpose is to be handed over: printing it is the point.
+        Output::Json => output::json(&serde_json::json!({
+            "ticket": ticket.ticket.expose(),
+            "attributes": ticket.attributes,
+            "expires_at": ticket.expires_at,
+            "usage_count": ticket.usage_count,
+        })),
+        Output::Plain => println!("{}", ticket.ticket.expose()),
+    }
+    Ok(())
+}
+
+fn print_member(m: &MemberRecord) {
+    let attributes = m.attributes.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+    output::fields(&[
+        ("id", m.id.to_string()),
+        ("name", m.name.clone()),
+        ("attributes", attributes),
+        ("enrolled at", m.enrolled_at.to_string()),
+    ]);
+}
+
+pub async fn member(home: &Home, out: Output, cmd: MemberCommand) -> anyhow::Result<()> {
+    let (reply, deleted) = match cmd {
+        MemberCommand::List(who) => (call(home, &who, Request::MemberList).await?, false),
+        MemberCommand::Show { id, who } => (call(home, &who, Request::MemberShow { id }).await?, false),
+        MemberCommand::Delete { id, who } => (call(home, &who, Request::MemberDelete { id }).await?, true),
+    };
+    match (reply, out) {
+        (Reply::Members { members }, Output::Json) => output::json(&members),
+        (Reply::Members { members }, Output::Plain) => {
+            for m in members {
+                let attributes = m.attributes.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+                println!("{}  {:<16} {}", m.id, m.name, attributes);
+            }
+        }
+        (Reply::Member(m), Output::Json) => output::json(&m),
+        (Reply::Member(m), Output::Plain) => {
+            if deleted {
+                println!("deleted member {} ({}); its leases are revoked", m.id, m.name);
+            } else {
+                print_member(&m);
+            }
+        }
+        _ => bail!("unexpected answer from the control"),
+    }
+    Ok(())
+}

@@ -1,0 +1,157 @@
+//! Argument parsing and dispatch. Each subcommand lives in its own file; this one holds
+//! the global options, exit codes and the runtime.
+
+mod admin;
+mod connect;
+mod control;
+mod enroll;
+mod identity;
+mod lease;
+mod logging;
+mod output;
+mod proxy;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use leasehold_channel::client::ClientError;
+use leasehold_channel::home::Home;
+use leasehold_channel::protocol::ErrorCode;
+
+pub use output::Output;
+
+/// Secure-channel sidecar proxy with automatic credential leasing for InfluxDB.
+#[derive(Debug, Parser)]
+#[command(name = "leasehold", version, propagate_version = true)]
+pub struct Cli {
+    /// Directory holding identities and enrollments.
+    #[arg(long, global = true, env = "LEASEHOLD_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// How to print records.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Plain)]
+    pub output: Output,
+    /// Log format on stderr (`RUST_LOG` sets the level).
+    #[arg(long, global = true, env = "LEASEHOLD_LOG_FORMAT", value_enum, default_value_t = logging::LogFormat::Text)]
+    pub log_format: logging::LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, list and show local Ed25519 identities.
+    #[command(subcommand)]
+    Identity(identity::IdentityCommand),
+    /// Initialize or run the control plane.
+    #[command(subcommand)]
+    Control(control::ControlCommand),
+    /// Configure the InfluxDB add-on (admin).
+    #[command(subcommand)]
+    Addon(admin::AddonCommand),
+    /// Per-attribute lease policies (admin).
+    #[command(subcommand)]
+    Policy(admin::PolicyCommand),
+    /// Enrollment tickets (admin).
+    #[command(subcommand)]
+    Ticket(admin::TicketCommand),
+    /// Redeem an enrollment ticket for a local identity.
+    Enroll(enroll::EnrollArgs),
+    /// Enrolled members (admin).
+    #[command(subcommand)]
+    Member(admin::MemberCommand),
+    /// Create, list, show and revoke leases.
+    #[command(subcommand)]
+    Lease(lease::LeaseCommand),
+    /// Run the sidecar proxy.
+    Proxy(proxy::ProxyArgs),
+    /// Probe a leasehold admin endpoint (for container health checks).
+    Health(proxy::HealthArgs),
+}
+
+/// An error that is the user's input rather than a failure: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Runs the command line and returns the process exit code: 0 ok, 1 runtime failure,
+/// 2 usage.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format, cli.command.default_log_level());
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(exit_code(&error))
+        }
+    }
+}
+
+fn exit_code(error: &anyhow::Error) -> u8 {
+    if error.downcast_ref::<UsageError>().is_some() {
+        return 2;
+    }
+    match error.downcast_ref::<ClientError>() {
+        Some(ClientError::Remote(e)) if e.code == ErrorCode::BadRequest => 2,
+        _ => 1,
+    }
+}
+
+impl Command {
+    fn default_log_level(&self) -> &'static str {
+        match self {
+            Command::Control(control::ControlCommand::Serve(_)) | Command::Proxy(_) => "info",
+            _ => "warn",
+        }
+    }
+}
+
+/// The home directory from `--home`/`LEASEHOLD_HOME`, else `~/.leasehold`.
+pub fn home(explicit: Option<PathBuf>) -> anyhow::Result<Home> {
+    if let Some(path) = explicit {
+        return Ok(Home::new(path));
+    }
+    let user_home = std::env::var_os("HOME")
+        .ok_or_else(|| UsageError("HOME is not set: pass --home or set LEASEHOLD_HOME".into()))?;
+    Ok(Home::new(PathBuf::from(user_home).join(".leasehold")))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let home = home(cli.home)?;
+    let out = cli.output;
+    match cli.command {
+        Command::Identity(cmd) => identity::run(&home, out, cmd),
+        Command::Control(cmd) => control::run(&home, out, cmd).await,
+        Command::Addon(cmd) => admin::addon(&home, out, cmd).await,
+        Command::Policy(cmd) => admin::policy(&home, out, cmd).await,
+        Command::Ticket(cmd) => admin::ticket(&home, out, cmd).await,
+        Command::Member(cmd) => admin::member(&home, out, cmd).await,
+        Command::Enroll(args) => enroll::run(&home, out, args).await,
+        Command::Lease(cmd) => lease::run(&home, out, cmd).await,
+        Command::Proxy(args) => proxy::run(&home, args).await,
+        Command::Health(args) => proxy::health(args).await,
+    }
+}
+
+/// Parses a duration flag (`300`, `300s`, `5m`, `1h`).
+pub(crate) fn duration_secs(text: &str) -> Result<u64, String> {
+    leasehold_channel::duration::parse(text).map(|d| d.as_secs())
+}
+
+/// Parses `KEY=VALUE`.
+pub(crate) fn key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {text:?}")),
+    }
+}
