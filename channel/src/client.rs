@@ -6,7 +6,9 @@ use tokio::net::TcpStream;
 
 use crate::conn::{Channel, HANDSHAKE_TIMEOUT};
 use crate::home::Enrollment;
-use crate::protocol::{Outcome, PROTOCOL_VERSION, Reply, Request, RequestEnvelope, ResponseEnvelope, WireError};
+use crate::protocol::{
+    Outcome, PROTOCOL_VERSION, Reply, Request, RequestEnvelope, ResponseEnvelope, WireError,
+};
 use crate::{ChannelError, Identity, PublicIdentity};
 
 /// How long to wait for a TCP connection to one control address.
@@ -48,7 +50,10 @@ pub struct Client {
 
 impl Client {
     /// Connects to the first reachable address of `enrollment` as `identity`.
-    pub async fn connect(enrollment: &Enrollment, identity: &Identity) -> Result<Self, ClientError> {
+    pub async fn connect(
+        enrollment: &Enrollment,
+        identity: &Identity,
+    ) -> Result<Self, ClientError> {
         Self::connect_to(&enrollment.addrs, &enrollment.control, identity).await
     }
 
@@ -60,7 +65,8 @@ impl Client {
     ) -> Result<Self, ClientError> {
         let mut last = String::from("no address given");
         for addr in addrs {
-            let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await
+            {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
                     last = e.to_string();
@@ -74,7 +80,10 @@ impl Client {
             // Requests are small and latency-bound: do not let Nagle hold them back.
             let _ = stream.set_nodelay(true);
             let channel = Channel::connect(stream, identity, control, HANDSHAKE_TIMEOUT).await?;
-            return Ok(Self { channel, next_id: 1 });
+            return Ok(Self {
+                channel,
+                next_id: 1,
+            });
         }
         Err(ClientError::Unreachable {
             addrs: addrs.join(", "),
@@ -99,8 +108,8 @@ impl Client {
         let answer = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
             .await
             .map_err(|_| ClientError::Timeout(REQUEST_TIMEOUT))??;
-        let response: ResponseEnvelope = serde_json::from_slice(&answer)
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let response: ResponseEnvelope =
+            serde_json::from_slice(&answer).map_err(|e| ClientError::Protocol(e.to_string()))?;
         if response.id != id {
             return Err(ClientError::Protocol(format!(
                 "answer to request {} while waiting for {id}",

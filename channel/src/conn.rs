@@ -58,7 +58,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
 
     /// Accepts a client as the control `identity`. The client is authenticated when this
     /// returns; [`Channel::peer`] says who it is.
-    pub async fn accept(io: S, identity: &Identity, timeout: Duration) -> Result<Self, ChannelError> {
+    pub async fn accept(
+        io: S,
+        identity: &Identity,
+        timeout: Duration,
+    ) -> Result<Self, ChannelError> {
         tokio::time::timeout(timeout, Self::accept_inner(io, identity))
             .await
             .map_err(|_| ChannelError::HandshakeTimeout)?
@@ -145,13 +149,19 @@ mod tests {
     use super::*;
     use tokio::io::duplex;
 
-    async fn connected() -> (Channel<tokio::io::DuplexStream>, Channel<tokio::io::DuplexStream>) {
+    async fn connected() -> (
+        Channel<tokio::io::DuplexStream>,
+        Channel<tokio::io::DuplexStream>,
+    ) {
         let client = Identity::generate();
         let control = Identity::generate();
         let pin = control.public();
         let (a, b) = duplex(1 << 16);
-        let server = tokio::spawn(async move { Channel::accept(b, &control, HANDSHAKE_TIMEOUT).await });
-        let client = Channel::connect(a, &client, &pin, HANDSHAKE_TIMEOUT).await.unwrap();
+        let server =
+            tokio::spawn(async move { Channel::accept(b, &control, HANDSHAKE_TIMEOUT).await });
+        let client = Channel::connect(a, &client, &pin, HANDSHAKE_TIMEOUT)
+            .await
+            .unwrap();
         let mut client = client;
         // The control only finishes accepting once the proof arrives with a message.
         client.send(b"hello").await.unwrap();
@@ -176,7 +186,8 @@ mod tests {
     async fn oversized_length_prefix_is_refused() {
         let control = Identity::generate();
         let (mut a, b) = duplex(1024);
-        let server = tokio::spawn(async move { Channel::accept(b, &control, HANDSHAKE_TIMEOUT).await });
+        let server =
+            tokio::spawn(async move { Channel::accept(b, &control, HANDSHAKE_TIMEOUT).await });
         a.write_all(&[0xff, 0xff, 0xff, 0xff]).await.unwrap();
         assert!(matches!(
             server.await.unwrap(),
@@ -201,7 +212,8 @@ mod tests {
             (msg1, ())
         };
         let (mut a, b) = duplex(1024);
-        let server = tokio::spawn(async move { Channel::accept(b, &control, HANDSHAKE_TIMEOUT).await });
+        let server =
+            tokio::spawn(async move { Channel::accept(b, &control, HANDSHAKE_TIMEOUT).await });
         let mut wire = Vec::new();
         frame::encode(&msg1_full, &mut wire).unwrap();
         a.write_all(&wire[..wire.len() / 2]).await.unwrap();

@@ -6,7 +6,9 @@ use std::time::Duration;
 /// interval in leasehold means anything at zero length.
 pub fn parse(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
     let value: u64 = digits
         .parse()
@@ -16,7 +18,11 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        _ => return Err(format!("invalid duration unit {unit:?} in {text:?}: use s, m, h or d")),
+        _ => {
+            return Err(format!(
+                "invalid duration unit {unit:?} in {text:?}: use s, m, h or d"
+            ));
+        }
     };
     let secs = value
         .checked_mul(scale)
@@ -42,7 +48,17 @@ mod tests {
 
     #[test]
     fn refuses_nonsense() {
-        for bad in ["", "m", "5 m", "5x", "-5", "0", "0s", "1.5h", "99999999999999999999"] {
+        for bad in [
+            "",
+            "m",
+            "5 m",
+            "5x",
+            "-5",
+            "0",
+            "0s",
+            "1.5h",
+            "99999999999999999999",
+        ] {
             assert!(parse(bad).is_err(), "{bad:?} accepted");
         }
     }

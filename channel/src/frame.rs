@@ -94,7 +94,10 @@ mod tests {
 
     #[test]
     fn empty_frames_are_refused() {
-        assert!(matches!(decode(&[0, 0, 0, 0]), Err(ChannelError::EmptyFrame)));
+        assert!(matches!(
+            decode(&[0, 0, 0, 0]),
+            Err(ChannelError::EmptyFrame)
+        ));
         assert!(encode(&[], &mut Vec::new()).is_err());
     }
 

@@ -159,9 +159,7 @@ pub fn respond(identity: &Identity, msg1: &[u8]) -> Result<(PendingProof, Vec<u8
         Some(&other) => return Err(ChannelError::UnsupportedVersion(other)),
         None => return Err(ChannelError::Handshake),
     }
-    let claimed: [u8; 32] = hello[1..]
-        .try_into()
-        .map_err(|_| ChannelError::Handshake)?;
+    let claimed: [u8; 32] = hello[1..].try_into().map_err(|_| ChannelError::Handshake)?;
     let claimed = PublicIdentity::from_bytes(&claimed)?;
     let remote_static = state.get_remote_static().ok_or(ChannelError::Handshake)?;
     if remote_static != claimed.noise_public() {

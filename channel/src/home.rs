@@ -197,7 +197,11 @@ impl Home {
 /// Reads an identity key file, refusing one that group or others can read.
 pub fn read_key_file(path: &Path) -> Result<Identity, HomeError> {
     let mut file = fs::File::open(path).map_err(io_error(path))?;
-    let mode = file.metadata().map_err(io_error(path))?.permissions().mode();
+    let mode = file
+        .metadata()
+        .map_err(io_error(path))?
+        .permissions()
+        .mode();
     if mode & 0o077 != 0 {
         return Err(HomeError::InsecurePermissions {
             path: path.to_owned(),
@@ -267,8 +271,14 @@ mod tests {
         let b = home.create_identity("admin").unwrap();
         assert_eq!(home.load_identity("app-1").unwrap().public(), a.public());
         let list = home.list_identities().unwrap();
-        assert_eq!(list, vec![("admin".into(), b.public()), ("app-1".into(), a.public())]);
-        let mode = fs::metadata(dir.path().join("identities/app-1.key")).unwrap().permissions().mode();
+        assert_eq!(
+            list,
+            vec![("admin".into(), b.public()), ("app-1".into(), a.public())]
+        );
+        let mode = fs::metadata(dir.path().join("identities/app-1.key"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 
@@ -277,7 +287,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let home = Home::new(dir.path());
         let first = home.create_identity("app").unwrap();
-        assert!(matches!(home.create_identity("app"), Err(HomeError::AlreadyExists(_))));
+        assert!(matches!(
+            home.create_identity("app"),
+            Err(HomeError::AlreadyExists(_))
+        ));
         assert_eq!(home.load_identity("app").unwrap().public(), first.public());
     }
 
@@ -288,7 +301,10 @@ mod tests {
         home.create_identity("app").unwrap();
         let path = dir.path().join("identities/app.key");
         fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
-        assert!(matches!(home.load_identity("app"), Err(HomeError::InsecurePermissions { .. })));
+        assert!(matches!(
+            home.load_identity("app"),
+            Err(HomeError::InsecurePermissions { .. })
+        ));
     }
 
     #[test]
@@ -296,7 +312,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let home = Home::new(dir.path());
         for bad in ["", "../x", "a/b", ".hidden", "-flag", &"x".repeat(65)] {
-            assert!(matches!(home.create_identity(bad), Err(HomeError::InvalidName(_))), "{bad}");
+            assert!(
+                matches!(home.create_identity(bad), Err(HomeError::InvalidName(_))),
+                "{bad}"
+            );
         }
     }
 }

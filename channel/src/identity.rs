@@ -167,7 +167,10 @@ mod tests {
         let id = Identity::generate().public();
         let text = id.to_string();
         assert_eq!(text.len(), 52);
-        assert!(text.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+        assert!(
+            text.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        );
         assert_eq!(text.parse::<PublicIdentity>().unwrap(), id);
     }
 

@@ -436,15 +436,22 @@ mod tests {
             serde_json::to_string(&resp).unwrap(),
             r#"{"v":1,"id":7,"err":{"code":"forbidden","message":"admin only"}}"#
         );
-        let back: ResponseEnvelope = serde_json::from_str(&serde_json::to_string(&resp).unwrap()).unwrap();
+        let back: ResponseEnvelope =
+            serde_json::from_str(&serde_json::to_string(&resp).unwrap()).unwrap();
         assert!(matches!(back.outcome, Outcome::Err(e) if e.code == ErrorCode::Forbidden));
     }
 
     #[test]
     fn timestamps_are_rfc3339_utc() {
         let t = Timestamp(1_800_000_000);
-        assert_eq!(serde_json::to_string(&t).unwrap(), "\"2027-01-15T08:00:00Z\"");
-        assert_eq!(serde_json::from_str::<Timestamp>("\"2027-01-15T08:00:00Z\"").unwrap(), t);
+        assert_eq!(
+            serde_json::to_string(&t).unwrap(),
+            "\"2027-01-15T08:00:00Z\""
+        );
+        assert_eq!(
+            serde_json::from_str::<Timestamp>("\"2027-01-15T08:00:00Z\"").unwrap(),
+            t
+        );
     }
 
     #[test]

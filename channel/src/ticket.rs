@@ -106,9 +106,9 @@ impl FromStr for Ticket {
             .strip_prefix(PREFIX)
             .and_then(|r| r.strip_prefix(':'))
             .ok_or(TicketError::NotATicket)?;
-        let (keys, addrs) = rest
-            .split_once('@')
-            .ok_or(TicketError::Malformed("missing `@` before the control address"))?;
+        let (keys, addrs) = rest.split_once('@').ok_or(TicketError::Malformed(
+            "missing `@` before the control address",
+        ))?;
         let (control, secret) = keys
             .split_once(':')
             .ok_or(TicketError::Malformed("missing the secret"))?;
@@ -164,14 +164,23 @@ mod tests {
         let control = Identity::generate().public();
         let good = Ticket::generate(vec!["h:1".into()], control).to_line();
         let good = good.expose();
-        assert_eq!("hello".parse::<Ticket>().unwrap_err(), TicketError::NotATicket);
+        assert_eq!(
+            "hello".parse::<Ticket>().unwrap_err(),
+            TicketError::NotATicket
+        );
         for bad in [
             good.replace('@', "#"),
             good.replacen(&control.to_string(), "zz", 1),
             good.split('@').next().unwrap().to_string() + "@",
             good.replacen(':', "", 2),
         ] {
-            assert!(matches!(bad.parse::<Ticket>(), Err(TicketError::Malformed(_)) | Err(TicketError::NotATicket)), "{bad}");
+            assert!(
+                matches!(
+                    bad.parse::<Ticket>(),
+                    Err(TicketError::Malformed(_)) | Err(TicketError::NotATicket)
+                ),
+                "{bad}"
+            );
         }
     }
 

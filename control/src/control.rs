@@ -2,24 +2,41 @@
 //! machinery, shared by every connection.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use leasehold_channel::protocol::{LeaseRecord, LeaseStatus, Timestamp};
+use leasehold_channel::protocol::{AddonConfig, LeaseRecord, LeaseStatus, Timestamp};
 use leasehold_channel::{Identity, PublicIdentity};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backend::Backend;
+use crate::datadir::DataDir;
 use crate::error::ControlError;
 use crate::revoker::{self, Schedule};
 use crate::store::{Store, StoredLease};
+
+/// How often the control sweeps InfluxDB for expired credentials it created, besides
+/// at start-up and whenever the add-on is configured. The sweep is one list call, and it
+/// bounds how long a credential can outlive a lost store.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The configured add-on: its settings and the backend built from them.
+pub struct Addon {
+    /// The settings.
+    pub config: AddonConfig,
+    /// The backend client.
+    pub backend: Backend,
+}
 
 /// The control plane's shared state.
 pub struct Control<S> {
     pub(crate) identity: Identity,
     pub(crate) store: S,
-    pub(crate) backend: ArcSwapOption<Backend>,
+    pub(crate) data: DataDir,
+    pub(crate) addon: ArcSwapOption<Addon>,
     pub(crate) advertise: Vec<String>,
+    sweep_now: tokio::sync::Notify,
     schedule: Schedule,
     tasks: TaskTracker,
     shutdown: CancellationToken,
@@ -57,29 +74,42 @@ impl<S: Store> Control<S> {
     pub async fn start(
         identity: Identity,
         store: S,
+        data: DataDir,
         advertise: Vec<String>,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, ControlError> {
-        let backend = match store.addon().await? {
-            Some(addon) => Some(Arc::new(Backend::from_addon(&addon)?)),
+        let addon = match data
+            .load_addon()
+            .map_err(|e| ControlError::BadRequest(e.to_string()))?
+        {
+            Some(config) => Some(Arc::new(Addon {
+                backend: Backend::from_addon(&config)?,
+                config,
+            })),
             None => None,
         };
         let (schedule, rx) = Schedule::new();
         let control = Arc::new(Self {
             identity,
             store,
-            backend: ArcSwapOption::new(backend),
+            data,
+            addon: ArcSwapOption::new(addon),
             advertise,
+            sweep_now: tokio::sync::Notify::new(),
             schedule,
             tasks: TaskTracker::new(),
             shutdown,
         });
         let weak = Arc::downgrade(&control);
-        control.tasks.spawn(revoker::run_queue(rx, control.shutdown.clone(), move |id| {
-            if let Some(control) = weak.upgrade() {
-                control.revoke_in_background(id);
-            }
-        }));
+        control.tasks.spawn(revoker::run_queue(
+            rx,
+            control.shutdown.clone(),
+            move |id| {
+                if let Some(control) = weak.upgrade() {
+                    control.revoke_in_background(id);
+                }
+            },
+        ));
         let mut owed = 0;
         for lease in control.store.leases().await? {
             if !lease.removed {
@@ -90,7 +120,9 @@ impl<S: Store> Control<S> {
         }
         tracing::info!(leases = owed, "re-armed revocations owed from the store");
         let sweeper = control.clone();
-        control.tasks.spawn(async move { sweeper.sweep_until_done().await });
+        control
+            .tasks
+            .spawn(async move { sweeper.sweep_loop().await });
         Ok(control)
     }
 
@@ -109,40 +141,53 @@ impl<S: Store> Control<S> {
         &self.shutdown
     }
 
-    pub(crate) fn backend(&self) -> Result<Arc<Backend>, ControlError> {
-        self.backend.load_full().ok_or(ControlError::NoAddon)
+    pub(crate) fn addon(&self) -> Result<Arc<Addon>, ControlError> {
+        self.addon.load_full().ok_or(ControlError::NoAddon)
+    }
+
+    /// Installs new add-on settings and sweeps with them.
+    pub(crate) fn set_addon(&self, addon: Addon) {
+        self.addon.store(Some(Arc::new(addon)));
+        self.sweep_now.notify_one();
     }
 
     pub(crate) fn schedule(&self, at: Timestamp, id: String) {
         self.schedule.at(at, id);
     }
 
-    /// Removes every expired credential this control created, retrying with backoff
-    /// while InfluxDB is unreachable. Runs once at start-up.
-    async fn sweep_until_done(&self) {
-        let mut attempt = 0;
+    /// Sweeps InfluxDB for expired credentials this control created: at start-up, when
+    /// the add-on is configured, and every [`SWEEP_INTERVAL`]; a failed sweep is
+    /// retried with backoff.
+    async fn sweep_loop(&self) {
+        let mut attempt: u32 = 0;
         loop {
-            let Some(backend) = self.backend.load_full() else {
-                return;
+            let wait = match self.addon.load_full() {
+                None => SWEEP_INTERVAL,
+                Some(addon) => match addon.backend.sweep(Timestamp::now()).await {
+                    Ok(removed) => {
+                        tracing::debug!(removed, "sweep done");
+                        attempt = 0;
+                        SWEEP_INTERVAL
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, attempt, "sweep failed; retrying");
+                        attempt = attempt.saturating_add(1);
+                        revoker::backoff(attempt - 1)
+                    }
+                },
             };
-            match backend.sweep(Timestamp::now()).await {
-                Ok(removed) => {
-                    tracing::info!(removed, "start-up sweep done");
-                    return;
-                }
-                Err(error) => tracing::warn!(%error, attempt, "start-up sweep failed; retrying"),
-            }
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
-                _ = tokio::time::sleep(revoker::backoff(attempt)) => {}
+                _ = self.sweep_now.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
             }
-            attempt = attempt.saturating_add(1);
         }
     }
 
     fn revoke_in_background(self: Arc<Self>, id: String) {
         let control = self.clone();
-        self.tasks.spawn(async move { control.revoke_until_done(&id).await });
+        self.tasks
+            .spawn(async move { control.revoke_until_done(&id).await });
     }
 
     /// Removes lease `id`'s credential from InfluxDB, retrying with capped backoff
@@ -152,7 +197,9 @@ impl<S: Store> Control<S> {
         loop {
             match self.revoke_once(id).await {
                 Ok(()) => return,
-                Err(error) => tracing::warn!(lease.id = %id, %error, attempt, "revocation failed; retrying"),
+                Err(error) => {
+                    tracing::warn!(lease.id = %id, %error, attempt, "revocation failed; retrying")
+                }
             }
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
@@ -170,10 +217,14 @@ impl<S: Store> Control<S> {
         if lease.removed {
             return Ok(());
         }
-        self.backend()?.revoke(&lease.credential_id).await?;
+        self.addon()?.backend.revoke(&lease.credential_id).await?;
         lease.removed = true;
         self.store.put_lease(lease.clone()).await?;
-        let reason = if lease.revoked_at.is_some() { "revoked" } else { "expired" };
+        let reason = if lease.revoked_at.is_some() {
+            "revoked"
+        } else {
+            "expired"
+        };
         tracing::info!(
             lease.id = %lease.id,
             identity = %lease.member,
@@ -186,7 +237,11 @@ impl<S: Store> Control<S> {
 
     /// Marks lease `lease` revoked now and removes its credential, retrying in the
     /// background if InfluxDB does not answer at once.
-    pub(crate) async fn revoke_now(self: &Arc<Self>, mut lease: StoredLease, by: PublicIdentity) -> Result<StoredLease, ControlError> {
+    pub(crate) async fn revoke_now(
+        self: &Arc<Self>,
+        mut lease: StoredLease,
+        by: PublicIdentity,
+    ) -> Result<StoredLease, ControlError> {
         let now = Timestamp::now();
         if status(&lease, now) == LeaseStatus::Active {
             lease.revoked_at = Some(now);

@@ -4,8 +4,13 @@
 //! DATA_DIR/            (mode 0700)
 //!   identity.key       the control's Ed25519 key, 0600
 //!   control.json       listen address and the addresses tickets advertise
+//!   addon.json         the InfluxDB add-on settings, with the admin credential, 0600
 //!   store.redb         the embedded store
 //! ```
+//!
+//! The add-on settings live beside the store rather than in it so that a lost or
+//! corrupted store still leaves the control able to sweep InfluxDB for its expired
+//! credentials.
 
 use std::fs;
 use std::net::SocketAddr;
@@ -14,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use leasehold_channel::Identity;
 use leasehold_channel::home::{self, HomeError};
+use leasehold_channel::protocol::AddonConfig;
 use serde::{Deserialize, Serialize};
 
 /// Settings fixed at `control init`.
@@ -122,6 +128,43 @@ impl DataDir {
         Ok(identity)
     }
 
+    fn addon_path(&self) -> PathBuf {
+        self.path.join("addon.json")
+    }
+
+    /// The add-on settings, if configured.
+    pub fn load_addon(&self) -> Result<Option<AddonConfig>, DataDirError> {
+        let path = self.addon_path();
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| DataDirError::Io {
+                    path,
+                    reason: format!("corrupt: {e}"),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(DataDirError::Io {
+                path,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Replaces the add-on settings atomically (write a 0600 temporary, then rename).
+    pub fn save_addon(&self, addon: &AddonConfig) -> Result<(), DataDirError> {
+        let path = self.addon_path();
+        let tmp = path.with_extension("json.tmp");
+        let _ = fs::remove_file(&tmp);
+        let json = zeroize::Zeroizing::new(
+            serde_json::to_vec_pretty(addon).expect("add-on settings serialize"),
+        );
+        home::write_private(&tmp, &json)?;
+        fs::rename(&tmp, &path).map_err(|e| DataDirError::Io {
+            path,
+            reason: e.to_string(),
+        })
+    }
+
     /// Loads the control identity and settings.
     pub fn load(&self) -> Result<(Identity, Settings), DataDirError> {
         let path = self.settings_path();
@@ -159,7 +202,10 @@ mod tests {
             advertise: vec!["127.0.0.1:4100".into()],
         };
         let first = data.init(&settings).unwrap();
-        assert!(matches!(data.init(&settings), Err(DataDirError::AlreadyInitialized(_))));
+        assert!(matches!(
+            data.init(&settings),
+            Err(DataDirError::AlreadyInitialized(_))
+        ));
         let (loaded, loaded_settings) = data.load().unwrap();
         assert_eq!(loaded.public(), first.public());
         assert_eq!(loaded_settings.advertise, settings.advertise);

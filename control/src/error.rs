@@ -48,11 +48,26 @@ impl ControlError {
                 ErrorCode::Unavailable,
                 "no InfluxDB add-on is configured (leasehold addon configure ...)".to_owned(),
             ),
-            Self::Ticket(RedeemError::AlreadyMember) => (ErrorCode::Conflict, "identity is already enrolled".to_owned()),
-            Self::Ticket(_) => (ErrorCode::Unauthorized, "ticket refused: unknown, used up or expired".to_owned()),
-            Self::Backend(e) if e.is_transient() => (ErrorCode::Unavailable, "InfluxDB is unavailable; try again later".to_owned()),
-            Self::Backend(_) => (ErrorCode::Internal, "InfluxDB refused the request; see the control's log".to_owned()),
-            Self::Store(_) => (ErrorCode::Internal, "internal error; see the control's log".to_owned()),
+            Self::Ticket(RedeemError::AlreadyMember) => (
+                ErrorCode::Conflict,
+                "identity is already enrolled".to_owned(),
+            ),
+            Self::Ticket(_) => (
+                ErrorCode::Unauthorized,
+                "ticket refused: unknown, used up or expired".to_owned(),
+            ),
+            Self::Backend(e) if e.is_transient() => (
+                ErrorCode::Unavailable,
+                "InfluxDB is unavailable; try again later".to_owned(),
+            ),
+            Self::Backend(_) => (
+                ErrorCode::Internal,
+                "InfluxDB refused the request; see the control's log".to_owned(),
+            ),
+            Self::Store(_) => (
+                ErrorCode::Internal,
+                "internal error; see the control's log".to_owned(),
+            ),
         };
         WireError::new(code, message)
     }

@@ -8,10 +8,31 @@ use serde_json::{Map, Value};
 
 /// Resource types of the v2 contract (`components.schemas.Resource.properties.type`).
 const RESOURCE_TYPES: &[&str] = &[
-    "authorizations", "buckets", "dashboards", "orgs", "tasks", "telegrafs", "users",
-    "variables", "secrets", "labels", "views", "documents", "notificationRules",
-    "notificationEndpoints", "checks", "dbrp", "annotations", "sources", "scrapers",
-    "notebooks", "remotes", "replications", "instance", "flows", "functions",
+    "authorizations",
+    "buckets",
+    "dashboards",
+    "orgs",
+    "tasks",
+    "telegrafs",
+    "users",
+    "variables",
+    "secrets",
+    "labels",
+    "views",
+    "documents",
+    "notificationRules",
+    "notificationEndpoints",
+    "checks",
+    "dbrp",
+    "annotations",
+    "sources",
+    "scrapers",
+    "notebooks",
+    "remotes",
+    "replications",
+    "instance",
+    "flows",
+    "functions",
     "subscriptions",
 ];
 const RESOURCE_FIELDS: &[&str] = &["type", "id", "name", "orgID", "org"];
@@ -48,13 +69,26 @@ pub fn normalize_permissions(value: &Value, org_id: &str) -> Result<Value, Grant
         let object = permission
             .as_object()
             .ok_or_else(|| bad(&at, "must be an object"))?;
-        if let Some(key) = object.keys().find(|k| !matches!(k.as_str(), "action" | "resource")) {
+        if let Some(key) = object
+            .keys()
+            .find(|k| !matches!(k.as_str(), "action" | "resource"))
+        {
             return Err(bad(format!("{at}.{key}"), "unknown field"));
         }
         match object.get("action").and_then(Value::as_str) {
             Some("read" | "write") => {}
-            Some(other) => return Err(bad(format!("{at}.action"), format!("{other:?} is not read or write"))),
-            None => return Err(bad(format!("{at}.action"), "required: \"read\" or \"write\"")),
+            Some(other) => {
+                return Err(bad(
+                    format!("{at}.action"),
+                    format!("{other:?} is not read or write"),
+                ));
+            }
+            None => {
+                return Err(bad(
+                    format!("{at}.action"),
+                    "required: \"read\" or \"write\"",
+                ));
+            }
         }
         let resource = object
             .get("resource")
@@ -71,12 +105,20 @@ pub fn normalize_permissions(value: &Value, org_id: &str) -> Result<Value, Grant
         }
         match resource.get("type").and_then(Value::as_str) {
             Some(kind) if RESOURCE_TYPES.contains(&kind) => {}
-            Some(kind) => return Err(bad(format!("{at}.resource.type"), format!("{kind:?} is not an InfluxDB resource type"))),
+            Some(kind) => {
+                return Err(bad(
+                    format!("{at}.resource.type"),
+                    format!("{kind:?} is not an InfluxDB resource type"),
+                ));
+            }
             None => return Err(bad(format!("{at}.resource.type"), "required")),
         }
         match resource.get("orgID").and_then(Value::as_str) {
             Some(id) if id != org_id => {
-                return Err(bad(format!("{at}.resource.orgID"), format!("{id:?} is not the add-on's org {org_id:?}")));
+                return Err(bad(
+                    format!("{at}.resource.orgID"),
+                    format!("{id:?} is not the add-on's org {org_id:?}"),
+                ));
             }
             Some(_) => {}
             None => {
@@ -123,10 +165,18 @@ impl Privilege {
             _ => return Err(bad(field(), "must start with READ, WRITE or ALL")),
         };
         if !words.next().is_some_and(|w| w.eq_ignore_ascii_case("ON")) {
-            return Err(bad(field(), "expected `ON <database>` (admin privileges are not leased)"));
+            return Err(bad(
+                field(),
+                "expected `ON <database>` (admin privileges are not leased)",
+            ));
         }
         let rest = words.next().unwrap_or("").trim();
-        let database = parse_identifier(rest).ok_or_else(|| bad(field(), "the database must be a name or a double-quoted identifier"))?;
+        let database = parse_identifier(rest).ok_or_else(|| {
+            bad(
+                field(),
+                "the database must be a name or a double-quoted identifier",
+            )
+        })?;
         if database.is_empty() {
             return Err(bad(field(), "the database name is empty"));
         }
@@ -162,7 +212,10 @@ fn parse_identifier(text: &str) -> Option<String> {
             }
         }
     }
-    let bare = text.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    let bare = text
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     bare.then(|| text.to_owned())
 }
@@ -184,8 +237,15 @@ mod tests {
 
     #[test]
     fn permissions_get_the_org_filled_in() {
-        let out = normalize_permissions(&json!([{"action":"write","resource":{"type":"buckets"}}]), "0123456789abcdef").unwrap();
-        assert_eq!(out, json!([{"action":"write","resource":{"type":"buckets","orgID":"0123456789abcdef"}}]));
+        let out = normalize_permissions(
+            &json!([{"action":"write","resource":{"type":"buckets"}}]),
+            "0123456789abcdef",
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            json!([{"action":"write","resource":{"type":"buckets","orgID":"0123456789abcdef"}}])
+        );
     }
 
     #[test]
@@ -194,30 +254,68 @@ mod tests {
         let cases = [
             (json!({}), "permissions"),
             (json!([]), "permissions"),
-            (json!([{"action":"delete","resource":{"type":"buckets"}}]), "permissions[0].action"),
+            (
+                json!([{"action":"delete","resource":{"type":"buckets"}}]),
+                "permissions[0].action",
+            ),
             (json!([{"action":"read"}]), "permissions[0].resource"),
-            (json!([{"action":"read","resource":{"type":"bukkits"}}]), "permissions[0].resource.type"),
-            (json!([{"action":"read","resource":{"type":"buckets","orgID":"ffffffffffffffff"}}]), "permissions[0].resource.orgID"),
-            (json!([{"action":"read","resource":{"type":"buckets"}},{"action":"write","resource":{"type":"buckets","colour":"red"}}]), "permissions[1].resource.colour"),
-            (json!([{"action":"read","resource":{"type":"buckets"},"extra":1}]), "permissions[0].extra"),
+            (
+                json!([{"action":"read","resource":{"type":"bukkits"}}]),
+                "permissions[0].resource.type",
+            ),
+            (
+                json!([{"action":"read","resource":{"type":"buckets","orgID":"ffffffffffffffff"}}]),
+                "permissions[0].resource.orgID",
+            ),
+            (
+                json!([{"action":"read","resource":{"type":"buckets"}},{"action":"write","resource":{"type":"buckets","colour":"red"}}]),
+                "permissions[1].resource.colour",
+            ),
+            (
+                json!([{"action":"read","resource":{"type":"buckets"},"extra":1}]),
+                "permissions[0].extra",
+            ),
         ];
         for (value, field) in cases {
-            assert_eq!(normalize_permissions(&value, org).unwrap_err().field, field, "{value}");
+            assert_eq!(
+                normalize_permissions(&value, org).unwrap_err().field,
+                field,
+                "{value}"
+            );
         }
     }
 
     #[test]
     fn privileges_parse_and_requote() {
         let p = Privilege::parse(r#"write on "tele\"metry""#).unwrap();
-        assert_eq!(p, Privilege { level: Level::Write, database: "tele\"metry".into() });
+        assert_eq!(
+            p,
+            Privilege {
+                level: Level::Write,
+                database: "tele\"metry".into()
+            }
+        );
         assert_eq!(p.grant_to("u"), r#"GRANT WRITE ON "tele\"metry" TO "u""#);
         assert_eq!(Privilege::parse("READ ON db_1").unwrap().database, "db_1");
-        assert_eq!(Privilege::parse(r#"ALL ON "a\\b""#).unwrap().to_string(), r#"ALL ON "a\\b""#);
+        assert_eq!(
+            Privilege::parse(r#"ALL ON "a\\b""#).unwrap().to_string(),
+            r#"ALL ON "a\\b""#
+        );
     }
 
     #[test]
     fn bad_privileges_are_refused() {
-        for bad in ["", "WRITE", "WRITE db", "ALL PRIVILEGES", "DROP ON db", r#"WRITE ON "open"#, "WRITE ON db; DROP USER x", r#"WRITE ON "db" trailing"#, r#"WRITE ON """#] {
+        for bad in [
+            "",
+            "WRITE",
+            "WRITE db",
+            "ALL PRIVILEGES",
+            "DROP ON db",
+            r#"WRITE ON "open"#,
+            "WRITE ON db; DROP USER x",
+            r#"WRITE ON "db" trailing"#,
+            r#"WRITE ON """#,
+        ] {
             assert!(Privilege::parse(bad).is_err(), "{bad}");
         }
     }

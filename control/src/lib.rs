@@ -63,7 +63,11 @@ pub enum StartError {
 
 /// `control init`: creates the data directory, the control identity and store, and the
 /// local `admin` identity (if missing) enrolled with `role=admin`.
-pub async fn init(home: &Home, data: &DataDir, settings: &Settings) -> Result<Identity, StartError> {
+pub async fn init(
+    home: &Home,
+    data: &DataDir,
+    settings: &Settings,
+) -> Result<Identity, StartError> {
     let identity = data.init(settings)?;
     let store = RedbStore::open(&data.store_path())?;
     let admin = if home.has_identity("admin")? {
@@ -110,7 +114,11 @@ impl Running {
 }
 
 /// `control serve`: opens the data directory and serves on `listener` until `shutdown`.
-pub async fn start(data: &DataDir, listener: TcpListener, shutdown: CancellationToken) -> Result<Running, StartError> {
+pub async fn start(
+    data: &DataDir,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<Running, StartError> {
     let (identity, settings) = data.load()?;
     let store = RedbStore::open(&data.store_path())?;
     let local_addr = listener.local_addr().map_err(|source| StartError::Listen {
@@ -118,7 +126,8 @@ pub async fn start(data: &DataDir, listener: TcpListener, shutdown: Cancellation
         source,
     })?;
     let public = identity.public();
-    let control = Control::start(identity, store, settings.advertise, shutdown).await?;
+    let control =
+        Control::start(identity, store, data.clone(), settings.advertise, shutdown).await?;
     tracing::info!(listen = %local_addr, control = %public, "control serving");
     let task = tokio::spawn(server::serve(control.clone(), listener));
     Ok(Running {

@@ -28,7 +28,9 @@ pub struct Terms {
 
 /// A refused TTL.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("requested ttl {requested}s exceeds the maximum of {max}s: refused (ask for at most {max}s)")]
+#[error(
+    "requested ttl {requested}s exceeds the maximum of {max}s: refused (ask for at most {max}s)"
+)]
 pub struct TtlTooLong {
     /// What was asked for.
     pub requested: u64,
@@ -39,8 +41,16 @@ pub struct TtlTooLong {
 /// The add-on's own lifetimes, with the defaults applied and kept consistent.
 pub fn addon_ttls(addon: &AddonConfig) -> (u64, u64) {
     let (default, max) = match addon {
-        AddonConfig::Influxdb { default_ttl_secs, max_ttl_secs, .. }
-        | AddonConfig::InfluxdbV1 { default_ttl_secs, max_ttl_secs, .. } => (*default_ttl_secs, *max_ttl_secs),
+        AddonConfig::Influxdb {
+            default_ttl_secs,
+            max_ttl_secs,
+            ..
+        }
+        | AddonConfig::InfluxdbV1 {
+            default_ttl_secs,
+            max_ttl_secs,
+            ..
+        } => (*default_ttl_secs, *max_ttl_secs),
     };
     let max = max.unwrap_or(DEFAULT_MAX_TTL_SECS.max(default.unwrap_or(0)));
     let default = default.unwrap_or(DEFAULT_TTL_SECS.min(max));
@@ -56,11 +66,20 @@ pub fn addon_grant(addon: &AddonConfig) -> Grant {
 }
 
 /// The terms for a member with `attributes`.
-pub fn terms_for(addon: &AddonConfig, policies: &[PolicyRecord], attributes: &BTreeMap<String, String>) -> Terms {
+pub fn terms_for(
+    addon: &AddonConfig,
+    policies: &[PolicyRecord],
+    attributes: &BTreeMap<String, String>,
+) -> Terms {
     let (default_ttl, max_ttl) = addon_ttls(addon);
     let best = policies
         .iter()
-        .filter(|p| p.spec.matches.iter().all(|(k, v)| attributes.get(k) == Some(v)))
+        .filter(|p| {
+            p.spec
+                .matches
+                .iter()
+                .all(|(k, v)| attributes.get(k) == Some(v))
+        })
         .max_by(|a, b| {
             a.spec
                 .matches
@@ -79,7 +98,11 @@ pub fn terms_for(addon: &AddonConfig, policies: &[PolicyRecord], attributes: &BT
             let max_ttl = policy.spec.max_ttl_secs.unwrap_or(max_ttl);
             Terms {
                 grant: policy.spec.grant.clone(),
-                default_ttl: policy.spec.default_ttl_secs.unwrap_or(default_ttl).min(max_ttl),
+                default_ttl: policy
+                    .spec
+                    .default_ttl_secs
+                    .unwrap_or(default_ttl)
+                    .min(max_ttl),
                 max_ttl,
                 policy: Some(policy.id.clone()),
             }
@@ -127,7 +150,10 @@ mod tests {
     }
 
     fn policy(matches: &[(&str, &str)], privilege: &str, max: Option<u64>) -> PolicyRecord {
-        let matches: BTreeMap<String, String> = matches.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let matches: BTreeMap<String, String> = matches
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         PolicyRecord {
             id: policy_id(&matches),
             spec: PolicySpec {
@@ -140,7 +166,10 @@ mod tests {
     }
 
     fn attrs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -155,7 +184,11 @@ mod tests {
     fn most_specific_matching_policy_wins() {
         let policies = vec![
             policy(&[("service", "iot")], "WRITE ON iot", None),
-            policy(&[("service", "iot"), ("zone", "eu")], "WRITE ON iot_eu", Some(120)),
+            policy(
+                &[("service", "iot"), ("zone", "eu")],
+                "WRITE ON iot_eu",
+                Some(120),
+            ),
             policy(&[("service", "web")], "WRITE ON web", None),
         ];
         let a = addon(None, None);
@@ -174,6 +207,12 @@ mod tests {
         let t = terms_for(&addon(Some(60), Some(900)), &[], &BTreeMap::new());
         assert_eq!(lease_ttl(&t, None), Ok(60));
         assert_eq!(lease_ttl(&t, Some(900)), Ok(900));
-        assert_eq!(lease_ttl(&t, Some(901)), Err(TtlTooLong { requested: 901, max: 900 }));
+        assert_eq!(
+            lease_ttl(&t, Some(901)),
+            Err(TtlTooLong {
+                requested: 901,
+                max: 900
+            })
+        );
     }
 }

@@ -64,9 +64,9 @@ pub async fn run_queue(
             let (_, id) = queue.pop_first().expect("non-empty queue");
             due(id);
         }
-        let wait = queue
-            .first()
-            .map_or(Duration::from_secs(3600), |(at, _)| until(*at, SystemTime::now()));
+        let wait = queue.first().map_or(Duration::from_secs(3600), |(at, _)| {
+            until(*at, SystemTime::now())
+        });
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}

@@ -86,7 +86,10 @@ async fn connection<S: Store>(control: Arc<Control<S>>, stream: TcpStream, addr:
                 envelope.id,
                 Outcome::Err(WireError::new(
                     ErrorCode::UnsupportedVersion,
-                    format!("protocol version {} is not supported (this control speaks {PROTOCOL_VERSION})", envelope.v),
+                    format!(
+                        "protocol version {} is not supported (this control speaks {PROTOCOL_VERSION})",
+                        envelope.v
+                    ),
                 )),
             ),
             Ok(envelope) => {
@@ -102,7 +105,10 @@ async fn connection<S: Store>(control: Arc<Control<S>>, stream: TcpStream, addr:
             }
             Err(error) => {
                 tracing::info!(identity = %peer, %error, "malformed request");
-                (0, Outcome::Err(WireError::new(ErrorCode::BadRequest, "malformed request")))
+                (
+                    0,
+                    Outcome::Err(WireError::new(ErrorCode::BadRequest, "malformed request")),
+                )
             }
         };
         let response = ResponseEnvelope {

@@ -4,13 +4,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use leasehold_channel::protocol::{
-    AddonConfig, AddonSummary, Grant, MemberRecord, PolicyRecord, PolicySpec, Reply, Request, TicketRecord, Timestamp,
+    AddonConfig, AddonSummary, Grant, MemberRecord, PolicyRecord, PolicySpec, Reply, Request,
+    TicketRecord, Timestamp,
 };
 use leasehold_channel::ticket::{Ticket, secret_hash};
 use leasehold_channel::{PublicIdentity, Secret};
 
 use crate::backend::{Backend, LeaseSpec};
-use crate::control::{Control, record, status};
+use crate::control::{Addon, Control, record, status};
 use crate::error::ControlError;
 use crate::grant::{Privilege, normalize_permissions};
 use crate::policy::{self, lease_ttl, policy_id, terms_for};
@@ -68,7 +69,8 @@ impl<S: Store> Control<S> {
                 usage_count,
             } => {
                 self.admin(peer).await?;
-                self.create_ticket(attributes, expires_in_secs, usage_count).await
+                self.create_ticket(attributes, expires_in_secs, usage_count)
+                    .await
             }
             Request::MemberList => {
                 self.admin(peer).await?;
@@ -79,7 +81,11 @@ impl<S: Store> Control<S> {
             Request::MemberShow { id } => {
                 self.admin(peer).await?;
                 let id = parse_member_id(&id)?;
-                let member = self.store.member(id).await?.ok_or(ControlError::NotFound("member"))?;
+                let member = self
+                    .store
+                    .member(id)
+                    .await?
+                    .ok_or(ControlError::NotFound("member"))?;
                 Ok(Reply::Member(member))
             }
             Request::MemberDelete { id } => {
@@ -90,7 +96,10 @@ impl<S: Store> Control<S> {
     }
 
     async fn member(&self, peer: PublicIdentity) -> Result<MemberRecord> {
-        self.store.member(peer).await?.ok_or(ControlError::NotMember)
+        self.store
+            .member(peer)
+            .await?
+            .ok_or(ControlError::NotMember)
     }
 
     async fn admin(&self, peer: PublicIdentity) -> Result<MemberRecord> {
@@ -106,7 +115,9 @@ impl<S: Store> Control<S> {
         let bytes = leasehold_channel::ticket::decode_secret(secret.expose())
             .map_err(|_| ControlError::BadRequest("malformed ticket secret".into()))?;
         if name.is_empty() || name.len() > 64 {
-            return Err(ControlError::BadRequest("identity name must be 1-64 characters".into()));
+            return Err(ControlError::BadRequest(
+                "identity name must be 1-64 characters".into(),
+            ));
         }
         let member = self
             .store
@@ -118,10 +129,15 @@ impl<S: Store> Control<S> {
 
     async fn create_lease(&self, peer: PublicIdentity, ttl_secs: Option<u64>) -> Result<Reply> {
         let member = self.member(peer).await?;
-        let addon = self.store.addon().await?.ok_or(ControlError::NoAddon)?;
-        let backend = self.backend()?;
-        let terms = terms_for(&addon, &self.store.policies().await?, &member.attributes);
-        let ttl = lease_ttl(&terms, ttl_secs).map_err(|e| ControlError::BadRequest(e.to_string()))?;
+        let addon = self.addon()?;
+        let backend = &addon.backend;
+        let terms = terms_for(
+            &addon.config,
+            &self.store.policies().await?,
+            &member.attributes,
+        );
+        let ttl =
+            lease_ttl(&terms, ttl_secs).map_err(|e| ControlError::BadRequest(e.to_string()))?;
         let id = new_lease_id();
         let created_at = Timestamp::now();
         let expires_at = created_at.plus_secs(ttl);
@@ -175,13 +191,21 @@ impl<S: Store> Control<S> {
             .filter(|l| member.is_admin() || l.member == peer)
             .map(|l| record(l, now))
             .collect();
-        leases.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
+        leases.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
         Ok(Reply::Leases { leases })
     }
 
     /// A lease the caller may see: its own, or any for an admin. Others' leases are
     /// "not found", so ids cannot be probed.
-    async fn visible_lease(&self, peer: PublicIdentity, id: &str) -> Result<(StoredLease, MemberRecord)> {
+    async fn visible_lease(
+        &self,
+        peer: PublicIdentity,
+        id: &str,
+    ) -> Result<(StoredLease, MemberRecord)> {
         let member = self.member(peer).await?;
         match self.store.lease(id.to_owned()).await? {
             Some(lease) if member.is_admin() || lease.member == peer => Ok((lease, member)),
@@ -191,11 +215,17 @@ impl<S: Store> Control<S> {
 
     async fn delete_member(self: &Arc<Self>, by: PublicIdentity, id: &str) -> Result<Reply> {
         let id = parse_member_id(id)?;
-        let member = self.store.delete_member(id).await?.ok_or(ControlError::NotFound("member"))?;
+        let member = self
+            .store
+            .delete_member(id)
+            .await?
+            .ok_or(ControlError::NotFound("member"))?;
         tracing::info!(identity = %member.id, by = %by, "member deleted; revoking its leases");
         let now = Timestamp::now();
         for lease in self.store.leases().await? {
-            if lease.member == id && status(&lease, now) == leasehold_channel::protocol::LeaseStatus::Active {
+            if lease.member == id
+                && status(&lease, now) == leasehold_channel::protocol::LeaseStatus::Active
+            {
                 self.revoke_now(lease, by).await?;
             }
         }
@@ -216,32 +246,44 @@ impl<S: Store> Control<S> {
             default_ttl_secs,
             max_ttl_secs,
         };
-        self.store.put_addon(addon).await?;
-        self.backend.store(Some(Arc::new(backend)));
+        self.data
+            .save_addon(&addon)
+            .map_err(|e| ControlError::BadRequest(e.to_string()))?;
+        self.set_addon(Addon {
+            config: addon,
+            backend,
+        });
         tracing::info!(backend = %summary.backend, endpoint = %summary.endpoint_url, default_ttl_secs, max_ttl_secs, "add-on configured");
         Ok(Reply::Addon(summary))
     }
 
     async fn set_policy(&self, spec: PolicySpec) -> Result<Reply> {
         if spec.matches.is_empty() {
-            return Err(ControlError::BadRequest("a policy needs at least one --match KEY=VALUE".into()));
+            return Err(ControlError::BadRequest(
+                "a policy needs at least one --match KEY=VALUE".into(),
+            ));
         }
         check_ttls(spec.default_ttl_secs, spec.max_ttl_secs)?;
-        let addon = self
-            .store
-            .addon()
-            .await?
-            .ok_or_else(|| ControlError::BadRequest("configure the add-on before setting policies".into()))?;
-        let grant = match (&addon, spec.grant) {
+        let addon = self.addon.load_full().ok_or_else(|| {
+            ControlError::BadRequest("configure the add-on before setting policies".into())
+        })?;
+        let grant = match (&addon.config, spec.grant) {
             (AddonConfig::Influxdb { org_id, .. }, Grant::Permissions(p)) => Grant::Permissions(
-                normalize_permissions(&p, org_id).map_err(|e| ControlError::BadRequest(e.to_string()))?,
+                normalize_permissions(&p, org_id)
+                    .map_err(|e| ControlError::BadRequest(e.to_string()))?,
             ),
-            (AddonConfig::InfluxdbV1 { .. }, Grant::Privileges(p)) => Grant::Privileges(validate_privileges(p)?),
+            (AddonConfig::InfluxdbV1 { .. }, Grant::Privileges(p)) => {
+                Grant::Privileges(validate_privileges(p)?)
+            }
             (AddonConfig::Influxdb { .. }, Grant::Privileges(_)) => {
-                return Err(ControlError::BadRequest("the influxdb add-on takes --permissions, not --privileges".into()));
+                return Err(ControlError::BadRequest(
+                    "the influxdb add-on takes --permissions, not --privileges".into(),
+                ));
             }
             (AddonConfig::InfluxdbV1 { .. }, Grant::Permissions(_)) => {
-                return Err(ControlError::BadRequest("the influxdb-v1 add-on takes --privileges, not --permissions".into()));
+                return Err(ControlError::BadRequest(
+                    "the influxdb-v1 add-on takes --privileges, not --permissions".into(),
+                ));
             }
         };
         let policy = PolicyRecord {
@@ -253,17 +295,29 @@ impl<S: Store> Control<S> {
         Ok(Reply::Policy(policy))
     }
 
-    async fn create_ticket(&self, attributes: BTreeMap<String, String>, expires_in_secs: u64, usage_count: u32) -> Result<Reply> {
+    async fn create_ticket(
+        &self,
+        attributes: BTreeMap<String, String>,
+        expires_in_secs: u64,
+        usage_count: u32,
+    ) -> Result<Reply> {
         if usage_count == 0 {
-            return Err(ControlError::BadRequest("usage count must be at least 1".into()));
+            return Err(ControlError::BadRequest(
+                "usage count must be at least 1".into(),
+            ));
         }
         if expires_in_secs == 0 || expires_in_secs > MAX_TICKET_LIFETIME_SECS {
             return Err(ControlError::BadRequest(format!(
                 "ticket lifetime must be between 1s and {MAX_TICKET_LIFETIME_SECS}s"
             )));
         }
-        if let Some(key) = attributes.keys().find(|k| k.is_empty() || k.contains(['=', ','])) {
-            return Err(ControlError::BadRequest(format!("invalid attribute name {key:?}")));
+        if let Some(key) = attributes
+            .keys()
+            .find(|k| k.is_empty() || k.contains(['=', ',']))
+        {
+            return Err(ControlError::BadRequest(format!(
+                "invalid attribute name {key:?}"
+            )));
         }
         let ticket = Ticket::generate(self.advertise.clone(), self.identity.public());
         let expires_at = Timestamp::now().plus_secs(expires_in_secs);
@@ -288,13 +342,18 @@ impl<S: Store> Control<S> {
 }
 
 fn parse_member_id(id: &str) -> Result<PublicIdentity> {
-    id.parse()
-        .map_err(|_| ControlError::BadRequest(format!("{id:?} is not a member id (an identity identifier)")))
+    id.parse().map_err(|_| {
+        ControlError::BadRequest(format!(
+            "{id:?} is not a member id (an identity identifier)"
+        ))
+    })
 }
 
 fn check_ttls(default: Option<u64>, max: Option<u64>) -> Result<()> {
     if default == Some(0) || max == Some(0) {
-        return Err(ControlError::BadRequest("ttls must be greater than zero".into()));
+        return Err(ControlError::BadRequest(
+            "ttls must be greater than zero".into(),
+        ));
     }
     if let (Some(default), Some(max)) = (default, max) {
         if default > max {
@@ -308,7 +367,9 @@ fn check_ttls(default: Option<u64>, max: Option<u64>) -> Result<()> {
 
 fn validate_privileges(privileges: Vec<String>) -> Result<Vec<String>> {
     if privileges.is_empty() {
-        return Err(ControlError::BadRequest("at least one --privileges is required".into()));
+        return Err(ControlError::BadRequest(
+            "at least one --privileges is required".into(),
+        ));
     }
     privileges
         .iter()
@@ -341,10 +402,13 @@ fn validate_addon(addon: AddonConfig) -> Result<AddonConfig> {
                 return Err(ControlError::BadRequest("the admin token is empty".into()));
             }
             if org_id.len() != 16 || !org_id.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(ControlError::BadRequest(format!("invalid --org-id {org_id:?}: expected 16 hex digits")));
+                return Err(ControlError::BadRequest(format!(
+                    "invalid --org-id {org_id:?}: expected 16 hex digits"
+                )));
             }
             check_ttls(default_ttl_secs, max_ttl_secs)?;
-            let permissions = normalize_permissions(&permissions, &org_id).map_err(|e| ControlError::BadRequest(e.to_string()))?;
+            let permissions = normalize_permissions(&permissions, &org_id)
+                .map_err(|e| ControlError::BadRequest(e.to_string()))?;
             Ok(AddonConfig::Influxdb {
                 endpoint_url,
                 token,
@@ -364,7 +428,9 @@ fn validate_addon(addon: AddonConfig) -> Result<AddonConfig> {
         } => {
             validate_url(&endpoint_url)?;
             if username.is_empty() {
-                return Err(ControlError::BadRequest("the admin username is empty".into()));
+                return Err(ControlError::BadRequest(
+                    "the admin username is empty".into(),
+                ));
             }
             check_ttls(default_ttl_secs, max_ttl_secs)?;
             Ok(AddonConfig::InfluxdbV1 {

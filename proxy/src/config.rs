@@ -30,8 +30,6 @@ pub struct Config {
     pub max_connections: usize,
     /// Limit on a request's head (request line and headers), in bytes; at least 8192.
     pub max_header_bytes: usize,
-    /// Limit on the number of request headers (HTTP/1).
-    pub max_headers: usize,
     /// How long to wait for a TCP and TLS connection to the upstream.
     pub upstream_connect_timeout: Duration,
     /// How long a client may take to send a request head before it is disconnected.
@@ -49,7 +47,6 @@ impl Default for Config {
             ca_file: None,
             max_connections: 1024,
             max_header_bytes: 64 * 1024,
-            max_headers: 100,
             upstream_connect_timeout: Duration::from_secs(2),
             header_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
@@ -114,12 +111,29 @@ pub struct ValidConfig {
 impl Config {
     /// Checks everything and prepares the upstream URL and TLS trust.
     pub fn validate(self) -> Result<ValidConfig, ConfigError> {
-        let limit = |ok: bool, name, requirement| if ok { Ok(()) } else { Err(ConfigError::Limit { name, requirement }) };
+        let limit = |ok: bool, name, requirement| {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError::Limit { name, requirement })
+            }
+        };
         limit(self.max_connections > 0, "max_connections", "at least 1")?;
-        limit(self.max_header_bytes >= MIN_HEADER_BYTES, "max_header_bytes", "at least 8192")?;
-        limit(self.max_headers > 0, "max_headers", "at least 1")?;
-        limit(!self.upstream_connect_timeout.is_zero(), "upstream_connect_timeout", "more than zero")?;
-        limit(!self.header_read_timeout.is_zero(), "header_read_timeout", "more than zero")?;
+        limit(
+            self.max_header_bytes >= MIN_HEADER_BYTES,
+            "max_header_bytes",
+            "at least 8192",
+        )?;
+        limit(
+            !self.upstream_connect_timeout.is_zero(),
+            "upstream_connect_timeout",
+            "more than zero",
+        )?;
+        limit(
+            !self.header_read_timeout.is_zero(),
+            "header_read_timeout",
+            "more than zero",
+        )?;
         let upstream = self
             .upstream
             .as_deref()
@@ -186,7 +200,10 @@ mod tests {
         .validate()
         .unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("http or https") || text.contains("credentials"), "{text}");
+        assert!(
+            text.contains("http or https") || text.contains("credentials"),
+            "{text}"
+        );
         assert!(!text.contains("hunter2"), "{text}");
     }
 

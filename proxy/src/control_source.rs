@@ -40,7 +40,10 @@ impl ControlLeaseSource {
 
     /// Loads identity `name` and its enrollment from `home`.
     pub fn from_home(home: &Home, name: &str) -> Result<Self, HomeError> {
-        Ok(Self::new(home.load_enrollment(name)?, home.load_identity(name)?))
+        Ok(Self::new(
+            home.load_enrollment(name)?,
+            home.load_identity(name)?,
+        ))
     }
 
     /// Requests leases of this lifetime instead of the policy default.

@@ -98,7 +98,10 @@ impl Credential {
                 status: lease.status,
             });
         }
-        let token = lease.token.as_ref().ok_or_else(|| CredentialError::NoToken(id()))?;
+        let token = lease
+            .token
+            .as_ref()
+            .ok_or_else(|| CredentialError::NoToken(id()))?;
         if token.is_empty() {
             return Err(CredentialError::EmptyToken(id()));
         }
@@ -114,10 +117,11 @@ impl Credential {
             None => Upstream::parse(&lease.endpoint_url)
                 .map_err(|reason| CredentialError::Endpoint { id: id(), reason })?,
         };
-        let header = authorization_header(lease.auth_scheme, token.expose()).map_err(|e| match e {
-            HeaderError::NotUserPassword => CredentialError::NotUserPassword(id()),
-            HeaderError::Invalid => CredentialError::InvalidToken(id()),
-        })?;
+        let header =
+            authorization_header(lease.auth_scheme, token.expose()).map_err(|e| match e {
+                HeaderError::NotUserPassword => CredentialError::NotUserPassword(id()),
+                HeaderError::Invalid => CredentialError::InvalidToken(id()),
+            })?;
         Ok(Self {
             header,
             upstream,
@@ -183,9 +187,16 @@ impl fmt::Debug for Credential {
 }
 
 /// How long a lease with these times, received at `received_wall`, may be used.
-fn remaining_lifetime(created_at: Timestamp, expires_at: Timestamp, received_wall: SystemTime) -> std::time::Duration {
+fn remaining_lifetime(
+    created_at: Timestamp,
+    expires_at: Timestamp,
+    received_wall: SystemTime,
+) -> std::time::Duration {
     let lifetime = std::time::Duration::from_secs(expires_at.0.saturating_sub(created_at.0));
-    let by_wall_clock = expires_at.to_system().duration_since(received_wall).unwrap_or_default();
+    let by_wall_clock = expires_at
+        .to_system()
+        .duration_since(received_wall)
+        .unwrap_or_default();
     lifetime.min(by_wall_clock)
 }
 
@@ -247,7 +258,14 @@ mod tests {
     #[test]
     fn token_scheme_header() {
         let now = Instant::now();
-        let c = Credential::from_lease(&lease(AuthScheme::Token, Some("t0k"), 100, 400), None, now, at(100), 1).unwrap();
+        let c = Credential::from_lease(
+            &lease(AuthScheme::Token, Some("t0k"), 100, 400),
+            None,
+            now,
+            at(100),
+            1,
+        )
+        .unwrap();
         assert_eq!(c.header(), "Token t0k");
         assert!(c.header().is_sensitive());
         assert_eq!(c.valid_until() - now, Duration::from_secs(300));
@@ -257,9 +275,22 @@ mod tests {
     #[test]
     fn basic_scheme_header() {
         let now = Instant::now();
-        let c = Credential::from_lease(&lease(AuthScheme::Basic, Some("lease_1:pw"), 100, 400), None, now, at(100), 1).unwrap();
+        let c = Credential::from_lease(
+            &lease(AuthScheme::Basic, Some("lease_1:pw"), 100, 400),
+            None,
+            now,
+            at(100),
+            1,
+        )
+        .unwrap();
         assert_eq!(c.header(), "Basic bGVhc2VfMTpwdw==");
-        let err = Credential::from_lease(&lease(AuthScheme::Basic, Some("nocolon"), 100, 400), None, now, at(100), 1);
+        let err = Credential::from_lease(
+            &lease(AuthScheme::Basic, Some("nocolon"), 100, 400),
+            None,
+            now,
+            at(100),
+            1,
+        );
         assert!(matches!(err, Err(CredentialError::NotUserPassword(_))));
     }
 
@@ -267,10 +298,24 @@ mod tests {
     fn expiry_takes_the_earlier_clock() {
         let now = Instant::now();
         // Our clock is 100 s ahead of the control's: only 200 s left.
-        let c = Credential::from_lease(&lease(AuthScheme::Token, Some("t"), 100, 400), None, now, at(200), 1).unwrap();
+        let c = Credential::from_lease(
+            &lease(AuthScheme::Token, Some("t"), 100, 400),
+            None,
+            now,
+            at(200),
+            1,
+        )
+        .unwrap();
         assert_eq!(c.valid_until() - now, Duration::from_secs(200));
         // Our clock is behind: the lifetime caps it.
-        let c = Credential::from_lease(&lease(AuthScheme::Token, Some("t"), 100, 400), None, now, at(0), 1).unwrap();
+        let c = Credential::from_lease(
+            &lease(AuthScheme::Token, Some("t"), 100, 400),
+            None,
+            now,
+            at(0),
+            1,
+        )
+        .unwrap();
         assert_eq!(c.valid_until() - now, Duration::from_secs(300));
         assert!(c.is_valid_at(now) && !c.is_valid_at(c.valid_until()));
     }
@@ -279,10 +324,22 @@ mod tests {
     fn unusable_leases_are_refused() {
         let now = Instant::now();
         let e = |l: &LeaseRecord| Credential::from_lease(l, None, now, at(100), 1).unwrap_err();
-        assert!(matches!(e(&lease(AuthScheme::Token, None, 100, 400)), CredentialError::NoToken(_)));
-        assert!(matches!(e(&lease(AuthScheme::Token, Some(""), 100, 400)), CredentialError::EmptyToken(_)));
-        assert!(matches!(e(&lease(AuthScheme::Token, Some("a\nb"), 100, 400)), CredentialError::InvalidToken(_)));
-        assert!(matches!(e(&lease(AuthScheme::Token, Some("t"), 50, 100)), CredentialError::Expired { .. }));
+        assert!(matches!(
+            e(&lease(AuthScheme::Token, None, 100, 400)),
+            CredentialError::NoToken(_)
+        ));
+        assert!(matches!(
+            e(&lease(AuthScheme::Token, Some(""), 100, 400)),
+            CredentialError::EmptyToken(_)
+        ));
+        assert!(matches!(
+            e(&lease(AuthScheme::Token, Some("a\nb"), 100, 400)),
+            CredentialError::InvalidToken(_)
+        ));
+        assert!(matches!(
+            e(&lease(AuthScheme::Token, Some("t"), 50, 100)),
+            CredentialError::Expired { .. }
+        ));
         let mut revoked = lease(AuthScheme::Token, Some("t"), 100, 400);
         revoked.status = LeaseStatus::Revoked;
         assert!(matches!(e(&revoked), CredentialError::NotActive { .. }));
@@ -298,9 +355,23 @@ mod tests {
     #[test]
     fn debug_and_errors_never_show_the_token() {
         let now = Instant::now();
-        let c = Credential::from_lease(&lease(AuthScheme::Token, Some("sekrit"), 100, 400), None, now, at(100), 1).unwrap();
+        let c = Credential::from_lease(
+            &lease(AuthScheme::Token, Some("sekrit"), 100, 400),
+            None,
+            now,
+            at(100),
+            1,
+        )
+        .unwrap();
         assert!(!format!("{c:?}").contains("sekrit"));
-        let err = Credential::from_lease(&lease(AuthScheme::Token, Some("sek\nrit"), 100, 400), None, now, at(100), 1).unwrap_err();
+        let err = Credential::from_lease(
+            &lease(AuthScheme::Token, Some("sek\nrit"), 100, 400),
+            None,
+            now,
+            at(100),
+            1,
+        )
+        .unwrap_err();
         assert!(!format!("{err} {err:?}").contains("sek"));
     }
 }

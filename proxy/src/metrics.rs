@@ -73,7 +73,11 @@ impl Metrics {
             lease_expiry.clone(),
         );
         let renewals = Counter::default();
-        registry.register(RENEWALS, "Leases obtained from the control", renewals.clone());
+        registry.register(
+            RENEWALS,
+            "Leases obtained from the control",
+            renewals.clone(),
+        );
         let renewal_failures = Counter::default();
         registry.register(
             RENEWAL_FAILURES,
@@ -110,7 +114,8 @@ impl Metrics {
     /// Records a new lease.
     pub fn lease_installed(&self, expires_at_unix: u64) {
         self.renewals.inc();
-        self.lease_expiry.set(i64::try_from(expires_at_unix).unwrap_or(i64::MAX));
+        self.lease_expiry
+            .set(i64::try_from(expires_at_unix).unwrap_or(i64::MAX));
     }
 
     /// Records a failed renewal attempt.
@@ -198,7 +203,10 @@ struct HistogramInner {
 impl LatencyHistogram {
     fn observe(&self, elapsed: Duration) {
         let secs = elapsed.as_secs_f64();
-        let index = LATENCY_BUCKETS.iter().position(|&bound| secs <= bound).unwrap_or(LATENCY_BUCKETS.len());
+        let index = LATENCY_BUCKETS
+            .iter()
+            .position(|&bound| secs <= bound)
+            .unwrap_or(LATENCY_BUCKETS.len());
         self.inner.buckets[index].fetch_add(1, Ordering::Relaxed);
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         self.inner.sum_micros.fetch_add(micros, Ordering::Relaxed);
@@ -238,7 +246,14 @@ mod tests {
     fn renders_every_metric_name() {
         let metrics = Metrics::new();
         let text = metrics.render();
-        for name in [REQUESTS, UPSTREAM_LATENCY, LEASE_EXPIRY, RENEWALS, RENEWAL_FAILURES, CONNECTIONS_REJECTED] {
+        for name in [
+            REQUESTS,
+            UPSTREAM_LATENCY,
+            LEASE_EXPIRY,
+            RENEWALS,
+            RENEWAL_FAILURES,
+            CONNECTIONS_REJECTED,
+        ] {
             assert!(text.contains(name), "{name} missing from\n{text}");
         }
     }
@@ -253,12 +268,33 @@ mod tests {
         metrics.observe_upstream_latency(Duration::from_secs(60));
         metrics.lease_installed(1_800_000_000);
         let text = metrics.render();
-        assert!(text.contains(r#"leasehold_proxy_requests_total{code="204"} 2"#), "{text}");
-        assert!(text.contains(r#"leasehold_proxy_requests_total{code="503"} 1"#), "{text}");
-        assert!(text.contains(r#"leasehold_proxy_upstream_latency_seconds_bucket{le="0.005"} 1"#), "{text}");
-        assert!(text.contains(r#"leasehold_proxy_upstream_latency_seconds_bucket{le="+Inf"} 2"#), "{text}");
-        assert!(text.contains("leasehold_proxy_upstream_latency_seconds_count 2"), "{text}");
-        assert!(text.contains("leasehold_proxy_lease_expiry_timestamp_seconds 1800000000"), "{text}");
-        assert!(text.contains("leasehold_proxy_lease_renewals_total 1"), "{text}");
+        assert!(
+            text.contains(r#"leasehold_proxy_requests_total{code="204"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"leasehold_proxy_requests_total{code="503"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"leasehold_proxy_upstream_latency_seconds_bucket{le="0.005"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"leasehold_proxy_upstream_latency_seconds_bucket{le="+Inf"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("leasehold_proxy_upstream_latency_seconds_count 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("leasehold_proxy_lease_expiry_timestamp_seconds 1800000000"),
+            "{text}"
+        );
+        assert!(
+            text.contains("leasehold_proxy_lease_renewals_total 1"),
+            "{text}"
+        );
     }
 }

@@ -50,9 +50,10 @@ pub fn error(status: StatusCode, code: ErrorCode, message: &str) -> Response<Pro
     .expect("error bodies serialize");
     let mut response = Response::new(Either::Right(Full::new(Bytes::from(body))));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
     response
 }
 
@@ -63,7 +64,9 @@ pub fn no_credential(retry_after_secs: u64) -> Response<ProxyBody> {
         ErrorCode::Unavailable,
         "no valid credential yet: the proxy is waiting for a lease from the control",
     );
-    response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
     response
 }
 
@@ -79,7 +82,9 @@ mod tests {
     use super::*;
 
     async fn body_of(response: Response<ProxyBody>) -> serde_json::Value {
-        let Either::Right(full) = response.into_body() else { panic!("own body expected") };
+        let Either::Right(full) = response.into_body() else {
+            panic!("own body expected")
+        };
         serde_json::from_slice(&full.collect().await.unwrap().to_bytes()).unwrap()
     }
 
@@ -88,10 +93,18 @@ mod tests {
         let response = no_credential(7);
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[RETRY_AFTER], "7");
-        assert_eq!(response.headers()[CONTENT_TYPE], "application/json; charset=utf-8");
+        assert_eq!(
+            response.headers()[CONTENT_TYPE],
+            "application/json; charset=utf-8"
+        );
         let body = body_of(response).await;
         assert_eq!(body["code"], "unavailable");
-        assert!(body["message"].as_str().unwrap().starts_with("no valid credential"));
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("no valid credential")
+        );
     }
 
     #[tokio::test]

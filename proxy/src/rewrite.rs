@@ -90,7 +90,10 @@ pub fn strip_credential_params(query: &str) -> Option<String> {
         return None;
     }
     let mut out = String::with_capacity(query.len());
-    for pair in query.split('&').filter(|p| !p.is_empty() && !is_credential_param(p)) {
+    for pair in query
+        .split('&')
+        .filter(|p| !p.is_empty() && !is_credential_param(p))
+    {
         if !out.is_empty() {
             out.push('&');
         }
@@ -120,8 +123,14 @@ mod tests {
     #[test]
     fn credentials_are_removed_in_any_spelling() {
         assert_eq!(strip_credential_params("u=a&p=b").as_deref(), Some(""));
-        assert_eq!(strip_credential_params("db=x&u=a&q=select&p=b").as_deref(), Some("db=x&q=select"));
-        assert_eq!(strip_credential_params("%75=a&%70=b&db=x").as_deref(), Some("db=x"));
+        assert_eq!(
+            strip_credential_params("db=x&u=a&q=select&p=b").as_deref(),
+            Some("db=x&q=select")
+        );
+        assert_eq!(
+            strip_credential_params("%75=a&%70=b&db=x").as_deref(),
+            Some("db=x")
+        );
         assert_eq!(strip_credential_params("u&db=x").as_deref(), Some("db=x"));
     }
 

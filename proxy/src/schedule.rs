@@ -56,7 +56,12 @@ pub fn backoff(failures: u32, jitter_sample: f64) -> Duration {
 /// While an old credential is still valid (`valid_until` in the future), the retry is
 /// never scheduled after its expiry: the last chance to replace it without a gap is
 /// taken even if the backoff would say otherwise.
-pub fn next_retry(now: Instant, failures: u32, valid_until: Option<Instant>, jitter_sample: f64) -> Instant {
+pub fn next_retry(
+    now: Instant,
+    failures: u32,
+    valid_until: Option<Instant>,
+    jitter_sample: f64,
+) -> Instant {
     let at = now + backoff(failures, jitter_sample);
     match valid_until {
         Some(deadline) if deadline > now => at.min(deadline),
@@ -74,7 +79,11 @@ pub fn retry_after_secs(now: Instant, next_attempt: Instant) -> u64 {
 
 /// A sample from `[0, 1)`, defensively clamped (NaN counts as 0).
 fn clamp_sample(sample: f64) -> f64 {
-    if sample.is_nan() { 0.0 } else { sample.clamp(0.0, 1.0) }
+    if sample.is_nan() {
+        0.0
+    } else {
+        sample.clamp(0.0, 1.0)
+    }
 }
 
 /// A uniform sample from `[0, 1)` from the operating system's random source; 0.5 (no
@@ -109,14 +118,29 @@ mod tests {
     fn empty_lifetime_renews_immediately() {
         let t0 = Instant::now();
         assert_eq!(renew_at(t0, t0, 0.3), t0);
-        assert_eq!(renew_at(t0 + Duration::from_secs(5), t0, 0.3), t0 + Duration::from_secs(5));
+        assert_eq!(
+            renew_at(t0 + Duration::from_secs(5), t0, 0.3),
+            t0 + Duration::from_secs(5)
+        );
     }
 
     #[test]
     fn backoff_doubles_and_caps() {
         let full: Vec<_> = (1..=8).map(|n| backoff(n, 0.0)).collect();
         let ms = |m| Duration::from_millis(m);
-        assert_eq!(full, [ms(250), ms(500), ms(1000), ms(2000), ms(4000), ms(8000), ms(10_000), ms(10_000)]);
+        assert_eq!(
+            full,
+            [
+                ms(250),
+                ms(500),
+                ms(1000),
+                ms(2000),
+                ms(4000),
+                ms(8000),
+                ms(10_000),
+                ms(10_000)
+            ]
+        );
         assert_eq!(backoff(u32::MAX, 0.0), BACKOFF_CAP);
         assert_eq!(backoff(1, 1.0), ms(187) + Duration::from_micros(500));
     }

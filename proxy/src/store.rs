@@ -78,7 +78,8 @@ impl CredentialStore {
     /// Records when the refresher will next try (refresher only).
     pub fn set_next_attempt(&self, at: Instant) {
         let ms = at.saturating_duration_since(self.epoch).as_millis();
-        self.next_attempt_ms.store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.next_attempt_ms
+            .store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     /// `Retry-After` seconds for a request refused at `now`.
@@ -92,11 +93,17 @@ impl CredentialStore {
     /// Returns whether this call woke the refresher (at most once per generation, and
     /// never for a credential that is no longer current).
     pub fn request_renewal(&self, generation: u64) -> bool {
-        let is_current = self.current.load().as_ref().is_some_and(|c| c.generation() == generation);
+        let is_current = self
+            .current
+            .load()
+            .as_ref()
+            .is_some_and(|c| c.generation() == generation);
         if !is_current {
             return false;
         }
-        let previous = self.renewal_requested_for.fetch_max(generation, Ordering::AcqRel);
+        let previous = self
+            .renewal_requested_for
+            .fetch_max(generation, Ordering::AcqRel);
         if previous < generation {
             self.renew_now.notify_one();
             true

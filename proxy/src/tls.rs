@@ -52,7 +52,9 @@ fn add_ca_file(roots: &mut RootCertStore, path: &Path) -> Result<(), ConfigError
         count += 1;
     }
     if count == 0 {
-        return Err(ConfigError::CaFileEmpty { path: path.to_owned() });
+        return Err(ConfigError::CaFileEmpty {
+            path: path.to_owned(),
+        });
     }
     debug!(path = %path.display(), count, "extra CA certificates loaded");
     Ok(())

@@ -9,8 +9,8 @@
 use std::fmt;
 
 use bytes::Bytes;
-use http::uri::{Authority, PathAndQuery, Scheme};
 use http::Uri;
+use http::uri::{Authority, PathAndQuery, Scheme};
 
 use crate::rewrite;
 
@@ -55,7 +55,10 @@ impl Upstream {
         if url.contains('#') {
             return Err(UpstreamUrlError::Query);
         }
-        let uri: Uri = url.trim().parse().map_err(|_| UpstreamUrlError::Malformed)?;
+        let uri: Uri = url
+            .trim()
+            .parse()
+            .map_err(|_| UpstreamUrlError::Malformed)?;
         let scheme = uri.scheme().cloned().ok_or(UpstreamUrlError::Scheme)?;
         if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
             return Err(UpstreamUrlError::Scheme);
@@ -125,7 +128,13 @@ impl Upstream {
 
 impl fmt::Display for Upstream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://{}{}", self.scheme, self.authority, self.base_path.as_deref().unwrap_or(""))
+        write!(
+            f,
+            "{}://{}{}",
+            self.scheme,
+            self.authority,
+            self.base_path.as_deref().unwrap_or("")
+        )
     }
 }
 
@@ -139,7 +148,9 @@ impl fmt::Debug for Upstream {
 /// refused (and so may be exactly the ones that carry credentials).
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
-        (Some(start), Some(at)) if at > start => format!("{}<redacted>{}", &url[..start + 3], &url[at..]),
+        (Some(start), Some(at)) if at > start => {
+            format!("{}<redacted>{}", &url[..start + 3], &url[at..])
+        }
         _ => url.to_owned(),
     }
 }
@@ -150,7 +161,9 @@ mod tests {
 
     fn target(upstream: &str, pq: &str) -> String {
         let up = Upstream::parse(upstream).unwrap();
-        up.target_uri(Some(pq.parse().unwrap())).unwrap().to_string()
+        up.target_uri(Some(pq.parse().unwrap()))
+            .unwrap()
+            .to_string()
     }
 
     #[test]
@@ -158,28 +171,55 @@ mod tests {
         let up = Upstream::parse("https://influx.example:8443/").unwrap();
         assert!(up.is_https());
         assert_eq!(up.to_string(), "https://influx.example:8443");
-        assert_eq!(Upstream::parse("http://h/influx/").unwrap().to_string(), "http://h/influx");
+        assert_eq!(
+            Upstream::parse("http://h/influx/").unwrap().to_string(),
+            "http://h/influx"
+        );
     }
 
     #[test]
     fn refuses_bad_bases() {
-        assert_eq!(Upstream::parse("not a url"), Err(UpstreamUrlError::Malformed));
+        assert_eq!(
+            Upstream::parse("not a url"),
+            Err(UpstreamUrlError::Malformed)
+        );
         assert_eq!(Upstream::parse("ftp://h"), Err(UpstreamUrlError::Scheme));
-        assert_eq!(Upstream::parse("/just/a/path"), Err(UpstreamUrlError::Scheme));
-        assert_eq!(Upstream::parse("http://u:pw@h"), Err(UpstreamUrlError::Userinfo));
-        assert_eq!(Upstream::parse("http://h/?x=1"), Err(UpstreamUrlError::Query));
+        assert_eq!(
+            Upstream::parse("/just/a/path"),
+            Err(UpstreamUrlError::Scheme)
+        );
+        assert_eq!(
+            Upstream::parse("http://u:pw@h"),
+            Err(UpstreamUrlError::Userinfo)
+        );
+        assert_eq!(
+            Upstream::parse("http://h/?x=1"),
+            Err(UpstreamUrlError::Query)
+        );
         assert_eq!(Upstream::parse("http://h/#x"), Err(UpstreamUrlError::Query));
     }
 
     #[test]
     fn maps_paths_and_queries() {
-        assert_eq!(target("http://h:8086", "/write?db=x&precision=s"), "http://h:8086/write?db=x&precision=s");
-        assert_eq!(target("http://h/base/", "/api/v2/write?org=o"), "http://h/base/api/v2/write?org=o");
-        assert_eq!(target("http://h", "/query?u=me&db=x&p=pw"), "http://h/query?db=x");
+        assert_eq!(
+            target("http://h:8086", "/write?db=x&precision=s"),
+            "http://h:8086/write?db=x&precision=s"
+        );
+        assert_eq!(
+            target("http://h/base/", "/api/v2/write?org=o"),
+            "http://h/base/api/v2/write?org=o"
+        );
+        assert_eq!(
+            target("http://h", "/query?u=me&db=x&p=pw"),
+            "http://h/query?db=x"
+        );
         assert_eq!(target("http://h/b", "/query?u=me&p=pw"), "http://h/b/query");
         let up = Upstream::parse("http://h").unwrap();
         assert_eq!(up.target_uri(None).unwrap().to_string(), "http://h/");
-        assert_eq!(up.target_uri(Some(PathAndQuery::from_static("*"))), Err(TargetError));
+        assert_eq!(
+            up.target_uri(Some(PathAndQuery::from_static("*"))),
+            Err(TargetError)
+        );
     }
 
     #[test]

@@ -7,7 +7,9 @@ use anyhow::bail;
 use clap::{Args, Subcommand};
 use leasehold_channel::Secret;
 use leasehold_channel::home::Home;
-use leasehold_channel::protocol::{AddonConfig, Grant, MemberRecord, PolicyRecord, PolicySpec, Reply, Request};
+use leasehold_channel::protocol::{
+    AddonConfig, Grant, MemberRecord, PolicyRecord, PolicySpec, Reply, Request,
+};
 
 use super::output::{self, Output};
 use super::{UsageError, connect, duration_secs, key_value};
@@ -56,7 +58,12 @@ pub struct V2Args {
     #[arg(long, env = "INFLUXDB_ENDPOINT_URL", value_name = "URL")]
     pub endpoint_url: String,
     /// Admin (operator or all-access) token.
-    #[arg(long, env = "INFLUXDB_ADMIN_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    #[arg(
+        long,
+        env = "INFLUXDB_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     pub token: String,
     /// Organization id leases are created in.
     #[arg(long, env = "INFLUXDB_ORG_ID", value_name = "ID")]
@@ -80,7 +87,12 @@ pub struct V1Args {
     #[arg(long, env = "INFLUXDB_ADMIN_USER", value_name = "USER")]
     pub username: String,
     /// Admin password.
-    #[arg(long, env = "INFLUXDB_ADMIN_PASSWORD", hide_env_values = true, value_name = "PASSWORD")]
+    #[arg(
+        long,
+        env = "INFLUXDB_ADMIN_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD"
+    )]
     pub password: String,
     /// Privilege granted to lease users, e.g. 'WRITE ON "telemetry"' (repeatable).
     #[arg(long = "privileges", required = true, value_name = "PRIVILEGE")]
@@ -114,7 +126,12 @@ pub struct PolicySetArgs {
     #[arg(long = "match", required = true, value_parser = key_value, value_name = "KEY=VALUE")]
     pub matches: Vec<(String, String)>,
     /// v2 permissions JSON.
-    #[arg(long, conflicts_with = "privileges", required_unless_present = "privileges", value_name = "JSON")]
+    #[arg(
+        long,
+        conflicts_with = "privileges",
+        required_unless_present = "privileges",
+        value_name = "JSON"
+    )]
     pub permissions: Option<String>,
     /// v1 privilege (repeatable).
     #[arg(long, value_name = "PRIVILEGE")]
@@ -170,11 +187,15 @@ pub enum MemberCommand {
 }
 
 fn parse_json(flag: &str, text: &str) -> anyhow::Result<serde_json::Value> {
-    serde_json::from_str(text).map_err(|e| UsageError(format!("{flag} is not valid JSON: {e}")).into())
+    serde_json::from_str(text)
+        .map_err(|e| UsageError(format!("{flag} is not valid JSON: {e}")).into())
 }
 
 async fn call(home: &Home, who: &AsIdentity, req: Request) -> anyhow::Result<Reply> {
-    Ok(connect::as_identity(home, &who.identity).await?.call(req).await?)
+    Ok(connect::as_identity(home, &who.identity)
+        .await?
+        .call(req)
+        .await?)
 }
 
 pub async fn addon(home: &Home, out: Output, cmd: AddonCommand) -> anyhow::Result<()> {
@@ -245,7 +266,8 @@ pub async fn policy(home: &Home, out: Output, cmd: PolicyCommand) -> anyhow::Res
                 default_ttl_secs: a.ttl.default_ttl,
                 max_ttl_secs: a.ttl.max_ttl,
             };
-            let Reply::Policy(policy) = call(home, &a.who, Request::PolicySet { policy }).await? else {
+            let Reply::Policy(policy) = call(home, &a.who, Request::PolicySet { policy }).await?
+            else {
                 bail!("unexpected answer from the control");
             };
             match out {
@@ -304,7 +326,12 @@ pub async fn ticket(home: &Home, out: Output, cmd: TicketCommand) -> anyhow::Res
 }
 
 fn print_member(m: &MemberRecord) {
-    let attributes = m.attributes.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+    let attributes = m
+        .attributes
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
     output::fields(&[
         ("id", m.id.to_string()),
         ("name", m.name.clone()),
@@ -316,21 +343,33 @@ fn print_member(m: &MemberRecord) {
 pub async fn member(home: &Home, out: Output, cmd: MemberCommand) -> anyhow::Result<()> {
     let (reply, deleted) = match cmd {
         MemberCommand::List(who) => (call(home, &who, Request::MemberList).await?, false),
-        MemberCommand::Show { id, who } => (call(home, &who, Request::MemberShow { id }).await?, false),
-        MemberCommand::Delete { id, who } => (call(home, &who, Request::MemberDelete { id }).await?, true),
+        MemberCommand::Show { id, who } => {
+            (call(home, &who, Request::MemberShow { id }).await?, false)
+        }
+        MemberCommand::Delete { id, who } => {
+            (call(home, &who, Request::MemberDelete { id }).await?, true)
+        }
     };
     match (reply, out) {
         (Reply::Members { members }, Output::Json) => output::json(&members),
         (Reply::Members { members }, Output::Plain) => {
             for m in members {
-                let attributes = m.attributes.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+                let attributes = m
+                    .attributes
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",");
                 println!("{}  {:<16} {}", m.id, m.name, attributes);
             }
         }
         (Reply::Member(m), Output::Json) => output::json(&m),
         (Reply::Member(m), Output::Plain) => {
             if deleted {
-                println!("deleted member {} ({}); its leases are revoked", m.id, m.name);
+                println!(
+                    "deleted member {} ({}); its leases are revoked",
+                    m.id, m.name
+                );
             } else {
                 print_member(&m);
             }

@@ -27,9 +27,12 @@ pub struct EnrollArgs {
 pub fn read_ticket(source: &str) -> anyhow::Result<Ticket> {
     let mut text = String::new();
     if source == "-" {
-        std::io::stdin().read_to_string(&mut text).context("reading the ticket from stdin")?;
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading the ticket from stdin")?;
     } else {
-        text = std::fs::read_to_string(Path::new(source)).with_context(|| format!("reading the ticket file {source}"))?;
+        text = std::fs::read_to_string(Path::new(source))
+            .with_context(|| format!("reading the ticket file {source}"))?;
     }
     text.parse::<Ticket>()
         .map_err(|e| UsageError(format!("{source}: {e}")).into())

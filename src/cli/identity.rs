@@ -33,7 +33,10 @@ fn view(home: &Home, name: &str, id: String) -> IdentityView {
     IdentityView {
         name: name.to_owned(),
         id,
-        enrolled_with: home.load_enrollment(name).ok().map(|e| e.control.to_string()),
+        enrolled_with: home
+            .load_enrollment(name)
+            .ok()
+            .map(|e| e.control.to_string()),
     }
 }
 
@@ -70,7 +73,10 @@ pub fn run(home: &Home, out: Output, cmd: IdentityCommand) -> anyhow::Result<()>
                 Output::Plain => output::fields(&[
                     ("name", v.name),
                     ("id", v.id),
-                    ("enrolled with", v.enrolled_with.unwrap_or_else(|| "(not enrolled)".into())),
+                    (
+                        "enrolled with",
+                        v.enrolled_with.unwrap_or_else(|| "(not enrolled)".into()),
+                    ),
                 ]),
             }
         }

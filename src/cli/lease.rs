@@ -64,7 +64,10 @@ pub async fn run(home: &Home, out: Output, cmd: LeaseCommand) -> anyhow::Result<
         LeaseCommand::Revoke { id, who } => (who, Request::LeaseRevoke { id }),
     };
     let creating = matches!(req, Request::LeaseCreate { .. });
-    let reply = connect::as_identity(home, &who.identity).await?.call(req).await?;
+    let reply = connect::as_identity(home, &who.identity)
+        .await?
+        .call(req)
+        .await?;
     match (reply, out) {
         (Reply::Lease(lease), Output::Json) => output::json(&lease),
         (Reply::Lease(lease), Output::Plain) if creating && !std::io::stdout().is_terminal() => {

@@ -13,7 +13,10 @@ pub enum Output {
 
 /// Prints `value` as JSON.
 pub fn json<T: Serialize + ?Sized>(value: &T) {
-    println!("{}", serde_json::to_string_pretty(value).expect("records serialize"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("records serialize")
+    );
 }
 
 /// Prints aligned `label: value` lines.

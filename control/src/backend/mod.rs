@@ -104,7 +104,12 @@ impl Backend {
                 username,
                 password,
                 ..
-            } => Self::V1(V1Backend::new(http, endpoint_url, username, password.clone())),
+            } => Self::V1(V1Backend::new(
+                http,
+                endpoint_url,
+                username,
+                password.clone(),
+            )),
         })
     }
 

@@ -24,7 +24,8 @@ pub fn lease_user(id: &str, expires_at: Timestamp) -> String {
 pub fn parse_lease_user(name: &str) -> Option<(&str, Timestamp)> {
     let (expires, id) = name.strip_prefix(USER_PREFIX)?.split_once('_')?;
     let expires = expires.parse().ok()?;
-    (id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some((id, Timestamp(expires)))
+    (id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then_some((id, Timestamp(expires)))
 }
 
 /// The v1 backend.
@@ -69,7 +70,12 @@ struct Series {
 
 impl V1Backend {
     /// A backend talking to `endpoint_url` as the admin `username`.
-    pub fn new(http: reqwest::Client, endpoint_url: &str, username: &str, password: Secret) -> Self {
+    pub fn new(
+        http: reqwest::Client,
+        endpoint_url: &str,
+        username: &str,
+        password: Secret,
+    ) -> Self {
         Self {
             http,
             endpoint_url: endpoint_url.trim_end_matches('/').to_owned(),
@@ -85,7 +91,11 @@ impl V1Backend {
 
     /// Runs `q` as the admin. Statement errors become [`BackendError::Refused`], with
     /// `hide` (a password in the statement) scrubbed from any message.
-    async fn query(&self, q: &str, hide: Option<&str>) -> Result<Vec<StatementResult>, BackendError> {
+    async fn query(
+        &self,
+        q: &str,
+        hide: Option<&str>,
+    ) -> Result<Vec<StatementResult>, BackendError> {
         let scrub = |message: String| match hide {
             Some(secret) if !secret.is_empty() => message.replace(secret, "<redacted>"),
             _ => message,
@@ -120,7 +130,9 @@ impl V1Backend {
 
     pub(super) async fn create(&self, spec: LeaseSpec<'_>) -> Result<Issued, BackendError> {
         let Grant::Privileges(privileges) = spec.grant else {
-            return Err(BackendError::Config("a v1 lease needs privileges, not permissions".into()));
+            return Err(BackendError::Config(
+                "a v1 lease needs privileges, not permissions".into(),
+            ));
         };
         let privileges = privileges
             .iter()
@@ -152,7 +164,10 @@ impl V1Backend {
     }
 
     pub(super) async fn revoke(&self, user: &str) -> Result<(), BackendError> {
-        match self.query(&format!("DROP USER {}", quote_identifier(user)), None).await {
+        match self
+            .query(&format!("DROP USER {}", quote_identifier(user)), None)
+            .await
+        {
             Ok(_) => Ok(()),
             Err(BackendError::Refused(message)) if message.contains("user not found") => Ok(()),
             Err(error) => Err(error),
@@ -182,7 +197,11 @@ impl V1Backend {
 fn random_password() -> Zeroizing<String> {
     let mut bytes = Zeroizing::new([0u8; 32]);
     getrandom::fill(bytes.as_mut()).expect("the operating system's random source failed");
-    Zeroizing::new(data_encoding::BASE32_NOPAD.encode(bytes.as_ref()).to_ascii_lowercase())
+    Zeroizing::new(
+        data_encoding::BASE32_NOPAD
+            .encode(bytes.as_ref())
+            .to_ascii_lowercase(),
+    )
 }
 
 #[cfg(test)]
@@ -193,8 +212,18 @@ mod tests {
     fn user_names_round_trip_and_strangers_are_ignored() {
         let u = lease_user("0123456789abcdef", Timestamp(1_800_000_000));
         assert_eq!(u, "leasehold_1800000000_0123456789abcdef");
-        assert_eq!(parse_lease_user(&u), Some(("0123456789abcdef", Timestamp(1_800_000_000))));
-        for other in ["admin", "leasehold", "leasehold_x_0123456789abcdef", "leasehold_1_short", "leaseholder_1_0123456789abcdef", "leasehold_1_0123456789abcdeg"] {
+        assert_eq!(
+            parse_lease_user(&u),
+            Some(("0123456789abcdef", Timestamp(1_800_000_000)))
+        );
+        for other in [
+            "admin",
+            "leasehold",
+            "leasehold_x_0123456789abcdef",
+            "leasehold_1_short",
+            "leaseholder_1_0123456789abcdef",
+            "leasehold_1_0123456789abcdeg",
+        ] {
             assert_eq!(parse_lease_user(other), None, "{other}");
         }
     }

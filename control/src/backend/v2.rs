@@ -15,7 +15,10 @@ const DESCRIPTION_PREFIX: &str = "leasehold lease ";
 /// The description of a lease's authorization:
 /// `leasehold lease <id> expires <unix seconds> (<RFC 3339>)`.
 pub fn lease_description(id: &str, expires_at: Timestamp) -> String {
-    format!("{DESCRIPTION_PREFIX}{id} expires {} ({expires_at})", expires_at.0)
+    format!(
+        "{DESCRIPTION_PREFIX}{id} expires {} ({expires_at})",
+        expires_at.0
+    )
 }
 
 /// The lease id and expiry in a description made by [`lease_description`].
@@ -27,7 +30,8 @@ pub fn parse_lease_description(description: &str) -> Option<(&str, Timestamp)> {
         return None;
     }
     let expires = words.next()?.parse().ok()?;
-    (id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some((id, Timestamp(expires)))
+    (id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then_some((id, Timestamp(expires)))
 }
 
 /// The v2 backend.
@@ -84,7 +88,9 @@ impl V2Backend {
 
     pub(super) async fn create(&self, spec: LeaseSpec<'_>) -> Result<Issued, BackendError> {
         let Grant::Permissions(permissions) = spec.grant else {
-            return Err(BackendError::Config("a v2 lease needs permissions, not privileges".into()));
+            return Err(BackendError::Config(
+                "a v2 lease needs permissions, not privileges".into(),
+            ));
         };
         let body = serde_json::json!({
             "orgID": self.org_id,
@@ -106,10 +112,9 @@ impl V2Backend {
         }
         let created: Authorization = serde_json::from_str(&text)
             .map_err(|e| BackendError::Refused(format!("unexpected authorization answer: {e}")))?;
-        let token = created
-            .token
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| BackendError::Refused("the authorization answer carried no token".into()))?;
+        let token = created.token.filter(|t| !t.is_empty()).ok_or_else(|| {
+            BackendError::Refused("the authorization answer carried no token".into())
+        })?;
         Ok(Issued {
             credential_id: created.id,
             token: Secret::new(token),
@@ -170,9 +175,21 @@ mod tests {
     #[test]
     fn descriptions_round_trip_and_strangers_are_ignored() {
         let d = lease_description("0123456789abcdef", Timestamp(1_800_000_000));
-        assert_eq!(d, "leasehold lease 0123456789abcdef expires 1800000000 (2027-01-15T08:00:00Z)");
-        assert_eq!(parse_lease_description(&d), Some(("0123456789abcdef", Timestamp(1_800_000_000))));
-        for other in ["", "telegraf token", "leasehold lease x expires 1", "leasehold lease 0123456789abcdef until 5", "my leasehold lease 0123456789abcdef expires 1"] {
+        assert_eq!(
+            d,
+            "leasehold lease 0123456789abcdef expires 1800000000 (2027-01-15T08:00:00Z)"
+        );
+        assert_eq!(
+            parse_lease_description(&d),
+            Some(("0123456789abcdef", Timestamp(1_800_000_000)))
+        );
+        for other in [
+            "",
+            "telegraf token",
+            "leasehold lease x expires 1",
+            "leasehold lease 0123456789abcdef until 5",
+            "my leasehold lease 0123456789abcdef expires 1",
+        ] {
             assert_eq!(parse_lease_description(other), None, "{other}");
         }
     }

@@ -4,6 +4,10 @@
 //! the rest of the control only sees these methods. Every method is one transaction;
 //! [`Store::redeem_ticket`] in particular checks and consumes a ticket atomically.
 //! The default implementation is [`RedbStore`], an embedded, crash-safe B-tree file.
+//!
+//! The add-on settings are not here but in the data directory (see
+//! [`crate::datadir`]): they hold the credential needed to sweep InfluxDB, which must
+//! work even when this state is lost.
 
 mod redb;
 
@@ -11,7 +15,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 
 use leasehold_channel::PublicIdentity;
-use leasehold_channel::protocol::{AddonConfig, AuthScheme, MemberRecord, PolicyRecord, Timestamp};
+use leasehold_channel::protocol::{AuthScheme, MemberRecord, PolicyRecord, Timestamp};
 use serde::{Deserialize, Serialize};
 
 pub use self::redb::RedbStore;
@@ -78,14 +82,24 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts or replaces a member.
     fn put_member(&self, member: MemberRecord) -> impl Future<Output = StoreResult<()>> + Send;
     /// A member by identity.
-    fn member(&self, id: PublicIdentity) -> impl Future<Output = StoreResult<Option<MemberRecord>>> + Send;
+    fn member(
+        &self,
+        id: PublicIdentity,
+    ) -> impl Future<Output = StoreResult<Option<MemberRecord>>> + Send;
     /// All members.
     fn members(&self) -> impl Future<Output = StoreResult<Vec<MemberRecord>>> + Send;
     /// Removes a member; returns it if it existed.
-    fn delete_member(&self, id: PublicIdentity) -> impl Future<Output = StoreResult<Option<MemberRecord>>> + Send;
+    fn delete_member(
+        &self,
+        id: PublicIdentity,
+    ) -> impl Future<Output = StoreResult<Option<MemberRecord>>> + Send;
 
     /// Stores a new ticket under the hash of its secret.
-    fn put_ticket(&self, hash: String, ticket: StoredTicket) -> impl Future<Output = StoreResult<()>> + Send;
+    fn put_ticket(
+        &self,
+        hash: String,
+        ticket: StoredTicket,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
     /// Atomically checks the ticket (exists, unexpired, uses left), consumes one use,
     /// and enrolls `member` with the ticket's attributes. Two concurrent redemptions of
     /// a one-use ticket: exactly one succeeds.
@@ -96,11 +110,6 @@ pub trait Store: Send + Sync + 'static {
         member: PublicIdentity,
         name: String,
     ) -> impl Future<Output = StoreResult<Result<MemberRecord, RedeemError>>> + Send;
-
-    /// The add-on settings.
-    fn addon(&self) -> impl Future<Output = StoreResult<Option<AddonConfig>>> + Send;
-    /// Replaces the add-on settings.
-    fn put_addon(&self, addon: AddonConfig) -> impl Future<Output = StoreResult<()>> + Send;
 
     /// Inserts or replaces a policy.
     fn put_policy(&self, policy: PolicyRecord) -> impl Future<Output = StoreResult<()>> + Send;

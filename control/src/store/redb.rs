@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use leasehold_channel::PublicIdentity;
-use leasehold_channel::protocol::{AddonConfig, MemberRecord, PolicyRecord, Timestamp};
+use leasehold_channel::protocol::{MemberRecord, PolicyRecord, Timestamp};
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -22,8 +22,6 @@ const MEMBERS: TableDefinition<&str, &[u8]> = TableDefinition::new("members");
 const TICKETS: TableDefinition<&str, &[u8]> = TableDefinition::new("tickets");
 const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("leases");
 const POLICIES: TableDefinition<&str, &[u8]> = TableDefinition::new("policies");
-const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
-const ADDON_KEY: &str = "addon";
 
 /// The embedded store.
 #[derive(Clone)]
@@ -48,7 +46,7 @@ impl RedbStore {
     pub fn open(path: &Path) -> StoreResult<Self> {
         let db = Database::create(path).map_err(err)?;
         let txn = db.begin_write().map_err(err)?;
-        for table in [MEMBERS, TICKETS, LEASES, POLICIES, SETTINGS] {
+        for table in [MEMBERS, TICKETS, LEASES, POLICIES] {
             txn.open_table(table).map_err(err)?;
         }
         txn.commit().map_err(err)?;
@@ -65,7 +63,12 @@ impl RedbStore {
             .map_err(err)?
     }
 
-    async fn put(&self, table: TableDefinition<'static, &'static str, &'static [u8]>, key: String, value: Vec<u8>) -> StoreResult<()> {
+    async fn put(
+        &self,
+        table: TableDefinition<'static, &'static str, &'static [u8]>,
+        key: String,
+        value: Vec<u8>,
+    ) -> StoreResult<()> {
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(err)?;
             txn.open_table(table)
@@ -134,7 +137,8 @@ impl RedbStore {
 
 impl Store for RedbStore {
     async fn put_member(&self, member: MemberRecord) -> StoreResult<()> {
-        self.put(MEMBERS, member.id.to_string(), encode(&member)).await
+        self.put(MEMBERS, member.id.to_string(), encode(&member))
+            .await
     }
 
     async fn member(&self, id: PublicIdentity) -> StoreResult<Option<MemberRecord>> {
@@ -183,7 +187,9 @@ impl Store for RedbStore {
                         if t.remaining == 0 {
                             tickets.remove(hash.as_str()).map_err(err)?;
                         } else {
-                            tickets.insert(hash.as_str(), encode(&t).as_slice()).map_err(err)?;
+                            tickets
+                                .insert(hash.as_str(), encode(&t).as_slice())
+                                .map_err(err)?;
                         }
                         let record = MemberRecord {
                             id: member,
@@ -206,14 +212,6 @@ impl Store for RedbStore {
             Ok(outcome)
         })
         .await
-    }
-
-    async fn addon(&self) -> StoreResult<Option<AddonConfig>> {
-        self.get(SETTINGS, ADDON_KEY.into()).await
-    }
-
-    async fn put_addon(&self, addon: AddonConfig) -> StoreResult<()> {
-        self.put(SETTINGS, ADDON_KEY.into(), encode(&addon)).await
     }
 
     async fn put_policy(&self, policy: PolicyRecord) -> StoreResult<()> {
@@ -269,7 +267,12 @@ mod tests {
             let store = store.clone();
             tokio::spawn(async move {
                 store
-                    .redeem_ticket("h".into(), Timestamp(1000), Identity::generate().public(), format!("n{i}"))
+                    .redeem_ticket(
+                        "h".into(),
+                        Timestamp(1000),
+                        Identity::generate().public(),
+                        format!("n{i}"),
+                    )
                     .await
                     .unwrap()
             })
@@ -288,24 +291,55 @@ mod tests {
     #[tokio::test]
     async fn expired_and_reused_tickets_are_refused_and_change_nothing() {
         let (_dir, store) = store();
-        store.put_ticket("old".into(), ticket(1, 999)).await.unwrap();
+        store
+            .put_ticket("old".into(), ticket(1, 999))
+            .await
+            .unwrap();
         let id = Identity::generate().public();
         assert_eq!(
-            store.redeem_ticket("old".into(), Timestamp(1000), id, "a".into()).await.unwrap().unwrap_err(),
+            store
+                .redeem_ticket("old".into(), Timestamp(1000), id, "a".into())
+                .await
+                .unwrap()
+                .unwrap_err(),
             RedeemError::Expired
         );
         assert!(store.members().await.unwrap().is_empty());
-        store.put_ticket("two".into(), ticket(2, 2000)).await.unwrap();
-        store.redeem_ticket("two".into(), Timestamp(1000), id, "a".into()).await.unwrap().unwrap();
+        store
+            .put_ticket("two".into(), ticket(2, 2000))
+            .await
+            .unwrap();
+        store
+            .redeem_ticket("two".into(), Timestamp(1000), id, "a".into())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
-            store.redeem_ticket("two".into(), Timestamp(1000), id, "a".into()).await.unwrap().unwrap_err(),
+            store
+                .redeem_ticket("two".into(), Timestamp(1000), id, "a".into())
+                .await
+                .unwrap()
+                .unwrap_err(),
             RedeemError::AlreadyMember
         );
         // The refused attempt did not consume the second use.
         let other = Identity::generate().public();
-        store.redeem_ticket("two".into(), Timestamp(1000), other, "b".into()).await.unwrap().unwrap();
+        store
+            .redeem_ticket("two".into(), Timestamp(1000), other, "b".into())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
-            store.redeem_ticket("two".into(), Timestamp(1000), Identity::generate().public(), "c".into()).await.unwrap().unwrap_err(),
+            store
+                .redeem_ticket(
+                    "two".into(),
+                    Timestamp(1000),
+                    Identity::generate().public(),
+                    "c".into()
+                )
+                .await
+                .unwrap()
+                .unwrap_err(),
             RedeemError::Unknown
         );
     }

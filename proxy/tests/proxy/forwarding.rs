@@ -1,0 +1,191 @@
+//! What reaches InfluxDB, and what comes back, for every kind of request.
+
+use http::Request;
+use leasehold_channel::protocol::AuthScheme;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn method_path_and_query_are_preserved_and_credentials_replaced() {
+    let upstream = FakeUpstream::start().await;
+    let proxy = Proxy::ready(
+        config(),
+        FakeSource::new(AuthScheme::Token, &upstream.url(), 300),
+    )
+    .await;
+
+    let request =
+        Request::post(proxy.url("/api/v2/write?org=o&u=evil&bucket=b&p=secret&precision=s"))
+            .header("authorization", "Token client-supplied")
+            .header("content-type", "text/plain; charset=utf-8")
+            .body(full("cpu value=1"))
+            .unwrap();
+    let (status, _, _) = read(proxy.send(request).await).await;
+    assert_eq!(status, 204);
+    let seen = upstream.last();
+    assert_eq!(seen.method, "POST");
+    assert_eq!(seen.path, "/api/v2/write");
+    assert_eq!(seen.query.as_deref(), Some("org=o&bucket=b&precision=s"));
+    assert_eq!(seen.authorization.as_deref(), Some("Token token-1"));
+    assert_eq!(
+        seen.host.as_deref(),
+        Some(upstream.addr.to_string().as_str())
+    );
+    assert_eq!(seen.body_len, "cpu value=1".len());
+
+    // Other methods, and a query without credentials passes byte for byte.
+    for method in ["GET", "PUT", "DELETE", "PATCH", "OPTIONS"] {
+        let request = Request::builder()
+            .method(method)
+            .uri(proxy.url("/query?db=x&q=SELECT%20*%20FROM%20%22m%22&epoch=ms"))
+            .body(empty())
+            .unwrap();
+        let (status, _, _) = read(proxy.send(request).await).await;
+        assert_eq!(status, 204, "{method}");
+        let seen = upstream.last();
+        assert_eq!(seen.method, method);
+        assert_eq!(seen.path, "/query");
+        assert_eq!(
+            seen.query.as_deref(),
+            Some("db=x&q=SELECT%20*%20FROM%20%22m%22&epoch=ms")
+        );
+        assert_eq!(seen.authorization.as_deref(), Some("Token token-1"));
+    }
+
+    // Only credentials in the query: the query disappears.
+    read(
+        proxy
+            .send(
+                Request::get(proxy.url("/ping?u=a&p=b"))
+                    .body(empty())
+                    .unwrap(),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(upstream.last().query, None);
+}
+
+#[tokio::test]
+async fn v1_leases_go_out_as_basic_auth() {
+    let upstream = FakeUpstream::start().await;
+    let proxy = Proxy::ready(
+        config(),
+        FakeSource::new(AuthScheme::Basic, &upstream.url(), 300),
+    )
+    .await;
+    let request = Request::post(proxy.url("/write?db=telemetry&u=app&p=apppw"))
+        .header("authorization", "Basic YXBwOmFwcHB3")
+        .body(full("m v=1"))
+        .unwrap();
+    assert_eq!(read(proxy.send(request).await).await.0, 204);
+    let seen = upstream.last();
+    // base64("user1:pass1")
+    assert_eq!(
+        seen.authorization.as_deref(),
+        Some("Basic dXNlcjE6cGFzczE=")
+    );
+    assert_eq!(seen.query.as_deref(), Some("db=telemetry"));
+}
+
+#[tokio::test]
+async fn a_large_chunked_body_streams_through_intact() {
+    const LEN: usize = 8 * 1024 * 1024;
+    let upstream = FakeUpstream::start().await;
+    let proxy = Proxy::ready(
+        config(),
+        FakeSource::new(AuthScheme::Token, &upstream.url(), 300),
+    )
+    .await;
+    let body = http_body_util::BodyExt::boxed(PatternBody::new(LEN, 64 * 1024));
+    let request = Request::post(proxy.url("/api/v2/write?bucket=big"))
+        .body(body)
+        .unwrap();
+    assert_eq!(read(proxy.send(request).await).await.0, 204);
+    let seen = upstream.last();
+    assert_eq!(seen.body_len, LEN);
+    assert_eq!(seen.body_hash, PatternBody::hash(LEN));
+}
+
+#[tokio::test]
+async fn gzip_bodies_pass_untouched_both_ways() {
+    let upstream = FakeUpstream::start().await;
+    let proxy = Proxy::ready(
+        config(),
+        FakeSource::new(AuthScheme::Token, &upstream.url(), 300),
+    )
+    .await;
+    let request = Request::post(proxy.url("/api/v2/write?bucket=b"))
+        .header("content-encoding", "gzip")
+        .body(full(GZIP_BODY))
+        .unwrap();
+    assert_eq!(read(proxy.send(request).await).await.0, 204);
+    let seen = upstream.last();
+    assert_eq!(seen.content_encoding.as_deref(), Some("gzip"));
+    let mut expected = Fnv::default();
+    expected.write(GZIP_BODY);
+    assert_eq!(
+        (seen.body_len, seen.body_hash),
+        (GZIP_BODY.len(), expected.0)
+    );
+
+    let request = Request::get(proxy.url("/gzip"))
+        .header("accept-encoding", "gzip")
+        .body(empty())
+        .unwrap();
+    let (status, headers, body) = read(proxy.send(request).await).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-encoding"], "gzip");
+    assert_eq!(&body[..], GZIP_BODY);
+}
+
+#[tokio::test]
+async fn upstream_status_retry_after_and_body_pass_verbatim() {
+    let upstream = FakeUpstream::start().await;
+    let proxy = Proxy::ready(
+        config(),
+        FakeSource::new(AuthScheme::Token, &upstream.url(), 300),
+    )
+    .await;
+    for code in [400u16, 404, 413, 429, 500, 503] {
+        let (status, headers, body) = proxy.get(&proxy.url(&format!("/status/{code}"))).await;
+        assert_eq!(status.as_u16(), code);
+        assert_eq!(headers["retry-after"], "42");
+        assert_eq!(headers["content-type"], "application/json; charset=utf-8");
+        assert_eq!(
+            body,
+            format!(r#"{{"code":"upstream","message":"upstream said {code}"}}"#)
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_explicit_upstream_with_a_base_path_overrides_the_lease_endpoint() {
+    let upstream = FakeUpstream::start().await;
+    let config = leasehold_proxy::Config {
+        upstream: Some(format!("{}/influx/", upstream.url())),
+        ..config()
+    };
+    let proxy = Proxy::ready(
+        config,
+        FakeSource::new(AuthScheme::Token, "http://127.0.0.1:9/not-used", 300),
+    )
+    .await;
+    assert_eq!(
+        read(
+            proxy
+                .send(
+                    Request::get(proxy.url("/ping?verbose=true"))
+                        .body(empty())
+                        .unwrap()
+                )
+                .await
+        )
+        .await
+        .0,
+        204
+    );
+    let seen = upstream.last();
+    assert_eq!(seen.path, "/influx/ping");
+    assert_eq!(seen.query.as_deref(), Some("verbose=true"));
+}

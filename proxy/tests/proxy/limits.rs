@@ -1,0 +1,90 @@
+//! The connection limit and the request-head size limit.
+
+use std::time::Duration;
+
+use leasehold_channel::protocol::AuthScheme;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::*;
+
+async fn exchange(stream: &mut TcpStream, request: &[u8]) -> Vec<u8> {
+    stream.write_all(request).await.unwrap();
+    let mut buf = vec![0; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    buf.truncate(n);
+    buf
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_are_closed() {
+    let upstream = FakeUpstream::start().await;
+    let config = leasehold_proxy::Config {
+        max_connections: 1,
+        ..config()
+    };
+    let proxy = Proxy::ready(
+        config,
+        FakeSource::new(AuthScheme::Token, &upstream.url(), 300),
+    )
+    .await;
+    let request = b"GET /ping HTTP/1.1\r\nhost: localhost\r\n\r\n";
+
+    // The first connection is served and stays open (keep-alive), holding the only slot.
+    let mut first = TcpStream::connect(proxy.addr).await.unwrap();
+    let answer = exchange(&mut first, request).await;
+    assert!(
+        answer.starts_with(b"HTTP/1.1 204"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    // The second is closed without an answer.
+    let mut second = TcpStream::connect(proxy.addr).await.unwrap();
+    assert!(exchange(&mut second, request).await.is_empty());
+    let (_, _, metrics) = proxy.get(&proxy.admin_url("/metrics")).await;
+    assert!(
+        std::str::from_utf8(&metrics)
+            .unwrap()
+            .contains("leasehold_proxy_connections_rejected_total 1")
+    );
+
+    // Once the first goes away, there is room again.
+    drop(first);
+    eventually(Duration::from_secs(5), || async {
+        let mut again = TcpStream::connect(proxy.addr).await.unwrap();
+        exchange(&mut again, request)
+            .await
+            .starts_with(b"HTTP/1.1 204")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn oversized_request_heads_are_refused() {
+    let upstream = FakeUpstream::start().await;
+    let config = leasehold_proxy::Config {
+        max_header_bytes: 16 * 1024,
+        ..config()
+    };
+    let proxy = Proxy::ready(
+        config,
+        FakeSource::new(AuthScheme::Token, &upstream.url(), 300),
+    )
+    .await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let big = "x".repeat(64 * 1024);
+    let request = format!("GET /ping HTTP/1.1\r\nhost: localhost\r\nx-big: {big}\r\n\r\n");
+    let answer = exchange(&mut stream, request.as_bytes()).await;
+    assert!(
+        answer.starts_with(b"HTTP/1.1 431"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(upstream.seen().is_empty());
+    // The server keeps serving.
+    assert_eq!(proxy.get(&proxy.url("/ping")).await.0, 204);
+}

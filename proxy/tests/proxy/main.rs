@@ -1,0 +1,12 @@
+//! End-to-end tests of the proxy on ephemeral loopback ports: a fake lease source, a fake
+//! InfluxDB recording what reaches it, and real HTTP in between. One test binary (one
+//! link) for all of them; each module is one concern.
+
+mod admin;
+mod forwarding;
+mod limits;
+mod renewal;
+mod shutdown;
+mod support;
+mod tls;
+mod upstream_failure;

@@ -1,0 +1,71 @@
+//! An unreachable or stuck upstream: a fast 502 with an InfluxDB-style body, and
+//! recovery once it is back.
+
+use std::time::{Duration, Instant};
+
+use leasehold_channel::protocol::AuthScheme;
+use tokio::net::TcpListener;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn upstream_down_is_a_fast_502_and_recovery_is_automatic() {
+    // A port with nothing listening.
+    let reserved = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = reserved.local_addr().unwrap();
+    drop(reserved);
+    let proxy = Proxy::ready(
+        config(),
+        FakeSource::new(AuthScheme::Token, &format!("http://{addr}"), 300),
+    )
+    .await;
+
+    let started = Instant::now();
+    let (status, headers, body) = proxy.get(&proxy.url("/api/v2/write")).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(status, 502);
+    assert_eq!(headers["content-type"], "application/json; charset=utf-8");
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["code"], "unavailable");
+    let message = json["message"].as_str().unwrap();
+    assert!(message.contains("cannot connect"), "{message}");
+    assert!(!message.contains("token-"), "{message}");
+
+    let upstream = FakeUpstream::start_on(TcpListener::bind(addr).await.unwrap());
+    assert_eq!(proxy.get(&proxy.url("/api/v2/write")).await.0, 204);
+    assert_eq!(token_of(&upstream.last()), "token-1");
+}
+
+#[tokio::test]
+async fn an_upstream_that_never_completes_the_handshake_times_out() {
+    // Accepts TCP (the kernel does it) but never speaks TLS.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let config = leasehold_proxy::Config {
+        upstream_connect_timeout: Duration::from_millis(300),
+        ..config()
+    };
+    let proxy = Proxy::ready(
+        config,
+        FakeSource::new(AuthScheme::Token, &format!("https://{addr}"), 300),
+    )
+    .await;
+    let started = Instant::now();
+    let (status, _, body) = proxy.get(&proxy.url("/ping")).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(status, 502);
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        json["message"].as_str().unwrap().contains("timed out"),
+        "{json}"
+    );
+    drop(silent);
+}

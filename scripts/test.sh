@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need, then runs the whole suite.
+#   - InfluxDB 1.x (Debian package `influxdb`) for the real-database tests;
+#   - a Python venv with the official InfluxDB clients, for the real-client tests.
+# A missing prerequisite fails the run; no test is skipped for want of one.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if ! command -v influxd >/dev/null 2>&1; then
+  echo "==> installing InfluxDB 1.x (Debian package influxdb)"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq influxdb >/dev/null
+fi
+# Debian's package may start its own influxd; ours run on ephemeral ports, so it is
+# harmless, but stop it so it does not hold 8086 for the demo.
+if command -v systemctl >/dev/null 2>&1; then as_root systemctl stop influxdb >/dev/null 2>&1 || true; fi
+influxd version
+
+VENV=.venv
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "==> creating the Python venv for the client tests"
+  python3 -m venv "$VENV"
+fi
+"$VENV/bin/pip" install -q --disable-pip-version-check -r tests/python/requirements.txt
+export LEASEHOLD_TEST_PYTHON="$PWD/$VENV/bin/python"
+
+echo "==> cargo test"
+cargo test --workspace --locked "$@"
