@@ -14,7 +14,9 @@ use serde_json::Value;
 const ODD_DB: &str = "we\"ird db";
 
 async fn influxd() -> Influxd {
-    let db = Influxd::start().await.expect("a real influxd (Debian package influxdb) is required");
+    let db = Influxd::start()
+        .await
+        .expect("a real influxd (Debian package influxdb) is required");
     db.create_database(ODD_DB).await.unwrap();
     db.create_database("other").await.unwrap();
     db
@@ -27,11 +29,17 @@ fn configured(db: &Influxd) -> (Env, common::ControlProcess) {
     let control = env.serve();
     env.set_env("INFLUXDB_ADMIN_PASSWORD", db.admin_password());
     env.ok(&[
-        "addon", "configure", "influxdb-v1",
-        "--endpoint-url", db.url(),
-        "--username", db.admin_user(),
-        "--privileges", r#"WRITE ON "telemetry""#,
-        "--privileges", r#"READ ON "we\"ird db""#,
+        "addon",
+        "configure",
+        "influxdb-v1",
+        "--endpoint-url",
+        db.url(),
+        "--username",
+        db.admin_user(),
+        "--privileges",
+        r#"WRITE ON "telemetry""#,
+        "--privileges",
+        r#"READ ON "we\"ird db""#,
     ]);
     env.enrolled_identity("app", &[]);
     (env, control)
@@ -62,7 +70,10 @@ async fn lease_users(db: &Influxd) -> Vec<String> {
 async fn eventually(timeout: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + timeout;
     while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -74,19 +85,37 @@ async fn lease_is_a_user_with_exactly_the_configured_grants() {
     let (_, user, password) = lease(&env, None);
 
     let users = db.show_users().await.unwrap();
-    assert!(users.contains(&(user.clone(), false)), "{users:?}: the lease user exists and is not admin");
+    assert!(
+        users.contains(&(user.clone(), false)),
+        "{users:?}: the lease user exists and is not admin"
+    );
     let mut grants = db.show_grants(&user).await.unwrap();
     grants.sort();
     assert_eq!(
         grants,
-        vec![("telemetry".to_owned(), "WRITE".to_owned()), (ODD_DB.to_owned(), "READ".to_owned())]
+        vec![
+            ("telemetry".to_owned(), "WRITE".to_owned()),
+            (ODD_DB.to_owned(), "READ".to_owned())
+        ]
     );
 
     let point = "cpu,host=a usage=1\n";
-    assert_eq!(db.write("telemetry", point, &user, &password).await.unwrap(), 204);
+    assert_eq!(
+        db.write("telemetry", point, &user, &password)
+            .await
+            .unwrap(),
+        204
+    );
     assert_eq!(db.count("telemetry", "cpu").await.unwrap(), 1);
-    assert_eq!(db.write("other", point, &user, &password).await.unwrap(), 403);
-    assert_eq!(db.write(ODD_DB, point, &user, &password).await.unwrap(), 403, "read-only there");
+    assert_eq!(
+        db.write("other", point, &user, &password).await.unwrap(),
+        403
+    );
+    assert_eq!(
+        db.write(ODD_DB, point, &user, &password).await.unwrap(),
+        403,
+        "read-only there"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -94,27 +123,65 @@ async fn expired_user_is_dropped_and_revoke_drops_at_once() {
     let db = influxd().await;
     let (env, _control) = configured(&db);
     let (_, user, password) = lease(&env, Some("2s"));
-    assert_eq!(db.write("telemetry", "m v=1\n", &user, &password).await.unwrap(), 204);
-    eventually(Duration::from_secs(6), "the lease user to be dropped", async || lease_users(&db).await.is_empty()).await;
-    assert_eq!(db.write("telemetry", "m v=2\n", &user, &password).await.unwrap(), 401);
+    assert_eq!(
+        db.write("telemetry", "m v=1\n", &user, &password)
+            .await
+            .unwrap(),
+        204
+    );
+    eventually(
+        Duration::from_secs(6),
+        "the lease user to be dropped",
+        async || lease_users(&db).await.is_empty(),
+    )
+    .await;
+    assert_eq!(
+        db.write("telemetry", "m v=2\n", &user, &password)
+            .await
+            .unwrap(),
+        401
+    );
 
     let (lease, user, password) = lease(&env, None);
-    env.ok(&["lease", "revoke", lease["id"].as_str().unwrap(), "--identity", "app"]);
-    assert!(lease_users(&db).await.is_empty(), "revoke drops the user at once");
-    assert_eq!(db.write("telemetry", "m v=3\n", &user, &password).await.unwrap(), 401);
+    env.ok(&[
+        "lease",
+        "revoke",
+        lease["id"].as_str().unwrap(),
+        "--identity",
+        "app",
+    ]);
+    assert!(
+        lease_users(&db).await.is_empty(),
+        "revoke drops the user at once"
+    );
+    assert_eq!(
+        db.write("telemetry", "m v=3\n", &user, &password)
+            .await
+            .unwrap(),
+        401
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_lease_user_outlives_a_crash_or_a_lost_store() {
     let db = influxd().await;
     let (env, control) = configured(&db);
-    db.query(r#"CREATE USER "telegraf" WITH PASSWORD 'x'"#).await.unwrap();
-    db.query(r#"CREATE USER "leasehold_notours" WITH PASSWORD 'x'"#).await.unwrap();
+    db.query(r#"CREATE USER "telegraf" WITH PASSWORD 'x'"#)
+        .await
+        .unwrap();
+    db.query(r#"CREATE USER "leasehold_notours" WITH PASSWORD 'x'"#)
+        .await
+        .unwrap();
     lease(&env, Some("2s"));
     lease(&env, Some("3s"));
     control.kill9();
     let control = env.serve();
-    eventually(Duration::from_secs(8), "leases revoked after restart", async || lease_users(&db).await.len() == 1).await;
+    eventually(
+        Duration::from_secs(8),
+        "leases revoked after restart",
+        async || lease_users(&db).await.len() == 1,
+    )
+    .await;
 
     // Now lose the store as well.
     lease(&env, Some("1s"));
@@ -124,12 +191,23 @@ async fn no_lease_user_outlives_a_crash_or_a_lost_store() {
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(lease_users(&db).await.len(), 3);
     let _control = env.serve();
-    eventually(Duration::from_secs(5), "the sweep to drop expired lease users", async || {
-        lease_users(&db).await == vec!["leasehold_notours".to_owned()]
-    })
+    eventually(
+        Duration::from_secs(5),
+        "the sweep to drop expired lease users",
+        async || lease_users(&db).await == vec!["leasehold_notours".to_owned()],
+    )
     .await;
-    let users: Vec<String> = db.show_users().await.unwrap().into_iter().map(|u| u.0).collect();
-    assert!(users.contains(&"telegraf".to_owned()) && users.contains(&db.admin_user().to_owned()), "{users:?}");
+    let users: Vec<String> = db
+        .show_users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.0)
+        .collect();
+    assert!(
+        users.contains(&"telegraf".to_owned()) && users.contains(&db.admin_user().to_owned()),
+        "{users:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -139,7 +217,14 @@ async fn revocation_retries_while_influxdb_is_stopped() {
     lease(&env, Some("2s"));
     db.stop().await.unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    wait_until(Duration::from_secs(2), "a failed attempt", || control.log().contains("revocation failed; retrying"));
+    wait_until(Duration::from_secs(2), "a failed attempt", || {
+        control.log().contains("revocation failed; retrying")
+    });
     db.start_again().await.unwrap();
-    eventually(Duration::from_secs(10), "the retried revocation", async || lease_users(&db).await.is_empty()).await;
+    eventually(
+        Duration::from_secs(10),
+        "the retried revocation",
+        async || lease_users(&db).await.is_empty(),
+    )
+    .await;
 }

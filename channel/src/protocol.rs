@@ -43,6 +43,9 @@ pub struct ResponseEnvelope {
 /// Success or a coarse error.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+// One outcome exists per request and lives only until it is serialized; boxing the
+// reply would cost an allocation to save a few hundred bytes of stack.
+#[allow(clippy::large_enum_variant)]
 pub enum Outcome {
     /// The request succeeded.
     Ok(Reply),

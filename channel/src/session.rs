@@ -72,7 +72,7 @@ impl Session {
                 .map_err(|_| self.fail(ChannelError::Decrypt))?;
             frame::encode(&self.scratch[..len], out)?;
             self.sent += 1;
-            if self.sent % REKEY_INTERVAL == 0 {
+            if self.sent.is_multiple_of(REKEY_INTERVAL) {
                 self.transport.rekey_outgoing();
             }
             if !more {
@@ -90,7 +90,7 @@ impl Session {
             Err(_) => return Err(self.fail(ChannelError::Decrypt)),
         };
         self.received += 1;
-        if self.received % REKEY_INTERVAL == 0 {
+        if self.received.is_multiple_of(REKEY_INTERVAL) {
             self.transport.rekey_incoming();
         }
         let Some((&flag, data)) = self.scratch[..len].split_first() else {

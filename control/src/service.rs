@@ -355,12 +355,12 @@ fn check_ttls(default: Option<u64>, max: Option<u64>) -> Result<()> {
             "ttls must be greater than zero".into(),
         ));
     }
-    if let (Some(default), Some(max)) = (default, max) {
-        if default > max {
-            return Err(ControlError::BadRequest(format!(
-                "default ttl {default}s exceeds max ttl {max}s"
-            )));
-        }
+    if let (Some(default), Some(max)) = (default, max)
+        && default > max
+    {
+        return Err(ControlError::BadRequest(format!(
+            "default ttl {default}s exceeds max ttl {max}s"
+        )));
     }
     Ok(())
 }

@@ -2,20 +2,37 @@
 //! proxy forwards them with a short-lived leased credential injected and renews the lease
 //! before it lapses.
 //!
-//! Where things live:
+//! Where things live (files under `src/`):
 //! - [`config`]: settings, validated once before binding.
 //! - [`source`] and [`control_source`]: where leases come from (the control, over the
 //!   Noise channel; fakes in tests).
-//! - [`schedule`]: pure renewal and backoff arithmetic.
+//! - [`schedule`]: pure renewal and backoff arithmetic (why 60%: see there).
 //! - [`credential`]: a lease turned into a prebuilt, sensitive `Authorization` header.
-//! - [`store`]: the `ArcSwap` snapshot the refresher writes and requests read.
-//! - [`refresher`]: the loop that renews, backs off and reacts to 401s.
-//! - [`upstream`] and [`rewrite`]: pure URL mapping and header/query rewriting.
-//! - [`forward`]: the request path; [`responses`]: the proxy's own InfluxDB-style errors.
-//! - [`connector`] and [`tls`]: the pooled HTTP/1.1 + HTTP/2 client and its trust roots.
-//! - [`server`]: accept loops, connection limit, graceful drain; [`admin`]: probes and
+//! - `store.rs`: the `ArcSwap` snapshot the refresher writes and requests read, plus the
+//!   single-flight "renew now" signal.
+//! - `refresher.rs`: the loop that renews, backs off and reacts to 401s.
+//! - [`upstream`] and `rewrite.rs`: pure URL mapping and header/query rewriting.
+//! - `forward.rs`: the request path; `responses.rs`: the proxy's own InfluxDB-style errors.
+//! - `connector.rs` and `tls.rs`: the pooled HTTP/1.1 + HTTP/2 client and its trust roots.
+//! - `server.rs`: accept loops, connection limit, graceful drain; `admin.rs`: probes and
 //!   metrics; [`metrics`]: lock-free counters rendered for Prometheus.
 //! - [`proxy`]: wiring it all under one shutdown token.
+//!
+//! How the CLI runs it:
+//!
+//! ```no_run
+//! # async fn cli(home: leasehold_channel::home::Home) -> anyhow_like::Result {
+//! use leasehold_proxy::{Config, ControlLeaseSource};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! let config = Config { upstream: None, ..Config::default() }.validate()?; // exit 2 on error
+//! let source = ControlLeaseSource::from_home(&home, "iot-sensor")?;
+//! let shutdown = CancellationToken::new();
+//! // wire SIGINT/SIGTERM to `shutdown.cancel()`, then:
+//! leasehold_proxy::run(config, source, shutdown).await?;
+//! # Ok(()) }
+//! # mod anyhow_like { pub type Result = std::result::Result<(), Box<dyn std::error::Error>>; }
+//! ```
 //!
 //! Design in one paragraph: a pure core (schedule, credential, rewrite, upstream) and a
 //! thin async shell. One writer (the refresher) swaps an immutable credential snapshot;

@@ -1,6 +1,6 @@
 //! When to renew a lease and when to retry after a failure: pure arithmetic on instants.
 //!
-//! Nothing here reads a clock or sleeps; the [refresher](crate::refresher) feeds in "now"
+//! Nothing here reads a clock or sleeps; the refresher (`refresher.rs`) feeds in "now"
 //! and a random sample and sleeps until the answer. That keeps the policy testable (unit
 //! and property tests below) without sockets or timers.
 //!

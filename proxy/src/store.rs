@@ -128,3 +128,69 @@ impl CredentialStore {
         self.ready.subscribe()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use leasehold_channel::protocol::{AuthScheme, LeaseRecord, LeaseStatus, Timestamp};
+    use leasehold_channel::{Identity, Secret};
+
+    use super::*;
+
+    fn credential(generation: u64, now: Instant) -> Arc<Credential> {
+        let created = Timestamp::now();
+        let lease = LeaseRecord {
+            id: format!("{generation:016x}"),
+            issued_for: Identity::from_seed(&[3; 32]).public(),
+            created_at: created,
+            expires_at: created.plus_secs(60),
+            token: Some(Secret::new("t")),
+            status: LeaseStatus::Active,
+            auth_scheme: AuthScheme::Token,
+            endpoint_url: "http://h".into(),
+        };
+        Arc::new(Credential::from_lease(&lease, None, now, SystemTime::now(), generation).unwrap())
+    }
+
+    #[test]
+    fn empty_until_installed_and_never_past_expiry() {
+        let store = CredentialStore::new();
+        let now = Instant::now();
+        assert!(store.current(now).is_none());
+        let c = credential(1, now);
+        let until = c.valid_until();
+        store.install(c);
+        assert!(*store.subscribe_ready().borrow());
+        assert!(store.current(now).is_some());
+        assert!(store.current(until).is_none());
+        assert_eq!(store.valid_until(), Some(until));
+        store.clear();
+        assert!(store.current(now).is_none());
+    }
+
+    #[test]
+    fn renewal_requests_are_single_flight_per_generation() {
+        let store = CredentialStore::new();
+        let now = Instant::now();
+        assert!(!store.request_renewal(1), "nothing installed");
+        store.install(credential(1, now));
+        assert!(store.request_renewal(1));
+        assert!(!store.request_renewal(1));
+        assert!(store.renewal_wanted_for(1));
+        store.install(credential(2, now));
+        assert!(!store.request_renewal(1), "stale generation");
+        assert!(!store.renewal_wanted_for(2));
+        assert!(store.request_renewal(2));
+    }
+
+    #[test]
+    fn retry_after_tracks_the_next_attempt() {
+        let store = CredentialStore::new();
+        let now = Instant::now();
+        store.set_next_attempt(now + Duration::from_millis(7_300));
+        assert_eq!(store.retry_after_secs(now), 8);
+        store.set_next_attempt(now);
+        assert_eq!(store.retry_after_secs(now), 1);
+    }
+}

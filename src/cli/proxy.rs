@@ -1,7 +1,17 @@
-//! `leasehold proxy` and `leasehold health`.
+//! `leasehold proxy` (the sidecar) and `leasehold health` (a probe for container health
+//! checks that needs no shell tools in the image).
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
 use clap::Args;
-use leasehold_channel::home::Home;
+use leasehold_channel::home::{Home, HomeError};
+use leasehold_proxy::{Config, ControlLeaseSource};
+use tokio_util::sync::CancellationToken;
+
+use super::{UsageError, duration_secs, enroll};
 
 /// `proxy` flags.
 #[derive(Debug, Args)]
@@ -9,22 +19,118 @@ pub struct ProxyArgs {
     /// Local identity whose leases the proxy uses.
     #[arg(long, env = "LEASEHOLD_IDENTITY", value_name = "NAME")]
     pub identity: String,
+    /// Where the application sends plain InfluxDB requests.
+    #[arg(
+        long,
+        env = "LEASEHOLD_LISTEN",
+        default_value = "127.0.0.1:8086",
+        value_name = "ADDR"
+    )]
+    pub listen: SocketAddr,
+    /// Where /healthz, /readyz and /metrics are served.
+    #[arg(
+        long,
+        env = "LEASEHOLD_ADMIN_LISTEN",
+        default_value = "127.0.0.1:8087",
+        value_name = "ADDR"
+    )]
+    pub admin_listen: SocketAddr,
+    /// InfluxDB base URL [default: the add-on's endpoint URL, sent with the lease].
+    #[arg(long, env = "LEASEHOLD_UPSTREAM", value_name = "URL")]
+    pub upstream: Option<String>,
+    /// Extra PEM CA bundle to trust for a TLS upstream, besides the system roots.
+    #[arg(long, env = "LEASEHOLD_CA_FILE", value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
+    /// Enrollment ticket: on first start, create the identity if needed and enroll;
+    /// a no-op once enrolled.
+    #[arg(long, env = "LEASEHOLD_TICKET", value_name = "FILE")]
+    pub ticket: Option<String>,
+    /// Lease lifetime to request [default: the policy's].
+    #[arg(long, env = "LEASEHOLD_LEASE_TTL", value_parser = duration_secs, value_name = "DURATION")]
+    pub ttl: Option<u64>,
+    /// Most concurrent client connections.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub max_connections: usize,
+    /// How long in-flight requests may finish after SIGTERM/SIGINT.
+    #[arg(long, default_value = "10s", value_parser = duration_secs, value_name = "DURATION")]
+    pub shutdown_grace: u64,
 }
 
 /// `health` flags.
 #[derive(Debug, Args)]
 pub struct HealthArgs {
-    /// URL to probe.
-    #[arg(long, default_value = "http://127.0.0.1:8087/healthz")]
+    /// URL to probe; healthy when it answers 2xx within two seconds.
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:8087/healthz",
+        value_name = "URL"
+    )]
     pub url: String,
 }
 
-pub async fn run(_home: &Home, _args: ProxyArgs) -> anyhow::Result<()> {
-    anyhow::bail!("the proxy is not wired into the command line yet")
+/// Enrolls from `ticket` unless `name` is enrolled already (idempotent for containers).
+async fn enroll_once(home: &Home, name: &str, ticket: &str) -> anyhow::Result<()> {
+    match home.load_enrollment(name) {
+        Ok(_) => return Ok(()),
+        Err(HomeError::NotEnrolled(_)) => {}
+        Err(other) => return Err(other.into()),
+    }
+    if !home.has_identity(name)? {
+        let identity = home.create_identity(name)?;
+        tracing::info!(identity = %name, id = %identity.public(), "created identity");
+    }
+    let ticket = enroll::read_ticket(ticket)?;
+    enroll::enroll(home, name, &ticket).await?;
+    tracing::info!(identity = %name, control = %ticket.control, "enrolled");
+    Ok(())
 }
 
-pub async fn health(_args: HealthArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not wired yet")
+pub async fn run(home: &Home, args: ProxyArgs) -> anyhow::Result<()> {
+    let config = Config {
+        listen: args.listen,
+        admin_listen: args.admin_listen,
+        upstream: args.upstream,
+        ca_file: args.ca_file,
+        max_connections: args.max_connections,
+        shutdown_grace: Duration::from_secs(args.shutdown_grace),
+        ..Config::default()
+    }
+    .validate()
+    .map_err(|e| UsageError(e.to_string()))?;
+    if let Some(ticket) = &args.ticket {
+        enroll_once(home, &args.identity, ticket).await?;
+    }
+    let mut source = ControlLeaseSource::from_home(home, &args.identity)?;
+    if let Some(ttl) = args.ttl {
+        source = source.with_ttl(Duration::from_secs(ttl));
+    }
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: draining in-flight requests");
+        signal.cancel();
+    });
+    leasehold_proxy::run(config, source, shutdown).await?;
+    Ok(())
+}
+
+pub async fn health(args: HealthArgs) -> anyhow::Result<()> {
+    let response = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()?
+        .get(&args.url)
+        .send()
+        .await
+        .with_context(|| format!("probing {}", args.url))?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "{} answered {}",
+        args.url,
+        response.status()
+    );
+    println!("ok");
+    Ok(())
 }
 
 /// Resolves on SIGTERM or SIGINT.
