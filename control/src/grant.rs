@@ -220,6 +220,21 @@ fn parse_identifier(text: &str) -> Option<String> {
     bare.then(|| text.to_owned())
 }
 
+/// Merges privileges per database. InfluxDB 1.x keeps one privilege per user and
+/// database, so `GRANT READ` after `GRANT WRITE` on the same database would silently
+/// replace it; READ and WRITE on one database therefore become ALL.
+pub fn merge(privileges: &[Privilege]) -> Vec<Privilege> {
+    let mut merged: Vec<Privilege> = Vec::with_capacity(privileges.len());
+    for p in privileges {
+        match merged.iter_mut().find(|m| m.database == p.database) {
+            Some(m) if m.level != p.level => m.level = Level::All,
+            Some(_) => {}
+            None => merged.push(p.clone()),
+        }
+    }
+    merged
+}
+
 /// An InfluxQL double-quoted identifier.
 pub fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('\\', "\\\\").replace('"', "\\\""))
@@ -318,6 +333,27 @@ mod tests {
         ] {
             assert!(Privilege::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn read_and_write_on_one_database_merge_into_all() {
+        let parse = |s: &str| Privilege::parse(s).unwrap();
+        let merged = merge(&[
+            parse("WRITE ON a"),
+            parse("READ ON b"),
+            parse("READ ON a"),
+            parse("READ ON b"),
+        ]);
+        assert_eq!(
+            merged,
+            vec![
+                Privilege {
+                    level: Level::All,
+                    database: "a".into()
+                },
+                parse("READ ON b")
+            ]
+        );
     }
 
     #[test]

@@ -205,3 +205,101 @@ impl Drop for ControlProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A running `leasehold proxy`.
+pub struct ProxyProcess {
+    child: Child,
+    pub log: PathBuf,
+    pub port: u16,
+    pub admin_port: u16,
+}
+
+impl Env {
+    /// Starts `leasehold proxy --identity NAME` on free ports with `extra` flags. Does
+    /// not wait for readiness: see [`ProxyProcess::wait_ready`].
+    pub fn proxy(&self, identity: &str, extra: &[&str]) -> ProxyProcess {
+        let (port, admin_port) = (free_port(), free_port());
+        let log = self.home().join(format!("proxy-{port}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let listen = format!("127.0.0.1:{port}");
+        let admin = format!("127.0.0.1:{admin_port}");
+        let mut args = vec![
+            "proxy",
+            "--identity",
+            identity,
+            "--listen",
+            &listen,
+            "--admin-listen",
+            &admin,
+        ];
+        args.extend_from_slice(extra);
+        let child = self
+            .command(&args)
+            .env("RUST_LOG", "info")
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        let proxy = ProxyProcess {
+            child,
+            log,
+            port,
+            admin_port,
+        };
+        wait_until(Duration::from_secs(10), "the proxy to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", admin_port)).is_ok()
+        });
+        proxy
+    }
+}
+
+impl ProxyProcess {
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The status of an admin endpoint.
+    pub async fn admin_status(&self, path: &str) -> u16 {
+        match reqwest::get(self.admin_url(path)).await {
+            Ok(response) => response.status().as_u16(),
+            Err(_) => 0,
+        }
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.admin_status("/readyz").await != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "proxy not ready:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use super::{BackendError, Issued, LeaseSpec, classify, transport};
-use crate::grant::{Privilege, quote_identifier, quote_string};
+use crate::grant::{Privilege, merge, quote_identifier, quote_string};
 
 const USER_PREFIX: &str = "leasehold_";
 
@@ -139,6 +139,7 @@ impl V1Backend {
             .map(|p| Privilege::parse(p))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| BackendError::Config(e.to_string()))?;
+        let privileges = merge(&privileges);
         let user = lease_user(spec.id, spec.expires_at);
         let password = random_password();
         let mut q = format!(
