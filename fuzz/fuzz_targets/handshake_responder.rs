@@ -10,9 +10,9 @@
 
 use std::sync::LazyLock;
 
+use leasehold_channel::Identity;
 use leasehold_channel::frame::{self, Decoded};
 use leasehold_channel::handshake::{self, Initiator};
-use leasehold_channel::Identity;
 use libfuzzer_sys::fuzz_target;
 
 /// The control whose key the clients pin: fixed, so every run answers as the same peer.
