@@ -27,20 +27,7 @@ fn configured(db: &Influxd) -> (Env, common::ControlProcess) {
     let mut env = Env::new();
     env.init_control();
     let control = env.serve();
-    env.set_env("INFLUXDB_ADMIN_PASSWORD", db.admin_password());
-    env.ok(&[
-        "addon",
-        "configure",
-        "influxdb-v1",
-        "--endpoint-url",
-        db.url(),
-        "--username",
-        db.admin_user(),
-        "--privileges",
-        r#"WRITE ON "telemetry""#,
-        "--privileges",
-        r#"READ ON "we\"ird db""#,
-    ]);
+    env.configure_v1(db, &[r#"WRITE ON "telemetry""#, r#"READ ON "we\"ird db""#]);
     env.enrolled_identity("app", &[]);
     (env, control)
 }

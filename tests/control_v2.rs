@@ -6,32 +6,16 @@ mod common;
 use std::io::Write;
 use std::time::{Duration, SystemTime};
 
-use common::{Env, time, wait_until};
+use common::{Env, WRITE_BUCKETS, time, wait_until};
 use leasehold_testkit::v2server::V2Server;
 use serde_json::Value;
-
-const WRITE_BUCKETS: &str = r#"[{"action":"write","resource":{"type":"buckets"}}]"#;
 
 /// An initialized, serving control with the v2 add-on configured.
 fn configured(v2: &V2Server, extra: &[&str]) -> (Env, common::ControlProcess) {
     let mut env = Env::new();
     env.init_control();
     let control = env.serve();
-    env.set_env("INFLUXDB_ADMIN_TOKEN", v2.admin_token());
-    let url = v2.url();
-    let mut args = vec![
-        "addon",
-        "configure",
-        "influxdb",
-        "--endpoint-url",
-        &url,
-        "--org-id",
-        v2.org_id(),
-        "--permissions",
-        WRITE_BUCKETS,
-    ];
-    args.extend_from_slice(extra);
-    env.ok(&args);
+    env.configure_v2(v2, extra);
     (env, control)
 }
 
@@ -407,20 +391,8 @@ async fn no_secret_appears_in_the_control_output_even_at_trace() {
     let mut env = Env::new();
     env.init_control();
     let control = env.serve_with_log_level("trace");
-    env.set_env("INFLUXDB_ADMIN_TOKEN", v2.admin_token());
     env.set_env("RUST_LOG", "trace");
-    let url = v2.url();
-    env.ok(&[
-        "addon",
-        "configure",
-        "influxdb",
-        "--endpoint-url",
-        &url,
-        "--org-id",
-        v2.org_id(),
-        "--permissions",
-        WRITE_BUCKETS,
-    ]);
+    env.configure_v2(&v2, &[]);
     env.ok(&["identity", "create", "app"]);
     let ticket_path = env.ticket(&[], &[]);
     let ticket = std::fs::read_to_string(&ticket_path).unwrap();

@@ -20,20 +20,7 @@ async fn setup() -> (Influxd, Env, ControlProcess) {
     let mut env = Env::new();
     env.init_control();
     let control = env.serve();
-    env.set_env("INFLUXDB_ADMIN_PASSWORD", db.admin_password());
-    env.ok(&[
-        "addon",
-        "configure",
-        "influxdb-v1",
-        "--endpoint-url",
-        db.url(),
-        "--username",
-        db.admin_user(),
-        "--privileges",
-        r#"WRITE ON "telemetry""#,
-        "--privileges",
-        r#"READ ON "telemetry""#,
-    ]);
+    env.configure_v1(&db, &[r#"WRITE ON "telemetry""#, r#"READ ON "telemetry""#]);
     env.enrolled_identity("app", &[]);
     (db, env, control)
 }
@@ -379,19 +366,7 @@ async fn official_v2_python_client_writes_through_the_proxy_without_a_token() {
     let mut env = Env::new();
     env.init_control();
     let _control = env.serve();
-    env.set_env("INFLUXDB_ADMIN_TOKEN", v2.admin_token());
-    let url = v2.url();
-    env.ok(&[
-        "addon",
-        "configure",
-        "influxdb",
-        "--endpoint-url",
-        &url,
-        "--org-id",
-        v2.org_id(),
-        "--permissions",
-        r#"[{"action":"write","resource":{"type":"buckets"}}]"#,
-    ]);
+    env.configure_v2(&v2, &[]);
     env.enrolled_identity("app", &[]);
     let proxy = env.proxy("app", &[]);
     proxy.wait_ready().await;

@@ -303,3 +303,46 @@ impl Drop for ProxyProcess {
         let _ = self.child.wait();
     }
 }
+
+/// v2 permissions to write every bucket of the org.
+pub const WRITE_BUCKETS: &str = r#"[{"action":"write","resource":{"type":"buckets"}}]"#;
+
+impl Env {
+    /// `addon configure influxdb` against the v2 test server (admin token from the
+    /// environment, as a user would pass it), plus `extra` flags.
+    pub fn configure_v2(&mut self, v2: &leasehold_testkit::v2server::V2Server, extra: &[&str]) {
+        self.set_env("INFLUXDB_ADMIN_TOKEN", v2.admin_token());
+        let url = v2.url();
+        let mut args = vec![
+            "addon",
+            "configure",
+            "influxdb",
+            "--endpoint-url",
+            &url,
+            "--org-id",
+            v2.org_id(),
+            "--permissions",
+            WRITE_BUCKETS,
+        ];
+        args.extend_from_slice(extra);
+        self.ok(&args);
+    }
+
+    /// `addon configure influxdb-v1` against a real influxd with `privileges`.
+    pub fn configure_v1(&mut self, db: &leasehold_testkit::influxd::Influxd, privileges: &[&str]) {
+        self.set_env("INFLUXDB_ADMIN_PASSWORD", db.admin_password());
+        let mut args = vec![
+            "addon",
+            "configure",
+            "influxdb-v1",
+            "--endpoint-url",
+            db.url(),
+            "--username",
+            db.admin_user(),
+        ];
+        for p in privileges {
+            args.extend_from_slice(&["--privileges", p]);
+        }
+        self.ok(&args);
+    }
+}
