@@ -9,6 +9,7 @@ use leasehold_channel::protocol::{AddonConfig, LeaseRecord, LeaseStatus, Timesta
 use leasehold_channel::{Identity, PublicIdentity};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::backend::Backend;
 use crate::datadir::DataDir;
@@ -186,8 +187,9 @@ impl<S: Store> Control<S> {
 
     fn revoke_in_background(self: Arc<Self>, id: String) {
         let control = self.clone();
+        let span = tracing::info_span!("lease", lease.id = %id);
         self.tasks
-            .spawn(async move { control.revoke_until_done(&id).await });
+            .spawn(async move { control.revoke_until_done(&id).await }.instrument(span));
     }
 
     /// Removes lease `id`'s credential from InfluxDB, retrying with capped backoff

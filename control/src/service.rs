@@ -10,6 +10,8 @@ use leasehold_channel::protocol::{
 use leasehold_channel::ticket::{Ticket, secret_hash};
 use leasehold_channel::{PublicIdentity, Secret};
 
+use tracing::Instrument;
+
 use crate::backend::{Backend, LeaseSpec};
 use crate::control::{Addon, Control, record, status};
 use crate::error::ControlError;
@@ -141,12 +143,15 @@ impl<S: Store> Control<S> {
         let id = new_lease_id();
         let created_at = Timestamp::now();
         let expires_at = created_at.plus_secs(ttl);
+        // Everything logged while issuing (backend errors included) carries the lease.
+        let span = tracing::info_span!("lease", lease.id = %id, identity = %peer);
         let issued = backend
             .create(LeaseSpec {
                 id: &id,
                 expires_at,
                 grant: &terms.grant,
             })
+            .instrument(span)
             .await?;
         let lease = StoredLease {
             id: id.clone(),
