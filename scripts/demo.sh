@@ -26,6 +26,8 @@
 # removed on exit, Ctrl-C included. The last line is a summary; the exit status is 0 only
 # if every write was accepted (204) and InfluxDB holds exactly that many points.
 set -euo pipefail
+# A relative LEASEHOLD_BIN means relative to where the demo was started.
+case ${LEASEHOLD_BIN:-/} in /*) ;; *) LEASEHOLD_BIN=$PWD/$LEASEHOLD_BIN ;; esac
 cd "$(dirname "$0")/.."
 
 DURATION=${DEMO_DURATION:-0}
@@ -80,12 +82,14 @@ cleanup() {
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   if [ "$status" != 0 ] && [ "$status" != 130 ]; then
     for log in "$WORK"/*.log; do
-      [ -s "$log" ] && [ "$log" != "$WRITES" ] || continue
-      printf -- '--- last lines of %s\n' "${log##*/}" >&2
-      tail -n 15 "$log" >&2
+      if [ -s "$log" ] && [ "$log" != "$WRITES" ]; then
+        printf -- '--- last lines of %s\n' "${log##*/}" >&2
+        tail -n 15 "$log" >&2
+      fi
     done
   fi
   rm -rf "$WORK"
+  [ "$status" != 130 ] || say "interrupted: everything the demo started is stopped and removed"
   exit "$status"
 }
 trap cleanup EXIT
@@ -93,7 +97,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 export LEASEHOLD_HOME=$WORK/leasehold
-export RUST_LOG=${RUST_LOG:-warn}
+export RUST_LOG=${RUST_LOG:-warn} NO_COLOR=1
 lh() { "$BIN" "$@"; }
 
 # Waits up to $2 seconds for the command "${@:3}" to succeed; $1 names what we wait for.
@@ -162,7 +166,8 @@ influxql --data-urlencode "q=CREATE DATABASE $DB" >/dev/null
 # --- the control plane ---------------------------------------------------------------
 say "starting the leasehold control on 127.0.0.1:$CONTROL_PORT (LEASEHOLD_HOME=$LEASEHOLD_HOME)"
 lh control init --listen "127.0.0.1:$CONTROL_PORT" >/dev/null
-RUST_LOG=info lh control serve >"$WORK/control.log" 2>&1 &
+# Started directly (not through `lh`) so that $! is the process itself, not a subshell.
+RUST_LOG=info "$BIN" control serve >"$WORK/control.log" 2>&1 &
 PIDS+=($!)
 wait_for "the control to serve" 20 lh member list
 
@@ -177,7 +182,7 @@ lh ticket create --attribute service=demo-app --expires-in 5m >"$WORK/app.ticket
 lh identity create app >/dev/null
 lh enroll "$WORK/app.ticket" --identity app >/dev/null
 APP_ID=$(lh identity show app --output json | sed -n 's/.*"id": *"\([^"]*\)".*/\1/p')
-RUST_LOG=info lh proxy --identity app --listen "127.0.0.1:$PROXY_PORT" \
+RUST_LOG=info "$BIN" proxy --identity app --listen "127.0.0.1:$PROXY_PORT" \
   --admin-listen "127.0.0.1:$ADMIN_PORT" >"$WORK/proxy.log" 2>&1 &
 PIDS+=($!)
 wait_for "the proxy to hold a lease (/readyz)" 20 \
@@ -201,7 +206,7 @@ writer &
 WRITER_PID=$!
 PIDS+=("$WRITER_PID")
 
-# Leases issued to the app, oldest first, as "id expires_at status" lines; parsed from
+# Leases issued to the app, oldest first, as "id expires_at status" lines, parsed from
 # the pretty JSON of `lease list --output json` (one field per line), so no jq needed.
 leases() {
   lh lease list --output json | awk -v app="$APP_ID" '
@@ -212,7 +217,11 @@ leases() {
     /^  }/ {
       gsub(/[",]/, "", who); gsub(/[",]/, "", id); gsub(/[",]/, "", until); gsub(/[",]/, "", st)
       if (who == app) print id, until, st
-    }'
+    }' | sort -k2
+}
+# How many lease users exist in InfluxDB right now: expired leases leave none behind.
+lease_users() {
+  influxql -G --data-urlencode 'q=SHOW USERS' | grep -o '"leasehold_' | wc -l | tr -d ' '
 }
 points() {
   influxql -G --data-urlencode "db=$DB" --data-urlencode 'q=SELECT count(seq) FROM writes' |
@@ -236,8 +245,8 @@ while [ "$DURATION" -le 0 ] || ((SECONDS - START < DURATION)); do
   mapfile -t LEASES < <(leases)
   active=$(printf '%s\n' "${LEASES[@]}" | awk '$3 == "active" { printf "%s (expires %s) ", $1, $2 }')
   read -r SENT OK < <(tally)
-  printf '[%3ss] leases issued: %d  active: %s| writes: %s sent, %s ok (204) | points in InfluxDB: %s\n' \
-    "$((SECONDS - START))" "${#LEASES[@]}" "${active:-none }" "$SENT" "$OK" "$(points)"
+  printf '[%3ss] leases: %d issued, active %s| lease users in InfluxDB: %s | writes: %s sent, %s ok | points: %s\n' \
+    "$((SECONDS - START))" "${#LEASES[@]}" "${active:-none }" "$(lease_users)" "$SENT" "$OK" "$(points)"
 done
 
 # --- stop writing, then check that every write landed --------------------------------
@@ -248,10 +257,11 @@ read -r SENT OK < <(tally)
 POINTS=$(points)
 ROTATIONS=$((${#LEASES[@]} > 0 ? ${#LEASES[@]} - 1 : 0))
 echo
-say "leases issued to app (oldest first; expired ones were revoked in InfluxDB):"
+say "leases issued to app, oldest first (an expired lease's InfluxDB user is dropped):"
 printf '    %s\n' "${LEASES[@]}"
+say "lease users left in InfluxDB: $(lease_users)"
 FAILED=$(grep -v '^204$' "$WRITES" | sort | uniq -c | awk '{printf "%s×%s ", $1, $2}' || true)
-[ -z "$FAILED" ] || say "failed writes by status: $FAILED"
+[ -z "$FAILED" ] || say "failed writes by HTTP status (000: no answer): $FAILED"
 if [ "$SENT" -gt 0 ] && [ "$OK" = "$SENT" ] && [ "$POINTS" = "$OK" ]; then
   RESULT=ok
 else
