@@ -284,7 +284,7 @@ pub async fn policy(home: &Home, out: Output, cmd: PolicyCommand) -> anyhow::Res
                 Output::Plain => {
                     for (i, policy) in policies.iter().enumerate() {
                         if i > 0 {
-                            println!();
+                            say!();
                         }
                         print_policy(policy);
                     }
@@ -295,7 +295,7 @@ pub async fn policy(home: &Home, out: Output, cmd: PolicyCommand) -> anyhow::Res
             call(home, &who, Request::PolicyDelete { id: id.clone() }).await?;
             match out {
                 Output::Json => output::json(&serde_json::json!({ "deleted": id })),
-                Output::Plain => println!("deleted policy {id}"),
+                Output::Plain => say!("deleted policy {id}"),
             }
         }
     }
@@ -320,7 +320,7 @@ pub async fn ticket(home: &Home, out: Output, cmd: TicketCommand) -> anyhow::Res
             "expires_at": ticket.expires_at,
             "usage_count": ticket.usage_count,
         })),
-        Output::Plain => println!("{}", ticket.ticket.expose()),
+        Output::Plain => say!("{}", ticket.ticket.expose()),
     }
     Ok(())
 }
@@ -360,15 +360,16 @@ pub async fn member(home: &Home, out: Output, cmd: MemberCommand) -> anyhow::Res
                     .map(|(k, v)| format!("{k}={v}"))
                     .collect::<Vec<_>>()
                     .join(",");
-                println!("{}  {:<16} {}", m.id, m.name, attributes);
+                say!("{}  {:<16} {}", m.id, m.name, attributes);
             }
         }
         (Reply::Member(m), Output::Json) => output::json(&m),
         (Reply::Member(m), Output::Plain) => {
             if deleted {
-                println!(
+                say!(
                     "deleted member {} ({}); its leases are revoked",
-                    m.id, m.name
+                    m.id,
+                    m.name
                 );
             } else {
                 print_member(&m);

@@ -74,7 +74,7 @@ pub async fn run(home: &Home, out: Output, args: EnrollArgs) -> anyhow::Result<(
             "control": ticket.control.to_string(),
             "addrs": ticket.addrs,
         })),
-        Output::Plain => println!("enrolled {} with control {}", args.identity, ticket.control),
+        Output::Plain => say!("enrolled {} with control {}", args.identity, ticket.control),
     }
     Ok(())
 }

@@ -47,7 +47,7 @@ pub fn run(home: &Home, out: Output, cmd: IdentityCommand) -> anyhow::Result<()>
             let v = view(home, &name, identity.public().to_string());
             match out {
                 Output::Json => output::json(&v),
-                Output::Plain => println!("{}", v.id),
+                Output::Plain => say!("{}", v.id),
             }
         }
         IdentityCommand::List => {
@@ -60,7 +60,7 @@ pub fn run(home: &Home, out: Output, cmd: IdentityCommand) -> anyhow::Result<()>
                 Output::Json => output::json(&list),
                 Output::Plain => {
                     for v in list {
-                        println!("{:<20} {}", v.name, v.id);
+                        say!("{:<20} {}", v.name, v.id);
                     }
                 }
             }

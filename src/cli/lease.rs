@@ -75,19 +75,19 @@ pub async fn run(home: &Home, out: Output, cmd: LeaseCommand) -> anyhow::Result<
             let Some(token) = &lease.token else {
                 bail!("the control returned no token");
             };
-            println!("{}", token.expose());
+            say!("{}", token.expose());
         }
         (Reply::Lease(lease), Output::Plain) => {
             output::fields(&lines(&lease));
             if creating {
                 let secs = lease.expires_at.0.saturating_sub(Timestamp::now().0);
-                println!("\nvalid for {secs}s; revoked automatically at expiry");
+                say!("\nvalid for {secs}s; revoked automatically at expiry");
             }
         }
         (Reply::Leases { leases }, Output::Json) => output::json(&leases),
         (Reply::Leases { leases }, Output::Plain) => {
             for l in leases {
-                println!(
+                say!(
                     "{}  {:<8} {}  expires {}",
                     l.id,
                     format!("{:?}", l.status).to_lowercase(),

@@ -1,6 +1,9 @@
 //! Argument parsing and dispatch. Each subcommand lives in its own file; this one holds
 //! the global options, exit codes and the runtime.
 
+#[macro_use]
+mod output;
+
 mod admin;
 mod connect;
 mod control;
@@ -8,7 +11,6 @@ mod enroll;
 mod identity;
 mod lease;
 mod logging;
-mod output;
 mod proxy;
 
 use std::path::PathBuf;

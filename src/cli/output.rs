@@ -1,6 +1,27 @@
 //! Printing records: human lines, or JSON (an object per record, an array per list).
 
+use std::io::Write;
+
 use serde::Serialize;
+
+/// `println!` for command output: a closed pipe (`leasehold lease list | head -1`) ends
+/// the process quietly, as Unix tools do, instead of panicking.
+macro_rules! say {
+    () => { $crate::cli::output::line(format_args!("")) };
+    ($($arg:tt)*) => { $crate::cli::output::line(format_args!($($arg)*)) };
+}
+
+/// Writes one line to stdout; see [`say!`].
+pub fn line(args: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    if let Err(error) = out.write_fmt(args).and_then(|()| out.write_all(b"\n")) {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to stdout: {error}");
+        std::process::exit(1);
+    }
+}
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -13,7 +34,7 @@ pub enum Output {
 
 /// Prints `value` as JSON.
 pub fn json<T: Serialize + ?Sized>(value: &T) {
-    println!(
+    say!(
         "{}",
         serde_json::to_string_pretty(value).expect("records serialize")
     );
@@ -23,6 +44,6 @@ pub fn json<T: Serialize + ?Sized>(value: &T) {
 pub fn fields(rows: &[(&str, String)]) {
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (key, value) in rows {
-        println!("{key:width$}  {value}");
+        say!("{key:width$}  {value}");
     }
 }

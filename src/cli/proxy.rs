@@ -129,7 +129,7 @@ pub async fn health(args: HealthArgs) -> anyhow::Result<()> {
         args.url,
         response.status()
     );
-    println!("ok");
+    say!("ok");
     Ok(())
 }
 
