@@ -1,0 +1,147 @@
+//! The Kubernetes manifest: the native sidecar and every command.
+
+use super::*;
+
+pub(crate) fn k8s_documents() -> Vec<Value> {
+    let text = read("examples/kubernetes/leasehold.yaml");
+    serde_norway::Deserializer::from_str(&text)
+        .map(|doc| Value::deserialize(doc).expect("the manifest is YAML"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+pub(crate) fn k8s_object<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"].as_str() == Some(kind) && d["metadata"]["name"].as_str() == Some(name))
+        .unwrap_or_else(|| panic!("no {kind} {name} in the manifest"))
+}
+
+/// (origin, argv, env) for a container's command and its exec probes.
+pub(crate) fn k8s_invocations(pod: &str, container: &Value) -> Vec<(String, Vec<String>, Env)> {
+    let image = image();
+    let name = container["name"].as_str().unwrap();
+    let origin = format!("kubernetes {pod}/{name}");
+    let is_leasehold = container["image"]
+        .as_str()
+        .is_some_and(|i| i.starts_with("leasehold"));
+    let mut env = if is_leasehold {
+        image.env.clone()
+    } else {
+        Env::new()
+    };
+    for var in container["env"].as_sequence().into_iter().flatten() {
+        let value = var["value"]
+            .as_str()
+            .map_or_else(|| "placeholder-from-field".to_owned(), str::to_owned);
+        env.insert(var["name"].as_str().unwrap().to_owned(), value);
+    }
+    let command = (!container["command"].is_null()).then(|| yaml_strings(&container["command"]));
+    let args = (!container["args"].is_null()).then(|| yaml_strings(&container["args"]));
+    let argv: Vec<String> = match (command, is_leasehold) {
+        (Some(c), _) => c.into_iter().chain(args.unwrap_or_default()).collect(),
+        (None, true) => image
+            .entrypoint
+            .iter()
+            .cloned()
+            .chain(args.unwrap_or(image.cmd.clone()))
+            .collect(),
+        (None, false) => args.unwrap_or_default(),
+    };
+    let mut out: Vec<_> = invocations(&argv)
+        .into_iter()
+        .map(|a| (origin.clone(), a, env.clone()))
+        .collect();
+    for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+        let exec = &container[probe]["exec"]["command"];
+        if !exec.is_null() {
+            for a in invocations(&yaml_strings(exec)) {
+                out.push((format!("{origin} {probe}"), a, env.clone()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+pub(crate) fn kubernetes_manifest_runs_a_native_sidecar_and_every_command_parses() {
+    let docs = k8s_documents();
+    let control = k8s_object(&docs, "StatefulSet", "leasehold-control");
+    let app = k8s_object(&docs, "Deployment", "app");
+    k8s_object(&docs, "Service", "leasehold-control");
+
+    let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (pod, workload) in [("leasehold-control", control), ("app", app)] {
+        let spec = &workload["spec"]["template"]["spec"];
+        assert_eq!(
+            spec["securityContext"]["runAsNonRoot"].as_bool(),
+            Some(true),
+            "{pod}"
+        );
+        let containers = spec["containers"]
+            .as_sequence()
+            .into_iter()
+            .chain(spec["initContainers"].as_sequence())
+            .flatten();
+        for container in containers {
+            for (origin, argv, env) in k8s_invocations(pod, container) {
+                parse(&origin, &argv, &env);
+                let key = format!("{pod}/{}", container["name"].as_str().unwrap());
+                seen.entry(key).or_default().push(subcommand(&argv));
+            }
+        }
+    }
+    assert_eq!(
+        seen.get("leasehold-control/control")
+            .cloned()
+            .unwrap_or_default(),
+        ["control init", "control serve"]
+    );
+    assert_eq!(
+        seen.get("app/leasehold").cloned().unwrap_or_default(),
+        ["proxy", "health", "health", "health"]
+    );
+
+    // The native sidecar: an init container that keeps running, ready on /readyz,
+    // enrolling from the ticket Secret.
+    let pod = &app["spec"]["template"]["spec"];
+    let sidecar = pod["initContainers"]
+        .as_sequence()
+        .and_then(|s| s.iter().find(|c| c["name"].as_str() == Some("leasehold")))
+        .expect("the leasehold init container");
+    assert_eq!(sidecar["restartPolicy"].as_str(), Some("Always"));
+    let readiness = yaml_strings(&sidecar["readinessProbe"]["exec"]["command"]);
+    assert!(
+        readiness.iter().any(|w| w.ends_with("/readyz")),
+        "{readiness:?}"
+    );
+    let command = yaml_strings(&sidecar["command"]);
+    let ticket_at = command
+        .iter()
+        .position(|w| w == "--ticket")
+        .expect("--ticket");
+    let ticket = Path::new(&command[ticket_at + 1]);
+    let mount = sidecar["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| Some(Path::new(m["mountPath"].as_str().unwrap())) == ticket.parent())
+        .expect("the ticket's directory is a volume mount");
+    let volume = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap();
+    assert_eq!(
+        volume["secret"]["secretName"].as_str(),
+        Some("leasehold-app-ticket")
+    );
+    assert!(
+        pod["containers"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"].as_str() == Some("app")),
+        "the application container"
+    );
+}
