@@ -2,17 +2,25 @@
 # The test command: installs what the tests need, then runs the whole suite.
 #   - InfluxDB 1.x (Debian package `influxdb`) for the real-database tests;
 #   - a Python venv with the official InfluxDB clients, for the real-client tests.
+#   - wrk, nginx and HAProxy for the benchmark harness's smoke test.
 # A missing prerequisite fails the run; no test is skipped for want of one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-if ! command -v influxd >/dev/null 2>&1; then
-  echo "==> installing InfluxDB 1.x (Debian package influxdb)"
+missing=()
+command -v influxd >/dev/null 2>&1 || missing+=(influxdb)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing+=(nginx)
+[ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> installing ${missing[*]} (Debian packages)"
   as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq influxdb >/dev/null
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# Debian starts the nginx and haproxy services on install; the benchmarks run their own.
+if command -v systemctl >/dev/null 2>&1; then as_root systemctl stop nginx haproxy >/dev/null 2>&1 || true; fi
 # Debian's package may start its own influxd; ours run on ephemeral ports, so it is
 # harmless, but stop it so it does not hold 8086 for the demo.
 if command -v systemctl >/dev/null 2>&1; then as_root systemctl stop influxdb >/dev/null 2>&1 || true; fi
