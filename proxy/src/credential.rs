@@ -72,6 +72,7 @@ pub enum CredentialError {
 /// A usable lease. Immutable; replaced wholesale on renewal.
 pub struct Credential {
     header: HeaderValue,
+    scheme: AuthScheme,
     upstream: Upstream,
     lease_id: String,
     expires_at: Timestamp,
@@ -124,6 +125,7 @@ impl Credential {
             })?;
         Ok(Self {
             header,
+            scheme: lease.auth_scheme,
             upstream,
             lease_id: lease.id.clone(),
             expires_at: lease.expires_at,
@@ -136,6 +138,11 @@ impl Credential {
     /// The `Authorization` value to send (sensitive).
     pub fn header(&self) -> &HeaderValue {
         &self.header
+    }
+
+    /// How the header authenticates: `Token` (InfluxDB 2.x) or `Basic` (1.x).
+    pub fn scheme(&self) -> AuthScheme {
+        self.scheme
     }
 
     /// Where requests go with this credential.
@@ -181,6 +188,7 @@ impl fmt::Debug for Credential {
             .field("expires_at", &self.expires_at)
             .field("upstream", &self.upstream)
             .field("generation", &self.generation)
+            .field("scheme", &self.scheme)
             .field("header", &format_args!("<redacted>"))
             .finish()
     }
@@ -284,6 +292,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.header(), "Basic bGVhc2VfMTpwdw==");
+        assert_eq!(c.scheme(), AuthScheme::Basic);
         let err = Credential::from_lease(
             &lease(AuthScheme::Basic, Some("nocolon"), 100, 400),
             None,

@@ -10,10 +10,14 @@
 //! - [`credential`]: a lease turned into a prebuilt, sensitive `Authorization` header.
 //! - `store.rs`: the `ArcSwap` snapshot the refresher writes and requests read, plus the
 //!   single-flight "renew now" signal.
-//! - `refresher.rs`: the loop that renews, backs off and reacts to 401s.
+//! - `refresher.rs`: the loop that renews, backs off and reacts to 401s;
+//!   `warmup.rs`: one request with a new InfluxDB 1.x credential before it is installed.
 //! - [`upstream`] and `rewrite.rs`: pure URL mapping and header/query rewriting.
 //! - `forward.rs`: the request path; `responses.rs`: the proxy's own InfluxDB-style errors.
-//! - `connector.rs` and `tls.rs`: the pooled HTTP/1.1 + HTTP/2 client and its trust roots.
+//! - `dedicated.rs`: each client connection's own upstream HTTP/1 connection, the fast
+//!   path to plain `http://` upstreams.
+//! - `connector.rs` and `tls.rs`: connecting upstream, the pooled HTTP/1.1 + HTTP/2
+//!   client (TLS upstreams, HTTP/2 clients) and its trust roots.
 //! - `server.rs`: accept loops, connection limit, graceful drain; `admin.rs`: probes and
 //!   metrics; [`metrics`]: lock-free counters rendered for Prometheus.
 //! - [`proxy`]: wiring it all under one shutdown token.
@@ -48,6 +52,7 @@ pub mod config;
 mod connector;
 pub mod control_source;
 pub mod credential;
+mod dedicated;
 mod forward;
 pub mod metrics;
 pub mod proxy;
@@ -60,6 +65,7 @@ pub mod source;
 mod store;
 mod tls;
 pub mod upstream;
+mod warmup;
 
 mod error;
 

@@ -20,12 +20,13 @@ use tracing::{info, warn};
 
 use crate::config::ValidConfig;
 use crate::error::ProxyError;
-use crate::forward::Shared;
+use crate::forward::{ConnectionState, Shared};
 use crate::metrics::Metrics;
 use crate::refresher::Refresher;
 use crate::server::{Server, http_builder};
 use crate::source::LeaseSource;
 use crate::store::CredentialStore;
+use crate::warmup::Warmup;
 use crate::{admin, connector, forward};
 
 /// Concurrent admin connections (probes and scrapes are few and short).
@@ -86,9 +87,12 @@ pub fn start<S: LeaseSource>(
 
     let store = Arc::new(CredentialStore::new());
     let metrics = Arc::new(Metrics::new());
+    let connector = connector::upstream_connector(tls, config.upstream_connect_timeout);
+    let warmup = Warmup::new(connector::warmup_client(connector.clone()));
     let shared = Arc::new(Shared {
         store: Arc::clone(&store),
-        client: connector::upstream_client(tls, config.upstream_connect_timeout),
+        client: connector::upstream_client(connector),
+        plain: connector::plain_connector(config.upstream_connect_timeout),
         metrics: Arc::clone(&metrics),
     });
     let ready = store.subscribe_ready();
@@ -99,7 +103,12 @@ pub fn start<S: LeaseSource>(
         Server {
             name: "proxy",
             listener,
-            service: service_fn(move |request| forward::handle(Arc::clone(&shared), request)),
+            // Per accepted connection: its own state (and upstream connection), one `Arc`
+            // that each of its requests clones.
+            new_service: move || {
+                let connection = Arc::new(ConnectionState::new(Arc::clone(&shared)));
+                service_fn(move |request| forward::handle(Arc::clone(&connection), request))
+            },
             builder: Arc::clone(&builder),
             limit: Arc::new(Semaphore::new(config.max_connections)),
             metrics: Arc::clone(&metrics),
@@ -110,13 +119,16 @@ pub fn start<S: LeaseSource>(
         Server {
             name: "admin",
             listener: admin,
-            service: service_fn(move |request| admin::handle(Arc::clone(&shared), request)),
+            new_service: move || {
+                let shared = Arc::clone(&shared);
+                service_fn(move |request| admin::handle(Arc::clone(&shared), request))
+            },
             builder,
             limit: Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS)),
             metrics: Arc::clone(&metrics),
         }
     };
-    let refresher = Refresher::new(source, store, upstream, metrics);
+    let refresher = Refresher::new(source, store, upstream, warmup, metrics);
     let grace = config.shutdown_grace;
 
     info!(%proxy_addr, %admin_addr, upstream = ?config.upstream, "proxy starting");

@@ -7,6 +7,11 @@
 //! using it until it expires — and are retried with jittered, capped exponential backoff,
 //! never later than the old credential's expiry.
 //!
+//! **Warm-up.** A new `Basic` (InfluxDB 1.x) credential is sent upstream once before it
+//! is installed, so InfluxDB's bcrypt check is paid by that request rather than by every
+//! connection's first request after the swap (see [`warmup`](crate::warmup)). It is
+//! bounded in time and never stops the credential from being installed.
+//!
 //! **401s.** An upstream 401 usually means the lease was revoked (a member deleted, an
 //! operator revoking it); waiting for the scheduled renewal would fail every write until
 //! then. So a 401 wakes this loop at once — single-flight per credential generation (see
@@ -28,6 +33,7 @@ use crate::schedule;
 use crate::source::{LeaseSource, SourceError};
 use crate::store::CredentialStore;
 use crate::upstream::Upstream;
+use crate::warmup::Warmup;
 
 /// Least time between two renewals forced by upstream 401s.
 pub const FORCED_RENEWAL_MIN_GAP: Duration = Duration::from_secs(5);
@@ -46,6 +52,7 @@ pub struct Refresher<S> {
     source: S,
     store: Arc<CredentialStore>,
     upstream: Option<Upstream>,
+    warmup: Warmup,
     metrics: Arc<Metrics>,
     /// Generation of the newest installed credential (0: none yet).
     generation: u64,
@@ -55,17 +62,20 @@ pub struct Refresher<S> {
 }
 
 impl<S: LeaseSource> Refresher<S> {
-    /// A refresher filling `store` from `source`. `upstream` overrides lease endpoints.
+    /// A refresher filling `store` from `source`. `upstream` overrides lease endpoints;
+    /// `warmup` sends new `Basic` credentials upstream once before they are installed.
     pub fn new(
         source: S,
         store: Arc<CredentialStore>,
         upstream: Option<Upstream>,
+        warmup: Warmup,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             source,
             store,
             upstream,
+            warmup,
             metrics,
             generation: 0,
             failures: 0,
@@ -82,7 +92,18 @@ impl<S: LeaseSource> Refresher<S> {
                 () = shutdown.cancelled() => return,
                 fetched = self.source.fetch() => fetched,
             };
-            let next = self.settle(fetched);
+            let next = match self.build(fetched) {
+                Ok(credential) => {
+                    // Meanwhile the old credential, if any, keeps serving requests.
+                    tokio::select! {
+                        biased;
+                        () = shutdown.cancelled() => return,
+                        _ = self.warmup.run(&credential) => {}
+                    }
+                    self.install(credential)
+                }
+                Err(error) => self.record_failure(&error),
+            };
             self.store.set_next_attempt(next);
             if !self.wait(next, &shutdown).await {
                 return;
@@ -90,55 +111,61 @@ impl<S: LeaseSource> Refresher<S> {
         }
     }
 
-    /// Installs a fetched lease or records the failure; returns when to try next.
-    fn settle(
-        &mut self,
+    /// Turns a fetched lease into the next credential (stamped as received now).
+    fn build(
+        &self,
         fetched: Result<leasehold_channel::protocol::LeaseRecord, SourceError>,
-    ) -> Instant {
+    ) -> Result<Credential, AttemptError> {
+        let lease = fetched?;
+        let credential = Credential::from_lease(
+            &lease,
+            self.upstream.as_ref(),
+            Instant::now(),
+            SystemTime::now(),
+            self.generation + 1,
+        )?;
+        Ok(credential)
+    }
+
+    /// Installs a new credential; returns when to renew it.
+    fn install(&mut self, credential: Credential) -> Instant {
         let now = Instant::now();
-        let built = fetched.map_err(AttemptError::from).and_then(|lease| {
-            Credential::from_lease(
-                &lease,
-                self.upstream.as_ref(),
-                now,
-                SystemTime::now(),
-                self.generation + 1,
-            )
-            .map_err(AttemptError::from)
-        });
-        match built {
-            Ok(credential) => {
-                self.generation = credential.generation();
-                self.failures = 0;
-                let renew_at =
-                    schedule::renew_at(now, credential.valid_until(), schedule::jitter_sample());
-                info!(
-                    lease.id = credential.lease_id(),
-                    expires_at = %credential.expires_at(),
-                    upstream = %credential.upstream(),
-                    renew_in = ?renew_at.saturating_duration_since(now),
-                    "lease installed"
-                );
-                self.metrics.lease_installed(credential.expires_at().0);
-                self.store.install(Arc::new(credential));
-                renew_at
-            }
-            Err(error) => {
-                self.failures = self.failures.saturating_add(1);
-                self.metrics.renewal_failed();
-                let live_until = self.store.current(now).map(|c| c.valid_until());
-                let retry_at =
-                    schedule::next_retry(now, self.failures, live_until, schedule::jitter_sample());
-                warn!(
-                    %error,
-                    failures = self.failures,
-                    retry_in = ?retry_at.saturating_duration_since(now),
-                    holding_valid_lease = live_until.is_some(),
-                    "could not obtain a lease"
-                );
-                retry_at
-            }
-        }
+        self.generation = credential.generation();
+        self.failures = 0;
+        // Its lifetime counts from when it was received, before any warm-up.
+        let renew_at = schedule::renew_at(
+            credential.received(),
+            credential.valid_until(),
+            schedule::jitter_sample(),
+        );
+        info!(
+            lease.id = credential.lease_id(),
+            expires_at = %credential.expires_at(),
+            upstream = %credential.upstream(),
+            renew_in = ?renew_at.saturating_duration_since(now),
+            "lease installed"
+        );
+        self.metrics.lease_installed(credential.expires_at().0);
+        self.store.install(Arc::new(credential));
+        renew_at
+    }
+
+    /// Records a failed attempt; returns when to try again.
+    fn record_failure(&mut self, error: &AttemptError) -> Instant {
+        let now = Instant::now();
+        self.failures = self.failures.saturating_add(1);
+        self.metrics.renewal_failed();
+        let live_until = self.store.current(now).map(|c| c.valid_until());
+        let retry_at =
+            schedule::next_retry(now, self.failures, live_until, schedule::jitter_sample());
+        warn!(
+            %error,
+            failures = self.failures,
+            retry_in = ?retry_at.saturating_duration_since(now),
+            holding_valid_lease = live_until.is_some(),
+            "could not obtain a lease"
+        );
+        retry_at
     }
 
     /// Waits until the next attempt is due. Returns `false` on shutdown.
@@ -187,14 +214,21 @@ mod tests {
 
     use leasehold_channel::protocol::{AuthScheme, LeaseRecord, LeaseStatus, Timestamp};
     use leasehold_channel::{Identity, Secret};
+    use tokio::net::TcpListener;
+    use tokio::task::JoinHandle;
 
     use super::*;
+    use crate::warmup::WARMUP_TIMEOUT;
 
-    /// Leases of `ttl` seconds with tokens `t1`, `t2`, ...; fails while `fail` is set.
+    /// Leases of 100 s with tokens `t1`, `t2`, ... (`Token`, or `u1:p1`, ... with
+    /// `basic`) for `endpoint` (default: a port nothing listens on); fails while `fail`
+    /// is set.
     #[derive(Clone, Default)]
     struct Fake {
         calls: Arc<AtomicUsize>,
         fail: Arc<AtomicBool>,
+        basic: bool,
+        endpoint: Option<String>,
     }
 
     impl LeaseSource for Fake {
@@ -206,30 +240,47 @@ mod tests {
             // With a paused clock, wall time stands still relative to tokio time;
             // leases are stamped from the real clock and that is fine for the lifetime.
             let now = Timestamp::now();
+            let (token, auth_scheme) = if self.basic {
+                (format!("u{n}:p{n}"), AuthScheme::Basic)
+            } else {
+                (format!("t{n}"), AuthScheme::Token)
+            };
             Ok(LeaseRecord {
                 id: format!("{n:016x}"),
                 issued_for: Identity::from_seed(&[1; 32]).public(),
                 created_at: now,
                 expires_at: now.plus_secs(100),
-                token: Some(Secret::new(format!("t{n}"))),
+                token: Some(Secret::new(token)),
                 status: LeaseStatus::Active,
-                auth_scheme: AuthScheme::Token,
-                endpoint_url: "http://127.0.0.1:1".into(),
+                auth_scheme,
+                endpoint_url: self
+                    .endpoint
+                    .clone()
+                    .unwrap_or_else(|| "http://127.0.0.1:1".into()),
             })
         }
     }
 
     fn start(fake: &Fake) -> (Arc<CredentialStore>, CancellationToken) {
+        let (store, shutdown, _) = start_with(fake, WARMUP_TIMEOUT);
+        (store, shutdown)
+    }
+
+    fn start_with(
+        fake: &Fake,
+        warmup_timeout: Duration,
+    ) -> (Arc<CredentialStore>, CancellationToken, JoinHandle<()>) {
         let store = Arc::new(CredentialStore::new());
         let shutdown = CancellationToken::new();
         let refresher = Refresher::new(
             fake.clone(),
             Arc::clone(&store),
             None,
+            Warmup::for_tests(warmup_timeout),
             Arc::new(Metrics::new()),
         );
-        tokio::spawn(refresher.run(shutdown.clone()));
-        (store, shutdown)
+        let task = tokio::spawn(refresher.run(shutdown.clone()));
+        (store, shutdown, task)
     }
 
     async fn until(mut cond: impl FnMut() -> bool) {
@@ -296,5 +347,46 @@ mod tests {
         until(|| fake.calls.load(Ordering::SeqCst) == 3).await;
         assert!(Instant::now() - before >= FORCED_RENEWAL_MIN_GAP - Duration::from_millis(200));
         shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_basic_lease_is_installed_although_its_warm_up_failed() {
+        // The default endpoint refuses connections: the warm-up fails at once.
+        let fake = Fake {
+            basic: true,
+            ..Fake::default()
+        };
+        let (store, shutdown, _) = start_with(&fake, WARMUP_TIMEOUT);
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            until(|| store.current(Instant::now()).is_some()),
+        )
+        .await
+        .expect("installed well before the warm-up timeout");
+        assert_eq!(
+            store.current(Instant::now()).unwrap().header(),
+            "Basic dTE6cDE="
+        );
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn shutdown_does_not_wait_for_a_warm_up() {
+        // Accepts TCP (the kernel does it) but never answers.
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let fake = Fake {
+            basic: true,
+            endpoint: Some(format!("http://{}", silent.local_addr().unwrap())),
+            ..Fake::default()
+        };
+        let (store, shutdown, task) = start_with(&fake, Duration::from_secs(60));
+        until(|| fake.calls.load(Ordering::SeqCst) == 1).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(store.current(Instant::now()).is_none(), "still warming up");
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .expect("stopped while the warm-up was pending")
+            .unwrap();
     }
 }

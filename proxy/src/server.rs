@@ -50,13 +50,16 @@ pub fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
 }
 
 /// One listener's accept loop and what its connections need.
-pub struct Server<S> {
+pub struct Server<F> {
     /// Which listener this is, for logs.
     pub name: &'static str,
     /// The listener.
     pub listener: TcpListener,
-    /// The per-connection service (cheap to clone).
-    pub service: S,
+    /// Makes the service of one accepted connection. A factory rather than a `Clone`
+    /// service: the proxy's service carries per-connection state (its own upstream
+    /// connection, see `dedicated.rs`), which a clone would share, or would have to
+    /// drop by surprise.
+    pub new_service: F,
     /// Protocol settings.
     pub builder: Arc<auto::Builder<TokioExecutor>>,
     /// Connection slots.
@@ -65,10 +68,10 @@ pub struct Server<S> {
     pub metrics: Arc<Metrics>,
 }
 
-impl<S, B> Server<S>
+impl<F, S, B> Server<F>
 where
+    F: Fn() -> S,
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Clone
         + Send
         + Sync
         + 'static,
@@ -109,7 +112,7 @@ where
             };
             let _ = stream.set_nodelay(true);
             let builder = Arc::clone(&self.builder);
-            let service = self.service.clone();
+            let service = (self.new_service)();
             let shutdown = shutdown.clone();
             let deadline = deadline.clone();
             let span = debug_span!("conn", listener = self.name, %peer);

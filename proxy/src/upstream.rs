@@ -9,8 +9,8 @@
 use std::fmt;
 
 use bytes::Bytes;
-use http::Uri;
 use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Uri};
 
 use crate::rewrite;
 
@@ -42,6 +42,9 @@ pub struct Upstream {
     authority: Authority,
     /// Base path without the trailing slash; `None` for the root.
     base_path: Option<Box<str>>,
+    /// The `Host` header for requests sent in origin form, built once here rather than
+    /// formatted per request (what hyper-util's pooled client does).
+    host: HeaderValue,
 }
 
 /// A request path that cannot be forwarded (not origin-form).
@@ -75,10 +78,12 @@ impl Upstream {
         }
         let path = uri.path().trim_end_matches('/');
         let base_path = (!path.is_empty()).then(|| path.into());
+        let host = host_header(&scheme, &authority)?;
         Ok(Self {
             scheme,
             authority,
             base_path,
+            host,
         })
     }
 
@@ -87,17 +92,38 @@ impl Upstream {
         self.scheme == Scheme::HTTPS
     }
 
+    /// `host[:port]`: where to connect.
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// The `Host` header value: the host, and the port unless it is the scheme's
+    /// default (as hyper-util's client writes it).
+    pub fn host_header(&self) -> &HeaderValue {
+        &self.host
+    }
+
     /// The absolute URI to send a client request for `target` to: the base path
     /// prefixed, `u`/`p` removed from the query. Allocates only when one of those applies.
     pub fn target_uri(&self, target: Option<PathAndQuery>) -> Result<Uri, TargetError> {
-        let path_and_query = match target {
-            Some(pq) => self.map_path(pq)?,
-            None => self.map_path(PathAndQuery::from_static("/"))?,
-        };
+        self.absolute_uri(self.target_path(target)?)
+    }
+
+    /// The path and query to send upstream for a client's `target` (see
+    /// [`Self::target_uri`]); on its own, it is the origin form of the request target.
+    pub fn target_path(&self, target: Option<PathAndQuery>) -> Result<PathAndQuery, TargetError> {
+        match target {
+            Some(pq) => self.map_path(pq),
+            None => self.map_path(PathAndQuery::from_static("/")),
+        }
+    }
+
+    /// `path` (from [`Self::target_path`]) on this upstream, in absolute form.
+    pub fn absolute_uri(&self, path: PathAndQuery) -> Result<Uri, TargetError> {
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(self.scheme.clone());
         parts.authority = Some(self.authority.clone());
-        parts.path_and_query = Some(path_and_query);
+        parts.path_and_query = Some(path);
         Uri::from_parts(parts).map_err(|_| TargetError)
     }
 
@@ -124,6 +150,16 @@ impl Upstream {
         }
         PathAndQuery::from_maybe_shared(Bytes::from(out)).map_err(|_| TargetError)
     }
+}
+
+/// The `Host` value for `authority`: without the port when it is the scheme's default.
+fn host_header(scheme: &Scheme, authority: &Authority) -> Result<HeaderValue, UpstreamUrlError> {
+    let default_port = if *scheme == Scheme::HTTPS { 443 } else { 80 };
+    let value = match authority.port_u16() {
+        Some(port) if port != default_port => HeaderValue::from_str(authority.as_str()),
+        _ => HeaderValue::from_str(authority.host()),
+    };
+    value.map_err(|_| UpstreamUrlError::Malformed)
 }
 
 impl fmt::Display for Upstream {
@@ -220,6 +256,25 @@ mod tests {
             up.target_uri(Some(PathAndQuery::from_static("*"))),
             Err(TargetError)
         );
+    }
+
+    #[test]
+    fn host_header_omits_only_the_default_port() {
+        let host = |url: &str| Upstream::parse(url).unwrap().host_header().clone();
+        assert_eq!(host("http://h:8086/base"), "h:8086");
+        assert_eq!(host("http://h:80"), "h");
+        assert_eq!(host("http://h"), "h");
+        assert_eq!(host("https://h:443"), "h");
+        assert_eq!(host("https://h:80"), "h:80");
+        assert_eq!(host("http://[::1]:8086"), "[::1]:8086");
+        assert_eq!(host("http://[::1]:80"), "[::1]");
+        let up = Upstream::parse("http://h:8086/base").unwrap();
+        assert_eq!(up.authority().as_str(), "h:8086");
+        let path = up
+            .target_path(Some("/write?db=x&u=a".parse().unwrap()))
+            .unwrap();
+        assert_eq!(path.as_str(), "/base/write?db=x");
+        assert_eq!(Uri::from(path).to_string(), "/base/write?db=x");
     }
 
     #[test]

@@ -189,3 +189,94 @@ async fn an_explicit_upstream_with_a_base_path_overrides_the_lease_endpoint() {
     assert_eq!(seen.path, "/influx/ping");
     assert_eq!(seen.query.as_deref(), Some("verbose=true"));
 }
+
+#[tokio::test]
+async fn each_client_connection_keeps_its_own_upstream_connection() {
+    let upstream = FakeUpstream::start().await;
+    let proxy = Proxy::ready(
+        config(),
+        FakeSource::new(AuthScheme::Token, &upstream.url(), 300),
+    )
+    .await;
+    let mut first = proxy.connect().await;
+    let mut second = proxy.connect().await;
+    for _ in 0..3 {
+        assert_eq!(get_on(&mut first, "/api/v2/write?bucket=a").await, 204);
+        assert_eq!(get_on(&mut second, "/api/v2/write?bucket=b").await, 204);
+    }
+    let seen = upstream.seen();
+    let on = |bucket: &str| -> Vec<usize> {
+        seen.iter()
+            .filter(|s| s.query.as_deref() == Some(bucket))
+            .map(|s| s.connection)
+            .collect()
+    };
+    let (a, b) = (on("bucket=a"), on("bucket=b"));
+    assert_eq!(a.len(), 3);
+    assert!(a.iter().all(|&c| c == a[0]), "{a:?}");
+    assert!(b.iter().all(|&c| c == b[0]), "{b:?}");
+    assert_ne!(a[0], b[0]);
+    assert_eq!(upstream.connections(), 2);
+    // Origin form with the upstream's Host, as the pooled client sent it.
+    let last = upstream.last();
+    assert_eq!(last.path, "/api/v2/write");
+    assert_eq!(last.version, http::Version::HTTP_11);
+    assert_eq!(
+        last.host.as_deref(),
+        Some(upstream.addr.to_string().as_str())
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_connection_closed_by_the_upstream_is_replaced() {
+    let upstream = FakeUpstream::start().await;
+    let proxy = Proxy::ready(
+        config(),
+        FakeSource::new(AuthScheme::Token, &upstream.url(), 300),
+    )
+    .await;
+    let mut client = proxy.connect().await;
+    assert_eq!(get_on(&mut client, "/ping").await, 204);
+    // The upstream closes after this answer; the client's connection stays open
+    // (`Connection` is hop-by-hop) and its next requests go over a new upstream one.
+    assert_eq!(get_on(&mut client, "/close").await, 204);
+    assert_eq!(get_on(&mut client, "/ping").await, 204);
+    assert_eq!(get_on(&mut client, "/ping").await, 204);
+    let connections: Vec<usize> = upstream.seen().iter().map(|s| s.connection).collect();
+    assert_eq!(connections, [1, 1, 2, 2]);
+}
+
+#[tokio::test]
+async fn http2_clients_are_served_over_the_pooled_client() {
+    let upstream = FakeUpstream::start().await;
+    let proxy = Proxy::ready(
+        config(),
+        FakeSource::new(AuthScheme::Token, &upstream.url(), 300),
+    )
+    .await;
+    let h2: hyper_util::client::legacy::Client<_, TestBody> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+    // Concurrent requests on one HTTP/2 connection.
+    let requests: Vec<_> = (0..20)
+        .map(|i| {
+            let request = Request::post(proxy.url(&format!("/api/v2/write?bucket=b{i}")))
+                .body(full("cpu value=1"))
+                .unwrap();
+            let h2 = h2.clone();
+            tokio::spawn(async move { read(h2.request(request).await.unwrap()).await.0 })
+        })
+        .collect();
+    for request in requests {
+        assert_eq!(request.await.unwrap(), 204);
+    }
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 20);
+    for s in &seen {
+        assert_eq!(s.version, http::Version::HTTP_11);
+        assert_eq!(s.authorization.as_deref(), Some("Token token-1"));
+        assert_eq!(s.host.as_deref(), Some(upstream.addr.to_string().as_str()));
+        assert_eq!(s.body_len, "cpu value=1".len());
+    }
+}

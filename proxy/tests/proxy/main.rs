@@ -10,3 +10,4 @@ mod shutdown;
 mod support;
 mod tls;
 mod upstream_failure;
+mod warmup;

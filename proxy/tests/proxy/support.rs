@@ -117,11 +117,15 @@ pub struct Seen {
     pub version: http::Version,
     pub body_len: usize,
     pub body_hash: u64,
+    /// Which upstream connection carried it (1 for the first accepted, and so on).
+    pub connection: usize,
 }
 
 #[derive(Default)]
 pub struct UpstreamState {
     pub seen: Mutex<Vec<Seen>>,
+    /// Connections accepted so far.
+    pub connections: AtomicUsize,
     /// Requests with exactly this `Authorization` get a 401.
     pub reject: Mutex<Option<String>>,
     /// `/slow` signals this when it has the request, then waits for `release`.
@@ -133,6 +137,7 @@ pub struct UpstreamState {
 /// - `/status/CODE` answers CODE with `Retry-After: 42` and a JSON body;
 /// - `/gzip` answers [`GZIP_BODY`] with `Content-Encoding: gzip`;
 /// - `/slow` answers only once released;
+/// - `/close` answers 204 with `Connection: close`, then closes the connection;
 /// - anything else reads the whole body and answers 204.
 pub struct FakeUpstream {
     pub addr: SocketAddr,
@@ -171,10 +176,12 @@ impl FakeUpstream {
                     accepted = listener.accept() => accepted.unwrap(),
                 };
                 let state = Arc::clone(&s);
+                let connection = state.connections.fetch_add(1, Ordering::SeqCst) + 1;
                 let tls = tls.clone();
                 let stop = st.clone();
                 tokio::spawn(async move {
-                    let service = service_fn(move |req| respond(Arc::clone(&state), req));
+                    let service =
+                        service_fn(move |req| respond(Arc::clone(&state), connection, req));
                     let builder = auto::Builder::new(TokioExecutor::new());
                     match tls {
                         Some(acceptor) => {
@@ -210,6 +217,10 @@ impl FakeUpstream {
     pub fn reject(&self, authorization: &str) {
         *self.state.reject.lock().unwrap() = Some(authorization.to_owned());
     }
+
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for FakeUpstream {
@@ -220,6 +231,7 @@ impl Drop for FakeUpstream {
 
 async fn respond(
     state: Arc<UpstreamState>,
+    connection: usize,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, mut body) = req.into_parts();
@@ -247,6 +259,7 @@ async fn respond(
         version: parts.version,
         body_len,
         body_hash: hasher.0,
+        connection,
     };
     let authorization = seen.authorization.clone();
     state.seen.lock().unwrap().push(seen);
@@ -274,6 +287,14 @@ async fn respond(
         response
             .headers_mut()
             .insert("content-encoding", "gzip".parse().unwrap());
+        return Ok(response);
+    }
+    if path == "/close" {
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        response
+            .headers_mut()
+            .insert("connection", "close".parse().unwrap());
         return Ok(response);
     }
     if path == "/slow" {
@@ -382,6 +403,16 @@ impl Proxy {
         read(self.send(Request::get(url).body(empty()).unwrap()).await).await
     }
 
+    /// A client connection of its own (HTTP/1.1), to see what happens per connection.
+    pub async fn connect(&self) -> hyper::client::conn::http1::SendRequest<TestBody> {
+        let stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        sender
+    }
+
     /// Stops the proxy and waits for it.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
@@ -419,6 +450,33 @@ pub async fn read(response: Response<Incoming>) -> (StatusCode, http::HeaderMap,
     let (parts, body) = response.into_parts();
     let bytes = body.collect().await.expect("response body").to_bytes();
     (parts.status, parts.headers, bytes)
+}
+
+/// GET `path_and_query` on a connection from [`Proxy::connect`]; the status.
+pub async fn get_on(
+    connection: &mut hyper::client::conn::http1::SendRequest<TestBody>,
+    path_and_query: &str,
+) -> StatusCode {
+    connection
+        .ready()
+        .await
+        .expect("the proxy kept the connection open");
+    let request = Request::get(path_and_query)
+        .header("host", "localhost")
+        .body(empty())
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(20), connection.send_request(request))
+        .await
+        .expect("response in time")
+        .expect("response");
+    read(response).await.0
+}
+
+/// Whether the upstream saw the warm-up request (`SHOW DATABASES`).
+pub fn is_warmup(seen: &Seen) -> bool {
+    seen.method == "GET"
+        && seen.path == "/query"
+        && seen.query.as_deref() == Some("q=SHOW%20DATABASES")
 }
 
 /// The token a request carried, from the `Authorization` the upstream saw.

@@ -69,3 +69,34 @@ async fn an_upstream_that_never_completes_the_handshake_times_out() {
     );
     drop(silent);
 }
+
+#[tokio::test]
+async fn an_upstream_that_hangs_up_on_the_request_is_a_fast_502() {
+    // Accepts, reads the request head, and closes without answering.
+    let rude = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = rude.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = rude.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await;
+        }
+    });
+    let proxy = Proxy::ready(
+        config(),
+        FakeSource::new(AuthScheme::Token, &format!("http://{addr}"), 300),
+    )
+    .await;
+    let started = Instant::now();
+    let (status, _, body) = proxy.get(&proxy.url("/ping")).await;
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(status, 502);
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["code"], "internal error");
+    let message = json["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("the upstream InfluxDB request failed"),
+        "{message}"
+    );
+    assert!(!message.contains("token-"), "{message}");
+}
