@@ -12,7 +12,7 @@ use leasehold_channel::{PublicIdentity, Secret};
 
 use tracing::Instrument;
 
-use crate::backend::{Backend, LeaseSpec};
+use crate::backend::{Backend, LeaseSpec, new_lease_id};
 use crate::control::{Addon, Control, record, status};
 use crate::error::ControlError;
 use crate::grant::{Privilege, normalize_permissions};
@@ -448,11 +448,4 @@ fn validate_addon(addon: AddonConfig) -> Result<AddonConfig> {
             })
         }
     }
-}
-
-/// A fresh lease id: 64 random bits as 16 hex digits.
-fn new_lease_id() -> String {
-    let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).expect("the operating system's random source failed");
-    data_encoding::HEXLOWER.encode(&bytes)
 }

@@ -12,6 +12,19 @@ use leasehold_channel::protocol::{AddonConfig, AuthScheme, Grant, Timestamp};
 pub use v1::{V1Backend, lease_user, parse_lease_user};
 pub use v2::{V2Backend, lease_description, parse_lease_description};
 
+/// A fresh lease id: 64 random bits as 16 lowercase hex digits. Credentials carry it
+/// in their name, which is how a sweep tells ours from everyone else's.
+pub fn new_lease_id() -> String {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the operating system's random source failed");
+    data_encoding::HEXLOWER.encode(&bytes)
+}
+
+/// Whether `id` has the form [`new_lease_id`] gives.
+pub fn is_lease_id(id: &str) -> bool {
+    id.len() == 16 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// What to create.
 #[derive(Debug, Clone, Copy)]
 pub struct LeaseSpec<'a> {

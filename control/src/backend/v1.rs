@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use super::{BackendError, Issued, LeaseSpec, classify, transport};
+use super::{BackendError, Issued, LeaseSpec, classify, is_lease_id, transport};
 use crate::grant::{Privilege, merge, quote_identifier, quote_string};
 
 const USER_PREFIX: &str = "leasehold_";
@@ -24,8 +24,7 @@ pub fn lease_user(id: &str, expires_at: Timestamp) -> String {
 pub fn parse_lease_user(name: &str) -> Option<(&str, Timestamp)> {
     let (expires, id) = name.strip_prefix(USER_PREFIX)?.split_once('_')?;
     let expires = expires.parse().ok()?;
-    (id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()))
-        .then_some((id, Timestamp(expires)))
+    is_lease_id(id).then_some((id, Timestamp(expires)))
 }
 
 /// The v1 backend.

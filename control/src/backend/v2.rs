@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use serde::Deserialize;
 
-use super::{BackendError, Issued, LeaseSpec, classify, transport};
+use super::{BackendError, Issued, LeaseSpec, classify, is_lease_id, transport};
 
 const DESCRIPTION_PREFIX: &str = "leasehold lease ";
 
@@ -30,8 +30,7 @@ pub fn parse_lease_description(description: &str) -> Option<(&str, Timestamp)> {
         return None;
     }
     let expires = words.next()?.parse().ok()?;
-    (id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()))
-        .then_some((id, Timestamp(expires)))
+    is_lease_id(id).then_some((id, Timestamp(expires)))
 }
 
 /// The v2 backend.
