@@ -171,11 +171,12 @@ async fn no_lease_user_outlives_a_crash_or_a_lost_store() {
     .await;
 
     // Now lose the store as well.
-    lease(&env, Some("1s"));
-    lease(&env, Some("1s"));
+    // Seconds-precision expiry: a 3 s lease lives 2-3 s, long enough to outlive the kill.
+    lease(&env, Some("3s"));
+    lease(&env, Some("3s"));
     control.kill9();
     std::fs::remove_file(env.data_dir().join("store.redb")).unwrap();
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     assert_eq!(lease_users(&db).await.len(), 3);
     let _control = env.serve();
     eventually(

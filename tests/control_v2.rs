@@ -126,7 +126,7 @@ async fn leases_survive_kill_9_and_are_revoked_after_restart() {
     let (env, control) = configured(&v2, &[]);
     env.enrolled_identity("app", &[]);
     for _ in 0..3 {
-        lease_create(&env, "app", Some("3s"));
+        lease_create(&env, "app", Some("5s"));
     }
     assert_eq!(v2.authorization_count(), 3);
     control.kill9();
@@ -143,12 +143,13 @@ async fn startup_sweep_removes_expired_credentials_even_without_the_store() {
     let v2 = V2Server::start_default().await.unwrap();
     let (env, control) = configured(&v2, &[]);
     env.enrolled_identity("app", &[]);
-    lease_create(&env, "app", Some("1s"));
-    lease_create(&env, "app", Some("1s"));
+    // Seconds-precision expiry: a 3 s lease lives 2-3 s, long enough to outlive the kill.
+    lease_create(&env, "app", Some("3s"));
+    lease_create(&env, "app", Some("3s"));
     let foreign = v2.insert_authorization("telegraf", serde_json::from_str(WRITE_BUCKETS).unwrap());
     control.kill9();
     std::fs::remove_file(env.data_dir().join("store.redb")).unwrap();
-    std::thread::sleep(Duration::from_millis(2100));
+    std::thread::sleep(Duration::from_millis(3100));
     assert_eq!(v2.authorization_count(), 3);
     let control = env.serve();
     wait_until(

@@ -192,7 +192,9 @@ async fn control_outage_serves_until_expiry_then_503_then_recovers() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(
-        first_503.unwrap() > Duration::from_millis(1500),
+        // A 4 s lease lives 3-4 s (seconds precision) and is renewed at 54-66% of that, so
+        // at least ~1 s of it remains whenever the control dies.
+        first_503.unwrap() > Duration::from_millis(900),
         "the live lease kept serving"
     );
     assert_eq!(
