@@ -42,7 +42,7 @@ impl Session {
             received: 0,
             partial: Vec::new(),
             broken: false,
-            scratch: vec![0; frame::MAX_FRAME],
+            scratch: Vec::new(),
         }
     }
 
@@ -66,6 +66,7 @@ impl Session {
             plain.clear();
             plain.push(if more { MORE } else { FINAL });
             plain.extend_from_slice(chunk);
+            fit(&mut self.scratch, plain.len() + TAG_LEN);
             let len = self
                 .transport
                 .write_message(&plain, &mut self.scratch)
@@ -85,6 +86,7 @@ impl Session {
     /// Any error leaves the session unusable: the caller must drop the connection.
     pub fn open(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, ChannelError> {
         self.check()?;
+        fit(&mut self.scratch, body.len());
         let len = match self.transport.read_message(body, &mut self.scratch) {
             Ok(len) => len,
             Err(_) => return Err(self.fail(ChannelError::Decrypt)),
@@ -118,6 +120,15 @@ impl Session {
     fn fail(&mut self, error: ChannelError) -> ChannelError {
         self.broken = true;
         error
+    }
+}
+
+/// Grows `buf` to at least `len` bytes. The buffer is sized by the largest message a
+/// session has seen rather than Noise's 64 KiB maximum: a control holds one session per
+/// connected sidecar, and their messages are a few hundred bytes.
+fn fit(buf: &mut Vec<u8>, len: usize) {
+    if buf.len() < len {
+        buf.resize(len, 0);
     }
 }
 

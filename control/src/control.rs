@@ -79,10 +79,7 @@ impl<S: Store> Control<S> {
         advertise: Vec<String>,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, ControlError> {
-        let addon = match data
-            .load_addon()
-            .map_err(|e| ControlError::BadRequest(e.to_string()))?
-        {
+        let addon = match data.load_addon()? {
             Some(config) => Some(Arc::new(Addon {
                 backend: Backend::from_addon(&config)?,
                 config,

@@ -3,6 +3,7 @@
 use leasehold_channel::protocol::{ErrorCode, WireError};
 
 use crate::backend::BackendError;
+use crate::datadir::DataDirError;
 use crate::store::{RedeemError, StoreError};
 
 /// Why a request failed. The `Display` form is for the control's log; [`Self::to_wire`]
@@ -34,6 +35,9 @@ pub enum ControlError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A file in the data directory could not be read or written.
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
 }
 
 impl ControlError {
@@ -64,7 +68,7 @@ impl ControlError {
                 ErrorCode::Internal,
                 "InfluxDB refused the request; see the control's log".to_owned(),
             ),
-            Self::Store(_) => (
+            Self::Store(_) | Self::DataDir(_) => (
                 ErrorCode::Internal,
                 "internal error; see the control's log".to_owned(),
             ),

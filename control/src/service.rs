@@ -251,9 +251,7 @@ impl<S: Store> Control<S> {
             default_ttl_secs,
             max_ttl_secs,
         };
-        self.data
-            .save_addon(&addon)
-            .map_err(|e| ControlError::BadRequest(e.to_string()))?;
+        self.data.save_addon(&addon)?;
         self.set_addon(Addon {
             config: addon,
             backend,
