@@ -135,19 +135,12 @@ impl Env {
 
     pub fn serve_with_log_level(&self, level: &str) -> ControlProcess {
         let log = self.home().join(format!("control-{}.log", free_port()));
-        let file = std::fs::File::create(&log).unwrap();
-        let child = self
-            .command(&["control", "serve"])
-            .env("RUST_LOG", level)
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap();
-        let port = self.control_port;
-        wait_until(Duration::from_secs(10), "the control to listen", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        ControlProcess { child, log }
+        let process = Process::spawn(
+            self.command(&["control", "serve"]).env("RUST_LOG", level),
+            log,
+        );
+        wait_for_port(self.control_port, "the control to listen");
+        process
     }
 
     /// Creates identity `name` and enrolls it with a fresh ticket carrying `attributes`.
@@ -171,14 +164,27 @@ impl Env {
     }
 }
 
-/// A running `leasehold control serve`.
-pub struct ControlProcess {
+/// A spawned `leasehold` process whose output goes to a log file; killed when dropped.
+pub struct Process {
     child: Child,
     pub log: PathBuf,
 }
 
-impl ControlProcess {
-    /// Everything the control has logged so far.
+/// A running `leasehold control serve`.
+pub type ControlProcess = Process;
+
+impl Process {
+    fn spawn(command: &mut Command, log: PathBuf) -> Self {
+        let file = std::fs::File::create(&log).unwrap();
+        let child = command
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        Self { child, log }
+    }
+
+    /// Everything the process has logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -189,7 +195,7 @@ impl ControlProcess {
         self.child.wait().unwrap();
     }
 
-    /// SIGTERM, then wait for a clean exit.
+    /// SIGTERM, then wait for the exit status.
     pub fn stop(mut self) -> std::process::ExitStatus {
         Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
@@ -199,17 +205,22 @@ impl ControlProcess {
     }
 }
 
-impl Drop for ControlProcess {
+impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
+fn wait_for_port(port: u16, what: &str) {
+    wait_until(Duration::from_secs(10), what, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+}
+
 /// A running `leasehold proxy`.
 pub struct ProxyProcess {
-    child: Child,
-    pub log: PathBuf,
+    process: Process,
     pub port: u16,
     pub admin_port: u16,
 }
@@ -220,7 +231,6 @@ impl Env {
     pub fn proxy(&self, identity: &str, extra: &[&str]) -> ProxyProcess {
         let (port, admin_port) = (free_port(), free_port());
         let log = self.home().join(format!("proxy-{port}.log"));
-        let file = std::fs::File::create(&log).unwrap();
         let listen = format!("127.0.0.1:{port}");
         let admin = format!("127.0.0.1:{admin_port}");
         let mut args = vec![
@@ -233,23 +243,13 @@ impl Env {
             &admin,
         ];
         args.extend_from_slice(extra);
-        let child = self
-            .command(&args)
-            .env("RUST_LOG", "info")
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap();
-        let proxy = ProxyProcess {
-            child,
-            log,
+        let process = Process::spawn(self.command(&args).env("RUST_LOG", "info"), log);
+        wait_for_port(admin_port, "the proxy to listen");
+        ProxyProcess {
+            process,
             port,
             admin_port,
-        };
-        wait_until(Duration::from_secs(10), "the proxy to listen", || {
-            std::net::TcpStream::connect(("127.0.0.1", admin_port)).is_ok()
-        });
-        proxy
+        }
     }
 }
 
@@ -263,7 +263,7 @@ impl ProxyProcess {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log()
     }
 
     /// The status of an admin endpoint.
@@ -288,19 +288,8 @@ impl ProxyProcess {
     }
 
     /// SIGTERM, then wait for the exit status.
-    pub fn stop(mut self) -> std::process::ExitStatus {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        self.child.wait().unwrap()
-    }
-}
-
-impl Drop for ProxyProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    pub fn stop(self) -> std::process::ExitStatus {
+        self.process.stop()
     }
 }
 
