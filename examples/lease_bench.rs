@@ -3,14 +3,20 @@
 //! control's own: channel handshake, policy lookup, durable store write, scheduling.
 //!
 //! ```sh
-//! cargo run --release --example lease_bench -- [SECONDS] [CONCURRENCY]
+//! cargo run --release --example lease_bench -- [SECONDS] [CONCURRENCY] [fresh|open|pipelined|all]
 //! ```
-//! Prints leases/s, p50 and p99 for fresh channels (handshake per lease) and for one
-//! open channel per worker.
+//! Prints leases/s, p50 and p99 for three ways of asking:
+//! - `fresh`: CONCURRENCY clients, each opening a new channel (a handshake) per lease;
+//! - `open`: CONCURRENCY clients, each with one open channel, one request at a time;
+//! - `pipelined`: one open channel with CONCURRENCY requests in flight.
+//!
+//! Naming one mode runs only that one (for profiling).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use leasehold_channel::client::Client;
 use leasehold_channel::home::Home;
 use leasehold_channel::protocol::{AddonConfig, Reply, Request};
@@ -25,6 +31,13 @@ async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let seconds: u64 = args.next().map_or(Ok(5), |s| s.parse())?;
     let concurrency: usize = args.next().map_or(Ok(8), |s| s.parse())?;
+    let modes: &[Mode] = match args.next().as_deref() {
+        None | Some("all") => &[Mode::Fresh, Mode::Open, Mode::Pipelined],
+        Some("fresh") => &[Mode::Fresh],
+        Some("open") => &[Mode::Open],
+        Some("pipelined") => &[Mode::Pipelined],
+        Some(other) => anyhow::bail!("unknown mode {other:?}: fresh, open, pipelined or all"),
+    };
 
     let v2 = V2Server::start_default().await?;
     let dir = tempfile::tempdir()?;
@@ -58,19 +71,28 @@ async fn main() -> anyhow::Result<()> {
         .await?;
 
     println!("lease issuance, {concurrency} concurrent clients, {seconds}s per mode");
-    for fresh in [true, false] {
+    for &mode in modes {
         let deadline = Instant::now() + Duration::from_secs(seconds);
-        let workers: Vec<_> = (0..concurrency)
-            .map(|_| {
-                tokio::spawn(worker(
-                    addrs.clone(),
-                    control,
-                    admin.clone(),
-                    fresh,
-                    deadline,
-                ))
-            })
-            .collect();
+        let workers: Vec<_> = match mode {
+            Mode::Pipelined => vec![tokio::spawn(pipelined(
+                addrs.clone(),
+                control,
+                admin.clone(),
+                concurrency,
+                deadline,
+            ))],
+            Mode::Fresh | Mode::Open => (0..concurrency)
+                .map(|_| {
+                    tokio::spawn(worker(
+                        addrs.clone(),
+                        control,
+                        admin.clone(),
+                        mode == Mode::Fresh,
+                        deadline,
+                    ))
+                })
+                .collect(),
+        };
         let mut latencies = Vec::new();
         for worker in workers {
             latencies.extend(worker.await??);
@@ -80,10 +102,10 @@ async fn main() -> anyhow::Result<()> {
             |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
         println!(
             "{:<28} {:>8.0} leases/s   p50 {:>7.2} ms   p99 {:>7.2} ms   ({} leases)",
-            if fresh {
-                "fresh channel per lease"
-            } else {
-                "one open channel per client"
+            match mode {
+                Mode::Fresh => "fresh channel per lease",
+                Mode::Open => "one open channel per client",
+                Mode::Pipelined => "one channel, pipelined",
             },
             latencies.len() as f64 / seconds as f64,
             pct(0.50).as_secs_f64() * 1e3,
@@ -94,6 +116,13 @@ async fn main() -> anyhow::Result<()> {
     shutdown.cancel();
     running.wait().await;
     Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Fresh,
+    Open,
+    Pipelined,
 }
 
 async fn worker(
@@ -117,6 +146,41 @@ async fn worker(
         };
         anyhow::ensure!(lease.token.is_some(), "no token");
         latencies.push(start.elapsed());
+    }
+    Ok(latencies)
+}
+
+/// One channel with `depth` lease requests in flight until the deadline.
+async fn pipelined(
+    addrs: Vec<String>,
+    control: PublicIdentity,
+    identity: Identity,
+    depth: usize,
+    deadline: Instant,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut client = Client::connect_to(&addrs, &control, &identity).await?;
+    let mut sent = HashMap::new();
+    let mut latencies = Vec::new();
+    for _ in 0..depth {
+        let id = client
+            .submit(Request::LeaseCreate { ttl_secs: None })
+            .await?;
+        sent.insert(id, Instant::now());
+    }
+    while !sent.is_empty() {
+        let (id, reply) = client.next_answer().await?;
+        let Reply::Lease(lease) = reply? else {
+            anyhow::bail!("unexpected reply");
+        };
+        anyhow::ensure!(lease.token.is_some(), "no token");
+        let start = sent.remove(&id).context("answer to a request never sent")?;
+        latencies.push(start.elapsed());
+        if Instant::now() < deadline {
+            let id = client
+                .submit(Request::LeaseCreate { ttl_secs: None })
+                .await?;
+            sent.insert(id, Instant::now());
+        }
     }
     Ok(latencies)
 }

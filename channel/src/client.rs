@@ -93,6 +93,26 @@ impl Client {
 
     /// Sends `req` and waits for its answer.
     pub async fn call(&mut self, req: Request) -> Result<Reply, ClientError> {
+        let exchange = async {
+            let id = self.submit(req).await?;
+            let (answered, reply) = self.next_answer().await?;
+            if answered != id {
+                return Err(ClientError::Protocol(format!(
+                    "answer to request {answered} while waiting for {id}"
+                )));
+            }
+            reply
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .map_err(|_| ClientError::Timeout(REQUEST_TIMEOUT))?
+    }
+
+    /// Sends `req` without waiting for its answer and returns its id. The control
+    /// works on the requests of one channel concurrently and answers each as soon as it
+    /// is done, so answers may come back in another order: [`Client::next_answer`]
+    /// says which request each one is for.
+    pub async fn submit(&mut self, req: Request) -> Result<u64, ClientError> {
         let id = self.next_id;
         self.next_id += 1;
         let envelope = RequestEnvelope {
@@ -101,24 +121,20 @@ impl Client {
             req,
         };
         let bytes = serde_json::to_vec(&envelope).expect("requests serialize");
-        let exchange = async {
-            self.channel.send(&bytes).await?;
-            self.channel.recv().await
-        };
-        let answer = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
-            .await
-            .map_err(|_| ClientError::Timeout(REQUEST_TIMEOUT))??;
+        self.channel.send(&bytes).await?;
+        Ok(id)
+    }
+
+    /// Waits for the next answer to a [`Client::submit`]ted request: its id, and the
+    /// reply or the control's refusal. An `Err` outside is the channel failing.
+    pub async fn next_answer(&mut self) -> Result<(u64, Result<Reply, ClientError>), ClientError> {
+        let answer = self.channel.recv().await?;
         let response: ResponseEnvelope =
             serde_json::from_slice(&answer).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        if response.id != id {
-            return Err(ClientError::Protocol(format!(
-                "answer to request {} while waiting for {id}",
-                response.id
-            )));
-        }
-        match response.outcome {
+        let reply = match response.outcome {
             Outcome::Ok(reply) => Ok(reply),
             Outcome::Err(error) => Err(ClientError::Remote(error)),
-        }
+        };
+        Ok((response.id, reply))
     }
 }

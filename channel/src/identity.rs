@@ -10,6 +10,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::LazyLock;
 
 use data_encoding::{BASE32_NOPAD, Encoding};
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
@@ -17,12 +18,13 @@ use zeroize::Zeroizing;
 
 use crate::ChannelError;
 
-/// Lowercase base32 without padding.
-fn encoding() -> Encoding {
+/// Lowercase base32 without padding, for identifiers and ticket secrets. Built once: every identifier printed or parsed
+/// (several per lease issued) would otherwise rebuild its tables.
+pub(crate) static LOWER_BASE32: LazyLock<Encoding> = LazyLock::new(|| {
     let mut spec = BASE32_NOPAD.specification();
     spec.symbols = "abcdefghijklmnopqrstuvwxyz234567".into();
     spec.encoding().expect("valid base32 specification")
-}
+});
 
 /// A private identity: the signing key. `Debug` shows only the public half.
 #[derive(Clone)]
@@ -121,7 +123,7 @@ impl PublicIdentity {
 
 impl fmt::Display for PublicIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&encoding().encode(self.0.as_bytes()))
+        f.write_str(&LOWER_BASE32.encode(self.0.as_bytes()))
     }
 }
 
@@ -135,7 +137,7 @@ impl FromStr for PublicIdentity {
     type Err = ChannelError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bytes = encoding()
+        let bytes = LOWER_BASE32
             .decode(s.trim().as_bytes())
             .map_err(|_| ChannelError::InvalidIdentity)?;
         let bytes: [u8; 32] = bytes

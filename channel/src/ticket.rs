@@ -7,19 +7,12 @@
 use std::fmt;
 use std::str::FromStr;
 
-use data_encoding::Encoding;
 use zeroize::Zeroizing;
 
 use crate::PublicIdentity;
+use crate::identity::LOWER_BASE32;
 
 const PREFIX: &str = "lht1";
-
-/// Lowercase base32 without padding (the same alphabet as identifiers).
-fn encoding() -> Encoding {
-    let mut spec = data_encoding::BASE32_NOPAD.specification();
-    spec.symbols = "abcdefghijklmnopqrstuvwxyz234567".into();
-    spec.encoding().expect("valid base32 specification")
-}
 
 /// A parsed ticket. `Debug` redacts the secret.
 #[derive(Clone)]
@@ -61,7 +54,7 @@ impl Ticket {
         crate::Secret::new(format!(
             "{PREFIX}:{}:{}@{}",
             self.control,
-            encoding().encode(self.secret.as_ref()),
+            LOWER_BASE32.encode(self.secret.as_ref()),
             self.addrs.join(",")
         ))
     }
@@ -70,7 +63,7 @@ impl Ticket {
 /// Decodes a ticket secret from its base32 text form.
 pub fn decode_secret(text: &str) -> Result<Zeroizing<[u8; 32]>, TicketError> {
     let bytes = Zeroizing::new(
-        encoding()
+        LOWER_BASE32
             .decode(text.as_bytes())
             .map_err(|_| TicketError::Malformed("the secret is not valid base32"))?,
     );
@@ -83,7 +76,7 @@ pub fn decode_secret(text: &str) -> Result<Zeroizing<[u8; 32]>, TicketError> {
 
 /// The secret in its base32 text form, as sent to the control when enrolling.
 pub fn encode_secret(secret: &[u8; 32]) -> crate::Secret {
-    crate::Secret::new(encoding().encode(secret))
+    crate::Secret::new(LOWER_BASE32.encode(secret))
 }
 
 /// The hash under which the control stores a ticket secret. Secrets are 256 random bits,
@@ -156,7 +149,7 @@ mod tests {
         assert_eq!(parsed.addrs, ticket.addrs);
         assert_eq!(parsed.control, control);
         assert_eq!(*parsed.secret, *ticket.secret);
-        assert!(!format!("{parsed:?}").contains(&encoding().encode(ticket.secret.as_ref())));
+        assert!(!format!("{parsed:?}").contains(&LOWER_BASE32.encode(ticket.secret.as_ref())));
     }
 
     #[test]

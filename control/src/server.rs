@@ -8,13 +8,14 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use leasehold_channel::ChannelError;
 use leasehold_channel::conn::{Channel, HANDSHAKE_TIMEOUT};
 use leasehold_channel::protocol::{
     ErrorCode, Outcome, PROTOCOL_VERSION, RequestEnvelope, ResponseEnvelope, WireError,
 };
+use leasehold_channel::{ChannelError, PublicIdentity};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::control::Control;
@@ -22,6 +23,8 @@ use crate::store::Store;
 
 /// Most connections served at once; further ones wait in the accept backlog.
 pub const MAX_CONNECTIONS: usize = 8192;
+/// Most requests one channel may have in progress; further ones wait in its socket.
+pub const MAX_IN_FLIGHT: usize = 64;
 
 /// Serves the control on `listener` until the control's shutdown signal.
 pub async fn serve<S: Store>(control: Arc<Control<S>>, listener: TcpListener) {
@@ -67,61 +70,92 @@ async fn connection<S: Store>(control: Arc<Control<S>>, stream: TcpStream, addr:
     };
     let peer = channel.peer();
     tracing::debug!(identity = %peer, "channel established");
+    // Requests on one channel are answered concurrently, each as its own task, and the
+    // answers go out as they are ready (the client matches them by id). A slow request
+    // (InfluxDB retrying) does not hold up the others, and a client that pipelines
+    // gets its leases committed to the store in one group.
     let shutdown = control.shutdown().clone();
+    let mut in_flight: JoinSet<Vec<u8>> = JoinSet::new();
+    let mut reading = true;
+    let mut answering = true;
     loop {
-        let message = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            message = channel.recv() => message,
-        };
-        let message = match message {
-            Ok(message) => message,
-            Err(ChannelError::Closed) => break,
-            Err(error) => {
-                tracing::debug!(%error, identity = %peer, "channel failed");
-                break;
-            }
-        };
-        let (id, outcome) = match serde_json::from_slice::<RequestEnvelope>(&message) {
-            Ok(envelope) if envelope.v != PROTOCOL_VERSION => (
-                envelope.id,
-                Outcome::Err(WireError::new(
-                    ErrorCode::UnsupportedVersion,
-                    format!(
-                        "protocol version {} is not supported (this control speaks {PROTOCOL_VERSION})",
-                        envelope.v
-                    ),
-                )),
-            ),
-            Ok(envelope) => {
-                let op = op_name(&envelope.req);
-                let outcome = match control.handle(peer, envelope.req).await {
-                    Ok(reply) => Outcome::Ok(reply),
+        tokio::select! {
+            biased;
+            Some(done) = in_flight.join_next() => {
+                let bytes = match done {
+                    Ok(bytes) => bytes,
                     Err(error) => {
-                        tracing::info!(identity = %peer, op, %error, "request refused");
-                        Outcome::Err(error.to_wire())
+                        tracing::error!(%error, identity = %peer, "request handler failed");
+                        continue;
                     }
                 };
-                (envelope.id, outcome)
+                if answering && let Err(error) = channel.send(&bytes).await {
+                    tracing::debug!(%error, identity = %peer, "could not answer");
+                    (reading, answering) = (false, false);
+                }
             }
-            Err(error) => {
-                tracing::info!(identity = %peer, %error, "malformed request");
-                (
-                    0,
-                    Outcome::Err(WireError::new(ErrorCode::BadRequest, "malformed request")),
-                )
-            }
-        };
-        let response = ResponseEnvelope {
-            v: PROTOCOL_VERSION,
-            id,
-            outcome,
-        };
-        let bytes = serde_json::to_vec(&response).expect("responses serialize");
-        if let Err(error) = channel.send(&bytes).await {
-            tracing::debug!(%error, identity = %peer, "could not answer");
-            break;
+            () = shutdown.cancelled(), if reading => reading = false,
+            message = channel.recv(), if reading && in_flight.len() < MAX_IN_FLIGHT => match message {
+                Ok(message) => {
+                    let control = control.clone();
+                    in_flight.spawn(answer(control, peer, message).in_current_span());
+                }
+                Err(ChannelError::Closed) => reading = false,
+                Err(error) => {
+                    tracing::debug!(%error, identity = %peer, "channel failed");
+                    (reading, answering) = (false, false);
+                }
+            },
+            // Not reading and nothing in flight: done. Requests already taken are
+            // always finished, even when the channel broke: one may be half-way
+            // through issuing a lease.
+            else => break,
         }
     }
+}
+
+/// Handles one request message and returns the encoded answer.
+async fn answer<S: Store>(
+    control: Arc<Control<S>>,
+    peer: PublicIdentity,
+    message: Vec<u8>,
+) -> Vec<u8> {
+    let (id, outcome) = match serde_json::from_slice::<RequestEnvelope>(&message) {
+        Ok(envelope) if envelope.v != PROTOCOL_VERSION => (
+            envelope.id,
+            Outcome::Err(WireError::new(
+                ErrorCode::UnsupportedVersion,
+                format!(
+                    "protocol version {} is not supported (this control speaks {PROTOCOL_VERSION})",
+                    envelope.v
+                ),
+            )),
+        ),
+        Ok(envelope) => {
+            let op = op_name(&envelope.req);
+            let outcome = match control.handle(peer, envelope.req).await {
+                Ok(reply) => Outcome::Ok(reply),
+                Err(error) => {
+                    tracing::info!(identity = %peer, op, %error, "request refused");
+                    Outcome::Err(error.to_wire())
+                }
+            };
+            (envelope.id, outcome)
+        }
+        Err(error) => {
+            tracing::info!(identity = %peer, %error, "malformed request");
+            (
+                0,
+                Outcome::Err(WireError::new(ErrorCode::BadRequest, "malformed request")),
+            )
+        }
+    };
+    let response = ResponseEnvelope {
+        v: PROTOCOL_VERSION,
+        id,
+        outcome,
+    };
+    serde_json::to_vec(&response).expect("responses serialize")
 }
 
 fn op_name(req: &leasehold_channel::protocol::Request) -> &'static str {
