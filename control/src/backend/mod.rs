@@ -111,7 +111,7 @@ impl Backend {
                 token,
                 org_id,
                 ..
-            } => Self::V2(V2Backend::new(http, endpoint_url, token.clone(), org_id)),
+            } => Self::V2(V2Backend::new(http, endpoint_url, token.clone(), org_id)?),
             AddonConfig::InfluxdbV1 {
                 endpoint_url,
                 username,

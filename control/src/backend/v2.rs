@@ -38,6 +38,8 @@ pub fn parse_lease_description(description: &str) -> Option<(&str, Timestamp)> {
 pub struct V2Backend {
     http: reqwest::Client,
     endpoint_url: String,
+    /// `{endpoint_url}/api/v2/authorizations`, parsed once: every lease posts to it.
+    authorizations: reqwest::Url,
     admin: HeaderValue,
     org_id: String,
 }
@@ -68,16 +70,26 @@ struct Authorizations {
 
 impl V2Backend {
     /// A backend talking to `endpoint_url` with the admin `token`.
-    pub fn new(http: reqwest::Client, endpoint_url: &str, token: Secret, org_id: &str) -> Self {
+    pub fn new(
+        http: reqwest::Client,
+        endpoint_url: &str,
+        token: Secret,
+        org_id: &str,
+    ) -> Result<Self, BackendError> {
         let mut admin = HeaderValue::from_str(&format!("Token {}", token.expose()))
             .unwrap_or_else(|_| HeaderValue::from_static("Token invalid"));
         admin.set_sensitive(true);
-        Self {
+        let endpoint_url = endpoint_url.trim_end_matches('/').to_owned();
+        let authorizations = format!("{endpoint_url}/api/v2/authorizations")
+            .parse()
+            .map_err(|e| BackendError::Config(format!("invalid endpoint URL: {e}")))?;
+        Ok(Self {
             http,
-            endpoint_url: endpoint_url.trim_end_matches('/').to_owned(),
+            endpoint_url,
+            authorizations,
             admin,
             org_id: org_id.to_owned(),
-        }
+        })
     }
 
     /// The InfluxDB base URL.
@@ -98,7 +110,7 @@ impl V2Backend {
         });
         let response = self
             .http
-            .post(format!("{}/api/v2/authorizations", self.endpoint_url))
+            .post(self.authorizations.clone())
             .header(AUTHORIZATION, self.admin.clone())
             .json(&body)
             .send()
@@ -137,7 +149,7 @@ impl V2Backend {
     pub(super) async fn sweep(&self, now: Timestamp) -> Result<usize, BackendError> {
         let response = self
             .http
-            .get(format!("{}/api/v2/authorizations", self.endpoint_url))
+            .get(self.authorizations.clone())
             .query(&[("orgID", self.org_id.as_str())])
             .header(AUTHORIZATION, self.admin.clone())
             .send()

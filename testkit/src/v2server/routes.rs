@@ -202,7 +202,9 @@ fn empty(status: StatusCode) -> Response<Full<Bytes>> {
 }
 
 fn json(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::from(body.to_string()));
+    let mut resp = Response::new(Full::from(
+        serde_json::to_vec(body).expect("JSON values serialize"),
+    ));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         CONTENT_TYPE,
