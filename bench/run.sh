@@ -2,7 +2,7 @@
 # leasehold's benchmark harness: the proxy against nginx and HAProxy, lease issuance,
 # footprint. See BENCHMARKS.md for what it measures, how, and one run's results.
 #
-#   bench/run.sh            # full run (~12 min): release builds, 3 rounds x 10 s
+#   bench/run.sh            # full run (~15 min): release builds, 3 rounds x 10 s
 #   bench/run.sh --smoke    # ~1 s per contender, one round: checks the harness works
 #
 # What runs:
@@ -17,7 +17,9 @@
 #   (b') the same batches to a sink reading 125 Mbit/s per request (1 Gbit/s in all)
 #   (c) 1,000 requests/s open loop (`sink load`): latency added over direct
 # Then: start-to-ready of `leasehold proxy`, a run through leasehold to a real InfluxDB
-# 1.x (v1 add-on), and `cargo run --release --example lease_bench`.
+# 1.x (v1 add-on), `cargo run --release --example lease_bench` (fresh, open and
+# pipelined channels), and each proxy's user-space instructions per small write under
+# callgrind (noise-free, unlike CPU time on a shared machine).
 #
 # Placement: the load generator and the sink share core BENCH_GEN_CPU (0); the proxy
 # under test gets core BENCH_PROXY_CPU (1) to itself (taskset). Each proxy therefore has
@@ -27,9 +29,11 @@
 # Environment:
 #   LEASEHOLD_BIN, SINK_BIN   binaries to use (default: cargo build --release)
 #   BENCH_SECONDS, BENCH_ROUNDS, BENCH_RATE, BENCH_STARTUP_RUNS, BENCH_LEASE_SECONDS
+#   BENCH_INSTRUCTIONS=0      skip the callgrind instruction counts (needs valgrind)
 #   BENCH_GEN_CPU, BENCH_PROXY_CPU, BENCH_OUT (copy results.md and the raw TSV there)
 #   BENCH_KEEP=1              keep the work directory (logs, configs) afterwards
-# Needs: wrk nginx haproxy influxdb (Debian packages), curl, taskset, gzip, awk.
+# Needs: wrk nginx haproxy influxdb (Debian packages), curl, taskset, gzip, awk;
+# valgrind for the instruction counts.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -49,10 +53,10 @@ done
 
 if [ "$SMOKE" = 1 ]; then
   SECS=${BENCH_SECONDS:-1}; ROUNDS=${BENCH_ROUNDS:-1}; STARTUP_RUNS=${BENCH_STARTUP_RUNS:-2}
-  WARMUP=0; LEASE_SECS=${BENCH_LEASE_SECONDS:-0}
+  WARMUP=0; LEASE_SECS=${BENCH_LEASE_SECONDS:-0}; INSTRUCTIONS=${BENCH_INSTRUCTIONS:-0}
 else
   SECS=${BENCH_SECONDS:-10}; ROUNDS=${BENCH_ROUNDS:-3}; STARTUP_RUNS=${BENCH_STARTUP_RUNS:-10}
-  WARMUP=1; LEASE_SECS=${BENCH_LEASE_SECONDS:-5}
+  WARMUP=1; LEASE_SECS=${BENCH_LEASE_SECONDS:-5}; INSTRUCTIONS=${BENCH_INSTRUCTIONS:-1}
 fi
 RATE=${BENCH_RATE:-1000}
 # The first two CPUs this process may run on (a container's cpuset may not start at 0).
@@ -71,6 +75,10 @@ for tool in wrk nginx haproxy influxd curl taskset gzip awk; do
   command -v "$tool" >/dev/null 2>&1 || PATH=$PATH:/usr/sbin command -v "$tool" >/dev/null 2>&1 ||
     die "'$tool' is missing: apt-get install wrk nginx haproxy influxdb curl"
 done
+if [ "$INSTRUCTIONS" = 1 ]; then
+  command -v valgrind >/dev/null 2>&1 ||
+    die "'valgrind' is missing (apt-get install valgrind), or set BENCH_INSTRUCTIONS=0"
+fi
 export PATH=$PATH:/usr/sbin
 
 if [ -z "${LEASEHOLD_BIN:-}" ] || [ -z "${SINK_BIN:-}" ]; then
@@ -116,18 +124,18 @@ stop() {
   wait "$pid" 2>/dev/null || true
 }
 
-wait_port() {
+wait_port() { # PORT [TRIES of 20 ms]
   local port=$1 i
-  for i in $(seq 500); do
+  for i in $(seq "${2:-500}"); do
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
     sleep 0.02
   done
   die "nothing listens on 127.0.0.1:$port"
 }
 
-wait_ok() {
+wait_ok() { # URL [TRIES of 20 ms]
   local url=$1 i
-  for i in $(seq 500); do
+  for i in $(seq "${2:-500}"); do
     curl -fsS -o /dev/null "$url" 2>/dev/null && return 0
     sleep 0.02
   done
@@ -432,9 +440,55 @@ stop "$INFLUX_PID"
 
 LEASE_OUT=""
 if [ "$LEASE_SECS" -gt 0 ]; then
-  log "lease issuance: cargo run --release --example lease_bench -- $LEASE_SECS 8"
-  LEASE_OUT=$(cd "$ROOT" && cargo run -q --release --locked --example lease_bench -- "$LEASE_SECS" 8 2>&1) ||
-    die "lease_bench failed: $LEASE_OUT"
+  # Fresh and open channels with 8 clients; one channel with 64 requests in flight.
+  for mode in "8 fresh" "8 open" "64 pipelined"; do
+    # shellcheck disable=SC2086
+    set -- $mode
+    log "lease issuance: cargo run --release --example lease_bench -- $LEASE_SECS $1 $2"
+    out=$(cd "$ROOT" && cargo run -q --release --locked --example lease_bench -- "$LEASE_SECS" "$1" "$2" 2>&1) ||
+      die "lease_bench failed: $out"
+    LEASE_OUT+="$(tail -n 1 <<<"$out")  [$1 $( [ "$2" = pipelined ] && echo "in flight" || echo clients)]"$'\n'
+  done
+fi
+
+# --- user-space instructions per request (callgrind) -----------------------------------
+
+# CPU time on a shared VM moves by ±15% between runs; instruction counts do not. Each
+# proxy runs under callgrind twice, serving N1 and then N2 small writes; the difference
+# divided by N2 - N1 is its user-space instructions per request (start-up cancels out).
+# The kernel's share (the loopback TCP path, about the same for every proxy) is not in it.
+declare -A INSTR=()
+N1=1000 N2=6000
+instructions() { # CONTENDER: sets INSTR[CONTENDER]
+  local c=$1 n ir=() pid cmd
+  for n in $N1 $N2; do
+    case $c in
+      leasehold) cmd=(env LEASEHOLD_HOME="$HOME1" "$LEASEHOLD" proxy --identity bench
+        --listen "127.0.0.1:$P_LH" --admin-listen "127.0.0.1:$P_LH_ADMIN" --upstream "http://127.0.0.1:$P_SINK") ;;
+      # One process: callgrind follows the worker only without the master.
+      nginx) sed 's/^daemon off;/daemon off;\nmaster_process off;/' "$WORK/nginx/nginx.conf" >"$WORK/nginx/single.conf"
+        cmd=(nginx -p "$WORK/nginx" -e "$WORK/nginx/nginx-error.log" -c "$WORK/nginx/single.conf") ;;
+      haproxy) cmd=(haproxy -db -f "$WORK/haproxy/haproxy.cfg") ;;
+    esac
+    start "cg-$c" "$PROXY_CPU" valgrind --tool=callgrind --trace-children=yes \
+      --callgrind-out-file="$WORK/cg-$c.$n" "${cmd[@]}"
+    pid=$STARTED
+    if [ "$c" = leasehold ]; then wait_ok "http://127.0.0.1:$P_LH_ADMIN/readyz" 3000; else wait_port "${PORT[$c]}" 3000; fi
+    BENCH_PATH=$WRITE_PATH BENCH_BODY=$SMALL BENCH_LIMIT=$n taskset -c "$GEN_CPU" \
+      wrk -t1 -c"$SMALL_CONNS" -d20s -s "$HERE/wrk/count.lua" "http://127.0.0.1:${PORT[$c]}" >"$WORK/cg-$c.$n.wrk" 2>&1
+    grep -q "RESULT requests=$n errors=0" "$WORK/cg-$c.$n.wrk" ||
+      die "$c under callgrind: not exactly $n clean answers (see $WORK/cg-$c.$n.wrk)"
+    stop "$pid"
+    ir+=("$(awk '/^(summary|totals):/ {print $2; exit}' "$WORK/cg-$c.$n")")
+  done
+  INSTR[$c]=$(( (ir[1] - ir[0]) / (N2 - N1) ))
+  log "$c: ${INSTR[$c]} user-space instructions per request"
+}
+if [ "$INSTRUCTIONS" = 1 ]; then
+  log "instructions per small write under callgrind ($N1 and $N2 requests per contender)"
+  render "$HERE/nginx.conf.in" nginx "$P_NGINX" "$P_SINK" nginx.conf
+  render "$HERE/haproxy.cfg.in" haproxy "$P_HAPROXY" "$P_SINK" haproxy.cfg
+  for c in leasehold nginx haproxy; do instructions "$c"; done
 fi
 
 # --- report ----------------------------------------------------------------------------
@@ -511,7 +565,17 @@ mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
   echo "| start to ready, median of $(kv runs "$STARTUP_RESULT") (ms) | $(kv median_ms "$STARTUP_RESULT") |"
   echo "| start to ready, min / max (ms) | $(kv min_ms "$STARTUP_RESULT") / $(kv max_ms "$STARTUP_RESULT") |"
   echo
-  echo "### Lease issuance (examples/lease_bench.rs, 8 concurrent clients, ${LEASE_SECS}s per mode)"
+  echo "### User-space instructions per small write (callgrind)"
+  echo
+  if [ "$INSTRUCTIONS" = 1 ]; then
+    echo "| contender | instructions per request |"
+    echo "|---|---:|"
+    for c in leasehold nginx haproxy; do echo "| $c | ${INSTR[$c]} |"; done
+  else
+    echo "skipped (smoke mode or BENCH_INSTRUCTIONS=0)"
+  fi
+  echo
+  echo "### Lease issuance (examples/lease_bench.rs, ${LEASE_SECS}s per mode)"
   echo
   if [ -n "$LEASE_OUT" ]; then
     echo '```'
