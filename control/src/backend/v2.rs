@@ -6,7 +6,7 @@ use leasehold_channel::Secret;
 use leasehold_channel::protocol::{Grant, Timestamp};
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{BackendError, Issued, LeaseSpec, classify, is_lease_id, transport};
 
@@ -51,6 +51,15 @@ impl std::fmt::Debug for V2Backend {
             .field("org_id", &self.org_id)
             .finish_non_exhaustive()
     }
+}
+
+/// The body of `POST /api/v2/authorizations`, serialized straight from borrowed parts.
+#[derive(Serialize)]
+struct CreateAuthorization<'a> {
+    #[serde(rename = "orgID")]
+    org_id: &'a str,
+    description: String,
+    permissions: &'a serde_json::Value,
 }
 
 #[derive(Deserialize)]
@@ -103,11 +112,11 @@ impl V2Backend {
                 "a v2 lease needs permissions, not privileges".into(),
             ));
         };
-        let body = serde_json::json!({
-            "orgID": self.org_id,
-            "description": lease_description(spec.id, spec.expires_at),
-            "permissions": permissions,
-        });
+        let body = CreateAuthorization {
+            org_id: &self.org_id,
+            description: lease_description(spec.id, spec.expires_at),
+            permissions,
+        };
         let response = self
             .http
             .post(self.authorizations.clone())
