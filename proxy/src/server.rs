@@ -10,7 +10,8 @@
 //! **Limits.** A semaphore caps concurrent connections; a connection over the cap is
 //! closed at once with a warning, rather than queued, so an overloaded sidecar fails
 //! fast and visibly. Request heads are bounded by hyper's read buffer (`max_buf_size`:
-//! oversized heads get `431`) and must arrive within the header read timeout.
+//! oversized heads get `431`) and must arrive within the header read timeout. The same
+//! buffer size sets how much of a large body moves per read (see `Config`).
 
 use std::convert::Infallible;
 use std::error::Error as StdError;
