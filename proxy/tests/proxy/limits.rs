@@ -19,17 +19,20 @@ async fn exchange(stream: &mut TcpStream, request: &[u8]) -> Vec<u8> {
     buf
 }
 
+/// A proxy with `config`, holding a token lease for a fake upstream.
+async fn proxy_with(config: leasehold_proxy::Config) -> (FakeUpstream, Proxy) {
+    let upstream = FakeUpstream::start().await;
+    let source = FakeSource::new(AuthScheme::Token, &upstream.url(), 300);
+    let proxy = Proxy::ready(config, source).await;
+    (upstream, proxy)
+}
+
 #[tokio::test]
 async fn connections_over_the_limit_are_closed() {
-    let upstream = FakeUpstream::start().await;
-    let config = leasehold_proxy::Config {
+    let (_upstream, proxy) = proxy_with(leasehold_proxy::Config {
         max_connections: 1,
         ..config()
-    };
-    let proxy = Proxy::ready(
-        config,
-        FakeSource::new(AuthScheme::Token, &upstream.url(), 300),
-    )
+    })
     .await;
     let request = b"GET /ping HTTP/1.1\r\nhost: localhost\r\n\r\n";
 
@@ -65,15 +68,10 @@ async fn connections_over_the_limit_are_closed() {
 
 #[tokio::test]
 async fn oversized_request_heads_are_refused() {
-    let upstream = FakeUpstream::start().await;
-    let config = leasehold_proxy::Config {
+    let (upstream, proxy) = proxy_with(leasehold_proxy::Config {
         max_header_bytes: 16 * 1024,
         ..config()
-    };
-    let proxy = Proxy::ready(
-        config,
-        FakeSource::new(AuthScheme::Token, &upstream.url(), 300),
-    )
+    })
     .await;
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
     let big = "x".repeat(64 * 1024);
@@ -91,15 +89,10 @@ async fn oversized_request_heads_are_refused() {
 
 #[tokio::test]
 async fn a_client_that_stalls_in_its_request_head_is_cut_off() {
-    let upstream = FakeUpstream::start().await;
-    let config = leasehold_proxy::Config {
+    let (_upstream, proxy) = proxy_with(leasehold_proxy::Config {
         header_read_timeout: Duration::from_millis(300),
         ..config()
-    };
-    let proxy = Proxy::ready(
-        config,
-        FakeSource::new(AuthScheme::Token, &upstream.url(), 300),
-    )
+    })
     .await;
 
     // A keep-alive connection whose requests come promptly is served throughout.
