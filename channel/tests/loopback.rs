@@ -6,12 +6,24 @@ use std::time::Duration;
 use leasehold_channel::conn::Channel;
 use leasehold_channel::frame;
 use leasehold_channel::handshake::Initiator;
-use leasehold_channel::{ChannelError, Identity};
+use leasehold_channel::{ChannelError, Identity, PublicIdentity};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A channel to `addr` as `client`, pinning `pin`; panics if it cannot be opened.
+async fn connect(
+    addr: std::net::SocketAddr,
+    client: &Identity,
+    pin: &PublicIdentity,
+) -> Channel<TcpStream> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    Channel::connect(stream, client, pin, TIMEOUT)
+        .await
+        .unwrap()
+}
 
 /// An echo server that reports how each connection ended.
 async fn server(
@@ -52,14 +64,7 @@ async fn echo_over_loopback() {
     let pin = control.public();
     let (addr, mut ended) = server(control).await;
     let client = Identity::generate();
-    let mut channel = Channel::connect(
-        TcpStream::connect(addr).await.unwrap(),
-        &client,
-        &pin,
-        TIMEOUT,
-    )
-    .await
-    .unwrap();
+    let mut channel = connect(addr, &client, &pin).await;
     for size in [0, 1, 1000, 200_000] {
         let message = vec![size as u8; size];
         channel.send(&message).await.unwrap();
@@ -94,14 +99,7 @@ async fn wrong_pinned_key_is_refused_and_the_server_keeps_serving() {
         Err(ChannelError::Handshake)
     ));
     // Still serving.
-    let mut ok = Channel::connect(
-        TcpStream::connect(addr).await.unwrap(),
-        &client,
-        &pin,
-        TIMEOUT,
-    )
-    .await
-    .unwrap();
+    let mut ok = connect(addr, &client, &pin).await;
     ok.send(b"x").await.unwrap();
     assert_eq!(ok.recv().await.unwrap(), b"x");
 }
@@ -159,14 +157,7 @@ async fn replayed_and_tampered_frames_are_refused() {
     // Record the raw bytes of a real session through a relay, then replay the client's
     // side into a fresh connection: the handshake answer differs, so nothing decrypts.
     let (relay_addr, recorded) = relay(addr).await;
-    let mut channel = Channel::connect(
-        TcpStream::connect(relay_addr).await.unwrap(),
-        &client,
-        &pin,
-        TIMEOUT,
-    )
-    .await
-    .unwrap();
+    let mut channel = connect(relay_addr, &client, &pin).await;
     channel.send(b"lease please").await.unwrap();
     assert_eq!(channel.recv().await.unwrap(), b"lease please");
     drop(channel);
