@@ -281,17 +281,7 @@ async fn invalid_permissions_are_refused_with_the_field_named_and_change_nothing
     let (env, _control) = configured(&v2, &["--default-ttl", "60"]);
     let url = v2.url();
     let bad = r#"[{"action":"write","resource":{"type":"bukkits"}}]"#;
-    let (code, stderr) = env.fails(&[
-        "addon",
-        "configure",
-        "influxdb",
-        "--endpoint-url",
-        &url,
-        "--org-id",
-        v2.org_id(),
-        "--permissions",
-        bad,
-    ]);
+    let (code, stderr) = env.fails(&common::v2_addon_args(&url, v2.org_id(), bad));
     assert_eq!(code, 2);
     assert!(stderr.contains("permissions[0].resource.type"), "{stderr}");
     let (code, stderr) = env.fails(&[

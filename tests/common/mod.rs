@@ -293,6 +293,22 @@ impl ProxyProcess {
     }
 }
 
+/// The command line configuring the v2 add-on for `url` and `org_id` with `permissions`
+/// (the admin token comes from the environment).
+pub fn v2_addon_args<'a>(url: &'a str, org_id: &'a str, permissions: &'a str) -> Vec<&'a str> {
+    vec![
+        "addon",
+        "configure",
+        "influxdb",
+        "--endpoint-url",
+        url,
+        "--org-id",
+        org_id,
+        "--permissions",
+        permissions,
+    ]
+}
+
 /// v2 permissions to write every bucket of the org.
 pub const WRITE_BUCKETS: &str = r#"[{"action":"write","resource":{"type":"buckets"}}]"#;
 
@@ -302,17 +318,7 @@ impl Env {
     pub fn configure_v2(&mut self, v2: &leasehold_testkit::v2server::V2Server, extra: &[&str]) {
         self.set_env("INFLUXDB_ADMIN_TOKEN", v2.admin_token());
         let url = v2.url();
-        let mut args = vec![
-            "addon",
-            "configure",
-            "influxdb",
-            "--endpoint-url",
-            &url,
-            "--org-id",
-            v2.org_id(),
-            "--permissions",
-            WRITE_BUCKETS,
-        ];
+        let mut args = v2_addon_args(&url, v2.org_id(), WRITE_BUCKETS);
         args.extend_from_slice(extra);
         self.ok(&args);
     }
