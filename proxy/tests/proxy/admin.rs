@@ -58,11 +58,7 @@ async fn readiness_follows_the_lease() {
 #[tokio::test]
 async fn metrics_are_served_as_prometheus_text() {
     let upstream = FakeUpstream::start().await;
-    let proxy = Proxy::ready(
-        config(),
-        FakeSource::new(AuthScheme::Token, &upstream.url(), 300),
-    )
-    .await;
+    let proxy = Proxy::with_token(config(), &upstream.url()).await;
     assert_eq!(proxy.get(&proxy.url("/ping")).await.0, 204);
     assert_eq!(proxy.get(&proxy.url("/status/500")).await.0, 500);
     let (status, headers, body) = proxy.get(&proxy.admin_url("/metrics")).await;

@@ -8,11 +8,7 @@ use crate::support::*;
 #[tokio::test]
 async fn method_path_and_query_are_preserved_and_credentials_replaced() {
     let upstream = FakeUpstream::start().await;
-    let proxy = Proxy::ready(
-        config(),
-        FakeSource::new(AuthScheme::Token, &upstream.url(), 300),
-    )
-    .await;
+    let proxy = Proxy::with_token(config(), &upstream.url()).await;
 
     let request =
         Request::post(proxy.url("/api/v2/write?org=o&u=evil&bucket=b&p=secret&precision=s"))
@@ -92,11 +88,7 @@ async fn v1_leases_go_out_as_basic_auth() {
 async fn a_large_chunked_body_streams_through_intact() {
     const LEN: usize = 8 * 1024 * 1024;
     let upstream = FakeUpstream::start().await;
-    let proxy = Proxy::ready(
-        config(),
-        FakeSource::new(AuthScheme::Token, &upstream.url(), 300),
-    )
-    .await;
+    let proxy = Proxy::with_token(config(), &upstream.url()).await;
     let body = http_body_util::BodyExt::boxed(PatternBody::new(LEN, 64 * 1024));
     let request = Request::post(proxy.url("/api/v2/write?bucket=big"))
         .body(body)
@@ -110,11 +102,7 @@ async fn a_large_chunked_body_streams_through_intact() {
 #[tokio::test]
 async fn gzip_bodies_pass_untouched_both_ways() {
     let upstream = FakeUpstream::start().await;
-    let proxy = Proxy::ready(
-        config(),
-        FakeSource::new(AuthScheme::Token, &upstream.url(), 300),
-    )
-    .await;
+    let proxy = Proxy::with_token(config(), &upstream.url()).await;
     let request = Request::post(proxy.url("/api/v2/write?bucket=b"))
         .header("content-encoding", "gzip")
         .body(full(GZIP_BODY))
@@ -142,11 +130,7 @@ async fn gzip_bodies_pass_untouched_both_ways() {
 #[tokio::test]
 async fn upstream_status_retry_after_and_body_pass_verbatim() {
     let upstream = FakeUpstream::start().await;
-    let proxy = Proxy::ready(
-        config(),
-        FakeSource::new(AuthScheme::Token, &upstream.url(), 300),
-    )
-    .await;
+    let proxy = Proxy::with_token(config(), &upstream.url()).await;
     for code in [400u16, 404, 413, 429, 500, 503] {
         let (status, headers, body) = proxy.get(&proxy.url(&format!("/status/{code}"))).await;
         assert_eq!(status.as_u16(), code);
@@ -166,11 +150,7 @@ async fn an_explicit_upstream_with_a_base_path_overrides_the_lease_endpoint() {
         upstream: Some(format!("{}/influx/", upstream.url())),
         ..config()
     };
-    let proxy = Proxy::ready(
-        config,
-        FakeSource::new(AuthScheme::Token, "http://127.0.0.1:9/not-used", 300),
-    )
-    .await;
+    let proxy = Proxy::with_token(config, "http://127.0.0.1:9/not-used").await;
     assert_eq!(
         read(
             proxy
@@ -193,11 +173,7 @@ async fn an_explicit_upstream_with_a_base_path_overrides_the_lease_endpoint() {
 #[tokio::test]
 async fn each_client_connection_keeps_its_own_upstream_connection() {
     let upstream = FakeUpstream::start().await;
-    let proxy = Proxy::ready(
-        config(),
-        FakeSource::new(AuthScheme::Token, &upstream.url(), 300),
-    )
-    .await;
+    let proxy = Proxy::with_token(config(), &upstream.url()).await;
     let mut first = proxy.connect().await;
     let mut second = proxy.connect().await;
     for _ in 0..3 {
@@ -230,11 +206,7 @@ async fn each_client_connection_keeps_its_own_upstream_connection() {
 #[tokio::test]
 async fn an_upstream_connection_closed_by_the_upstream_is_replaced() {
     let upstream = FakeUpstream::start().await;
-    let proxy = Proxy::ready(
-        config(),
-        FakeSource::new(AuthScheme::Token, &upstream.url(), 300),
-    )
-    .await;
+    let proxy = Proxy::with_token(config(), &upstream.url()).await;
     let mut client = proxy.connect().await;
     assert_eq!(get_on(&mut client, "/ping").await, 204);
     // The upstream closes after this answer; the client's connection stays open
@@ -249,11 +221,7 @@ async fn an_upstream_connection_closed_by_the_upstream_is_replaced() {
 #[tokio::test]
 async fn http2_clients_are_served_over_the_pooled_client() {
     let upstream = FakeUpstream::start().await;
-    let proxy = Proxy::ready(
-        config(),
-        FakeSource::new(AuthScheme::Token, &upstream.url(), 300),
-    )
-    .await;
+    let proxy = Proxy::with_token(config(), &upstream.url()).await;
     let h2: hyper_util::client::legacy::Client<_, TestBody> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .http2_only(true)

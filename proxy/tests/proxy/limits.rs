@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use leasehold_channel::protocol::AuthScheme;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -22,8 +21,7 @@ async fn exchange(stream: &mut TcpStream, request: &[u8]) -> Vec<u8> {
 /// A proxy with `config`, holding a token lease for a fake upstream.
 async fn proxy_with(config: leasehold_proxy::Config) -> (FakeUpstream, Proxy) {
     let upstream = FakeUpstream::start().await;
-    let source = FakeSource::new(AuthScheme::Token, &upstream.url(), 300);
-    let proxy = Proxy::ready(config, source).await;
+    let proxy = Proxy::with_token(config, &upstream.url()).await;
     (upstream, proxy)
 }
 

@@ -2,18 +2,12 @@
 
 use std::time::Duration;
 
-use leasehold_channel::protocol::AuthScheme;
-
 use crate::support::*;
 
 #[tokio::test]
 async fn an_in_flight_request_completes_after_cancel() {
     let upstream = FakeUpstream::start().await;
-    let proxy = Proxy::ready(
-        config(),
-        FakeSource::new(AuthScheme::Token, &upstream.url(), 300),
-    )
-    .await;
+    let proxy = Proxy::with_token(config(), &upstream.url()).await;
     let client = proxy.client.clone();
     let url = proxy.url("/slow");
     let in_flight = tokio::spawn(async move {
@@ -53,11 +47,7 @@ async fn requests_still_running_at_the_deadline_are_cut() {
         shutdown_grace: Duration::from_millis(200),
         ..config()
     };
-    let proxy = Proxy::ready(
-        config,
-        FakeSource::new(AuthScheme::Token, &upstream.url(), 300),
-    )
-    .await;
+    let proxy = Proxy::with_token(config, &upstream.url()).await;
     let client = proxy.client.clone();
     let url = proxy.url("/slow");
     let in_flight = tokio::spawn(async move {

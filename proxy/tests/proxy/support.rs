@@ -371,6 +371,11 @@ impl Proxy {
     }
 
     /// Starts a proxy and waits for its first lease.
+    /// A ready proxy holding a 300-second token lease for `endpoint`.
+    pub async fn with_token(config: Config, endpoint: &str) -> Self {
+        Self::ready(config, FakeSource::new(AuthScheme::Token, endpoint, 300)).await
+    }
+
     pub async fn ready(config: Config, source: FakeSource) -> Self {
         let mut proxy = Self::start(config, source).await;
         tokio::time::timeout(

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use leasehold_channel::protocol::AuthScheme;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpListener;
 
@@ -46,7 +45,7 @@ async fn a_tls_upstream_is_trusted_through_the_ca_file() {
         ..config()
     };
     let endpoint = format!("https://127.0.0.1:{}", upstream.addr.port());
-    let proxy = Proxy::ready(config, FakeSource::new(AuthScheme::Token, &endpoint, 300)).await;
+    let proxy = Proxy::with_token(config, &endpoint).await;
     let (status, _, _) = proxy.get(&proxy.url("/api/v2/write?bucket=b")).await;
     assert_eq!(status, 204);
     let seen = upstream.last();
@@ -60,7 +59,7 @@ async fn a_tls_upstream_is_trusted_through_the_ca_file() {
 async fn without_the_ca_file_the_certificate_is_refused_with_a_clear_502() {
     let (upstream, _pem) = tls_upstream().await;
     let endpoint = format!("https://127.0.0.1:{}", upstream.addr.port());
-    let proxy = Proxy::ready(config(), FakeSource::new(AuthScheme::Token, &endpoint, 300)).await;
+    let proxy = Proxy::with_token(config(), &endpoint).await;
     let (status, _, body) = proxy.get(&proxy.url("/ping")).await;
     assert_eq!(status, 502);
     let json: serde_json::Value = serde_json::from_slice(&body).unwrap();

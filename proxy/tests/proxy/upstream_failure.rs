@@ -3,7 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use leasehold_channel::protocol::AuthScheme;
 use tokio::net::TcpListener;
 
 use crate::support::*;
@@ -14,11 +13,7 @@ async fn upstream_down_is_a_fast_502_and_recovery_is_automatic() {
     let reserved = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = reserved.local_addr().unwrap();
     drop(reserved);
-    let proxy = Proxy::ready(
-        config(),
-        FakeSource::new(AuthScheme::Token, &format!("http://{addr}"), 300),
-    )
-    .await;
+    let proxy = Proxy::with_token(config(), &format!("http://{addr}")).await;
 
     let started = Instant::now();
     let (status, headers, body) = proxy.get(&proxy.url("/api/v2/write")).await;
@@ -49,11 +44,7 @@ async fn an_upstream_that_never_completes_the_handshake_times_out() {
         upstream_connect_timeout: Duration::from_millis(300),
         ..config()
     };
-    let proxy = Proxy::ready(
-        config,
-        FakeSource::new(AuthScheme::Token, &format!("https://{addr}"), 300),
-    )
-    .await;
+    let proxy = Proxy::with_token(config, &format!("https://{addr}")).await;
     let started = Instant::now();
     let (status, _, body) = proxy.get(&proxy.url("/ping")).await;
     assert!(
@@ -82,11 +73,7 @@ async fn an_upstream_that_hangs_up_on_the_request_is_a_fast_502() {
             let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await;
         }
     });
-    let proxy = Proxy::ready(
-        config(),
-        FakeSource::new(AuthScheme::Token, &format!("http://{addr}"), 300),
-    )
-    .await;
+    let proxy = Proxy::with_token(config(), &format!("http://{addr}")).await;
     let started = Instant::now();
     let (status, _, body) = proxy.get(&proxy.url("/ping")).await;
     assert!(started.elapsed() < Duration::from_secs(2));

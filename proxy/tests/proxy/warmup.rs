@@ -80,11 +80,7 @@ async fn a_refused_warm_up_still_installs_the_credential() {
 #[tokio::test]
 async fn v2_tokens_are_not_warmed_up() {
     let upstream = FakeUpstream::start().await;
-    let proxy = Proxy::ready(
-        config(),
-        FakeSource::new(AuthScheme::Token, &upstream.url(), 300),
-    )
-    .await;
+    let proxy = Proxy::with_token(config(), &upstream.url()).await;
     assert!(upstream.seen().is_empty());
     assert_eq!(proxy.get(&proxy.url("/ping")).await.0, 204);
     assert_eq!(upstream.seen().len(), 1);
