@@ -263,6 +263,16 @@ mod tests {
         Ok(String::from_utf8(body.to_vec()).unwrap())
     }
 
+    /// Which upstream connection (counted from 1) answered a GET of `path`.
+    async fn served_by(
+        dedicated: &Dedicated<Full<Bytes>>,
+        authority: &Authority,
+        path: &'static str,
+    ) -> usize {
+        let answer = get(dedicated, authority, path).await.unwrap();
+        answer.split(' ').next().unwrap().parse().unwrap()
+    }
+
     #[tokio::test]
     async fn one_connection_serves_consecutive_requests_in_origin_form() {
         let (authority, accepted) = upstream().await;
@@ -278,26 +288,11 @@ mod tests {
     async fn a_connection_the_upstream_closed_is_replaced() {
         let (authority, accepted) = upstream().await;
         let dedicated = Dedicated::default();
-        assert!(
-            get(&dedicated, &authority, "/close")
-                .await
-                .unwrap()
-                .starts_with("1 ")
-        );
+        assert_eq!(served_by(&dedicated, &authority, "/close").await, 1);
         // Whether the close is seen before the next request or only when sending it,
         // the request goes out on a new connection and succeeds.
-        assert!(
-            get(&dedicated, &authority, "/ping")
-                .await
-                .unwrap()
-                .starts_with("2 ")
-        );
-        assert!(
-            get(&dedicated, &authority, "/ping")
-                .await
-                .unwrap()
-                .starts_with("2 ")
-        );
+        assert_eq!(served_by(&dedicated, &authority, "/ping").await, 2);
+        assert_eq!(served_by(&dedicated, &authority, "/ping").await, 2);
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
@@ -306,12 +301,7 @@ mod tests {
         let (first, _) = upstream().await;
         let (second, accepted) = upstream().await;
         let dedicated = Dedicated::default();
-        assert!(
-            get(&dedicated, &first, "/ping")
-                .await
-                .unwrap()
-                .starts_with("1 ")
-        );
+        assert_eq!(served_by(&dedicated, &first, "/ping").await, 1);
         let answer = get(&dedicated, &second, "/ping").await.unwrap();
         assert_eq!(answer, format!("1 /ping {second}"));
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
