@@ -38,6 +38,8 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
+# shellcheck source=scripts/influxd-conf.sh
+. "$ROOT/scripts/influxd-conf.sh"
 
 die() { echo "bench: error: $*" >&2; exit 1; }
 log() { echo "bench: $*" >&2; }
@@ -368,27 +370,7 @@ log "$STARTUP_RESULT"
 log "real InfluxDB 1.x: influxd, a second control with the v1 add-on"
 mkdir -p "$WORK/influxd"
 INFLUX_PW=bench-$RANDOM$RANDOM
-cat >"$WORK/influxd/influxd.conf" <<EOF
-reporting-disabled = true
-bind-address = "127.0.0.1:$P_INFLUX_RPC"
-[meta]
-  dir = "$WORK/influxd/meta"
-  logging-enabled = false
-[data]
-  dir = "$WORK/influxd/data"
-  wal-dir = "$WORK/influxd/wal"
-  query-log-enabled = false
-[monitor]
-  store-enabled = false
-[http]
-  enabled = true
-  bind-address = "127.0.0.1:$P_INFLUX"
-  auth-enabled = true
-  log-enabled = false
-[logging]
-  level = "warn"
-  suppress-logo = true
-EOF
+influxd_conf "$WORK/influxd" "$P_INFLUX" "$P_INFLUX_RPC" >"$WORK/influxd/influxd.conf"
 start influxd - influxd -config "$WORK/influxd/influxd.conf"
 INFLUX_PID=$STARTED
 INFLUX=http://127.0.0.1:$P_INFLUX

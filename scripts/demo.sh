@@ -29,6 +29,8 @@ set -euo pipefail
 # A relative LEASEHOLD_BIN means relative to where the demo was started.
 case ${LEASEHOLD_BIN:-/} in /*) ;; *) LEASEHOLD_BIN=$PWD/$LEASEHOLD_BIN ;; esac
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/influxd-conf.sh
+. scripts/influxd-conf.sh
 
 DURATION=${DEMO_DURATION:-0}
 LEASE_TTL=${DEMO_LEASE_TTL:-10}
@@ -114,30 +116,7 @@ wait_for() {
 # --- InfluxDB 1.x with authentication, on loopback -----------------------------------
 say "starting InfluxDB $(influxd version 2>/dev/null | awk '{print $2}') on 127.0.0.1:$INFLUX_PORT (auth on)"
 INFLUX_URL=http://127.0.0.1:$INFLUX_PORT
-cat >"$WORK/influxdb.conf" <<EOF
-reporting-disabled = true
-bind-address = "127.0.0.1:$INFLUX_RPC_PORT"
-[meta]
-  dir = "$WORK/influxdb/meta"
-  logging-enabled = false
-[data]
-  dir = "$WORK/influxdb/data"
-  wal-dir = "$WORK/influxdb/wal"
-  query-log-enabled = false
-[monitor]
-  store-enabled = false
-[subscriber]
-  enabled = false
-[continuous_queries]
-  enabled = false
-[http]
-  enabled = true
-  bind-address = "127.0.0.1:$INFLUX_PORT"
-  auth-enabled = true
-  log-enabled = false
-[logging]
-  suppress-logo = true
-EOF
+influxd_conf "$WORK/influxdb" "$INFLUX_PORT" "$INFLUX_RPC_PORT" >"$WORK/influxdb.conf"
 influxd -config "$WORK/influxdb.conf" >"$WORK/influxd.log" 2>&1 &
 PIDS+=($!)
 ping_influx() { [ "$(curl -s -o /dev/null -w '%{http_code}' "$INFLUX_URL/ping")" = 204 ]; }
