@@ -117,16 +117,7 @@ pub(crate) fn compose_invocations(name: &str, service: &Value) -> Vec<(String, V
 
     let entrypoint = compose_argv(&service["entrypoint"]);
     let command = compose_argv(&service["command"]);
-    let argv: Vec<String> = match (entrypoint, is_leasehold) {
-        (Some(e), _) => e.into_iter().chain(command.unwrap_or_default()).collect(),
-        (None, true) => image
-            .entrypoint
-            .iter()
-            .cloned()
-            .chain(command.unwrap_or(image.cmd.clone()))
-            .collect(),
-        (None, false) => command.unwrap_or_default(),
-    };
+    let argv = image.argv(entrypoint, command, is_leasehold);
     for argv in invocations(&argv) {
         out.push((format!("compose service {name}"), argv, env.clone()));
     }

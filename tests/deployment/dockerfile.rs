@@ -95,6 +95,30 @@ pub(crate) struct Image {
     pub(crate) env: Env,
 }
 
+impl Image {
+    /// What a container runs, as Docker and Kubernetes decide it: an overriding
+    /// entrypoint (`entrypoint` / `command`) with the given arguments (`command` / `args`);
+    /// otherwise, for this image, its entrypoint with the arguments or its CMD; for
+    /// another image (whose entrypoint is not known here), just the arguments.
+    pub(crate) fn argv(
+        &self,
+        entrypoint: Option<Vec<String>>,
+        args: Option<Vec<String>>,
+        is_this_image: bool,
+    ) -> Vec<String> {
+        match (entrypoint, is_this_image) {
+            (Some(e), _) => e.into_iter().chain(args.unwrap_or_default()).collect(),
+            (None, true) => self
+                .entrypoint
+                .iter()
+                .cloned()
+                .chain(args.unwrap_or_else(|| self.cmd.clone()))
+                .collect(),
+            (None, false) => args.unwrap_or_default(),
+        }
+    }
+}
+
 pub(crate) fn image() -> Image {
     let stages = dockerfile_stages();
     let last = stages.last().expect("a FROM");

@@ -37,16 +37,7 @@ pub(crate) fn k8s_invocations(pod: &str, container: &Value) -> Vec<(String, Vec<
     }
     let command = (!container["command"].is_null()).then(|| yaml_strings(&container["command"]));
     let args = (!container["args"].is_null()).then(|| yaml_strings(&container["args"]));
-    let argv: Vec<String> = match (command, is_leasehold) {
-        (Some(c), _) => c.into_iter().chain(args.unwrap_or_default()).collect(),
-        (None, true) => image
-            .entrypoint
-            .iter()
-            .cloned()
-            .chain(args.unwrap_or(image.cmd.clone()))
-            .collect(),
-        (None, false) => args.unwrap_or_default(),
-    };
+    let argv = image.argv(command, args, is_leasehold);
     let mut out: Vec<_> = invocations(&argv)
         .into_iter()
         .map(|a| (origin.clone(), a, env.clone()))
