@@ -104,14 +104,7 @@ pub(crate) fn compose() -> Value {
 /// (with the image's ENTRYPOINT/CMD for the leasehold image) and its health check.
 pub(crate) fn compose_invocations(name: &str, service: &Value) -> Vec<(String, Vec<String>, Env)> {
     let image = image();
-    let is_leasehold = service["image"]
-        .as_str()
-        .is_some_and(|i| i.starts_with("leasehold"));
-    let mut env = if is_leasehold {
-        image.env.clone()
-    } else {
-        Env::new()
-    };
+    let (is_leasehold, mut env) = image.base_env(&service["image"]);
     env.extend(compose_env(service));
     let mut out = Vec::new();
 

@@ -96,6 +96,20 @@ pub(crate) struct Image {
 }
 
 impl Image {
+    /// Whether a container's `image:` is this one, and the environment it starts with
+    /// (this image's `ENV`, or nothing known for another image).
+    pub(crate) fn base_env(&self, container_image: &Value) -> (bool, Env) {
+        let is_this_image = container_image
+            .as_str()
+            .is_some_and(|i| i.starts_with("leasehold"));
+        let env = if is_this_image {
+            self.env.clone()
+        } else {
+            Env::new()
+        };
+        (is_this_image, env)
+    }
+
     /// What a container runs, as Docker and Kubernetes decide it: an overriding
     /// entrypoint (`entrypoint` / `command`) with the given arguments (`command` / `args`);
     /// otherwise, for this image, its entrypoint with the arguments or its CMD; for

@@ -21,14 +21,7 @@ pub(crate) fn k8s_invocations(pod: &str, container: &Value) -> Vec<(String, Vec<
     let image = image();
     let name = container["name"].as_str().unwrap();
     let origin = format!("kubernetes {pod}/{name}");
-    let is_leasehold = container["image"]
-        .as_str()
-        .is_some_and(|i| i.starts_with("leasehold"));
-    let mut env = if is_leasehold {
-        image.env.clone()
-    } else {
-        Env::new()
-    };
+    let (is_leasehold, mut env) = image.base_env(&container["image"]);
     for var in container["env"].as_sequence().into_iter().flatten() {
         let value = var["value"]
             .as_str()
