@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use leasehold_channel::PublicIdentity;
 use leasehold_channel::protocol::{MemberRecord, PolicyRecord, Timestamp};
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable, TableDefinition, TableHandle};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -80,12 +80,21 @@ fn commit_queued(db: Arc<Database>, queue: &Mutex<Queue>) {
         };
         let result = (|| {
             let txn = handle.begin_write().map_err(err)?;
+            // A table stays open across consecutive inserts into it: batches are
+            // nearly always all leases.
+            let mut open: Option<(&str, redb::Table<&str, &[u8]>)> = None;
             for insert in &batch {
-                txn.open_table(insert.table)
-                    .map_err(err)?
+                let name = insert.table.name();
+                if open.as_ref().is_none_or(|(current, _)| *current != name) {
+                    drop(open.take());
+                    open = Some((name, txn.open_table(insert.table).map_err(err)?));
+                }
+                let (_, table) = open.as_mut().expect("opened above");
+                table
                     .insert(insert.key.as_str(), insert.value.as_slice())
                     .map_err(err)?;
             }
+            drop(open);
             txn.commit().map_err(err)
         })();
         {
