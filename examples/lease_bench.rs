@@ -10,7 +10,9 @@
 //! - `open`: CONCURRENCY clients, each with one open channel, one request at a time;
 //! - `pipelined`: one open channel with CONCURRENCY requests in flight.
 //!
-//! Naming one mode runs only that one (for profiling).
+//! Naming one mode runs only that one (for profiling). Each line also gives the CPU time
+//! the whole process (clients, control and test server together) spent per lease: the
+//! figure that machine load moves least.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -72,6 +74,7 @@ async fn main() -> anyhow::Result<()> {
 
     println!("lease issuance, {concurrency} concurrent clients, {seconds}s per mode");
     for &mode in modes {
+        let cpu_before = process_cpu();
         let deadline = Instant::now() + Duration::from_secs(seconds);
         let workers: Vec<_> = match mode {
             Mode::Pipelined => vec![tokio::spawn(pipelined(
@@ -97,11 +100,14 @@ async fn main() -> anyhow::Result<()> {
         for worker in workers {
             latencies.extend(worker.await??);
         }
+        let cpu = process_cpu()
+            .zip(cpu_before)
+            .map(|(after, before)| after - before);
         latencies.sort();
         let pct =
             |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
         println!(
-            "{:<28} {:>8.0} leases/s   p50 {:>7.2} ms   p99 {:>7.2} ms   ({} leases)",
+            "{:<28} {:>8.0} leases/s   p50 {:>7.2} ms   p99 {:>7.2} ms   cpu {:>5.0} us/lease   ({} leases)",
             match mode {
                 Mode::Fresh => "fresh channel per lease",
                 Mode::Open => "one open channel per client",
@@ -110,12 +116,25 @@ async fn main() -> anyhow::Result<()> {
             latencies.len() as f64 / seconds as f64,
             pct(0.50).as_secs_f64() * 1e3,
             pct(0.99).as_secs_f64() * 1e3,
+            cpu.map_or(f64::NAN, |cpu| cpu.as_secs_f64() * 1e6
+                / latencies.len() as f64),
             latencies.len()
         );
     }
     shutdown.cancel();
     running.wait().await;
     Ok(())
+}
+
+/// User plus system CPU time of this process so far, from `/proc/self/stat` (Linux;
+/// clock ticks of 1/100 s, the kernel's fixed `USER_HZ`).
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

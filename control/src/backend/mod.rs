@@ -89,15 +89,15 @@ impl BackendError {
     }
 }
 
-fn classify(status: reqwest::StatusCode, body: &str) -> BackendError {
-    let message = serde_json::from_str::<serde_json::Value>(body)
+fn classify(status: reqwest::StatusCode, body: &[u8]) -> BackendError {
+    let message = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| {
             v.get("message")
                 .or_else(|| v.get("error"))
                 .and_then(|m| m.as_str().map(str::to_owned))
         })
-        .unwrap_or_else(|| body.chars().take(200).collect());
+        .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(200).collect());
     if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
         BackendError::Unavailable(format!("HTTP {status}: {message}"))
     } else {
@@ -125,6 +125,9 @@ impl Backend {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(10))
+            // The admin credential goes to the configured URL and nowhere else; an
+            // answer that points elsewhere is an error, not a request to repeat.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| BackendError::Config(e.to_string()))?;
         Ok(match addon {

@@ -108,15 +108,15 @@ impl V1Backend {
             .await
             .map_err(transport)?;
         let status = response.status();
-        let text = response.text().await.map_err(transport)?;
+        let body = response.bytes().await.map_err(transport)?;
         if status != StatusCode::OK {
-            return Err(match classify(status, &text) {
+            return Err(match classify(status, &body) {
                 BackendError::Refused(m) => BackendError::Refused(scrub(m)),
                 BackendError::Unavailable(m) => BackendError::Unavailable(scrub(m)),
                 other => other,
             });
         }
-        let answer: QueryAnswer = serde_json::from_str(&text)
+        let answer: QueryAnswer = serde_json::from_slice(&body)
             .map_err(|e| BackendError::Refused(format!("unexpected /query answer: {e}")))?;
         if let Some(error) = answer.error {
             return Err(BackendError::Refused(scrub(error)));

@@ -126,11 +126,11 @@ impl V2Backend {
             .await
             .map_err(transport)?;
         let status = response.status();
-        let text = response.text().await.map_err(transport)?;
+        let body = response.bytes().await.map_err(transport)?;
         if status != StatusCode::CREATED {
-            return Err(classify(status, &text));
+            return Err(classify(status, &body));
         }
-        let created: Authorization = serde_json::from_str(&text)
+        let created: Authorization = serde_json::from_slice(&body)
             .map_err(|e| BackendError::Refused(format!("unexpected authorization answer: {e}")))?;
         let token = created.token.filter(|t| !t.is_empty()).ok_or_else(|| {
             BackendError::Refused("the authorization answer carried no token".into())
@@ -151,7 +151,10 @@ impl V2Backend {
             .map_err(transport)?;
         match response.status() {
             StatusCode::NO_CONTENT | StatusCode::OK | StatusCode::NOT_FOUND => Ok(()),
-            status => Err(classify(status, &response.text().await.unwrap_or_default())),
+            status => Err(classify(
+                status,
+                &response.bytes().await.unwrap_or_default(),
+            )),
         }
     }
 
@@ -165,11 +168,11 @@ impl V2Backend {
             .await
             .map_err(transport)?;
         let status = response.status();
-        let text = response.text().await.map_err(transport)?;
+        let body = response.bytes().await.map_err(transport)?;
         if status != StatusCode::OK {
-            return Err(classify(status, &text));
+            return Err(classify(status, &body));
         }
-        let list: Authorizations = serde_json::from_str(&text)
+        let list: Authorizations = serde_json::from_slice(&body)
             .map_err(|e| BackendError::Refused(format!("unexpected authorization list: {e}")))?;
         let mut removed = 0;
         for auth in list.authorizations {

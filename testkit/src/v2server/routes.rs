@@ -11,7 +11,8 @@ use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::json;
 
 use super::ids::check_id;
 use super::request::{Query, header_token, read_body};
@@ -58,16 +59,16 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Result<Response<Full<
     }
     match (path.as_str(), method) {
         ("/ping", Method::GET | Method::HEAD) => Ok(ping()),
-        ("/health", Method::GET) => Ok(json(
+        ("/health", Method::GET) => Ok(json_response(
             StatusCode::OK,
-            &json!({
+            to_json(&json!({
                 "name": "influxdb",
                 "message": "ready for queries and writes",
                 "status": "pass",
                 "checks": [],
                 "version": VERSION,
                 "commit": "leasehold-testkit",
-            }),
+            })),
         )),
         (AUTHORIZATIONS, Method::GET) => list(shared, &req),
         (AUTHORIZATIONS, Method::POST) => create(shared, req).await,
@@ -113,9 +114,9 @@ async fn create(
     let created = shared.with_store(|s| {
         let id = s.create(post, SystemTime::now())?.id.clone();
         let auth = s.get(&id).ok_or_else(ApiError::authorization_not_found)?;
-        Ok::<_, ApiError>(s.render(auth, true))
+        Ok::<_, ApiError>(to_json(&s.render(auth, true)))
     })?;
-    Ok(json(StatusCode::CREATED, &created))
+    Ok(json_response(StatusCode::CREATED, created))
 }
 
 fn list(shared: &Shared, req: &Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
@@ -131,17 +132,13 @@ fn list(shared: &Shared, req: &Request<Incoming>) -> Result<Response<Full<Bytes>
     };
     let auths = shared.with_store(|s| {
         let found = s.list(&filter)?;
-        Ok::<_, ApiError>(
-            found
-                .into_iter()
-                .map(|a| s.render(a, false))
-                .collect::<Vec<_>>(),
-        )
+        let authorizations = found.into_iter().map(|a| s.render(a, false));
+        Ok::<_, ApiError>(to_json(&json!({
+            "links": { "self": AUTHORIZATIONS },
+            "authorizations": authorizations.collect::<Vec<_>>(),
+        })))
     })?;
-    Ok(json(
-        StatusCode::OK,
-        &json!({ "links": { "self": AUTHORIZATIONS }, "authorizations": auths }),
-    ))
+    Ok(json_response(StatusCode::OK, auths))
 }
 
 fn get_one(
@@ -151,9 +148,9 @@ fn get_one(
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     require(shared, req.headers(), Action::Read)?;
     check_id(id)?;
-    let found = shared.with_store(|s| s.get(id).map(|a| s.render(a, false)));
+    let found = shared.with_store(|s| s.get(id).map(|a| to_json(&s.render(a, false))));
     let auth = found.ok_or_else(ApiError::authorization_not_found)?;
-    Ok(json(StatusCode::OK, &auth))
+    Ok(json_response(StatusCode::OK, auth))
 }
 
 async fn patch(
@@ -168,9 +165,9 @@ async fn patch(
     let updated = shared.with_store(|s| {
         s.patch(id, update, SystemTime::now())?;
         let auth = s.get(id).ok_or_else(ApiError::authorization_not_found)?;
-        Ok::<_, ApiError>(s.render(auth, false))
+        Ok::<_, ApiError>(to_json(&s.render(auth, false)))
     })?;
-    Ok(json(StatusCode::OK, &updated))
+    Ok(json_response(StatusCode::OK, updated))
 }
 
 fn delete(
@@ -201,10 +198,12 @@ fn empty(status: StatusCode) -> Response<Full<Bytes>> {
     resp
 }
 
-fn json(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::from(
-        serde_json::to_vec(body).expect("JSON values serialize"),
-    ));
+fn to_json(body: &impl Serialize) -> Vec<u8> {
+    serde_json::to_vec(body).expect("answers serialize")
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::from(body));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         CONTENT_TYPE,
@@ -214,7 +213,7 @@ fn json(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
 }
 
 fn error(e: &ApiError) -> Response<Full<Bytes>> {
-    let mut resp = json(e.status, &e.body());
+    let mut resp = json_response(e.status, to_json(&e.body()));
     resp.headers_mut()
         .insert("X-Platform-Error-Code", HeaderValue::from_static(e.code));
     resp

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
 
-use serde_json::{Map, Value, json};
+use serde::Serialize;
 
 use super::ids::{check_id, is_valid_id, random_id, random_token, rfc3339};
 use super::inspect::{AuthorizationSnapshot, WrittenPoint};
@@ -397,59 +397,62 @@ impl Store {
     /// The contract's `Authorization` object. `token` is shown only when `show_token`
     /// (the 201 answer); elsewhere it is the string `redacted`, as InfluxDB Cloud answers
     /// on GET (the contract's `GetAuthorizations` description: "returns `token: redacted`").
-    pub(crate) fn render(&self, a: &Authorization, show_token: bool) -> Value {
-        let permissions: Vec<Value> = a
-            .permissions
-            .iter()
-            .map(|p| self.render_permission(p))
-            .collect();
-        json!({
-            "id": a.id,
-            "token": if show_token { a.token.as_str() } else { "redacted" },
-            "status": a.status(),
-            "description": a.description,
-            "orgID": a.org_id,
-            "org": self.org_name,
-            "userID": a.user_id,
-            "user": USER_NAME,
-            "permissions": permissions,
-            "createdAt": a.created_at,
-            "updatedAt": a.updated_at,
-            "links": {
-                "self": format!("/api/v2/authorizations/{}", a.id),
-                "user": format!("/api/v2/users/{}", a.user_id),
+    pub(crate) fn render<'a>(
+        &'a self,
+        a: &'a Authorization,
+        show_token: bool,
+    ) -> AuthorizationOut<'a> {
+        AuthorizationOut {
+            id: &a.id,
+            token: if show_token { &a.token } else { "redacted" },
+            status: a.status(),
+            description: &a.description,
+            org_id: &a.org_id,
+            org: &self.org_name,
+            user_id: &a.user_id,
+            user: USER_NAME,
+            permissions: a
+                .permissions
+                .iter()
+                .map(|p| self.render_permission(p))
+                .collect(),
+            created_at: &a.created_at,
+            updated_at: &a.updated_at,
+            links: Links {
+                this: Link("/api/v2/authorizations/", &a.id),
+                user: Link("/api/v2/users/", &a.user_id),
             },
-        })
+        }
     }
 
-    fn render_permission(&self, p: &Permission) -> Value {
-        let mut resource = Map::new();
-        resource.insert("type".into(), p.kind.into());
-        if let Some(id) = &p.id {
-            resource.insert("id".into(), id.as_str().into());
+    fn render_permission<'a>(&'a self, p: &'a Permission) -> PermissionOut<'a> {
+        let org_id = p.org_id.as_deref();
+        PermissionOut {
+            action: p.action.as_str(),
+            resource: ResourceOut {
+                kind: p.kind,
+                id: p.id.as_deref(),
+                org_id,
+                org: (org_id == Some(self.org_id.as_str())).then_some(self.org_name.as_str()),
+                name: p.name.as_deref(),
+            },
         }
-        if let Some(org_id) = &p.org_id {
-            resource.insert("orgID".into(), org_id.as_str().into());
-            if *org_id == self.org_id {
-                resource.insert("org".into(), self.org_name.as_str().into());
-            }
-        }
-        if let Some(name) = &p.name {
-            resource.insert("name".into(), name.as_str().into());
-        }
-        json!({ "action": p.action.as_str(), "resource": resource })
     }
 
     /// A test-facing copy of one authorization.
     pub(crate) fn snapshot(&self, a: &Authorization) -> AuthorizationSnapshot {
-        let rendered = self.render(a, true);
+        let permissions = a
+            .permissions
+            .iter()
+            .map(|p| self.render_permission(p))
+            .collect::<Vec<_>>();
         AuthorizationSnapshot {
             id: a.id.clone(),
             description: a.description.clone(),
             token: a.token.clone(),
             status: a.status().to_owned(),
             org_id: a.org_id.clone(),
-            permissions: rendered["permissions"].clone(),
+            permissions: serde_json::to_value(permissions).expect("permissions serialize"),
             created_at: a.created_at.clone(),
         }
     }
@@ -466,6 +469,63 @@ impl Store {
     pub(crate) fn points(&self) -> &[WrittenPoint] {
         &self.points
     }
+}
+
+/// An authorization as the API shows it, borrowed from the store: serialized straight
+/// to the answer's bytes, with no intermediate JSON tree.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct AuthorizationOut<'a> {
+    id: &'a str,
+    token: &'a str,
+    status: &'static str,
+    description: &'a str,
+    #[serde(rename = "orgID")]
+    org_id: &'a str,
+    org: &'a str,
+    #[serde(rename = "userID")]
+    user_id: &'a str,
+    user: &'static str,
+    permissions: Vec<PermissionOut<'a>>,
+    created_at: &'a str,
+    updated_at: &'a str,
+    links: Links<'a>,
+}
+
+#[derive(Serialize)]
+struct Links<'a> {
+    #[serde(rename = "self")]
+    this: Link<'a>,
+    user: Link<'a>,
+}
+
+/// A resource path: a fixed prefix and an id, written out only when serialized.
+struct Link<'a>(&'static str, &'a str);
+
+impl Serialize for Link<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&format_args!("{}{}", self.0, self.1))
+    }
+}
+
+#[derive(Serialize)]
+struct PermissionOut<'a> {
+    action: &'static str,
+    resource: ResourceOut<'a>,
+}
+
+#[derive(Serialize)]
+struct ResourceOut<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(rename = "orgID", skip_serializing_if = "Option::is_none")]
+    org_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    org: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
 }
 
 /// Validates one permission (influxd's `Permission.Valid` and `Resource.Valid`).
@@ -499,6 +559,7 @@ fn parse_permission(p: PermissionIn) -> Result<Permission, ApiError> {
 mod tests {
     use super::*;
     use crate::v2server::wire::parse_json;
+    use serde_json::{Value, json};
 
     const ORG: &str = "0123456789abcdef";
 
