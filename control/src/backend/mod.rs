@@ -218,4 +218,50 @@ mod tests {
         let year_2500 = 16_725_225_600_000;
         assert_eq!(lease_id_at(year_2500, 0) >> 20, year_2500);
     }
+
+    /// A redirect must not take the admin credential anywhere else: the answer is an
+    /// error and the other address never hears from the control.
+    #[tokio::test]
+    async fn the_admin_credential_never_follows_a_redirect() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::net::TcpListener;
+
+        let elsewhere = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let redirector = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let answer = format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{}/api/v2/authorizations\r\nContent-Length: 0\r\n\r\n",
+            elsewhere.local_addr().unwrap()
+        );
+        let endpoint_url = format!("http://{}", redirector.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut stream, _) = redirector.accept().await.unwrap();
+            let mut buf = vec![0; 64 * 1024];
+            let _ = stream.read(&mut buf).await.unwrap();
+            stream.write_all(answer.as_bytes()).await.unwrap();
+        });
+        let backend = Backend::from_addon(&AddonConfig::Influxdb {
+            endpoint_url,
+            token: Secret::new("admin-token".to_owned()),
+            org_id: "0000000000000001".to_owned(),
+            permissions: serde_json::json!([]),
+            default_ttl_secs: None,
+            max_ttl_secs: None,
+        })
+        .unwrap();
+        let grant = Grant::Permissions(serde_json::json!([
+            {"action": "write", "resource": {"type": "buckets"}}
+        ]));
+        let error = backend
+            .create(LeaseSpec {
+                id: &new_lease_id(),
+                expires_at: Timestamp(4_000_000_000),
+                grant: &grant,
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(error, BackendError::Refused(_)), "{error}");
+        assert!(error.to_string().contains("307"), "{error}");
+        let contacted = tokio::time::timeout(Duration::from_millis(300), elsewhere.accept()).await;
+        assert!(contacted.is_err(), "the redirect target was contacted");
+    }
 }

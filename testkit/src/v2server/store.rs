@@ -411,11 +411,7 @@ impl Store {
             org: &self.org_name,
             user_id: &a.user_id,
             user: USER_NAME,
-            permissions: a
-                .permissions
-                .iter()
-                .map(|p| self.render_permission(p))
-                .collect(),
+            permissions: self.render_permissions(a),
             created_at: &a.created_at,
             updated_at: &a.updated_at,
             links: Links {
@@ -425,27 +421,26 @@ impl Store {
         }
     }
 
-    fn render_permission<'a>(&'a self, p: &'a Permission) -> PermissionOut<'a> {
-        let org_id = p.org_id.as_deref();
-        PermissionOut {
-            action: p.action.as_str(),
-            resource: ResourceOut {
-                kind: p.kind,
-                id: p.id.as_deref(),
-                org_id,
-                org: (org_id == Some(self.org_id.as_str())).then_some(self.org_name.as_str()),
-                name: p.name.as_deref(),
-            },
-        }
+    fn render_permissions<'a>(&'a self, a: &'a Authorization) -> Vec<PermissionOut<'a>> {
+        let render = |p: &'a Permission| {
+            let org_id = p.org_id.as_deref();
+            PermissionOut {
+                action: p.action.as_str(),
+                resource: ResourceOut {
+                    kind: p.kind,
+                    id: p.id.as_deref(),
+                    org_id,
+                    org: (org_id == Some(self.org_id.as_str())).then_some(self.org_name.as_str()),
+                    name: p.name.as_deref(),
+                },
+            }
+        };
+        a.permissions.iter().map(render).collect()
     }
 
     /// A test-facing copy of one authorization.
     pub(crate) fn snapshot(&self, a: &Authorization) -> AuthorizationSnapshot {
-        let permissions = a
-            .permissions
-            .iter()
-            .map(|p| self.render_permission(p))
-            .collect::<Vec<_>>();
+        let permissions = self.render_permissions(a);
         AuthorizationSnapshot {
             id: a.id.clone(),
             description: a.description.clone(),
