@@ -19,8 +19,9 @@ use zeroize::Zeroizing;
 
 use crate::ChannelError;
 
-/// Lowercase base32 without padding, for identifiers and ticket secrets. Built once: every identifier printed or parsed
-/// (several per lease issued) would otherwise rebuild its tables.
+/// Lowercase base32 without padding, for identifiers and ticket secrets. Built once:
+/// every identifier printed or parsed (several per lease issued) would otherwise
+/// rebuild its tables.
 pub(crate) static LOWER_BASE32: LazyLock<Encoding> = LazyLock::new(|| {
     let mut spec = BASE32_NOPAD.specification();
     spec.symbols = "abcdefghijklmnopqrstuvwxyz234567".into();

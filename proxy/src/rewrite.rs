@@ -103,22 +103,20 @@ fn is_builtin_token(token: &str) -> bool {
 /// Keys are matched as InfluxDB (Go's `url.ParseQuery`) would decode them, so the
 /// percent-encoded spellings `%75` and `%70` are removed too.
 pub fn strip_credential_params(query: &str) -> Option<String> {
-    if !pairs(query).any(is_credential_param) {
+    if !query.split('&').any(is_credential_param) {
         return None;
     }
     let mut out = String::with_capacity(query.len());
-    for pair in pairs(query).filter(|p| !p.is_empty() && !is_credential_param(p)) {
+    for pair in query
+        .split('&')
+        .filter(|p| !p.is_empty() && !is_credential_param(p))
+    {
         if !out.is_empty() {
             out.push('&');
         }
         out.push_str(pair);
     }
     Some(out)
-}
-
-/// The `&`-separated pairs of a query.
-fn pairs(query: &str) -> impl Iterator<Item = &str> {
-    query.split('&')
 }
 
 fn is_credential_param(pair: &str) -> bool {

@@ -80,21 +80,16 @@ fn commit_queued(db: Arc<Database>, queue: &Mutex<Queue>) {
         };
         let result = (|| {
             let txn = handle.begin_write().map_err(err)?;
-            // A table stays open across consecutive inserts into it: batches are
-            // nearly always all leases.
-            let mut open: Option<(&str, redb::Table<&str, &[u8]>)> = None;
-            for insert in &batch {
-                let name = insert.table.name();
-                if open.as_ref().is_none_or(|(current, _)| *current != name) {
-                    drop(open.take());
-                    open = Some((name, txn.open_table(insert.table).map_err(err)?));
+            // One table opening per run of inserts into it: batches are nearly
+            // always all leases.
+            for run in batch.chunk_by(|a, b| a.table.name() == b.table.name()) {
+                let mut table = txn.open_table(run[0].table).map_err(err)?;
+                for insert in run {
+                    table
+                        .insert(insert.key.as_str(), insert.value.as_slice())
+                        .map_err(err)?;
                 }
-                let (_, table) = open.as_mut().expect("opened above");
-                table
-                    .insert(insert.key.as_str(), insert.value.as_slice())
-                    .map_err(err)?;
             }
-            drop(open);
             txn.commit().map_err(err)
         })();
         {
@@ -441,20 +436,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.redb");
         let store = RedbStore::open(&path).unwrap();
+        // Policies and members interleaved, so batches hold runs of both tables.
         let writes = (0..200).map(|i| {
             let store = store.clone();
             tokio::spawn(async move {
-                store
-                    .put_policy(PolicyRecord {
-                        id: format!("p{i}"),
-                        spec: leasehold_channel::protocol::PolicySpec {
-                            matches: BTreeMap::from([("n".into(), i.to_string())]),
-                            grant: leasehold_channel::protocol::Grant::Privileges(vec![]),
-                            default_ttl_secs: None,
-                            max_ttl_secs: None,
-                        },
-                    })
-                    .await
+                if i % 2 == 0 {
+                    store
+                        .put_policy(PolicyRecord {
+                            id: format!("p{i}"),
+                            spec: leasehold_channel::protocol::PolicySpec {
+                                matches: BTreeMap::from([("n".into(), i.to_string())]),
+                                grant: leasehold_channel::protocol::Grant::Privileges(vec![]),
+                                default_ttl_secs: None,
+                                max_ttl_secs: None,
+                            },
+                        })
+                        .await
+                } else {
+                    store
+                        .put_member(MemberRecord {
+                            id: Identity::generate().public(),
+                            name: format!("m{i}"),
+                            attributes: BTreeMap::new(),
+                            enrolled_at: Timestamp(1),
+                        })
+                        .await
+                }
             })
         });
         for write in writes {
@@ -462,7 +469,8 @@ mod tests {
         }
         drop(store);
         let reopened = RedbStore::open(&path).unwrap();
-        assert_eq!(reopened.policies().await.unwrap().len(), 200);
+        assert_eq!(reopened.policies().await.unwrap().len(), 100);
+        assert_eq!(reopened.members().await.unwrap().len(), 100);
     }
 
     #[tokio::test]
