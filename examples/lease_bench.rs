@@ -68,6 +68,8 @@ async fn main() -> anyhow::Result<()> {
                 permissions: serde_json::json!([{"action":"write","resource":{"type":"buckets"}}]),
                 default_ttl_secs: Some(600),
                 max_ttl_secs: None,
+                // One member issues every lease here: lift the per-member cap.
+                max_live_leases: Some(leasehold_control::policy::MAX_LIVE_LEASES_LIMIT),
             },
         })
         .await?;

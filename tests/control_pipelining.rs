@@ -46,6 +46,7 @@ async fn pipelined_requests_on_one_channel_are_all_answered_by_id() {
                 permissions: serde_json::json!([{"action":"write","resource":{"type":"buckets"}}]),
                 default_ttl_secs: Some(600),
                 max_ttl_secs: Some(900),
+                max_live_leases: Some(64),
             },
         })
         .await

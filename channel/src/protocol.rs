@@ -17,6 +17,11 @@ use crate::{PublicIdentity, Secret};
 /// The request/response protocol version.
 pub const PROTOCOL_VERSION: u16 = 1;
 
+/// The most lease records one [`Reply::LeasePage`] carries. Pages are sized by count: a
+/// record is about 300 bytes of JSON, so a full page stays far below the size of a
+/// message the control accepts from or sends to a member.
+pub const LEASE_PAGE_MAX: u32 = 100;
+
 /// A request, as sent.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct RequestEnvelope {
@@ -100,6 +105,20 @@ pub enum Request {
         /// Policy id.
         id: String,
     },
+    /// One page of leases (the caller's; any member's for an admin), oldest first.
+    LeasePage {
+        /// Only leases in this state.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<LeaseStatus>,
+        /// Only this member's leases (an identity identifier); an admin may name anyone.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        member: Option<String>,
+        /// The cursor: the `next` of the previous page.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
+        /// At most this many records (capped at [`LEASE_PAGE_MAX`]).
+        limit: u32,
+    },
     /// Create an enrollment ticket (admin).
     TicketCreate {
         /// Attributes the enrolled member will carry.
@@ -157,6 +176,14 @@ pub enum Reply {
     },
     /// A new ticket.
     Ticket(TicketRecord),
+    /// One page of leases.
+    LeasePage {
+        /// The leases, oldest first.
+        leases: Vec<LeaseRecord>,
+        /// The cursor for the next page; absent on the last one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<String>,
+    },
     /// The request was carried out and has nothing to report.
     Done,
 }
@@ -218,9 +245,11 @@ impl Timestamp {
         Self(time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()))
     }
 
-    /// This time as a `SystemTime`.
+    /// This time as a `SystemTime`; times past the year 9999 (which nothing valid
+    /// reaches) read as its last second rather than overflowing.
     pub fn to_system(self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(self.0)
+        const LAST_SECOND_OF_9999: u64 = 253_402_300_799;
+        UNIX_EPOCH + Duration::from_secs(self.0.min(LAST_SECOND_OF_9999))
     }
 
     /// This time plus `secs` seconds, saturating.
@@ -338,6 +367,9 @@ pub enum AddonConfig {
         default_ttl_secs: Option<u64>,
         /// Maximum lease lifetime.
         max_ttl_secs: Option<u64>,
+        /// How many live leases a member may hold (the control's default when absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_live_leases: Option<u32>,
     },
     /// InfluxDB 1.x: leases are dynamic users.
     InfluxdbV1 {
@@ -353,6 +385,9 @@ pub enum AddonConfig {
         default_ttl_secs: Option<u64>,
         /// Maximum lease lifetime.
         max_ttl_secs: Option<u64>,
+        /// How many live leases a member may hold (the control's default when absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_live_leases: Option<u32>,
     },
 }
 
@@ -367,6 +402,9 @@ pub struct AddonSummary {
     pub default_ttl_secs: u64,
     /// Maximum lease lifetime.
     pub max_ttl_secs: u64,
+    /// How many live leases a member may hold.
+    #[serde(default)]
+    pub max_live_leases: u32,
 }
 
 /// What a policy grants: v2 permissions or v1 privileges.
@@ -390,6 +428,10 @@ pub struct PolicySpec {
     pub default_ttl_secs: Option<u64>,
     /// Maximum lease lifetime under this policy (the add-on's when absent).
     pub max_ttl_secs: Option<u64>,
+    /// How many live leases a member may hold under this policy (the add-on's when
+    /// absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_live_leases: Option<u32>,
 }
 
 /// A stored policy.
@@ -442,6 +484,14 @@ mod tests {
         let back: ResponseEnvelope =
             serde_json::from_str(&serde_json::to_string(&resp).unwrap()).unwrap();
         assert!(matches!(back.outcome, Outcome::Err(e) if e.code == ErrorCode::Forbidden));
+    }
+
+    #[test]
+    fn the_largest_timestamp_neither_panics_nor_overflows() {
+        let far = Timestamp(u64::MAX);
+        assert_eq!(far.to_string(), "9999-12-31T23:59:59Z");
+        assert_eq!(Timestamp(1).plus_secs(u64::MAX), far);
+        assert!(serde_json::to_string(&far).is_ok());
     }
 
     #[test]

@@ -14,6 +14,7 @@ use tracing::Instrument;
 use crate::backend::Backend;
 use crate::datadir::DataDir;
 use crate::error::ControlError;
+use crate::live::LiveLeases;
 use crate::revoker::{self, Schedule};
 use crate::store::{Store, StoredLease};
 
@@ -21,6 +22,25 @@ use crate::store::{Store, StoredLease};
 /// at start-up and whenever the add-on is configured. The sweep is one list call, and it
 /// bounds how long a credential can outlive a lost store.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How long the records of ended leases are kept, and how often they are pruned.
+#[derive(Debug, Clone, Copy)]
+pub struct Housekeeping {
+    /// A lease that expired or was revoked, and whose credential is gone from
+    /// InfluxDB, is deleted from the store this long after it ended.
+    pub retention: Duration,
+    /// How often the store is pruned.
+    pub prune_interval: Duration,
+}
+
+impl Default for Housekeeping {
+    fn default() -> Self {
+        Self {
+            retention: Duration::from_secs(7 * 86_400),
+            prune_interval: Duration::from_secs(3600),
+        }
+    }
+}
 
 /// The configured add-on: its settings and the backend built from them.
 pub struct Addon {
@@ -38,6 +58,7 @@ pub struct Control<S> {
     pub(crate) addon: ArcSwapOption<Addon>,
     pub(crate) advertise: Vec<String>,
     sweep_now: tokio::sync::Notify,
+    pub(crate) live: LiveLeases,
     schedule: Schedule,
     tasks: TaskTracker,
     shutdown: CancellationToken,
@@ -45,13 +66,7 @@ pub struct Control<S> {
 
 /// A stored lease's status at `now`.
 pub fn status(lease: &StoredLease, now: Timestamp) -> LeaseStatus {
-    if lease.revoked_at.is_some() {
-        LeaseStatus::Revoked
-    } else if lease.expires_at <= now {
-        LeaseStatus::Expired
-    } else {
-        LeaseStatus::Active
-    }
+    lease.status_at(now)
 }
 
 /// A stored lease as users see it (never with a token: the control keeps none).
@@ -79,6 +94,26 @@ impl<S: Store> Control<S> {
         advertise: Vec<String>,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, ControlError> {
+        Self::start_with(
+            identity,
+            store,
+            data,
+            advertise,
+            shutdown,
+            Housekeeping::default(),
+        )
+        .await
+    }
+
+    /// [`Control::start`], with the retention of ended leases' records given.
+    pub async fn start_with(
+        identity: Identity,
+        store: S,
+        data: DataDir,
+        advertise: Vec<String>,
+        shutdown: CancellationToken,
+        housekeeping: Housekeeping,
+    ) -> Result<Arc<Self>, ControlError> {
         let addon = match data.load_addon()? {
             Some(config) => Some(Arc::new(Addon {
                 backend: Backend::from_addon(&config)?,
@@ -94,6 +129,7 @@ impl<S: Store> Control<S> {
             addon: ArcSwapOption::new(addon),
             advertise,
             sweep_now: tokio::sync::Notify::new(),
+            live: LiveLeases::default(),
             schedule,
             tasks: TaskTracker::new(),
             shutdown,
@@ -109,7 +145,13 @@ impl<S: Store> Control<S> {
             },
         ));
         let mut owed = 0;
+        let now = Timestamp::now();
         for lease in control.store.leases().await? {
+            if lease.issued && status(&lease, now) == LeaseStatus::Active {
+                control
+                    .live
+                    .restore(lease.member, lease.id.clone(), lease.expires_at);
+            }
             if !lease.removed {
                 let at = lease.revoked_at.unwrap_or(lease.expires_at);
                 control.schedule.at(at.min(lease.expires_at), lease.id);
@@ -121,6 +163,10 @@ impl<S: Store> Control<S> {
         control
             .tasks
             .spawn(async move { sweeper.sweep_loop().await });
+        let pruner = control.clone();
+        control
+            .tasks
+            .spawn(async move { pruner.prune_loop(housekeeping).await });
         Ok(control)
     }
 
@@ -182,6 +228,30 @@ impl<S: Store> Control<S> {
         }
     }
 
+    /// Deletes the records of leases that ended more than the retention ago and whose
+    /// credential is gone, every prune interval (the first one an interval after
+    /// start-up). A failure is logged and tried again next time.
+    async fn prune_loop(&self, housekeeping: Housekeeping) {
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(housekeeping.prune_interval) => {}
+            }
+            let ended_by = Timestamp::from_system(
+                std::time::SystemTime::now()
+                    .checked_sub(housekeeping.retention)
+                    .unwrap_or(std::time::UNIX_EPOCH),
+            );
+            match self.store.prune_leases(ended_by).await {
+                Ok(0) => {}
+                Ok(pruned) => {
+                    tracing::info!(pruned, ended_by = %ended_by, "pruned the records of ended leases")
+                }
+                Err(error) => tracing::warn!(%error, "pruning ended leases failed"),
+            }
+        }
+    }
+
     fn revoke_in_background(self: Arc<Self>, id: String) {
         let control = self.clone();
         let span = tracing::info_span!("lease", lease.id = %id);
@@ -216,10 +286,21 @@ impl<S: Store> Control<S> {
         if lease.removed {
             return Ok(());
         }
-        self.addon()?.backend.revoke(&lease.credential_id).await?;
+        let backend = &self.addon()?.backend;
+        if lease.issued {
+            backend.revoke(&lease.credential_id).await?;
+        } else {
+            // An intent whose outcome was never recorded: InfluxDB may or may not
+            // have created the credential; remove it by the name it would carry.
+            backend
+                .revoke_unrecorded(&lease.id, lease.expires_at)
+                .await?;
+        }
         lease.removed = true;
         self.store.put_lease(lease.clone()).await?;
-        let reason = if lease.revoked_at.is_some() {
+        let reason = if !lease.issued {
+            "never issued"
+        } else if lease.revoked_at.is_some() {
             "revoked"
         } else {
             "expired"
@@ -245,6 +326,7 @@ impl<S: Store> Control<S> {
         if status(&lease, now) == LeaseStatus::Active {
             lease.revoked_at = Some(now);
             self.store.put_lease(lease.clone()).await?;
+            self.live.release(lease.member, &lease.id, lease.expires_at);
             tracing::info!(lease.id = %lease.id, identity = %lease.member, by = %by, "lease revoked");
         }
         if !lease.removed {

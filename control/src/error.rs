@@ -23,6 +23,15 @@ pub enum ControlError {
     /// The request is invalid; the message is written for the user and safe to return.
     #[error("{0}")]
     BadRequest(String),
+    /// The member holds as many live leases as its policy allows.
+    #[error("the member already holds {max} live leases, the most allowed")]
+    TooManyLeases {
+        /// The cap that applied.
+        max: u32,
+    },
+    /// The caller may not do this, for a reason safe to tell it.
+    #[error("{0}")]
+    Forbidden(&'static str),
     /// No add-on configured yet.
     #[error("no InfluxDB add-on is configured")]
     NoAddon,
@@ -48,6 +57,13 @@ impl ControlError {
             Self::NotAdmin => (ErrorCode::Forbidden, "admin only".to_owned()),
             Self::NotFound(what) => (ErrorCode::NotFound, format!("{what} not found")),
             Self::BadRequest(message) => (ErrorCode::BadRequest, message.clone()),
+            Self::TooManyLeases { max } => (
+                ErrorCode::Conflict,
+                format!(
+                    "you already hold {max} live leases, the most allowed: revoke one or wait for one to expire"
+                ),
+            ),
+            Self::Forbidden(message) => (ErrorCode::Forbidden, (*message).to_owned()),
             Self::NoAddon => (
                 ErrorCode::Unavailable,
                 "no InfluxDB add-on is configured (leasehold addon configure ...)".to_owned(),

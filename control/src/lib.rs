@@ -7,12 +7,16 @@
 //! - [`backend`]: InfluxDB 2.x authorizations and 1.x users.
 //! - [`control`], [`service`] and [`revoker`]: issuing, revoking and expiring leases.
 //! - [`server`]: the secure-channel listener.
+//! - [`live`]: each member's live leases, for the per-member cap.
+//! - [`failpoint`]: test-only failure points (debug builds only).
 #![forbid(unsafe_code)]
 
 pub mod backend;
 pub mod control;
 pub mod datadir;
+pub mod failpoint;
 pub mod grant;
+pub mod live;
 pub mod policy;
 pub mod revoker;
 pub mod server;
@@ -119,6 +123,16 @@ pub async fn start(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<Running, StartError> {
+    start_with(data, listener, shutdown, control::Housekeeping::default()).await
+}
+
+/// [`start`], with the retention of ended leases' records given.
+pub async fn start_with(
+    data: &DataDir,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    housekeeping: control::Housekeeping,
+) -> Result<Running, StartError> {
     let (identity, settings) = data.load()?;
     let store = RedbStore::open(&data.store_path())?;
     let local_addr = listener.local_addr().map_err(|source| StartError::Listen {
@@ -126,8 +140,15 @@ pub async fn start(
         source,
     })?;
     let public = identity.public();
-    let control =
-        Control::start(identity, store, data.clone(), settings.advertise, shutdown).await?;
+    let control = Control::start_with(
+        identity,
+        store,
+        data.clone(),
+        settings.advertise,
+        shutdown,
+        housekeeping,
+    )
+    .await?;
     tracing::info!(listen = %local_addr, control = %public, "control serving");
     let task = tokio::spawn(server::serve(control.clone(), listener));
     Ok(Running {

@@ -8,10 +8,18 @@ use std::collections::BTreeMap;
 
 use leasehold_channel::protocol::{AddonConfig, Grant, PolicyRecord};
 
-/// Default lease lifetime when neither the add-on nor a policy sets one.
-pub const DEFAULT_TTL_SECS: u64 = 600;
+/// Default lease lifetime when neither the add-on nor a policy sets one: five minutes,
+/// as in the InfluxDB Cloud add-on this product mirrors.
+pub const DEFAULT_TTL_SECS: u64 = 300;
 /// Maximum lease lifetime when neither the add-on nor a policy sets one.
 pub const DEFAULT_MAX_TTL_SECS: u64 = 3600;
+/// The longest lifetime any lease, add-on or policy may have (30 days). A lease is a
+/// short-lived credential; the bound also keeps every expiry a representable time.
+pub const MAX_TTL_SECS: u64 = 30 * 86_400;
+/// How many live leases a member may hold when neither the add-on nor a policy says.
+pub const DEFAULT_MAX_LIVE_LEASES: u32 = 8;
+/// The highest live-lease cap an add-on or policy may set.
+pub const MAX_LIVE_LEASES_LIMIT: u32 = 1_000_000;
 
 /// The terms a member's leases are issued under.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +32,8 @@ pub struct Terms {
     pub max_ttl: u64,
     /// The policy that applied, if not the add-on default.
     pub policy: Option<String>,
+    /// How many live leases the member may hold at once.
+    pub max_live_leases: u32,
 }
 
 /// A refused TTL.
@@ -52,9 +62,25 @@ pub fn addon_ttls(addon: &AddonConfig) -> (u64, u64) {
             ..
         } => (*default_ttl_secs, *max_ttl_secs),
     };
-    let max = max.unwrap_or(DEFAULT_MAX_TTL_SECS.max(default.unwrap_or(0)));
+    // Settings saved before the bound existed are held to it too.
+    let default = default.map(|d| d.min(MAX_TTL_SECS));
+    let max = max
+        .unwrap_or(DEFAULT_MAX_TTL_SECS.max(default.unwrap_or(0)))
+        .min(MAX_TTL_SECS);
     let default = default.unwrap_or(DEFAULT_TTL_SECS.min(max));
     (default, max)
+}
+
+/// The add-on's live-lease cap per member, with the default applied.
+pub fn addon_max_live_leases(addon: &AddonConfig) -> u32 {
+    match addon {
+        AddonConfig::Influxdb {
+            max_live_leases, ..
+        }
+        | AddonConfig::InfluxdbV1 {
+            max_live_leases, ..
+        } => max_live_leases.unwrap_or(DEFAULT_MAX_LIVE_LEASES),
+    }
 }
 
 /// The add-on's default grant.
@@ -93,9 +119,14 @@ pub fn terms_for(
             default_ttl,
             max_ttl,
             policy: None,
+            max_live_leases: addon_max_live_leases(addon),
         },
         Some(policy) => {
-            let max_ttl = policy.spec.max_ttl_secs.unwrap_or(max_ttl);
+            let max_ttl = policy
+                .spec
+                .max_ttl_secs
+                .unwrap_or(max_ttl)
+                .min(MAX_TTL_SECS);
             Terms {
                 grant: policy.spec.grant.clone(),
                 default_ttl: policy
@@ -105,6 +136,10 @@ pub fn terms_for(
                     .min(max_ttl),
                 max_ttl,
                 policy: Some(policy.id.clone()),
+                max_live_leases: policy
+                    .spec
+                    .max_live_leases
+                    .unwrap_or_else(|| addon_max_live_leases(addon)),
             }
         }
     }
@@ -146,6 +181,7 @@ mod tests {
             privileges: vec!["WRITE ON db".into()],
             default_ttl_secs: default,
             max_ttl_secs: max,
+            max_live_leases: None,
         }
     }
 
@@ -161,6 +197,7 @@ mod tests {
                 grant: Grant::Privileges(vec![privilege.into()]),
                 default_ttl_secs: None,
                 max_ttl_secs: max,
+                max_live_leases: None,
             },
         }
     }
@@ -174,7 +211,13 @@ mod tests {
 
     #[test]
     fn defaults_stay_consistent() {
-        assert_eq!(addon_ttls(&addon(None, None)), (600, 3600));
+        assert_eq!(addon_ttls(&addon(None, None)), (300, 3600));
+        assert_eq!(addon_ttls(&addon(None, Some(900))), (300, 900));
+        // Saved before the bound existed: held to it, never past it.
+        assert_eq!(
+            addon_ttls(&addon(None, Some(u64::MAX))),
+            (300, MAX_TTL_SECS)
+        );
         assert_eq!(addon_ttls(&addon(None, Some(300))), (300, 300));
         assert_eq!(addon_ttls(&addon(Some(7200), None)), (7200, 7200));
         assert_eq!(addon_ttls(&addon(Some(60), Some(900))), (60, 900));
@@ -200,6 +243,29 @@ mod tests {
         let t = terms_for(&a, &policies, &attrs(&[("service", "db")]));
         assert_eq!(t.policy, None);
         assert_eq!(t.grant, Grant::Privileges(vec!["WRITE ON db".into()]));
+        assert_eq!(t.max_live_leases, DEFAULT_MAX_LIVE_LEASES);
+    }
+
+    #[test]
+    fn the_live_lease_cap_comes_from_the_policy_then_the_addon_then_the_default() {
+        let mut capped = policy(&[("service", "iot")], "WRITE ON iot", None);
+        capped.spec.max_live_leases = Some(2);
+        let mut a = addon(None, None);
+        let iot = attrs(&[("service", "iot")]);
+        assert_eq!(terms_for(&a, &[capped.clone()], &iot).max_live_leases, 2);
+        assert_eq!(
+            terms_for(&a, &[], &iot).max_live_leases,
+            DEFAULT_MAX_LIVE_LEASES
+        );
+        if let AddonConfig::InfluxdbV1 {
+            max_live_leases, ..
+        } = &mut a
+        {
+            *max_live_leases = Some(20);
+        }
+        assert_eq!(terms_for(&a, &[], &iot).max_live_leases, 20);
+        capped.spec.max_live_leases = None;
+        assert_eq!(terms_for(&a, &[capped], &iot).max_live_leases, 20);
     }
 
     #[test]

@@ -165,6 +165,7 @@ fn op_name(req: &leasehold_channel::protocol::Request) -> &'static str {
         Enroll { .. } => "enroll",
         LeaseCreate { .. } => "lease_create",
         LeaseList => "lease_list",
+        LeasePage { .. } => "lease_page",
         LeaseShow { .. } => "lease_show",
         LeaseRevoke { .. } => "lease_revoke",
         AddonConfigure { .. } => "addon_configure",

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use leasehold_channel::protocol::{
-    AddonConfig, AddonSummary, Grant, MemberRecord, PolicyRecord, PolicySpec, Reply, Request,
-    TicketRecord, Timestamp,
+    AddonConfig, AddonSummary, Grant, LEASE_PAGE_MAX, LeaseStatus, MemberRecord, PolicyRecord,
+    PolicySpec, Reply, Request, TicketRecord, Timestamp,
 };
 use leasehold_channel::ticket::{Ticket, secret_hash};
 use leasehold_channel::{PublicIdentity, Secret};
@@ -16,8 +16,8 @@ use crate::backend::{Backend, LeaseSpec, new_lease_id};
 use crate::control::{Addon, Control, record, status};
 use crate::error::ControlError;
 use crate::grant::{Privilege, normalize_permissions};
-use crate::policy::{self, lease_ttl, policy_id, terms_for};
-use crate::store::{Store, StoredLease, StoredTicket};
+use crate::policy::{self, MAX_LIVE_LEASES_LIMIT, MAX_TTL_SECS, lease_ttl, policy_id, terms_for};
+use crate::store::{LeaseFilter, Store, StoredLease, StoredTicket};
 
 type Result<T> = std::result::Result<T, ControlError>;
 
@@ -34,6 +34,12 @@ impl<S: Store> Control<S> {
             Request::Enroll { secret, name } => self.enroll(peer, &secret, name).await,
             Request::LeaseCreate { ttl_secs } => self.create_lease(peer, ttl_secs).await,
             Request::LeaseList => self.list_leases(peer).await,
+            Request::LeasePage {
+                status,
+                member,
+                after,
+                limit,
+            } => self.lease_page(peer, status, member, after, limit).await,
             Request::LeaseShow { id } => {
                 let (lease, _) = self.visible_lease(peer, &id).await?;
                 Ok(Reply::Lease(record(&lease, Timestamp::now())))
@@ -143,35 +149,21 @@ impl<S: Store> Control<S> {
         let id = new_lease_id();
         let created_at = Timestamp::now();
         let expires_at = created_at.plus_secs(ttl);
-        // Everything logged while issuing (backend errors included) carries the lease.
-        let span = tracing::info_span!("lease", lease.id = %id, identity = %peer);
-        let issued = backend
-            .create(LeaseSpec {
-                id: &id,
-                expires_at,
-                grant: &terms.grant,
-            })
-            .instrument(span)
-            .await?;
-        let lease = StoredLease {
-            id: id.clone(),
-            member: peer,
-            created_at,
-            expires_at,
-            credential_id: issued.credential_id,
-            auth_scheme: backend.auth_scheme(),
-            endpoint_url: backend.endpoint_url().to_owned(),
-            revoked_at: None,
-            removed: false,
-        };
-        // Durable before the token leaves: a crash from here on still revokes it.
-        if let Err(error) = self.store.put_lease(lease.clone()).await {
-            if let Err(cleanup) = backend.revoke(&lease.credential_id).await {
-                tracing::error!(lease.id = %id, error = %cleanup, "could not remove an unrecorded credential; the sweep will after expiry");
+        // Counted before anything else happens, so creates that arrive together
+        // cannot all pass the cap.
+        self.live
+            .reserve(peer, &id, expires_at, created_at, terms.max_live_leases)
+            .map_err(|at_cap| ControlError::TooManyLeases { max: at_cap.max })?;
+        let issued = self
+            .issue(peer, &id, created_at, expires_at, &terms.grant, backend)
+            .await;
+        let (lease, token) = match issued {
+            Ok(issued) => issued,
+            Err(error) => {
+                self.live.release(peer, &id, expires_at);
+                return Err(error);
             }
-            return Err(error.into());
-        }
-        self.schedule(expires_at, id.clone());
+        };
         tracing::info!(
             lease.id = %id,
             identity = %peer,
@@ -181,27 +173,124 @@ impl<S: Store> Control<S> {
             "lease issued"
         );
         let mut record = record(&lease, created_at);
-        record.token = Some(issued.token);
+        record.token = Some(token);
         Ok(Reply::Lease(record))
     }
 
+    /// Issues a lease: records the intent durably, has InfluxDB create the
+    /// credential, then records the lease as issued. A credential InfluxDB created is
+    /// either recorded or removed before this returns; and if the control dies in
+    /// between, the intent gets it removed at expiry (see ARCHITECTURE.md).
+    async fn issue(
+        &self,
+        peer: PublicIdentity,
+        id: &str,
+        created_at: Timestamp,
+        expires_at: Timestamp,
+        grant: &Grant,
+        backend: &Backend,
+    ) -> Result<(StoredLease, Secret)> {
+        let mut lease = StoredLease {
+            id: id.to_owned(),
+            member: peer,
+            created_at,
+            expires_at,
+            credential_id: String::new(),
+            auth_scheme: backend.auth_scheme(),
+            endpoint_url: backend.endpoint_url().to_owned(),
+            revoked_at: None,
+            removed: false,
+            issued: false,
+        };
+        self.store.put_lease(lease.clone()).await?;
+        // From here the store owes this lease's credential a removal at expiry, and
+        // the revoker is told now rather than only at the next start.
+        self.schedule(expires_at, id.to_owned());
+        // Everything logged while issuing (backend errors included) carries the lease.
+        let span = tracing::info_span!("lease", lease.id = %id, identity = %peer);
+        // A failure leaves the intent in place: InfluxDB may have created the
+        // credential before failing to answer (a timeout), and the intent removes it.
+        let issued = backend
+            .create(LeaseSpec {
+                id,
+                expires_at,
+                grant,
+            })
+            .instrument(span)
+            .await?;
+        crate::failpoint::after_credential_created();
+        lease.credential_id = issued.credential_id;
+        lease.issued = true;
+        // Durable before the token leaves: a crash from here on still revokes it.
+        if let Err(error) = self.store.put_lease(lease.clone()).await {
+            match backend.revoke(&lease.credential_id).await {
+                Ok(()) => {
+                    tracing::warn!(lease.id = %id, "could not record an issued lease; its credential was removed")
+                }
+                Err(cleanup) => {
+                    tracing::error!(lease.id = %id, error = %cleanup, "could not record an issued lease nor remove its credential; its intent removes it at expiry")
+                }
+            }
+            return Err(error.into());
+        }
+        Ok((lease, issued.token))
+    }
+
+    /// The unpaged `lease list` of older clients: its first page only, so that no
+    /// answer outgrows a message.
     async fn list_leases(&self, peer: PublicIdentity) -> Result<Reply> {
-        let member = self.member(peer).await?;
-        let now = Timestamp::now();
-        let mut leases: Vec<_> = self
-            .store
-            .leases()
+        match self
+            .lease_page(peer, None, None, None, LEASE_PAGE_MAX)
             .await?
-            .iter()
-            .filter(|l| member.is_admin() || l.member == peer)
-            .map(|l| record(l, now))
-            .collect();
-        leases.sort_by(|a, b| {
-            a.created_at
-                .cmp(&b.created_at)
-                .then_with(|| a.id.cmp(&b.id))
-        });
-        Ok(Reply::Leases { leases })
+        {
+            Reply::LeasePage { leases, .. } => Ok(Reply::Leases { leases }),
+            other => Ok(other),
+        }
+    }
+
+    /// One page of the leases the caller may see, oldest first, with the cursor for
+    /// the next page when this one is full.
+    async fn lease_page(
+        &self,
+        peer: PublicIdentity,
+        status: Option<LeaseStatus>,
+        member: Option<String>,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Reply> {
+        let caller = self.member(peer).await?;
+        let member = match member {
+            Some(id) => Some(parse_member_id(&id)?),
+            None => None,
+        };
+        let member = match member {
+            _ if caller.is_admin() => member,
+            None => Some(peer),
+            Some(id) if id == peer => Some(peer),
+            Some(_) => {
+                return Err(ControlError::Forbidden(
+                    "only an admin can list another member's leases",
+                ));
+            }
+        };
+        let now = Timestamp::now();
+        let filter = LeaseFilter {
+            member,
+            status,
+            now,
+        };
+        let limit = limit.clamp(1, LEASE_PAGE_MAX);
+        let page = self
+            .store
+            .lease_page(filter, after, usize::try_from(limit).unwrap_or(usize::MAX))
+            .await?;
+        let next = (page.len() == usize::try_from(limit).unwrap_or(usize::MAX))
+            .then(|| page.last().map(|l| l.id.clone()))
+            .flatten();
+        Ok(Reply::LeasePage {
+            leases: page.iter().map(|l| record(l, now)).collect(),
+            next,
+        })
     }
 
     /// A lease the caller may see: its own, or any for an admin. Others' leases are
@@ -213,6 +302,8 @@ impl<S: Store> Control<S> {
     ) -> Result<(StoredLease, MemberRecord)> {
         let member = self.member(peer).await?;
         match self.store.lease(id.to_owned()).await? {
+            // An intent never issued is no lease anyone holds.
+            Some(lease) if !lease.issued => Err(ControlError::NotFound("lease")),
             Some(lease) if member.is_admin() || lease.member == peer => Ok((lease, member)),
             _ => Err(ControlError::NotFound("lease")),
         }
@@ -229,6 +320,7 @@ impl<S: Store> Control<S> {
         let now = Timestamp::now();
         for lease in self.store.leases().await? {
             if lease.member == id
+                && lease.issued
                 && status(&lease, now) == leasehold_channel::protocol::LeaseStatus::Active
             {
                 self.revoke_now(lease, by).await?;
@@ -250,6 +342,7 @@ impl<S: Store> Control<S> {
             endpoint_url: backend.endpoint_url().to_owned(),
             default_ttl_secs,
             max_ttl_secs,
+            max_live_leases: policy::addon_max_live_leases(&addon),
         };
         self.data.save_addon(&addon)?;
         self.set_addon(Addon {
@@ -267,6 +360,7 @@ impl<S: Store> Control<S> {
             ));
         }
         check_ttls(spec.default_ttl_secs, spec.max_ttl_secs)?;
+        check_max_live_leases(spec.max_live_leases)?;
         let addon = self.addon.load_full().ok_or_else(|| {
             ControlError::BadRequest("configure the add-on before setting policies".into())
         })?;
@@ -358,6 +452,11 @@ fn check_ttls(default: Option<u64>, max: Option<u64>) -> Result<()> {
             "ttls must be greater than zero".into(),
         ));
     }
+    if let Some(ttl) = default.into_iter().chain(max).find(|t| *t > MAX_TTL_SECS) {
+        return Err(ControlError::BadRequest(format!(
+            "ttl {ttl}s exceeds the limit of {MAX_TTL_SECS}s (30 days) for any lease"
+        )));
+    }
     if let (Some(default), Some(max)) = (default, max)
         && default > max
     {
@@ -366,6 +465,15 @@ fn check_ttls(default: Option<u64>, max: Option<u64>) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+fn check_max_live_leases(max: Option<u32>) -> Result<()> {
+    match max {
+        Some(n) if n == 0 || n > MAX_LIVE_LEASES_LIMIT => Err(ControlError::BadRequest(format!(
+            "the live-lease cap must be between 1 and {MAX_LIVE_LEASES_LIMIT}, not {n}"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn validate_privileges(privileges: Vec<String>) -> Result<Vec<String>> {
@@ -399,8 +507,10 @@ fn validate_addon(addon: AddonConfig) -> Result<AddonConfig> {
             permissions,
             default_ttl_secs,
             max_ttl_secs,
+            max_live_leases,
         } => {
             validate_url(&endpoint_url)?;
+            check_max_live_leases(max_live_leases)?;
             if token.is_empty() {
                 return Err(ControlError::BadRequest("the admin token is empty".into()));
             }
@@ -419,6 +529,7 @@ fn validate_addon(addon: AddonConfig) -> Result<AddonConfig> {
                 permissions,
                 default_ttl_secs,
                 max_ttl_secs,
+                max_live_leases,
             })
         }
         AddonConfig::InfluxdbV1 {
@@ -428,8 +539,10 @@ fn validate_addon(addon: AddonConfig) -> Result<AddonConfig> {
             privileges,
             default_ttl_secs,
             max_ttl_secs,
+            max_live_leases,
         } => {
             validate_url(&endpoint_url)?;
+            check_max_live_leases(max_live_leases)?;
             if username.is_empty() {
                 return Err(ControlError::BadRequest(
                     "the admin username is empty".into(),
@@ -443,6 +556,7 @@ fn validate_addon(addon: AddonConfig) -> Result<AddonConfig> {
                 privileges: validate_privileges(privileges)?,
                 default_ttl_secs,
                 max_ttl_secs,
+                max_live_leases,
             })
         }
     }

@@ -12,7 +12,7 @@ use leasehold_channel::protocol::{
 };
 
 use super::output::{self, Output};
-use super::{UsageError, connect, duration_secs, key_value};
+use super::{UsageError, connect, duration_secs, key_value, ttl_secs};
 
 /// Which identity to act as.
 #[derive(Debug, Args)]
@@ -40,15 +40,23 @@ pub enum AddonKind {
     InfluxdbV1(V1Args),
 }
 
-/// Lifetimes shared by the add-on and policies.
+/// Lifetimes and limits shared by the add-on and policies.
 #[derive(Debug, Args)]
 pub struct TtlArgs {
     /// Lease lifetime when none is requested (300, 5m, 1h).
-    #[arg(long, value_parser = duration_secs, value_name = "DURATION")]
+    #[arg(long, value_parser = ttl_secs, value_name = "DURATION")]
     pub default_ttl: Option<u64>,
     /// Longest lease lifetime; longer requests are refused.
-    #[arg(long, value_parser = duration_secs, value_name = "DURATION")]
+    #[arg(long, value_parser = ttl_secs, value_name = "DURATION")]
     pub max_ttl: Option<u64>,
+    /// Most live leases one member may hold at once [control default: 8].
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u32)
+            .range(1..=i64::from(leasehold_control::policy::MAX_LIVE_LEASES_LIMIT))
+    )]
+    pub max_live_leases: Option<u32>,
 }
 
 /// `addon configure influxdb` flags.
@@ -209,6 +217,7 @@ pub async fn addon(home: &Home, out: Output, cmd: AddonCommand) -> anyhow::Resul
                 permissions: parse_json("--permissions", &a.permissions)?,
                 default_ttl_secs: a.ttl.default_ttl,
                 max_ttl_secs: a.ttl.max_ttl,
+                max_live_leases: a.ttl.max_live_leases,
             },
             a.who,
         ),
@@ -220,6 +229,7 @@ pub async fn addon(home: &Home, out: Output, cmd: AddonCommand) -> anyhow::Resul
                 privileges: a.privileges,
                 default_ttl_secs: a.ttl.default_ttl,
                 max_ttl_secs: a.ttl.max_ttl,
+                max_live_leases: a.ttl.max_live_leases,
             },
             a.who,
         ),
@@ -234,6 +244,7 @@ pub async fn addon(home: &Home, out: Output, cmd: AddonCommand) -> anyhow::Resul
             ("endpoint", summary.endpoint_url),
             ("default ttl", format!("{}s", summary.default_ttl_secs)),
             ("max ttl", format!("{}s", summary.max_ttl_secs)),
+            ("max live leases", summary.max_live_leases.to_string()),
         ]),
     }
     Ok(())
@@ -250,6 +261,13 @@ fn print_policy(policy: &PolicyRecord) {
         ("grant", grant),
         ("default ttl", ttl(policy.spec.default_ttl_secs)),
         ("max ttl", ttl(policy.spec.max_ttl_secs)),
+        (
+            "max live leases",
+            policy
+                .spec
+                .max_live_leases
+                .map_or_else(|| "add-on default".to_owned(), |n| n.to_string()),
+        ),
     ]);
 }
 
@@ -265,6 +283,7 @@ pub async fn policy(home: &Home, out: Output, cmd: PolicyCommand) -> anyhow::Res
                 grant,
                 default_ttl_secs: a.ttl.default_ttl,
                 max_ttl_secs: a.ttl.max_ttl,
+                max_live_leases: a.ttl.max_live_leases,
             };
             let Reply::Policy(policy) = call(home, &a.who, Request::PolicySet { policy }).await?
             else {

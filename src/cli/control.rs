@@ -10,8 +10,8 @@ use leasehold_control::datadir::{DataDir, Settings, local_address};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::UsageError;
 use super::output::{self, Output};
+use super::{UsageError, duration_secs};
 
 /// The default control listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4100";
@@ -49,6 +49,13 @@ pub struct ServeArgs {
     /// Listen here instead of the address chosen at init.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+    /// How long the records of expired or revoked leases (whose credential is gone
+    /// from InfluxDB) are kept before they are pruned.
+    #[arg(long, env = "LEASEHOLD_RETENTION", default_value = "7d", value_parser = duration_secs, value_name = "DURATION")]
+    pub retention: u64,
+    /// How often the store is pruned of such records.
+    #[arg(long, env = "LEASEHOLD_PRUNE_INTERVAL", default_value = "1h", value_parser = duration_secs, value_name = "DURATION")]
+    pub prune_interval: u64,
 }
 
 pub async fn run(home: &Home, out: Output, cmd: ControlCommand) -> anyhow::Result<()> {
@@ -92,7 +99,13 @@ pub async fn run(home: &Home, out: Output, cmd: ControlCommand) -> anyhow::Resul
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             let shutdown = CancellationToken::new();
-            let running = leasehold_control::start(&data, listener, shutdown.clone()).await?;
+            let housekeeping = leasehold_control::control::Housekeeping {
+                retention: std::time::Duration::from_secs(args.retention),
+                prune_interval: std::time::Duration::from_secs(args.prune_interval),
+            };
+            let running =
+                leasehold_control::start_with(&data, listener, shutdown.clone(), housekeeping)
+                    .await?;
             super::proxy::wait_for_signal().await;
             tracing::info!("shutting down");
             shutdown.cancel();

@@ -3,13 +3,16 @@
 use std::io::IsTerminal;
 
 use anyhow::bail;
-use clap::Subcommand;
+use clap::{Args, Subcommand, ValueEnum};
+use leasehold_channel::client::Client;
 use leasehold_channel::home::Home;
-use leasehold_channel::protocol::{LeaseRecord, Reply, Request, Timestamp};
+use leasehold_channel::protocol::{
+    LEASE_PAGE_MAX, LeaseRecord, LeaseStatus, Reply, Request, Timestamp,
+};
 
 use super::admin::AsIdentity;
 use super::output::{self, Output};
-use super::{connect, duration_secs};
+use super::{connect, ttl_secs};
 
 /// Lease subcommands.
 #[derive(Debug, Subcommand)]
@@ -17,13 +20,13 @@ pub enum LeaseCommand {
     /// Issue a lease and print its token.
     Create {
         /// Lifetime (300, 5m, 1h); the policy default when absent.
-        #[arg(long, value_parser = duration_secs, value_name = "DURATION")]
+        #[arg(long, value_parser = ttl_secs, value_name = "DURATION")]
         ttl: Option<u64>,
         #[command(flatten)]
         who: AsIdentity,
     },
-    /// List leases (your own; all for an admin).
-    List(AsIdentity),
+    /// List leases (your own; all for an admin), oldest first.
+    List(ListArgs),
     /// Show one lease.
     Show {
         /// Lease id.
@@ -38,6 +41,80 @@ pub enum LeaseCommand {
         #[command(flatten)]
         who: AsIdentity,
     },
+}
+
+/// `lease list` flags.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only leases in this state.
+    #[arg(long, value_enum, value_name = "STATUS")]
+    status: Option<StatusArg>,
+    /// Only this member's leases (an identity identifier; admin for anyone but you).
+    #[arg(long, value_name = "ID")]
+    member: Option<String>,
+    /// At most this many leases.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    limit: Option<u64>,
+    #[command(flatten)]
+    who: AsIdentity,
+}
+
+/// A lease state to filter on.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum StatusArg {
+    Active,
+    Expired,
+    Revoked,
+}
+
+impl From<StatusArg> for LeaseStatus {
+    fn from(status: StatusArg) -> Self {
+        match status {
+            StatusArg::Active => LeaseStatus::Active,
+            StatusArg::Expired => LeaseStatus::Expired,
+            StatusArg::Revoked => LeaseStatus::Revoked,
+        }
+    }
+}
+
+/// Lists leases page by page (the control answers at most [`LEASE_PAGE_MAX`] at a
+/// time, so no answer outgrows a message), handing each page to `each`.
+async fn list_pages(
+    client: &mut Client,
+    args: &ListArgs,
+    mut each: impl FnMut(Vec<LeaseRecord>),
+) -> anyhow::Result<()> {
+    let mut left = args.limit.unwrap_or(u64::MAX);
+    let mut after = None;
+    while left > 0 {
+        let limit = u32::try_from(left.min(u64::from(LEASE_PAGE_MAX))).unwrap_or(LEASE_PAGE_MAX);
+        let request = Request::LeasePage {
+            status: args.status.map(Into::into),
+            member: args.member.clone(),
+            after: after.take(),
+            limit,
+        };
+        let Reply::LeasePage { leases, next } = client.call(request).await? else {
+            bail!("unexpected answer from the control");
+        };
+        left = left.saturating_sub(leases.len() as u64);
+        each(leases);
+        match next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    Ok(())
+}
+
+fn list_line(l: &LeaseRecord) {
+    say!(
+        "{}  {:<8} {}  expires {}",
+        l.id,
+        format!("{:?}", l.status).to_lowercase(),
+        l.issued_for,
+        l.expires_at
+    );
 }
 
 fn lines(lease: &LeaseRecord) -> Vec<(&'static str, String)> {
@@ -59,7 +136,20 @@ fn lines(lease: &LeaseRecord) -> Vec<(&'static str, String)> {
 pub async fn run(home: &Home, out: Output, cmd: LeaseCommand) -> anyhow::Result<()> {
     let (who, req) = match cmd {
         LeaseCommand::Create { ttl, who } => (who, Request::LeaseCreate { ttl_secs: ttl }),
-        LeaseCommand::List(who) => (who, Request::LeaseList),
+        LeaseCommand::List(args) => {
+            let mut client = connect::as_identity(home, &args.who.identity).await?;
+            match out {
+                Output::Json => {
+                    let mut all = Vec::new();
+                    list_pages(&mut client, &args, |page| all.extend(page)).await?;
+                    output::json(&all);
+                }
+                Output::Plain => {
+                    list_pages(&mut client, &args, |page| page.iter().for_each(list_line)).await?
+                }
+            }
+            return Ok(());
+        }
         LeaseCommand::Show { id, who } => (who, Request::LeaseShow { id }),
         LeaseCommand::Revoke { id, who } => (who, Request::LeaseRevoke { id }),
     };
@@ -82,18 +172,6 @@ pub async fn run(home: &Home, out: Output, cmd: LeaseCommand) -> anyhow::Result<
             if creating {
                 let secs = lease.expires_at.0.saturating_sub(Timestamp::now().0);
                 say!("\nvalid for {secs}s; revoked automatically at expiry");
-            }
-        }
-        (Reply::Leases { leases }, Output::Json) => output::json(&leases),
-        (Reply::Leases { leases }, Output::Plain) => {
-            for l in leases {
-                say!(
-                    "{}  {:<8} {}  expires {}",
-                    l.id,
-                    format!("{:?}", l.status).to_lowercase(),
-                    l.issued_for,
-                    l.expires_at
-                );
             }
         }
         _ => bail!("unexpected answer from the control"),

@@ -153,6 +153,19 @@ pub(crate) fn duration_secs(text: &str) -> Result<u64, String> {
     leasehold_channel::duration::parse(text).map(|d| d.as_secs())
 }
 
+/// Parses a lease lifetime flag: a duration no longer than any lease may live, so the
+/// command line refuses (exit 2, with the limit) what the control would refuse.
+pub(crate) fn ttl_secs(text: &str) -> Result<u64, String> {
+    use leasehold_control::policy::MAX_TTL_SECS;
+    let secs = duration_secs(text)?;
+    if secs > MAX_TTL_SECS {
+        return Err(format!(
+            "{secs}s exceeds the limit of {MAX_TTL_SECS}s (30 days) for any lease"
+        ));
+    }
+    Ok(secs)
+}
+
 /// Parses `KEY=VALUE`.
 pub(crate) fn key_value(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {

@@ -167,6 +167,19 @@ impl Backend {
         }
     }
 
+    /// Removes the credential of a lease whose creation was never recorded, found by
+    /// the name the lease's id and expiry give it. None found counts as done.
+    pub async fn revoke_unrecorded(
+        &self,
+        lease_id: &str,
+        expires_at: Timestamp,
+    ) -> Result<(), BackendError> {
+        match self {
+            Self::V2(b) => b.revoke_lease(lease_id).await,
+            Self::V1(b) => b.revoke(&lease_user(lease_id, expires_at)).await,
+        }
+    }
+
     /// Removes every credential this control created that expired at or before `now`.
     /// Returns how many were removed.
     pub async fn sweep(&self, now: Timestamp) -> Result<usize, BackendError> {
@@ -246,6 +259,7 @@ mod tests {
             permissions: serde_json::json!([]),
             default_ttl_secs: None,
             max_ttl_secs: None,
+            max_live_leases: None,
         })
         .unwrap();
         let grant = Grant::Permissions(serde_json::json!([

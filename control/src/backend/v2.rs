@@ -159,6 +159,21 @@ impl V2Backend {
     }
 
     pub(super) async fn sweep(&self, now: Timestamp) -> Result<usize, BackendError> {
+        self.remove_where(|_, expires| expires <= now).await
+    }
+
+    /// Removes the credential (if any) InfluxDB created for lease `lease_id`, found
+    /// by its description: the lease's record never learnt the authorization id.
+    pub(super) async fn revoke_lease(&self, lease_id: &str) -> Result<(), BackendError> {
+        self.remove_where(|id, _| id == lease_id).await.map(drop)
+    }
+
+    /// Removes every authorization whose description marks it as a lease (id,
+    /// expiry) that `doomed` picks; returns how many.
+    async fn remove_where(
+        &self,
+        doomed: impl Fn(&str, Timestamp) -> bool,
+    ) -> Result<usize, BackendError> {
         let response = self
             .http
             .get(self.authorizations.clone())
@@ -180,7 +195,7 @@ impl V2Backend {
                 .description
                 .as_deref()
                 .and_then(parse_lease_description)
-                .is_some_and(|(_, expires)| expires <= now);
+                .is_some_and(|(id, expires)| doomed(id, expires));
             if expired {
                 self.revoke(&auth.id).await?;
                 tracing::info!(authorization.id = %auth.id, "swept expired lease credential");

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 
 use leasehold_channel::PublicIdentity;
-use leasehold_channel::protocol::{AuthScheme, MemberRecord, PolicyRecord, Timestamp};
+use leasehold_channel::protocol::{AuthScheme, LeaseStatus, MemberRecord, PolicyRecord, Timestamp};
 use serde::{Deserialize, Serialize};
 
 pub use self::redb::RedbStore;
@@ -53,6 +53,57 @@ pub struct StoredLease {
     /// Whether the credential has been removed from InfluxDB. A lease with `removed`
     /// false is one the control still owes a revocation.
     pub removed: bool,
+    /// Whether the credential was created and the lease handed out. `false` marks the
+    /// *intent* written before InfluxDB is asked for the credential: if the control
+    /// dies before recording the outcome, the intent is what gets any credential
+    /// InfluxDB did create removed at expiry. Records written before intents existed
+    /// were all issued.
+    #[serde(default = "issued_by_default")]
+    pub issued: bool,
+}
+
+fn issued_by_default() -> bool {
+    true
+}
+
+impl StoredLease {
+    /// Its status at `now`.
+    pub fn status_at(&self, now: Timestamp) -> LeaseStatus {
+        if self.revoked_at.is_some() {
+            LeaseStatus::Revoked
+        } else if self.expires_at <= now {
+            LeaseStatus::Expired
+        } else {
+            LeaseStatus::Active
+        }
+    }
+
+    /// When it stopped being usable: revoked, or else expired.
+    pub fn ended_at(&self) -> Timestamp {
+        self.revoked_at
+            .map_or(self.expires_at, |revoked| revoked.min(self.expires_at))
+    }
+}
+
+/// Which leases a page of `lease list` holds. Intents never issued are not leases
+/// anyone holds and are never listed.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseFilter {
+    /// Only this member's.
+    pub member: Option<PublicIdentity>,
+    /// Only leases in this state at `now`.
+    pub status: Option<LeaseStatus>,
+    /// The time the status is judged at.
+    pub now: Timestamp,
+}
+
+impl LeaseFilter {
+    /// Whether `lease` belongs on the page.
+    pub fn keeps(&self, lease: &StoredLease) -> bool {
+        lease.issued
+            && self.member.is_none_or(|m| m == lease.member)
+            && self.status.is_none_or(|s| s == lease.status_at(self.now))
+    }
 }
 
 /// Why a ticket could not be redeemed.
@@ -124,4 +175,15 @@ pub trait Store: Send + Sync + 'static {
     fn lease(&self, id: String) -> impl Future<Output = StoreResult<Option<StoredLease>>> + Send;
     /// All leases.
     fn leases(&self) -> impl Future<Output = StoreResult<Vec<StoredLease>>> + Send;
+    /// Up to `limit` leases `filter` keeps, in id order (ids are time-ordered, so
+    /// oldest first), starting after the id `after`.
+    fn lease_page(
+        &self,
+        filter: LeaseFilter,
+        after: Option<String>,
+        limit: usize,
+    ) -> impl Future<Output = StoreResult<Vec<StoredLease>>> + Send;
+    /// Deletes the records of leases that ended (expired or revoked) at or before
+    /// `ended_by` and whose credential is gone from InfluxDB; returns how many.
+    fn prune_leases(&self, ended_by: Timestamp) -> impl Future<Output = StoreResult<usize>> + Send;
 }

@@ -25,7 +25,7 @@ use redb::{Database, ReadableTable, TableDefinition, TableHandle};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{RedeemError, Store, StoreError, StoreResult, StoredLease, StoredTicket};
+use super::{LeaseFilter, RedeemError, Store, StoreError, StoreResult, StoredLease, StoredTicket};
 
 const MEMBERS: TableDefinition<&str, &[u8]> = TableDefinition::new("members");
 const TICKETS: TableDefinition<&str, &[u8]> = TableDefinition::new("tickets");
@@ -324,6 +324,61 @@ impl Store for RedbStore {
     async fn leases(&self) -> StoreResult<Vec<StoredLease>> {
         self.all(LEASES).await
     }
+
+    async fn lease_page(
+        &self,
+        filter: LeaseFilter,
+        after: Option<String>,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredLease>> {
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(err)?;
+            let table = txn.open_table(LEASES).map_err(err)?;
+            let start = match after.as_deref() {
+                Some(after) => std::ops::Bound::Excluded(after),
+                None => std::ops::Bound::Unbounded,
+            };
+            let mut page = Vec::new();
+            for entry in table
+                .range::<&str>((start, std::ops::Bound::Unbounded))
+                .map_err(err)?
+            {
+                if page.len() >= limit {
+                    break;
+                }
+                let lease: StoredLease = decode(entry.map_err(err)?.1.value())?;
+                if filter.keeps(&lease) {
+                    page.push(lease);
+                }
+            }
+            Ok(page)
+        })
+        .await
+    }
+
+    async fn prune_leases(&self, ended_by: Timestamp) -> StoreResult<usize> {
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(err)?;
+            let pruned = {
+                let mut table = txn.open_table(LEASES).map_err(err)?;
+                let mut done = Vec::new();
+                for entry in table.iter().map_err(err)? {
+                    let (key, value) = entry.map_err(err)?;
+                    let lease: StoredLease = decode(value.value())?;
+                    if lease.removed && lease.ended_at() <= ended_by {
+                        done.push(key.value().to_owned());
+                    }
+                }
+                for key in &done {
+                    table.remove(key.as_str()).map_err(err)?;
+                }
+                done.len()
+            };
+            txn.commit().map_err(err)?;
+            Ok(pruned)
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -449,6 +504,7 @@ mod tests {
                                 grant: leasehold_channel::protocol::Grant::Privileges(vec![]),
                                 default_ttl_secs: None,
                                 max_ttl_secs: None,
+                                max_live_leases: None,
                             },
                         })
                         .await
@@ -471,6 +527,103 @@ mod tests {
         let reopened = RedbStore::open(&path).unwrap();
         assert_eq!(reopened.policies().await.unwrap().len(), 100);
         assert_eq!(reopened.members().await.unwrap().len(), 100);
+    }
+
+    fn lease(n: u64, member: PublicIdentity, expires_at: u64) -> StoredLease {
+        StoredLease {
+            id: format!("{n:016x}"),
+            member,
+            created_at: Timestamp(1),
+            expires_at: Timestamp(expires_at),
+            credential_id: format!("c{n}"),
+            auth_scheme: leasehold_channel::protocol::AuthScheme::Token,
+            endpoint_url: "http://x".into(),
+            revoked_at: None,
+            removed: false,
+            issued: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn lease_pages_follow_the_cursor_and_the_filter() {
+        use leasehold_channel::protocol::LeaseStatus;
+        let (_dir, store) = store();
+        let (a, b) = (Identity::generate().public(), Identity::generate().public());
+        for n in 0..250 {
+            // Every third lease is b's; leases 0-99 have expired at t=1000.
+            let member = if n % 3 == 0 { b } else { a };
+            let expires = if n < 100 { 500 } else { 5000 };
+            store.put_lease(lease(n, member, expires)).await.unwrap();
+        }
+        let mut intent = lease(999, a, 5000);
+        intent.issued = false;
+        store.put_lease(intent).await.unwrap();
+        let all = LeaseFilter {
+            member: None,
+            status: None,
+            now: Timestamp(1000),
+        };
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store.lease_page(all, after.clone(), 40).await.unwrap();
+            assert!(page.len() <= 40);
+            let full = page.len() == 40;
+            seen.extend(page.into_iter().map(|l| l.id));
+            if !full {
+                break;
+            }
+            after = seen.last().cloned();
+        }
+        assert_eq!(seen.len(), 250, "every issued lease once, no intent");
+        assert!(seen.windows(2).all(|w| w[0] < w[1]));
+        let only = |member, status| LeaseFilter {
+            member,
+            status,
+            now: Timestamp(1000),
+        };
+        let active_b = store
+            .lease_page(only(Some(b), Some(LeaseStatus::Active)), None, 1000)
+            .await
+            .unwrap();
+        assert_eq!(active_b.len(), (100..250).filter(|n| n % 3 == 0).count());
+        assert!(active_b.iter().all(|l| l.member == b));
+        let expired = store
+            .lease_page(only(None, Some(LeaseStatus::Expired)), None, 1000)
+            .await
+            .unwrap();
+        assert_eq!(expired.len(), 100);
+    }
+
+    #[tokio::test]
+    async fn pruning_takes_only_ended_leases_whose_credential_is_gone() {
+        let (_dir, store) = store();
+        let member = Identity::generate().public();
+        let mut gone = lease(1, member, 500);
+        gone.removed = true;
+        let owed = lease(2, member, 500); // expired, credential not yet removed
+        let mut revoked = lease(3, member, 5000);
+        revoked.revoked_at = Some(Timestamp(400));
+        revoked.removed = true;
+        let mut recent = lease(4, member, 900);
+        recent.removed = true;
+        let live = lease(5, member, 5000);
+        for l in [gone, owed, revoked, recent, live] {
+            store.put_lease(l).await.unwrap();
+        }
+        assert_eq!(store.prune_leases(Timestamp(600)).await.unwrap(), 2);
+        let left: Vec<_> = store
+            .leases()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.id)
+            .collect();
+        assert_eq!(
+            left,
+            [2, 4, 5].map(|n| format!("{n:016x}")).to_vec(),
+            "owed, recently ended and live leases stay"
+        );
     }
 
     #[tokio::test]
