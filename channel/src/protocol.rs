@@ -487,6 +487,22 @@ mod tests {
     }
 
     #[test]
+    fn lease_pages_have_the_documented_shape() {
+        let req = Request::LeasePage {
+            status: Some(LeaseStatus::Active),
+            member: None,
+            after: Some("0123456789abcdef".into()),
+            limit: 100,
+        };
+        assert_eq!(
+            serde_json::to_string(&req).unwrap(),
+            r#"{"op":"lease_page","status":"active","after":"0123456789abcdef","limit":100}"#
+        );
+        let last: Reply = serde_json::from_str(r#"{"kind":"lease_page","leases":[]}"#).unwrap();
+        assert!(matches!(last, Reply::LeasePage { leases, next: None } if leases.is_empty()));
+    }
+
+    #[test]
     fn the_largest_timestamp_neither_panics_nor_overflows() {
         let far = Timestamp(u64::MAX);
         assert_eq!(far.to_string(), "9999-12-31T23:59:59Z");

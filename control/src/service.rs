@@ -195,7 +195,8 @@ impl<S: Store> Control<S> {
             member: peer,
             created_at,
             expires_at,
-            credential_id: String::new(),
+            // Until issued, the name the credential will carry; then its id.
+            credential_id: backend.credential_name(id, expires_at),
             auth_scheme: backend.auth_scheme(),
             endpoint_url: backend.endpoint_url().to_owned(),
             revoked_at: None,

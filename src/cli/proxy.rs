@@ -46,7 +46,7 @@ pub struct ProxyArgs {
     #[arg(long, env = "LEASEHOLD_TICKET", value_name = "FILE")]
     pub ticket: Option<String>,
     /// Lease lifetime to request [default: the policy's].
-    #[arg(long, env = "LEASEHOLD_LEASE_TTL", value_parser = duration_secs, value_name = "DURATION")]
+    #[arg(long, env = "LEASEHOLD_LEASE_TTL", value_parser = super::ttl_secs, value_name = "DURATION")]
     pub ttl: Option<u64>,
     /// Most concurrent client connections.
     #[arg(long, default_value_t = 1024, value_name = "N")]

@@ -167,6 +167,15 @@ impl Backend {
         }
     }
 
+    /// The name lease `lease_id`'s credential carries in InfluxDB: the v1 user name,
+    /// or the v2 authorization's description. Written into the lease's intent.
+    pub fn credential_name(&self, lease_id: &str, expires_at: Timestamp) -> String {
+        match self {
+            Self::V2(_) => lease_description(lease_id, expires_at),
+            Self::V1(_) => lease_user(lease_id, expires_at),
+        }
+    }
+
     /// Removes the credential of a lease whose creation was never recorded, found by
     /// the name the lease's id and expiry give it. None found counts as done.
     pub async fn revoke_unrecorded(

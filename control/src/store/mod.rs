@@ -43,6 +43,7 @@ pub struct StoredLease {
     /// Expiry time.
     pub expires_at: Timestamp,
     /// What identifies the credential in InfluxDB: the v2 authorization id or the v1 user.
+    /// In an intent (not yet `issued`), the name the credential will carry.
     pub credential_id: String,
     /// How the proxy presents the token.
     pub auth_scheme: AuthScheme,
