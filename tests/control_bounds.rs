@@ -194,10 +194,10 @@ async fn a_members_live_leases_are_capped_even_when_pipelined() {
     let v2 = V2Server::start_default().await.unwrap();
     let mut control = InProcess::start(&v2, None).await;
 
-    // The default cap is 8: of 20 creates sent at once, 8 are issued.
-    let (leases, refused) = pipelined_creates(&mut control.admin, 20).await;
+    // The default cap is 8: of 200 creates sent at once, 8 are issued.
+    let (leases, refused) = pipelined_creates(&mut control.admin, 200).await;
     assert_eq!(leases.len(), 8);
-    assert_eq!(refused.len(), 12);
+    assert_eq!(refused.len(), 192);
     for error in &refused {
         assert_eq!(error.code, ErrorCode::Conflict);
         assert!(
@@ -637,7 +637,7 @@ async fn the_default_lifetime_is_five_minutes_and_the_cap_is_settable_on_the_add
     let v2 = V2Server::start_default().await.unwrap();
     let mut env = Env::new();
     env.init_control();
-    let _control = env.serve();
+    let control = env.serve();
     env.configure_v2(&v2, &["--max-ttl", "900", "--max-live-leases", "2"]);
     env.enrolled_identity("app", &[]);
     let lease = env.json(&["lease", "create", "--identity", "app"]);
@@ -652,6 +652,12 @@ async fn the_default_lifetime_is_five_minutes_and_the_cap_is_settable_on_the_add
         stderr.contains("you already hold 2 live leases, the most allowed"),
         "{stderr}"
     );
+    assert_eq!(v2.authorization_count(), 2);
+    // The count is rebuilt from the store after a crash.
+    control.kill9();
+    let _control = env.serve();
+    let (_, stderr) = env.fails(&["lease", "create", "--identity", "app"]);
+    assert!(stderr.contains("2 live leases"), "{stderr}");
     assert_eq!(v2.authorization_count(), 2);
     // A member lists its own leases only, and may not name another member.
     let admin = env.json(&["identity", "show", "admin"]);
