@@ -121,6 +121,10 @@ impl<S: Store> Control<S> {
         control
             .tasks
             .spawn(async move { sweeper.sweep_loop().await });
+        let pruner = control.clone();
+        control
+            .tasks
+            .spawn(async move { pruner.ticket_prune_loop().await });
         Ok(control)
     }
 
@@ -178,6 +182,20 @@ impl<S: Store> Control<S> {
                 _ = self.shutdown.cancelled() => return,
                 _ = self.sweep_now.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Removes expired and used-up enrollment tickets at start-up and every
+    /// [`SWEEP_INTERVAL`], so the ticket table holds only tickets that can be redeemed.
+    async fn ticket_prune_loop(&self) {
+        loop {
+            if let Err(error) = self.prune_tickets().await {
+                tracing::warn!(%error, "pruning tickets failed");
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(SWEEP_INTERVAL) => {}
             }
         }
     }

@@ -56,6 +56,12 @@ impl ControlError {
                 ErrorCode::Conflict,
                 "identity is already enrolled".to_owned(),
             ),
+            Self::Ticket(RedeemError::Denied) => (
+                ErrorCode::Forbidden,
+                "this identity was deleted from the control and may not enroll again \
+                 (an admin can lift that: leasehold member allow ID)"
+                    .to_owned(),
+            ),
             Self::Ticket(_) => (
                 ErrorCode::Unauthorized,
                 "ticket refused: unknown, used up or expired".to_owned(),

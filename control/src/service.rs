@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use leasehold_channel::protocol::{
     AddonConfig, AddonSummary, Grant, MemberRecord, PolicyRecord, PolicySpec, Reply, Request,
-    TicketRecord, Timestamp,
+    TicketInfo, TicketRecord, Timestamp,
 };
-use leasehold_channel::ticket::{Ticket, secret_hash};
+use leasehold_channel::ticket::{Ticket, secret_hash, ticket_id};
 use leasehold_channel::{PublicIdentity, Secret};
 
 use tracing::Instrument;
@@ -78,6 +78,7 @@ impl<S: Store> Control<S> {
                 self.admin(peer).await?;
                 Ok(Reply::Members {
                     members: self.store.members().await?,
+                    denied: self.store.denied().await?,
                 })
             }
             Request::MemberShow { id } => {
@@ -93,6 +94,23 @@ impl<S: Store> Control<S> {
             Request::MemberDelete { id } => {
                 self.admin(peer).await?;
                 self.delete_member(peer, &id).await
+            }
+            Request::MemberAllow { id } => {
+                self.admin(peer).await?;
+                let id = parse_member_id(&id)?;
+                if !self.store.allow(id).await? {
+                    return Err(ControlError::NotFound("denied identity"));
+                }
+                tracing::info!(identity = %id, by = %peer, "identity allowed to enroll again");
+                Ok(Reply::Done)
+            }
+            Request::TicketList => {
+                self.admin(peer).await?;
+                self.list_tickets().await
+            }
+            Request::TicketRevoke { id } => {
+                self.admin(peer).await?;
+                self.revoke_ticket(peer, &id).await
             }
         }
     }
@@ -116,11 +134,7 @@ impl<S: Store> Control<S> {
     async fn enroll(&self, peer: PublicIdentity, secret: &Secret, name: String) -> Result<Reply> {
         let bytes = leasehold_channel::ticket::decode_secret(secret.expose())
             .map_err(|_| ControlError::BadRequest("malformed ticket secret".into()))?;
-        if name.is_empty() || name.len() > 64 {
-            return Err(ControlError::BadRequest(
-                "identity name must be 1-64 characters".into(),
-            ));
-        }
+        validate_enrollment_name(&name)?;
         let member = self
             .store
             .redeem_ticket(secret_hash(bytes.as_ref()), Timestamp::now(), peer, name)
@@ -222,10 +236,10 @@ impl<S: Store> Control<S> {
         let id = parse_member_id(id)?;
         let member = self
             .store
-            .delete_member(id)
+            .deny_member(id, Timestamp::now())
             .await?
             .ok_or(ControlError::NotFound("member"))?;
-        tracing::info!(identity = %member.id, by = %by, "member deleted; revoking its leases");
+        tracing::info!(identity = %member.id, by = %by, "member deleted and denied re-enrollment; revoking its leases");
         let now = Timestamp::now();
         for lease in self.store.leases().await? {
             if lease.member == id
@@ -324,9 +338,11 @@ impl<S: Store> Control<S> {
         }
         let ticket = Ticket::generate(self.advertise.clone(), self.identity.public());
         let expires_at = Timestamp::now().plus_secs(expires_in_secs);
+        let hash = secret_hash(ticket.secret.as_ref());
+        let id = ticket_id(&hash).to_owned();
         self.store
             .put_ticket(
-                secret_hash(ticket.secret.as_ref()),
+                hash,
                 StoredTicket {
                     attributes: attributes.clone(),
                     expires_at,
@@ -334,14 +350,79 @@ impl<S: Store> Control<S> {
                 },
             )
             .await?;
-        tracing::info!(attributes = ?attributes, expires_at = %expires_at, usage_count, "ticket created");
+        tracing::info!(ticket = %id, attributes = ?attributes, expires_at = %expires_at, usage_count, "ticket created");
         Ok(Reply::Ticket(TicketRecord {
             ticket: ticket.to_line(),
             attributes,
             expires_at,
             usage_count,
+            id,
         }))
     }
+
+    /// Tickets that can still be redeemed, soonest expiry first. Dead ones are pruned
+    /// first, so what is listed is exactly what can be revoked.
+    async fn list_tickets(&self) -> Result<Reply> {
+        self.prune_tickets().await?;
+        let mut tickets: Vec<TicketInfo> = self
+            .store
+            .tickets()
+            .await?
+            .into_iter()
+            .map(|(hash, t)| TicketInfo {
+                id: ticket_id(&hash).to_owned(),
+                attributes: t.attributes,
+                expires_at: t.expires_at,
+                uses_left: t.remaining,
+            })
+            .collect();
+        tickets.sort_by(|a, b| a.expires_at.cmp(&b.expires_at).then(a.id.cmp(&b.id)));
+        Ok(Reply::Tickets { tickets })
+    }
+
+    async fn revoke_ticket(&self, by: PublicIdentity, id: &str) -> Result<Reply> {
+        if id.len() != 16 || !id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(ControlError::BadRequest(format!(
+                "{:?} is not a ticket id (16 hex digits, as ticket list shows)",
+                id.escape_debug().take(40).collect::<String>()
+            )));
+        }
+        let hash = self
+            .store
+            .tickets()
+            .await?
+            .into_iter()
+            .map(|(hash, _)| hash)
+            .find(|hash| ticket_id(hash) == id)
+            .ok_or(ControlError::NotFound("ticket"))?;
+        if !self.store.delete_ticket(hash).await? {
+            return Err(ControlError::NotFound("ticket"));
+        }
+        tracing::info!(ticket = %id, by = %by, "ticket revoked");
+        Ok(Reply::Done)
+    }
+
+    /// Removes expired and used-up tickets from the store.
+    pub(crate) async fn prune_tickets(&self) -> Result<()> {
+        let pruned = self.store.prune_tickets(Timestamp::now()).await?;
+        if pruned > 0 {
+            tracing::info!(pruned, "expired tickets pruned");
+        }
+        Ok(())
+    }
+}
+
+/// The name a member enrolls under is shown to admins and written to logs: it follows
+/// the rules of local identity names (1-64 letters, digits, `.`, `_`, `-`), so it can
+/// carry no control character or terminal escape. A long name is not echoed back.
+fn validate_enrollment_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 64 {
+        return Err(ControlError::BadRequest(
+            "identity name must be 1-64 characters".into(),
+        ));
+    }
+    leasehold_channel::home::validate_name(name)
+        .map_err(|e| ControlError::BadRequest(e.to_string()))
 }
 
 fn parse_member_id(id: &str) -> Result<PublicIdentity> {
