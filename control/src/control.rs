@@ -28,6 +28,19 @@ pub struct Addon {
     pub config: AddonConfig,
     /// The backend client.
     pub backend: Backend,
+    /// Which configuration this is ([`crate::issuer::addon_id`]); leases record it.
+    pub id: String,
+}
+
+impl Addon {
+    /// The add-on `config` describes.
+    pub fn new(config: AddonConfig) -> Result<Self, crate::backend::BackendError> {
+        Ok(Self {
+            backend: Backend::from_addon(&config)?,
+            id: crate::issuer::addon_id(&config),
+            config,
+        })
+    }
 }
 
 /// The control plane's shared state.
@@ -36,6 +49,9 @@ pub struct Control<S> {
     pub(crate) store: S,
     pub(crate) data: DataDir,
     pub(crate) addon: ArcSwapOption<Addon>,
+    /// Earlier add-on configurations still owed revocations, by id (see
+    /// [`crate::issuer`]). Held across their file writes, so it also orders them.
+    pub(crate) retired: tokio::sync::Mutex<std::collections::BTreeMap<String, Arc<Addon>>>,
     pub(crate) advertise: Vec<String>,
     sweep_now: tokio::sync::Notify,
     schedule: Schedule,
@@ -80,10 +96,7 @@ impl<S: Store> Control<S> {
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, ControlError> {
         let addon = match data.load_addon()? {
-            Some(config) => Some(Arc::new(Addon {
-                backend: Backend::from_addon(&config)?,
-                config,
-            })),
+            Some(config) => Some(Arc::new(Addon::new(config)?)),
             None => None,
         };
         let (schedule, rx) = Schedule::new();
@@ -92,6 +105,7 @@ impl<S: Store> Control<S> {
             store,
             data,
             addon: ArcSwapOption::new(addon),
+            retired: tokio::sync::Mutex::default(),
             advertise,
             sweep_now: tokio::sync::Notify::new(),
             schedule,
@@ -108,6 +122,7 @@ impl<S: Store> Control<S> {
                 }
             },
         ));
+        control.load_retired().await?;
         let mut owed = 0;
         for lease in control.store.leases().await? {
             if !lease.removed {
@@ -163,6 +178,7 @@ impl<S: Store> Control<S> {
     async fn sweep_loop(&self) {
         let mut attempt: u32 = 0;
         loop {
+            self.sweep_retired().await;
             let wait = match self.addon.load_full() {
                 None => SWEEP_INTERVAL,
                 Some(addon) => match addon.backend.sweep(Timestamp::now()).await {
@@ -234,9 +250,14 @@ impl<S: Store> Control<S> {
         if lease.removed {
             return Ok(());
         }
-        self.addon()?.backend.revoke(&lease.credential_id).await?;
+        // Where it was issued, with the credential that issued it.
+        let issuer = self.issuer_of(&lease).await?;
+        issuer.backend.revoke(&lease.credential_id).await?;
         lease.removed = true;
         self.store.put_lease(lease.clone()).await?;
+        if !self.is_current(&issuer.id) {
+            self.forget_finished_addons().await;
+        }
         let reason = if lease.revoked_at.is_some() {
             "revoked"
         } else {

@@ -5,6 +5,7 @@
 //!   identity.key       the control's Ed25519 key, 0600
 //!   control.json       listen address and the addresses tickets advertise
 //!   addon.json         the InfluxDB add-on settings, with the admin credential, 0600
+//!   addons/ID.json     earlier add-on settings still owed revocations, 0600 (dir 0700)
 //!   store.redb         the embedded store
 //! ```
 //!
@@ -152,17 +153,73 @@ impl DataDir {
 
     /// Replaces the add-on settings atomically (write a 0600 temporary, then rename).
     pub fn save_addon(&self, addon: &AddonConfig) -> Result<(), DataDirError> {
-        let path = self.addon_path();
-        let tmp = path.with_extension("json.tmp");
-        let _ = fs::remove_file(&tmp);
-        let json = zeroize::Zeroizing::new(
-            serde_json::to_vec_pretty(addon).expect("add-on settings serialize"),
-        );
-        home::write_private(&tmp, &json)?;
-        fs::rename(&tmp, &path).map_err(|e| DataDirError::Io {
-            path,
-            reason: e.to_string(),
-        })
+        replace_config(self.addon_path(), addon)
+    }
+
+    fn retired_dir(&self) -> PathBuf {
+        self.path.join("addons")
+    }
+
+    /// Keeps an earlier add-on configuration, `id` ([`crate::issuer::addon_id`]), so
+    /// the leases it issued can be revoked where they live (0600, replaced atomically).
+    pub fn save_retired_addon(&self, id: &str, addon: &AddonConfig) -> Result<(), DataDirError> {
+        replace_config(self.retired_dir().join(format!("{id}.json")), addon)
+    }
+
+    /// Forgets earlier configuration `id`; already gone counts as done.
+    pub fn remove_retired_addon(&self, id: &str) -> Result<(), DataDirError> {
+        let path = self.retired_dir().join(format!("{id}.json"));
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(DataDirError::Io {
+                path,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Every earlier add-on configuration kept, by the id in its file name. Files not
+    /// named like one (an interrupted write's temporary) are skipped.
+    pub fn load_retired_addons(&self) -> Result<Vec<(String, AddonConfig)>, DataDirError> {
+        let dir = self.retired_dir();
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(DataDirError::Io {
+                    path: dir,
+                    reason: e.to_string(),
+                });
+            }
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| DataDirError::Io {
+                path: dir.clone(),
+                reason: e.to_string(),
+            })?;
+            let name = entry.file_name();
+            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                continue;
+            };
+            if !crate::issuer::is_addon_id(id) {
+                continue;
+            }
+            let path = entry.path();
+            let bytes = fs::read(&path).map_err(|e| DataDirError::Io {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            let bytes = zeroize::Zeroizing::new(bytes);
+            let config = serde_json::from_slice(&bytes).map_err(|e| DataDirError::Io {
+                path,
+                reason: format!("corrupt: {e}"),
+            })?;
+            out.push((id.to_owned(), config));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
     }
 
     /// Loads the control identity and settings.
@@ -187,6 +244,20 @@ impl DataDir {
         let identity = home::read_key_file(&self.path.join("identity.key"))?;
         Ok((identity, settings))
     }
+}
+
+/// Writes add-on settings to `path` atomically: a 0600 temporary, then a rename.
+fn replace_config(path: PathBuf, addon: &AddonConfig) -> Result<(), DataDirError> {
+    let tmp = path.with_extension("json.tmp");
+    let _ = fs::remove_file(&tmp);
+    let json = zeroize::Zeroizing::new(
+        serde_json::to_vec_pretty(addon).expect("add-on settings serialize"),
+    );
+    home::write_private(&tmp, &json)?;
+    fs::rename(&tmp, &path).map_err(|e| DataDirError::Io {
+        path,
+        reason: e.to_string(),
+    })
 }
 
 #[cfg(test)]

@@ -38,6 +38,11 @@ pub enum ControlError {
     /// A file in the data directory could not be read or written.
     #[error(transparent)]
     DataDir(#[from] DataDirError),
+    /// The add-on configuration that issued a lease is not kept any more.
+    #[error(
+        "the add-on configuration {0} that issued this lease is missing (addons/{0}.json in the data directory)"
+    )]
+    IssuerMissing(String),
 }
 
 impl ControlError {
@@ -74,7 +79,7 @@ impl ControlError {
                 ErrorCode::Internal,
                 "InfluxDB refused the request; see the control's log".to_owned(),
             ),
-            Self::Store(_) | Self::DataDir(_) => (
+            Self::Store(_) | Self::DataDir(_) | Self::IssuerMissing(_) => (
                 ErrorCode::Internal,
                 "internal error; see the control's log".to_owned(),
             ),

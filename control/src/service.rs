@@ -12,7 +12,7 @@ use leasehold_channel::{PublicIdentity, Secret};
 
 use tracing::Instrument;
 
-use crate::backend::{Backend, LeaseSpec, new_lease_id};
+use crate::backend::{LeaseSpec, new_lease_id};
 use crate::control::{Addon, Control, record, status};
 use crate::error::ControlError;
 use crate::grant::{Privilege, normalize_permissions};
@@ -177,6 +177,7 @@ impl<S: Store> Control<S> {
             endpoint_url: backend.endpoint_url().to_owned(),
             revoked_at: None,
             removed: false,
+            addon_id: Some(addon.id.clone()),
         };
         // Durable before the token leaves: a crash from here on still revokes it.
         if let Err(error) = self.store.put_lease(lease.clone()).await {
@@ -184,6 +185,10 @@ impl<S: Store> Control<S> {
                 tracing::error!(lease.id = %id, error = %cleanup, "could not remove an unrecorded credential; the sweep will after expiry");
             }
             return Err(error.into());
+        }
+        if let Err(error) = self.keep_issuer(&addon).await {
+            // Recorded, so the next start tries again; the sweep covers the rest.
+            tracing::error!(lease.id = %id, %error, "could not keep the add-on configuration that issued this lease");
         }
         self.schedule(expires_at, id.clone());
         tracing::info!(
@@ -252,25 +257,21 @@ impl<S: Store> Control<S> {
     }
 
     async fn configure_addon(&self, addon: AddonConfig) -> Result<Reply> {
-        let addon = validate_addon(addon)?;
-        let backend = Backend::from_addon(&addon)?;
-        let (default_ttl_secs, max_ttl_secs) = policy::addon_ttls(&addon);
+        let addon = Addon::new(validate_addon(addon)?)?;
+        let (default_ttl_secs, max_ttl_secs) = policy::addon_ttls(&addon.config);
         let summary = AddonSummary {
-            backend: match addon {
+            backend: match addon.config {
                 AddonConfig::Influxdb { .. } => "influxdb",
                 AddonConfig::InfluxdbV1 { .. } => "influxdb-v1",
             }
             .into(),
-            endpoint_url: backend.endpoint_url().to_owned(),
+            endpoint_url: addon.backend.endpoint_url().to_owned(),
             default_ttl_secs,
             max_ttl_secs,
         };
-        self.data.save_addon(&addon)?;
-        self.set_addon(Addon {
-            config: addon,
-            backend,
-        });
-        tracing::info!(backend = %summary.backend, endpoint = %summary.endpoint_url, default_ttl_secs, max_ttl_secs, "add-on configured");
+        let id = addon.id.clone();
+        self.install_addon(addon).await?;
+        tracing::info!(addon.id = %id, backend = %summary.backend, endpoint = %summary.endpoint_url, default_ttl_secs, max_ttl_secs, "add-on configured");
         Ok(Reply::Addon(summary))
     }
 
@@ -484,6 +485,11 @@ fn validate_addon(addon: AddonConfig) -> Result<AddonConfig> {
             validate_url(&endpoint_url)?;
             if token.is_empty() {
                 return Err(ControlError::BadRequest("the admin token is empty".into()));
+            }
+            if !crate::backend::is_valid_token(&token) {
+                return Err(ControlError::BadRequest(
+                    crate::backend::INVALID_TOKEN_MESSAGE.into(),
+                ));
             }
             if org_id.len() != 16 || !org_id.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(ControlError::BadRequest(format!(

@@ -55,6 +55,11 @@ pub struct StoredLease {
     /// Whether the credential has been removed from InfluxDB. A lease with `removed`
     /// false is one the control still owes a revocation.
     pub removed: bool,
+    /// The add-on configuration that issued it ([`crate::issuer::addon_id`]): its
+    /// revocation goes there, with that configuration's credential. Absent in leases
+    /// recorded before configurations were told apart (matched by `endpoint_url`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addon_id: Option<String>,
 }
 
 /// Why a ticket could not be redeemed.
