@@ -52,6 +52,9 @@ pub struct Control<S> {
     /// Earlier add-on configurations still owed revocations, by id (see
     /// [`crate::issuer`]). Held across their file writes, so it also orders them.
     pub(crate) retired: tokio::sync::Mutex<std::collections::BTreeMap<String, Arc<Addon>>>,
+    /// Asks [`Control::forget_loop`] to check which earlier configurations are owed
+    /// nothing; a burst of revocations coalesces into one check (one lease scan).
+    pub(crate) forget_now: tokio::sync::Notify,
     pub(crate) advertise: Vec<String>,
     sweep_now: tokio::sync::Notify,
     schedule: Schedule,
@@ -106,6 +109,7 @@ impl<S: Store> Control<S> {
             data,
             addon: ArcSwapOption::new(addon),
             retired: tokio::sync::Mutex::default(),
+            forget_now: tokio::sync::Notify::new(),
             advertise,
             sweep_now: tokio::sync::Notify::new(),
             schedule,
@@ -136,6 +140,10 @@ impl<S: Store> Control<S> {
         control
             .tasks
             .spawn(async move { sweeper.sweep_loop().await });
+        let forgetter = control.clone();
+        control
+            .tasks
+            .spawn(async move { forgetter.forget_loop().await });
         let pruner = control.clone();
         control
             .tasks
@@ -256,7 +264,7 @@ impl<S: Store> Control<S> {
         lease.removed = true;
         self.store.put_lease(lease.clone()).await?;
         if !self.is_current(&issuer.id) {
-            self.forget_finished_addons().await;
+            self.forget_now.notify_one();
         }
         let reason = if lease.revoked_at.is_some() {
             "revoked"

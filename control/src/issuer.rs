@@ -181,6 +181,17 @@ impl<S: Store> Control<S> {
         }
     }
 
+    /// Drops kept configurations owed nothing whenever a revocation under one of them
+    /// asks (see [`Control::forget_now`]), until shutdown.
+    pub(crate) async fn forget_loop(&self) {
+        loop {
+            tokio::select! {
+                _ = self.shutdown().cancelled() => return,
+                _ = self.forget_now.notified() => self.forget_finished_addons().await,
+            }
+        }
+    }
+
     /// Sweeps the InfluxDB of every kept configuration for expired credentials this
     /// control created there, then drops the configurations owed nothing. Failures are
     /// logged; the next sweep tries again.
