@@ -92,8 +92,20 @@ async fn a_lease_is_revoked_where_it_was_issued_after_the_addon_is_re_pointed() 
 
     // Re-point the add-on at B, then crash: the earlier configuration must survive both.
     env.configure_v1(&b, &[WRITE_TELEMETRY]);
+    // An expired credential of ours on A that the store knows nothing of (as after a
+    // lost store): only a sweep of A, the earlier configuration's server, removes it.
+    let stray = "leasehold_1_0123456789abcdef";
+    a.query(&format!("CREATE USER {stray} WITH PASSWORD 'x'"))
+        .await
+        .unwrap();
     control.kill9();
     let control = env.serve();
+    eventually(
+        Duration::from_secs(30),
+        "the sweep of A to remove the stray credential",
+        async || !lease_users(&a).await.iter().any(|u| u == stray),
+    )
+    .await;
     let kept = kept_configurations(&env.data_dir());
     assert_eq!(kept.len(), 1, "the configuration for A is kept");
     assert!(kept[0].contains(a.url()), "{}", kept[0]);

@@ -282,4 +282,39 @@ mod tests {
         assert_eq!(loaded_settings.advertise, settings.advertise);
         assert_eq!(local_address(settings.listen), "127.0.0.1:4100");
     }
+
+    #[test]
+    fn earlier_addon_configurations_are_kept_private_and_forgotten() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path().join("control"));
+        assert!(data.load_retired_addons().unwrap().is_empty());
+        let config = |password: &str| AddonConfig::InfluxdbV1 {
+            endpoint_url: "http://a:8086".into(),
+            username: "admin".into(),
+            password: leasehold_channel::Secret::new(password.to_owned()),
+            privileges: vec!["WRITE ON \"x\"".into()],
+            default_ttl_secs: None,
+            max_ttl_secs: None,
+        };
+        let id = crate::issuer::addon_id(&config("p1"));
+        data.save_retired_addon(&id, &config("p1")).unwrap();
+        // Saved again (a rotated password): replaced, not refused.
+        data.save_retired_addon(&id, &config("p2")).unwrap();
+        let path = data.path().join("addons").join(format!("{id}.json"));
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&data.path().join("addons")), 0o700);
+        // Stray files are not configurations.
+        fs::write(data.path().join("addons").join("notes.txt"), "x").unwrap();
+        let loaded = data.load_retired_addons().unwrap();
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(loaded[0].0, id);
+        assert!(
+            matches!(&loaded[0].1, AddonConfig::InfluxdbV1 { password, .. } if password.expose() == "p2")
+        );
+        data.remove_retired_addon(&id).unwrap();
+        data.remove_retired_addon(&id).unwrap();
+        assert!(data.load_retired_addons().unwrap().is_empty());
+    }
 }
