@@ -231,3 +231,61 @@ async fn an_admin_token_that_is_not_a_header_value_is_refused_and_changes_nothin
     env.json(&["lease", "create", "--identity", "app"]);
     assert_eq!(v2.authorization_count(), 1);
 }
+
+/// Writes one point to a v2 test server with `token`; returns the status.
+async fn write_v2(v2: &V2Server, token: &str) -> u16 {
+    let url = format!(
+        "{}/api/v2/write?org={}&bucket=telemetry&precision=s",
+        v2.url(),
+        v2.org_name()
+    );
+    reqwest::Client::new()
+        .post(url)
+        .header("Authorization", format!("Token {token}"))
+        .body("cpu,host=a usage=1 1700000000\n")
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_v2_authorization_is_deleted_on_the_server_that_issued_it() {
+    let a = V2Server::start_default().await.unwrap();
+    let b = V2Server::start_default().await.unwrap();
+    let mut env = Env::new();
+    env.init_control();
+    let _control = env.serve();
+    env.configure_v2(&a, &[]);
+    env.enrolled_identity("app", &[]);
+    let revoked = env.json(&["lease", "create", "--identity", "app", "--ttl", "10m"]);
+    let expiring = env.json(&["lease", "create", "--identity", "app", "--ttl", "4s"]);
+    let token = expiring["token"].as_str().unwrap();
+    assert_eq!(a.authorization_count(), 2);
+    assert_eq!(write_v2(&a, token).await, 204);
+
+    // B answers 404 for A's authorizations: were revocations sent there, they would
+    // count as done while A kept the credentials.
+    env.configure_v2(&b, &[]);
+    env.ok(&[
+        "lease",
+        "revoke",
+        revoked["id"].as_str().unwrap(),
+        "--identity",
+        "app",
+    ]);
+    assert_eq!(a.authorization_count(), 1, "revoked on A at once");
+    common::wait_until(
+        Duration::from_secs(30),
+        "the expiring authorization to be deleted on A",
+        || a.authorization_count() == 0,
+    );
+    assert_eq!(write_v2(&a, token).await, 401);
+    assert_eq!(b.authorization_count(), 0);
+    common::wait_until(
+        Duration::from_secs(30),
+        "the configuration for A to be dropped",
+        || kept_configurations(&env.data_dir()).is_empty(),
+    );
+}
