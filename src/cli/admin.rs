@@ -185,7 +185,7 @@ pub struct TicketCreateArgs {
 /// `member` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum MemberCommand {
-    /// List members.
+    /// List members, then identities denied re-enrollment.
     List(AsIdentity),
     /// Show a member.
     Show {
@@ -201,7 +201,7 @@ pub enum MemberCommand {
         #[command(flatten)]
         who: AsIdentity,
     },
-    /// Let a deleted member's identity enroll again (with a new ticket).
+    /// Let a deleted member's identity enroll again (it still needs a valid ticket).
     Allow {
         /// Member id (identity identifier).
         id: String,
