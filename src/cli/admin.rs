@@ -6,7 +6,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Args, Subcommand};
 use leasehold_channel::Secret;
 use leasehold_channel::home::Home;
@@ -404,9 +404,16 @@ async fn create_ticket(home: &Home, out: Output, a: TicketCreateArgs) -> anyhow:
         }
     };
     if let Some((path, mut file)) = file {
-        file.write_all(format!("{}\n", ticket.ticket.expose()).as_bytes())
-            .and_then(|()| file.sync_all())
-            .with_context(|| format!("writing the ticket to {}", path.display()))?;
+        // Written straight from the secret: no unzeroized copy of the line is made.
+        let written = file
+            .write_all(ticket.ticket.expose().as_bytes())
+            .and_then(|()| file.write_all(b"\n"))
+            .and_then(|()| file.sync_all());
+        if let Err(error) = written {
+            let _ = std::fs::remove_file(path);
+            return Err(anyhow::Error::new(error)
+                .context(format!("writing the ticket to {}", path.display())));
+        }
         match out {
             Output::Json => output::json(&serde_json::json!({
                 "id": ticket.id,
