@@ -89,9 +89,8 @@ step leasehold addon configure influxdb --endpoint-url "$INFLUXDB_ENDPOINT_URL" 
 on_control addon configure influxdb --endpoint-url "$INFLUXDB_ENDPOINT_URL" \
   --org-id "$INFLUXDB_ORG_ID" --permissions "$INFLUXDB_LEASE_PERMISSIONS" --max-ttl 900
 
-step leasehold ticket create --attribute service=iot-sensor '>' sensor.ticket
-on_control ticket create --attribute service=iot-sensor >"$WORK/sensor.ticket"
-echo "(ticket written to $WORK/sensor.ticket)"
+step leasehold ticket create --attribute service=iot-sensor --output-file sensor.ticket
+on_control ticket create --attribute service=iot-sensor --output-file "$WORK/sensor.ticket"
 
 echo
 echo "# on the client host (LEASEHOLD_HOME=$WORK/client-host)"

@@ -157,7 +157,7 @@ INFLUXDB_ADMIN_PASSWORD=$ADMIN_PASSWORD lh addon configure influxdb-v1 \
 
 # --- the sidecar ---------------------------------------------------------------------
 say "enrolling identity app and starting the proxy on 127.0.0.1:$PROXY_PORT"
-lh ticket create --attribute service=demo-app --expires-in 5m >"$WORK/app.ticket"
+lh ticket create --attribute service=demo-app --expires-in 5m --output-file "$WORK/app.ticket" >/dev/null
 lh identity create app >/dev/null
 lh enroll "$WORK/app.ticket" --identity app >/dev/null
 APP_ID=$(lh identity show app --output json | sed -n 's/.*"id": *"\([^"]*\)".*/\1/p')

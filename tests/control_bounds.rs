@@ -445,6 +445,28 @@ impl Store for FailingStore {
     async fn prune_leases(&self, ended_by: Timestamp) -> StoreResult<usize> {
         self.inner.prune_leases(ended_by).await
     }
+    async fn deny_member(
+        &self,
+        id: PublicIdentity,
+        now: Timestamp,
+    ) -> StoreResult<Option<MemberRecord>> {
+        self.inner.deny_member(id, now).await
+    }
+    async fn denied(&self) -> StoreResult<Vec<leasehold_channel::protocol::DeniedIdentity>> {
+        self.inner.denied().await
+    }
+    async fn allow(&self, id: PublicIdentity) -> StoreResult<bool> {
+        self.inner.allow(id).await
+    }
+    async fn tickets(&self) -> StoreResult<Vec<(String, StoredTicket)>> {
+        self.inner.tickets().await
+    }
+    async fn delete_ticket(&self, hash: String) -> StoreResult<bool> {
+        self.inner.delete_ticket(hash).await
+    }
+    async fn prune_tickets(&self, now: Timestamp) -> StoreResult<usize> {
+        self.inner.prune_tickets(now).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

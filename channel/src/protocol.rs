@@ -135,9 +135,22 @@ pub enum Request {
         /// Member id (the identity's identifier).
         id: String,
     },
-    /// Remove a member and revoke its live leases (admin).
+    /// Remove a member and revoke its live leases (admin). The identity is also denied:
+    /// no ticket enrolls it again until [`Request::MemberAllow`].
     MemberDelete {
         /// Member id.
+        id: String,
+    },
+    /// Lift the denial of a deleted member's identity (admin): a ticket can enroll it again.
+    MemberAllow {
+        /// Member id (the identity's identifier).
+        id: String,
+    },
+    /// Enrollment tickets that can still be redeemed, without their secrets (admin).
+    TicketList,
+    /// Revoke an enrollment ticket before it expires or is used up (admin).
+    TicketRevoke {
+        /// Ticket id, as `ticket list` shows it.
         id: String,
     },
 }
@@ -157,6 +170,9 @@ pub enum Reply {
     Members {
         /// The members.
         members: Vec<MemberRecord>,
+        /// Identities removed with `member delete` and refused re-enrollment.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        denied: Vec<DeniedIdentity>,
     },
     /// A lease record.
     Lease(LeaseRecord),
@@ -186,6 +202,11 @@ pub enum Reply {
     },
     /// The request was carried out and has nothing to report.
     Done,
+    /// Enrollment tickets (no secrets).
+    Tickets {
+        /// The tickets.
+        tickets: Vec<TicketInfo>,
+    },
 }
 
 /// Coarse error categories, safe to show a peer.
@@ -455,6 +476,36 @@ pub struct TicketRecord {
     pub expires_at: Timestamp,
     /// How many identities can redeem it.
     pub usage_count: u32,
+    /// The id `ticket list` and `ticket revoke` use (not a secret).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
+}
+
+/// An enrollment ticket as `ticket list` shows it: never its secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TicketInfo {
+    /// Derived from the stored hash of the secret; what `ticket revoke` takes.
+    pub id: String,
+    /// Attributes the member will carry.
+    pub attributes: BTreeMap<String, String>,
+    /// Last moment it can be redeemed.
+    pub expires_at: Timestamp,
+    /// Redemptions left.
+    pub uses_left: u32,
+}
+
+/// An identity removed with `member delete`: enrolling it again is refused until
+/// `member allow`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeniedIdentity {
+    /// The identity's identifier.
+    pub id: PublicIdentity,
+    /// The name it had enrolled under.
+    pub name: String,
+    /// The attributes it had.
+    pub attributes: BTreeMap<String, String>,
+    /// When it was deleted.
+    pub denied_at: Timestamp,
 }
 
 #[cfg(test)]

@@ -90,6 +90,13 @@ pub fn secret_hash(secret: &[u8]) -> String {
     data_encoding::HEXLOWER.encode(&hasher.finalize())
 }
 
+/// The public id of a ticket, derived from its stored hash: the first 16 hex digits.
+/// It names the ticket in `ticket list` and `ticket revoke` and in logs; it does not
+/// help anyone redeem it (the hash is one-way, and this is only part of it).
+pub fn ticket_id(hash: &str) -> &str {
+    hash.get(..16).unwrap_or(hash)
+}
+
 impl FromStr for Ticket {
     type Err = TicketError;
 
@@ -181,5 +188,7 @@ mod tests {
     fn hashes_differ_per_secret() {
         assert_ne!(secret_hash(&[1; 32]), secret_hash(&[2; 32]));
         assert_eq!(secret_hash(&[1; 32]).len(), 64);
+        let hash = secret_hash(&[1; 32]);
+        assert_eq!(ticket_id(&hash), &hash[..16]);
     }
 }

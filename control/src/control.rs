@@ -48,6 +48,19 @@ pub struct Addon {
     pub config: AddonConfig,
     /// The backend client.
     pub backend: Backend,
+    /// Which configuration this is ([`crate::issuer::addon_id`]); leases record it.
+    pub id: String,
+}
+
+impl Addon {
+    /// The add-on `config` describes.
+    pub fn new(config: AddonConfig) -> Result<Self, crate::backend::BackendError> {
+        Ok(Self {
+            backend: Backend::from_addon(&config)?,
+            id: crate::issuer::addon_id(&config),
+            config,
+        })
+    }
 }
 
 /// The control plane's shared state.
@@ -56,6 +69,12 @@ pub struct Control<S> {
     pub(crate) store: S,
     pub(crate) data: DataDir,
     pub(crate) addon: ArcSwapOption<Addon>,
+    /// Earlier add-on configurations still owed revocations, by id (see
+    /// [`crate::issuer`]). Held across their file writes, so it also orders them.
+    pub(crate) retired: tokio::sync::Mutex<std::collections::BTreeMap<String, Arc<Addon>>>,
+    /// Asks [`Control::forget_loop`] to check which earlier configurations are owed
+    /// nothing; a burst of revocations coalesces into one check (one lease scan).
+    pub(crate) forget_now: tokio::sync::Notify,
     pub(crate) advertise: Vec<String>,
     sweep_now: tokio::sync::Notify,
     pub(crate) live: LiveLeases,
@@ -115,10 +134,7 @@ impl<S: Store> Control<S> {
         housekeeping: Housekeeping,
     ) -> Result<Arc<Self>, ControlError> {
         let addon = match data.load_addon()? {
-            Some(config) => Some(Arc::new(Addon {
-                backend: Backend::from_addon(&config)?,
-                config,
-            })),
+            Some(config) => Some(Arc::new(Addon::new(config)?)),
             None => None,
         };
         let (schedule, rx) = Schedule::new();
@@ -127,6 +143,8 @@ impl<S: Store> Control<S> {
             store,
             data,
             addon: ArcSwapOption::new(addon),
+            retired: tokio::sync::Mutex::default(),
+            forget_now: tokio::sync::Notify::new(),
             advertise,
             sweep_now: tokio::sync::Notify::new(),
             live: LiveLeases::default(),
@@ -144,6 +162,7 @@ impl<S: Store> Control<S> {
                 }
             },
         ));
+        control.load_retired().await?;
         let mut owed = 0;
         let now = Timestamp::now();
         for lease in control.store.leases().await? {
@@ -167,6 +186,14 @@ impl<S: Store> Control<S> {
         control
             .tasks
             .spawn(async move { pruner.prune_loop(housekeeping).await });
+        let forgetter = control.clone();
+        control
+            .tasks
+            .spawn(async move { forgetter.forget_loop().await });
+        let ticket_pruner = control.clone();
+        control
+            .tasks
+            .spawn(async move { ticket_pruner.ticket_prune_loop().await });
         Ok(control)
     }
 
@@ -205,6 +232,7 @@ impl<S: Store> Control<S> {
     async fn sweep_loop(&self) {
         let mut attempt: u32 = 0;
         loop {
+            self.sweep_retired().await;
             let wait = match self.addon.load_full() {
                 None => SWEEP_INTERVAL,
                 Some(addon) => match addon.backend.sweep(Timestamp::now()).await {
@@ -252,6 +280,20 @@ impl<S: Store> Control<S> {
         }
     }
 
+    /// Removes expired and used-up enrollment tickets at start-up and every
+    /// [`SWEEP_INTERVAL`], so the ticket table holds only tickets that can be redeemed.
+    async fn ticket_prune_loop(&self) {
+        loop {
+            if let Err(error) = self.prune_tickets().await {
+                tracing::warn!(%error, "pruning tickets failed");
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(SWEEP_INTERVAL) => {}
+            }
+        }
+    }
+
     fn revoke_in_background(self: Arc<Self>, id: String) {
         let control = self.clone();
         let span = tracing::info_span!("lease", lease.id = %id);
@@ -286,18 +328,23 @@ impl<S: Store> Control<S> {
         if lease.removed {
             return Ok(());
         }
-        let backend = &self.addon()?.backend;
+        // Where it was issued, with the credential that issued it.
+        let issuer = self.issuer_of(&lease).await?;
         if lease.issued {
-            backend.revoke(&lease.credential_id).await?;
+            issuer.backend.revoke(&lease.credential_id).await?;
         } else {
             // An intent whose outcome was never recorded: InfluxDB may or may not
             // have created the credential; remove it by the name it would carry.
-            backend
+            issuer
+                .backend
                 .revoke_unrecorded(&lease.id, lease.expires_at)
                 .await?;
         }
         lease.removed = true;
         self.store.put_lease(lease.clone()).await?;
+        if !self.is_current(&issuer.id) {
+            self.forget_now.notify_one();
+        }
         let reason = if !lease.issued {
             "never issued"
         } else if lease.revoked_at.is_some() {

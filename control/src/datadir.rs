@@ -5,6 +5,7 @@
 //!   identity.key       the control's Ed25519 key, 0600
 //!   control.json       listen address and the addresses tickets advertise
 //!   addon.json         the InfluxDB add-on settings, with the admin credential, 0600
+//!   addons/ID.json     earlier add-on settings still owed revocations, 0600 (dir 0700)
 //!   store.redb         the embedded store
 //! ```
 //!
@@ -152,17 +153,73 @@ impl DataDir {
 
     /// Replaces the add-on settings atomically (write a 0600 temporary, then rename).
     pub fn save_addon(&self, addon: &AddonConfig) -> Result<(), DataDirError> {
-        let path = self.addon_path();
-        let tmp = path.with_extension("json.tmp");
-        let _ = fs::remove_file(&tmp);
-        let json = zeroize::Zeroizing::new(
-            serde_json::to_vec_pretty(addon).expect("add-on settings serialize"),
-        );
-        home::write_private(&tmp, &json)?;
-        fs::rename(&tmp, &path).map_err(|e| DataDirError::Io {
-            path,
-            reason: e.to_string(),
-        })
+        replace_config(self.addon_path(), addon)
+    }
+
+    fn retired_dir(&self) -> PathBuf {
+        self.path.join("addons")
+    }
+
+    /// Keeps an earlier add-on configuration, `id` ([`crate::issuer::addon_id`]), so
+    /// the leases it issued can be revoked where they live (0600, replaced atomically).
+    pub fn save_retired_addon(&self, id: &str, addon: &AddonConfig) -> Result<(), DataDirError> {
+        replace_config(self.retired_dir().join(format!("{id}.json")), addon)
+    }
+
+    /// Forgets earlier configuration `id`; already gone counts as done.
+    pub fn remove_retired_addon(&self, id: &str) -> Result<(), DataDirError> {
+        let path = self.retired_dir().join(format!("{id}.json"));
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(DataDirError::Io {
+                path,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Every earlier add-on configuration kept, by the id in its file name. Files not
+    /// named like one (an interrupted write's temporary) are skipped.
+    pub fn load_retired_addons(&self) -> Result<Vec<(String, AddonConfig)>, DataDirError> {
+        let dir = self.retired_dir();
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(DataDirError::Io {
+                    path: dir,
+                    reason: e.to_string(),
+                });
+            }
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| DataDirError::Io {
+                path: dir.clone(),
+                reason: e.to_string(),
+            })?;
+            let name = entry.file_name();
+            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                continue;
+            };
+            if !crate::issuer::is_addon_id(id) {
+                continue;
+            }
+            let path = entry.path();
+            let bytes = fs::read(&path).map_err(|e| DataDirError::Io {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            let bytes = zeroize::Zeroizing::new(bytes);
+            let config = serde_json::from_slice(&bytes).map_err(|e| DataDirError::Io {
+                path,
+                reason: format!("corrupt: {e}"),
+            })?;
+            out.push((id.to_owned(), config));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
     }
 
     /// Loads the control identity and settings.
@@ -189,6 +246,20 @@ impl DataDir {
     }
 }
 
+/// Writes add-on settings to `path` atomically: a 0600 temporary, then a rename.
+fn replace_config(path: PathBuf, addon: &AddonConfig) -> Result<(), DataDirError> {
+    let tmp = path.with_extension("json.tmp");
+    let _ = fs::remove_file(&tmp);
+    let json = zeroize::Zeroizing::new(
+        serde_json::to_vec_pretty(addon).expect("add-on settings serialize"),
+    );
+    home::write_private(&tmp, &json)?;
+    fs::rename(&tmp, &path).map_err(|e| DataDirError::Io {
+        path,
+        reason: e.to_string(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,5 +281,41 @@ mod tests {
         assert_eq!(loaded.public(), first.public());
         assert_eq!(loaded_settings.advertise, settings.advertise);
         assert_eq!(local_address(settings.listen), "127.0.0.1:4100");
+    }
+
+    #[test]
+    fn earlier_addon_configurations_are_kept_private_and_forgotten() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path().join("control"));
+        assert!(data.load_retired_addons().unwrap().is_empty());
+        let config = |password: &str| AddonConfig::InfluxdbV1 {
+            endpoint_url: "http://a:8086".into(),
+            username: "admin".into(),
+            password: leasehold_channel::Secret::new(password.to_owned()),
+            privileges: vec!["WRITE ON \"x\"".into()],
+            default_ttl_secs: None,
+            max_ttl_secs: None,
+            max_live_leases: None,
+        };
+        let id = crate::issuer::addon_id(&config("p1"));
+        data.save_retired_addon(&id, &config("p1")).unwrap();
+        // Saved again (a rotated password): replaced, not refused.
+        data.save_retired_addon(&id, &config("p2")).unwrap();
+        let path = data.path().join("addons").join(format!("{id}.json"));
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&data.path().join("addons")), 0o700);
+        // Stray files are not configurations.
+        fs::write(data.path().join("addons").join("notes.txt"), "x").unwrap();
+        let loaded = data.load_retired_addons().unwrap();
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(loaded[0].0, id);
+        assert!(
+            matches!(&loaded[0].1, AddonConfig::InfluxdbV1 { password, .. } if password.expose() == "p2")
+        );
+        data.remove_retired_addon(&id).unwrap();
+        data.remove_retired_addon(&id).unwrap();
+        assert!(data.load_retired_addons().unwrap().is_empty());
     }
 }

@@ -47,6 +47,11 @@ pub enum ControlError {
     /// A file in the data directory could not be read or written.
     #[error(transparent)]
     DataDir(#[from] DataDirError),
+    /// The add-on configuration that issued a lease is not kept any more.
+    #[error(
+        "the add-on configuration {0} that issued this lease is missing (addons/{0}.json in the data directory)"
+    )]
+    IssuerMissing(String),
 }
 
 impl ControlError {
@@ -72,6 +77,12 @@ impl ControlError {
                 ErrorCode::Conflict,
                 "identity is already enrolled".to_owned(),
             ),
+            Self::Ticket(RedeemError::Denied) => (
+                ErrorCode::Forbidden,
+                "this identity was deleted from the control and may not enroll again \
+                 (an admin can lift that: leasehold member allow ID)"
+                    .to_owned(),
+            ),
             Self::Ticket(_) => (
                 ErrorCode::Unauthorized,
                 "ticket refused: unknown, used up or expired".to_owned(),
@@ -84,7 +95,7 @@ impl ControlError {
                 ErrorCode::Internal,
                 "InfluxDB refused the request; see the control's log".to_owned(),
             ),
-            Self::Store(_) | Self::DataDir(_) => (
+            Self::Store(_) | Self::DataDir(_) | Self::IssuerMissing(_) => (
                 ErrorCode::Internal,
                 "internal error; see the control's log".to_owned(),
             ),

@@ -5,6 +5,8 @@
 //!   is the embedded default.
 //! - [`grant`] and [`policy`]: what a lease may do and for how long (pure).
 //! - [`backend`]: InfluxDB 2.x authorizations and 1.x users.
+//! - [`issuer`]: which add-on configuration issued a lease; earlier ones kept until
+//!   their leases are revoked.
 //! - [`control`], [`service`] and [`revoker`]: issuing, revoking and expiring leases.
 //! - [`server`]: the secure-channel listener.
 //! - [`live`]: each member's live leases, for the per-member cap.
@@ -16,6 +18,7 @@ pub mod control;
 pub mod datadir;
 pub mod failpoint;
 pub mod grant;
+pub mod issuer;
 pub mod live;
 pub mod policy;
 pub mod revoker;

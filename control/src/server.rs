@@ -176,5 +176,8 @@ fn op_name(req: &leasehold_channel::protocol::Request) -> &'static str {
         MemberList => "member_list",
         MemberShow { .. } => "member_show",
         MemberDelete { .. } => "member_delete",
+        MemberAllow { .. } => "member_allow",
+        TicketList => "ticket_list",
+        TicketRevoke { .. } => "ticket_revoke",
     }
 }

@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use leasehold_channel::protocol::{
     AddonConfig, AddonSummary, Grant, LEASE_PAGE_MAX, LeaseStatus, MemberRecord, PolicyRecord,
-    PolicySpec, Reply, Request, TicketRecord, Timestamp,
+    PolicySpec, Reply, Request, TicketInfo, TicketRecord, Timestamp,
 };
-use leasehold_channel::ticket::{Ticket, secret_hash};
+use leasehold_channel::ticket::{Ticket, secret_hash, ticket_id};
 use leasehold_channel::{PublicIdentity, Secret};
 
 use tracing::Instrument;
 
-use crate::backend::{Backend, LeaseSpec, new_lease_id};
+use crate::backend::{LeaseSpec, new_lease_id};
 use crate::control::{Addon, Control, record, status};
 use crate::error::ControlError;
 use crate::grant::{Privilege, normalize_permissions};
@@ -84,6 +84,7 @@ impl<S: Store> Control<S> {
                 self.admin(peer).await?;
                 Ok(Reply::Members {
                     members: self.store.members().await?,
+                    denied: self.store.denied().await?,
                 })
             }
             Request::MemberShow { id } => {
@@ -99,6 +100,23 @@ impl<S: Store> Control<S> {
             Request::MemberDelete { id } => {
                 self.admin(peer).await?;
                 self.delete_member(peer, &id).await
+            }
+            Request::MemberAllow { id } => {
+                self.admin(peer).await?;
+                let id = parse_member_id(&id)?;
+                if !self.store.allow(id).await? {
+                    return Err(ControlError::NotFound("denied identity"));
+                }
+                tracing::info!(identity = %id, by = %peer, "identity allowed to enroll again");
+                Ok(Reply::Done)
+            }
+            Request::TicketList => {
+                self.admin(peer).await?;
+                self.list_tickets().await
+            }
+            Request::TicketRevoke { id } => {
+                self.admin(peer).await?;
+                self.revoke_ticket(peer, &id).await
             }
         }
     }
@@ -122,11 +140,7 @@ impl<S: Store> Control<S> {
     async fn enroll(&self, peer: PublicIdentity, secret: &Secret, name: String) -> Result<Reply> {
         let bytes = leasehold_channel::ticket::decode_secret(secret.expose())
             .map_err(|_| ControlError::BadRequest("malformed ticket secret".into()))?;
-        if name.is_empty() || name.len() > 64 {
-            return Err(ControlError::BadRequest(
-                "identity name must be 1-64 characters".into(),
-            ));
-        }
+        validate_enrollment_name(&name)?;
         let member = self
             .store
             .redeem_ticket(secret_hash(bytes.as_ref()), Timestamp::now(), peer, name)
@@ -138,7 +152,6 @@ impl<S: Store> Control<S> {
     async fn create_lease(&self, peer: PublicIdentity, ttl_secs: Option<u64>) -> Result<Reply> {
         let member = self.member(peer).await?;
         let addon = self.addon()?;
-        let backend = &addon.backend;
         let terms = terms_for(
             &addon.config,
             &self.store.policies().await?,
@@ -155,7 +168,7 @@ impl<S: Store> Control<S> {
             .reserve(peer, &id, expires_at, created_at, terms.max_live_leases)
             .map_err(|at_cap| ControlError::TooManyLeases { max: at_cap.max })?;
         let issued = self
-            .issue(peer, &id, created_at, expires_at, &terms.grant, backend)
+            .issue(peer, &id, created_at, expires_at, &terms.grant, &addon)
             .await;
         let (lease, token) = match issued {
             Ok(issued) => issued,
@@ -188,8 +201,9 @@ impl<S: Store> Control<S> {
         created_at: Timestamp,
         expires_at: Timestamp,
         grant: &Grant,
-        backend: &Backend,
+        addon: &Arc<Addon>,
     ) -> Result<(StoredLease, Secret)> {
+        let backend = &addon.backend;
         let mut lease = StoredLease {
             id: id.to_owned(),
             member: peer,
@@ -202,8 +216,13 @@ impl<S: Store> Control<S> {
             revoked_at: None,
             removed: false,
             issued: false,
+            addon_id: Some(addon.id.clone()),
         };
         self.store.put_lease(lease.clone()).await?;
+        if let Err(error) = self.keep_issuer(addon).await {
+            // Recorded, so the next start tries again; the sweep covers the rest.
+            tracing::error!(lease.id = %id, %error, "could not keep the add-on configuration that issued this lease");
+        }
         // From here the store owes this lease's credential a removal at expiry, and
         // the revoker is told now rather than only at the next start.
         self.schedule(expires_at, id.to_owned());
@@ -314,10 +333,10 @@ impl<S: Store> Control<S> {
         let id = parse_member_id(id)?;
         let member = self
             .store
-            .delete_member(id)
+            .deny_member(id, Timestamp::now())
             .await?
             .ok_or(ControlError::NotFound("member"))?;
-        tracing::info!(identity = %member.id, by = %by, "member deleted; revoking its leases");
+        tracing::info!(identity = %member.id, by = %by, "member deleted and denied re-enrollment; revoking its leases");
         let now = Timestamp::now();
         for lease in self.store.leases().await? {
             if lease.member == id
@@ -331,26 +350,22 @@ impl<S: Store> Control<S> {
     }
 
     async fn configure_addon(&self, addon: AddonConfig) -> Result<Reply> {
-        let addon = validate_addon(addon)?;
-        let backend = Backend::from_addon(&addon)?;
-        let (default_ttl_secs, max_ttl_secs) = policy::addon_ttls(&addon);
+        let addon = Addon::new(validate_addon(addon)?)?;
+        let (default_ttl_secs, max_ttl_secs) = policy::addon_ttls(&addon.config);
         let summary = AddonSummary {
-            backend: match addon {
+            backend: match addon.config {
                 AddonConfig::Influxdb { .. } => "influxdb",
                 AddonConfig::InfluxdbV1 { .. } => "influxdb-v1",
             }
             .into(),
-            endpoint_url: backend.endpoint_url().to_owned(),
+            endpoint_url: addon.backend.endpoint_url().to_owned(),
             default_ttl_secs,
             max_ttl_secs,
-            max_live_leases: policy::addon_max_live_leases(&addon),
+            max_live_leases: policy::addon_max_live_leases(&addon.config),
         };
-        self.data.save_addon(&addon)?;
-        self.set_addon(Addon {
-            config: addon,
-            backend,
-        });
-        tracing::info!(backend = %summary.backend, endpoint = %summary.endpoint_url, default_ttl_secs, max_ttl_secs, "add-on configured");
+        let id = addon.id.clone();
+        self.install_addon(addon).await?;
+        tracing::info!(addon.id = %id, backend = %summary.backend, endpoint = %summary.endpoint_url, default_ttl_secs, max_ttl_secs, "add-on configured");
         Ok(Reply::Addon(summary))
     }
 
@@ -419,9 +434,11 @@ impl<S: Store> Control<S> {
         }
         let ticket = Ticket::generate(self.advertise.clone(), self.identity.public());
         let expires_at = Timestamp::now().plus_secs(expires_in_secs);
+        let hash = secret_hash(ticket.secret.as_ref());
+        let id = ticket_id(&hash).to_owned();
         self.store
             .put_ticket(
-                secret_hash(ticket.secret.as_ref()),
+                hash,
                 StoredTicket {
                     attributes: attributes.clone(),
                     expires_at,
@@ -429,14 +446,79 @@ impl<S: Store> Control<S> {
                 },
             )
             .await?;
-        tracing::info!(attributes = ?attributes, expires_at = %expires_at, usage_count, "ticket created");
+        tracing::info!(ticket = %id, attributes = ?attributes, expires_at = %expires_at, usage_count, "ticket created");
         Ok(Reply::Ticket(TicketRecord {
             ticket: ticket.to_line(),
             attributes,
             expires_at,
             usage_count,
+            id,
         }))
     }
+
+    /// Tickets that can still be redeemed, soonest expiry first. Dead ones are pruned
+    /// first, so what is listed is exactly what can be revoked.
+    async fn list_tickets(&self) -> Result<Reply> {
+        self.prune_tickets().await?;
+        let mut tickets: Vec<TicketInfo> = self
+            .store
+            .tickets()
+            .await?
+            .into_iter()
+            .map(|(hash, t)| TicketInfo {
+                id: ticket_id(&hash).to_owned(),
+                attributes: t.attributes,
+                expires_at: t.expires_at,
+                uses_left: t.remaining,
+            })
+            .collect();
+        tickets.sort_by(|a, b| a.expires_at.cmp(&b.expires_at).then(a.id.cmp(&b.id)));
+        Ok(Reply::Tickets { tickets })
+    }
+
+    async fn revoke_ticket(&self, by: PublicIdentity, id: &str) -> Result<Reply> {
+        if id.len() != 16 || !id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(ControlError::BadRequest(format!(
+                "{:?} is not a ticket id (16 hex digits, as ticket list shows)",
+                id.escape_debug().take(40).collect::<String>()
+            )));
+        }
+        let hash = self
+            .store
+            .tickets()
+            .await?
+            .into_iter()
+            .map(|(hash, _)| hash)
+            .find(|hash| ticket_id(hash) == id)
+            .ok_or(ControlError::NotFound("ticket"))?;
+        if !self.store.delete_ticket(hash).await? {
+            return Err(ControlError::NotFound("ticket"));
+        }
+        tracing::info!(ticket = %id, by = %by, "ticket revoked");
+        Ok(Reply::Done)
+    }
+
+    /// Removes expired and used-up tickets from the store.
+    pub(crate) async fn prune_tickets(&self) -> Result<()> {
+        let pruned = self.store.prune_tickets(Timestamp::now()).await?;
+        if pruned > 0 {
+            tracing::info!(pruned, "expired tickets pruned");
+        }
+        Ok(())
+    }
+}
+
+/// The name a member enrolls under is shown to admins and written to logs: it follows
+/// the rules of local identity names (1-64 letters, digits, `.`, `_`, `-`), so it can
+/// carry no control character or terminal escape. A long name is not echoed back.
+fn validate_enrollment_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 64 {
+        return Err(ControlError::BadRequest(
+            "identity name must be 1-64 characters".into(),
+        ));
+    }
+    leasehold_channel::home::validate_name(name)
+        .map_err(|e| ControlError::BadRequest(e.to_string()))
 }
 
 fn parse_member_id(id: &str) -> Result<PublicIdentity> {
@@ -514,6 +596,11 @@ fn validate_addon(addon: AddonConfig) -> Result<AddonConfig> {
             check_max_live_leases(max_live_leases)?;
             if token.is_empty() {
                 return Err(ControlError::BadRequest("the admin token is empty".into()));
+            }
+            if !crate::backend::is_valid_token(&token) {
+                return Err(ControlError::BadRequest(
+                    crate::backend::INVALID_TOKEN_MESSAGE.into(),
+                ));
             }
             if org_id.len() != 16 || !org_id.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(ControlError::BadRequest(format!(

@@ -2,13 +2,17 @@
 //! `admin` unless `--identity` names another admin.
 
 use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
 use leasehold_channel::Secret;
 use leasehold_channel::home::Home;
 use leasehold_channel::protocol::{
-    AddonConfig, Grant, MemberRecord, PolicyRecord, PolicySpec, Reply, Request,
+    AddonConfig, DeniedIdentity, Grant, MemberRecord, PolicyRecord, PolicySpec, Reply, Request,
+    TicketInfo,
 };
 
 use super::output::{self, Output};
@@ -153,8 +157,17 @@ pub struct PolicySetArgs {
 /// `ticket` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum TicketCommand {
-    /// Create an enrollment ticket; prints it as one line.
+    /// Create an enrollment ticket; prints it as one line (or writes it to --output-file).
     Create(TicketCreateArgs),
+    /// List tickets that can still be redeemed (never their secrets).
+    List(AsIdentity),
+    /// Revoke a ticket by the id `ticket list` shows.
+    Revoke {
+        /// Ticket id (16 hex digits).
+        id: String,
+        #[command(flatten)]
+        who: AsIdentity,
+    },
 }
 
 /// `ticket create` flags.
@@ -169,6 +182,10 @@ pub struct TicketCreateArgs {
     /// How many identities can redeem it.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub usage_count: u32,
+    /// Write the ticket to FILE (created 0600; an existing file is never overwritten)
+    /// instead of printing it.
+    #[arg(long, value_name = "FILE")]
+    pub output_file: Option<PathBuf>,
     #[command(flatten)]
     pub who: AsIdentity,
 }
@@ -176,7 +193,7 @@ pub struct TicketCreateArgs {
 /// `member` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum MemberCommand {
-    /// List members.
+    /// List members, then identities denied re-enrollment.
     List(AsIdentity),
     /// Show a member.
     Show {
@@ -185,8 +202,15 @@ pub enum MemberCommand {
         #[command(flatten)]
         who: AsIdentity,
     },
-    /// Delete a member and revoke its live leases.
+    /// Delete a member, revoke its live leases and deny its identity re-enrollment.
     Delete {
+        /// Member id (identity identifier).
+        id: String,
+        #[command(flatten)]
+        who: AsIdentity,
+    },
+    /// Let a deleted member's identity enroll again (it still needs a valid ticket).
+    Allow {
         /// Member id (identity identifier).
         id: String,
         #[command(flatten)]
@@ -322,19 +346,116 @@ pub async fn policy(home: &Home, out: Output, cmd: PolicyCommand) -> anyhow::Res
 }
 
 pub async fn ticket(home: &Home, out: Output, cmd: TicketCommand) -> anyhow::Result<()> {
-    let TicketCommand::Create(a) = cmd;
+    match cmd {
+        TicketCommand::Create(a) => create_ticket(home, out, a).await,
+        TicketCommand::List(who) => {
+            let Reply::Tickets { tickets } = call(home, &who, Request::TicketList).await? else {
+                bail!("unexpected answer from the control");
+            };
+            match out {
+                Output::Json => output::json(&tickets),
+                Output::Plain => tickets.iter().for_each(print_ticket_line),
+            }
+            Ok(())
+        }
+        TicketCommand::Revoke { id, who } => {
+            call(home, &who, Request::TicketRevoke { id: id.clone() }).await?;
+            match out {
+                Output::Json => output::json(&serde_json::json!({ "revoked": id })),
+                Output::Plain => say!("revoked ticket {id}"),
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print_ticket_line(t: &TicketInfo) {
+    say!(
+        "{}  expires {}  uses left {}  {}",
+        t.id,
+        t.expires_at,
+        t.uses_left,
+        attributes_text(&t.attributes)
+    );
+}
+
+/// Creates `path` for a ticket: mode 0600 from the start (a shell redirect would leave
+/// it readable by others), and never over an existing file.
+fn create_ticket_file(path: &Path) -> anyhow::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => UsageError(format!(
+                "{} exists: refusing to overwrite it (remove it or choose another --output-file)",
+                path.display()
+            ))
+            .into(),
+            _ => anyhow::Error::new(e).context(format!("creating {}", path.display())),
+        })
+}
+
+async fn create_ticket(home: &Home, out: Output, a: TicketCreateArgs) -> anyhow::Result<()> {
+    // The file first: a refused path spends no ticket.
+    let file = match &a.output_file {
+        Some(path) => Some((path, create_ticket_file(path)?)),
+        None => None,
+    };
     let req = Request::TicketCreate {
         attributes: a.attributes.into_iter().collect::<BTreeMap<_, _>>(),
         expires_in_secs: a.expires_in,
         usage_count: a.usage_count,
     };
-    let Reply::Ticket(ticket) = call(home, &a.who, req).await? else {
-        bail!("unexpected answer from the control");
+    let answer = match call(home, &a.who, req).await {
+        Ok(Reply::Ticket(ticket)) => Ok(ticket),
+        Ok(_) => Err(anyhow::anyhow!("unexpected answer from the control")),
+        Err(e) => Err(e),
     };
+    let ticket = match answer {
+        Ok(ticket) => ticket,
+        Err(e) => {
+            if let Some((path, _)) = &file {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(e);
+        }
+    };
+    if let Some((path, mut file)) = file {
+        // Written straight from the secret: no unzeroized copy of the line is made.
+        let written = file
+            .write_all(ticket.ticket.expose().as_bytes())
+            .and_then(|()| file.write_all(b"\n"))
+            .and_then(|()| file.sync_all());
+        if let Err(error) = written {
+            let _ = std::fs::remove_file(path);
+            return Err(anyhow::Error::new(error)
+                .context(format!("writing the ticket to {}", path.display())));
+        }
+        match out {
+            Output::Json => output::json(&serde_json::json!({
+                "id": ticket.id,
+                "output_file": path,
+                "attributes": ticket.attributes,
+                "expires_at": ticket.expires_at,
+                "usage_count": ticket.usage_count,
+            })),
+            Output::Plain => say!(
+                "wrote ticket {} to {} (expires {}, {} use(s))",
+                ticket.id,
+                path.display(),
+                ticket.expires_at,
+                ticket.usage_count
+            ),
+        }
+        return Ok(());
+    }
     match out {
         // The ticket's purpose is to be handed over: printing it is the point.
         Output::Json => output::json(&serde_json::json!({
             "ticket": ticket.ticket.expose(),
+            "id": ticket.id,
             "attributes": ticket.attributes,
             "expires_at": ticket.expires_at,
             "usage_count": ticket.usage_count,
@@ -342,6 +463,15 @@ pub async fn ticket(home: &Home, out: Output, cmd: TicketCommand) -> anyhow::Res
         Output::Plain => say!("{}", ticket.ticket.expose()),
     }
     Ok(())
+}
+
+/// `k=v,k=v`.
+fn attributes_text(attributes: &BTreeMap<String, String>) -> String {
+    attributes
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn print_member(m: &MemberRecord) {
@@ -353,7 +483,7 @@ fn print_member(m: &MemberRecord) {
         .join(",");
     output::fields(&[
         ("id", m.id.to_string()),
-        ("name", m.name.clone()),
+        ("name", m.name.escape_debug().to_string()),
         ("attributes", attributes),
         ("enrolled at", m.enrolled_at.to_string()),
     ]);
@@ -362,6 +492,14 @@ fn print_member(m: &MemberRecord) {
 pub async fn member(home: &Home, out: Output, cmd: MemberCommand) -> anyhow::Result<()> {
     let (reply, deleted) = match cmd {
         MemberCommand::List(who) => (call(home, &who, Request::MemberList).await?, false),
+        MemberCommand::Allow { id, who } => {
+            call(home, &who, Request::MemberAllow { id: id.clone() }).await?;
+            match out {
+                Output::Json => output::json(&serde_json::json!({ "allowed": id })),
+                Output::Plain => say!("identity {id} may enroll again (with a ticket)"),
+            }
+            return Ok(());
+        }
         MemberCommand::Show { id, who } => {
             (call(home, &who, Request::MemberShow { id }).await?, false)
         }
@@ -370,16 +508,22 @@ pub async fn member(home: &Home, out: Output, cmd: MemberCommand) -> anyhow::Res
         }
     };
     match (reply, out) {
-        (Reply::Members { members }, Output::Json) => output::json(&members),
-        (Reply::Members { members }, Output::Plain) => {
+        (Reply::Members { members, denied }, Output::Json) => {
+            output::json(&member_list_json(&members, &denied))
+        }
+        (Reply::Members { members, denied }, Output::Plain) => {
             for m in members {
-                let attributes = m
-                    .attributes
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(",");
-                say!("{}  {:<16} {}", m.id, m.name, attributes);
+                let attributes = attributes_text(&m.attributes);
+                say!("{}  {:<16} {}", m.id, m.name.escape_debug(), attributes);
+            }
+            for d in denied {
+                say!(
+                    "{}  {:<16} {}  DENIED since {} (member allow lifts it)",
+                    d.id,
+                    d.name.escape_debug(),
+                    attributes_text(&d.attributes),
+                    d.denied_at
+                );
             }
         }
         (Reply::Member(m), Output::Json) => output::json(&m),
@@ -397,4 +541,26 @@ pub async fn member(home: &Home, out: Output, cmd: MemberCommand) -> anyhow::Res
         _ => bail!("unexpected answer from the control"),
     }
     Ok(())
+}
+
+/// `member list --output json`: members then denied identities, each with a `status`.
+fn member_list_json(members: &[MemberRecord], denied: &[DeniedIdentity]) -> serde_json::Value {
+    let tagged = |value: serde_json::Value, status: &str| {
+        let mut value = value;
+        if let Some(object) = value.as_object_mut() {
+            object.insert("status".into(), status.into());
+        }
+        value
+    };
+    serde_json::Value::Array(
+        members
+            .iter()
+            .map(|m| tagged(serde_json::json!(m), "enrolled"))
+            .chain(
+                denied
+                    .iter()
+                    .map(|d| tagged(serde_json::json!(d), "denied")),
+            )
+            .collect(),
+    )
 }

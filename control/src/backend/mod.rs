@@ -47,6 +47,19 @@ pub fn is_lease_id(id: &str) -> bool {
     id.len() == 16 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
+/// Why an admin token is refused; says nothing of the token itself.
+pub const INVALID_TOKEN_MESSAGE: &str = "the admin token is not a valid header value: \
+     it holds a space, a control character such as a newline, or non-ASCII text \
+     (check INFLUXDB_ADMIN_TOKEN)";
+
+/// Whether `token` can travel in `Authorization: Token <token>`: visible ASCII, no
+/// spaces.
+/// Checked when the add-on is configured, so a bad token is refused then rather than
+/// sent as something else.
+pub fn is_valid_token(token: &Secret) -> bool {
+    v2::admin_header(token).is_ok()
+}
+
 /// What to create.
 #[derive(Debug, Clone, Copy)]
 pub struct LeaseSpec<'a> {

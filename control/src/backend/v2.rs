@@ -77,6 +77,20 @@ struct Authorizations {
     authorizations: Vec<Authorization>,
 }
 
+/// `Token <token>` as a sensitive header value; fails for a token that is not visible
+/// ASCII (the error carries nothing of the token). Stricter than HTTP, which lets
+/// Latin-1 bytes and spaces through: InfluxDB tokens are printable ASCII words, so
+/// anything else is a copy-and-paste accident to report, not to send.
+pub(super) fn admin_header(token: &Secret) -> Result<HeaderValue, ()> {
+    if !token.expose().bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(());
+    }
+    let text = zeroize::Zeroizing::new(format!("Token {}", token.expose()));
+    let mut value = HeaderValue::from_str(&text).map_err(|_| ())?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
 impl V2Backend {
     /// A backend talking to `endpoint_url` with the admin `token`.
     pub fn new(
@@ -85,9 +99,8 @@ impl V2Backend {
         token: Secret,
         org_id: &str,
     ) -> Result<Self, BackendError> {
-        let mut admin = HeaderValue::from_str(&format!("Token {}", token.expose()))
-            .unwrap_or_else(|_| HeaderValue::from_static("Token invalid"));
-        admin.set_sensitive(true);
+        let admin = admin_header(&token)
+            .map_err(|_| BackendError::Config(super::INVALID_TOKEN_MESSAGE.into()))?;
         let endpoint_url = endpoint_url.trim_end_matches('/').to_owned();
         let authorizations = format!("{endpoint_url}/api/v2/authorizations")
             .parse()
@@ -209,6 +222,35 @@ impl V2Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_that_is_not_a_header_value_is_refused_not_replaced() {
+        let http = reqwest::Client::new();
+        for bad in [
+            "abc\ndef",
+            "tab\u{1b}esc",
+            "caf\u{e9}",
+            "nul\0",
+            "two words",
+        ] {
+            let error = V2Backend::new(
+                http.clone(),
+                "http://127.0.0.1:1",
+                Secret::new(bad.to_owned()),
+                "0000000000000001",
+            )
+            .unwrap_err();
+            assert!(matches!(error, BackendError::Config(_)), "{error}");
+            assert!(!error.to_string().contains(bad));
+        }
+        V2Backend::new(
+            http,
+            "http://127.0.0.1:1",
+            Secret::new("a-token_with=signs==".to_owned()),
+            "0000000000000001",
+        )
+        .unwrap();
+    }
 
     #[test]
     fn descriptions_round_trip_and_strangers_are_ignored() {

@@ -15,7 +15,9 @@ use std::collections::BTreeMap;
 use std::future::Future;
 
 use leasehold_channel::PublicIdentity;
-use leasehold_channel::protocol::{AuthScheme, LeaseStatus, MemberRecord, PolicyRecord, Timestamp};
+use leasehold_channel::protocol::{
+    AuthScheme, DeniedIdentity, LeaseStatus, MemberRecord, PolicyRecord, Timestamp,
+};
 use serde::{Deserialize, Serialize};
 
 pub use self::redb::RedbStore;
@@ -61,6 +63,11 @@ pub struct StoredLease {
     /// were all issued.
     #[serde(default = "issued_by_default")]
     pub issued: bool,
+    /// The add-on configuration that issued it ([`crate::issuer::addon_id`]): its
+    /// revocation goes there, with that configuration's credential. Absent in leases
+    /// recorded before configurations were told apart (matched by `endpoint_url`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addon_id: Option<String>,
 }
 
 fn issued_by_default() -> bool {
@@ -119,6 +126,9 @@ pub enum RedeemError {
     /// The identity is a member already.
     #[error("identity is already enrolled")]
     AlreadyMember,
+    /// The identity was deleted and is denied re-enrollment (`member allow` lifts it).
+    #[error("identity was deleted and is denied re-enrollment")]
+    Denied,
 }
 
 /// A storage failure.
@@ -187,4 +197,23 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the records of leases that ended (expired or revoked) at or before
     /// `ended_by` and whose credential is gone from InfluxDB; returns how many.
     fn prune_leases(&self, ended_by: Timestamp) -> impl Future<Output = StoreResult<usize>> + Send;
+
+    /// In one transaction: removes member `id` and records its identity as denied, so
+    /// no ticket enrolls it again. Returns the member if it existed (nothing is recorded
+    /// otherwise).
+    fn deny_member(
+        &self,
+        id: PublicIdentity,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<Option<MemberRecord>>> + Send;
+    /// Identities denied re-enrollment.
+    fn denied(&self) -> impl Future<Output = StoreResult<Vec<DeniedIdentity>>> + Send;
+    /// Lifts the denial of `id`; whether it was denied.
+    fn allow(&self, id: PublicIdentity) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Every stored ticket with the hash it is stored under.
+    fn tickets(&self) -> impl Future<Output = StoreResult<Vec<(String, StoredTicket)>>> + Send;
+    /// Removes the ticket stored under `hash`; whether it existed.
+    fn delete_ticket(&self, hash: String) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Removes every ticket that expired before `now` or has no use left; how many.
+    fn prune_tickets(&self, now: Timestamp) -> impl Future<Output = StoreResult<usize>> + Send;
 }

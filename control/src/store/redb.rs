@@ -20,8 +20,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use leasehold_channel::PublicIdentity;
-use leasehold_channel::protocol::{MemberRecord, PolicyRecord, Timestamp};
-use redb::{Database, ReadableTable, TableDefinition, TableHandle};
+use leasehold_channel::protocol::{DeniedIdentity, MemberRecord, PolicyRecord, Timestamp};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -31,6 +31,8 @@ const MEMBERS: TableDefinition<&str, &[u8]> = TableDefinition::new("members");
 const TICKETS: TableDefinition<&str, &[u8]> = TableDefinition::new("tickets");
 const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("leases");
 const POLICIES: TableDefinition<&str, &[u8]> = TableDefinition::new("policies");
+/// Identities removed by `member delete`, refused re-enrollment: identifier → record.
+const DENIED: TableDefinition<&str, &[u8]> = TableDefinition::new("denied");
 
 /// A stored [`MemberRecord`] without its `id` (which is the key).
 #[derive(serde::Deserialize)]
@@ -134,7 +136,7 @@ impl RedbStore {
     pub fn open(path: &Path) -> StoreResult<Self> {
         let db = Database::create(path).map_err(err)?;
         let txn = db.begin_write().map_err(err)?;
-        for table in [MEMBERS, TICKETS, LEASES, POLICIES] {
+        for table in [MEMBERS, TICKETS, LEASES, POLICIES, DENIED] {
             txn.open_table(table).map_err(err)?;
         }
         txn.commit().map_err(err)?;
@@ -262,9 +264,18 @@ impl Store for RedbStore {
                 };
                 let member_key = member.to_string();
                 let already = members.get(member_key.as_str()).map_err(err)?.is_some();
+                let denied = txn
+                    .open_table(DENIED)
+                    .map_err(err)?
+                    .get(member_key.as_str())
+                    .map_err(err)?
+                    .is_some();
                 // Already a member first: re-enrolling is then a no-op, whatever the ticket.
                 match ticket {
                     _ if already => Err(RedeemError::AlreadyMember),
+                    // Checked before the ticket: a denied identity learns nothing about it
+                    // and spends none of its uses.
+                    _ if denied => Err(RedeemError::Denied),
                     None => Err(RedeemError::Unknown),
                     Some(t) if t.remaining == 0 => Err(RedeemError::Unknown),
                     Some(t) if t.expires_at < now => Err(RedeemError::Expired),
@@ -356,6 +367,40 @@ impl Store for RedbStore {
         .await
     }
 
+    async fn deny_member(
+        &self,
+        id: PublicIdentity,
+        now: Timestamp,
+    ) -> StoreResult<Option<MemberRecord>> {
+        self.blocking(move |db| {
+            let key = id.to_string();
+            let txn = db.begin_write().map_err(err)?;
+            let removed: Option<MemberRecord> = {
+                let mut members = txn.open_table(MEMBERS).map_err(err)?;
+                let removed = members.remove(key.as_str()).map_err(err)?;
+                match removed {
+                    Some(value) => Some(decode(value.value())?),
+                    None => None,
+                }
+            };
+            if let Some(member) = &removed {
+                let record = DeniedIdentity {
+                    id,
+                    name: member.name.clone(),
+                    attributes: member.attributes.clone(),
+                    denied_at: now,
+                };
+                txn.open_table(DENIED)
+                    .map_err(err)?
+                    .insert(key.as_str(), encode(&record).as_slice())
+                    .map_err(err)?;
+            }
+            txn.commit().map_err(err)?;
+            Ok(removed)
+        })
+        .await
+    }
+
     async fn prune_leases(&self, ended_by: Timestamp) -> StoreResult<usize> {
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(err)?;
@@ -376,6 +421,59 @@ impl Store for RedbStore {
             };
             txn.commit().map_err(err)?;
             Ok(pruned)
+        })
+        .await
+    }
+
+    async fn denied(&self) -> StoreResult<Vec<DeniedIdentity>> {
+        self.all(DENIED).await
+    }
+
+    async fn allow(&self, id: PublicIdentity) -> StoreResult<bool> {
+        Ok(self
+            .delete::<DeniedIdentity>(DENIED, id.to_string())
+            .await?
+            .is_some())
+    }
+
+    async fn tickets(&self) -> StoreResult<Vec<(String, StoredTicket)>> {
+        self.blocking(|db| {
+            let txn = db.begin_read().map_err(err)?;
+            let table = txn.open_table(TICKETS).map_err(err)?;
+            let mut out = Vec::new();
+            for entry in table.iter().map_err(err)? {
+                let (key, value) = entry.map_err(err)?;
+                out.push((key.value().to_owned(), decode(value.value())?));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete_ticket(&self, hash: String) -> StoreResult<bool> {
+        Ok(self.delete::<StoredTicket>(TICKETS, hash).await?.is_some())
+    }
+
+    async fn prune_tickets(&self, now: Timestamp) -> StoreResult<usize> {
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(err)?;
+            let pruned = {
+                let mut table = txn.open_table(TICKETS).map_err(err)?;
+                let before = table.len().map_err(err)?;
+                // Same test as redemption: a ticket is dead once past its expiry. A
+                // record that does not decode is left for a human to look at.
+                table
+                    .retain(|_, value| {
+                        !matches!(
+                            serde_json::from_slice::<StoredTicket>(value),
+                            Ok(t) if t.remaining == 0 || t.expires_at < now
+                        )
+                    })
+                    .map_err(err)?;
+                before - table.len().map_err(err)?
+            };
+            txn.commit().map_err(err)?;
+            Ok(usize::try_from(pruned).unwrap_or(usize::MAX))
         })
         .await
     }
@@ -541,6 +639,7 @@ mod tests {
             revoked_at: None,
             removed: false,
             issued: true,
+            addon_id: None,
         }
     }
 
@@ -624,6 +723,78 @@ mod tests {
             [2, 4, 5].map(|n| format!("{n:016x}")).to_vec(),
             "owed, recently ended and live leases stay"
         );
+    }
+
+    #[tokio::test]
+    async fn a_denied_identity_cannot_redeem_until_allowed_and_spends_no_use() {
+        let (_dir, store) = store();
+        store.put_ticket("h".into(), ticket(3, 2000)).await.unwrap();
+        let id = Identity::generate().public();
+        let redeem = |id| store.redeem_ticket("h".into(), Timestamp(1000), id, "a".into());
+        redeem(id).await.unwrap().unwrap();
+        let removed = store.deny_member(id, Timestamp(1100)).await.unwrap();
+        assert_eq!(removed.unwrap().name, "a");
+        assert!(store.member(id).await.unwrap().is_none());
+        let denied = store.denied().await.unwrap();
+        assert_eq!(denied.len(), 1);
+        assert_eq!((denied[0].id, denied[0].denied_at), (id, Timestamp(1100)));
+        assert_eq!(redeem(id).await.unwrap().unwrap_err(), RedeemError::Denied);
+        let uses: Vec<u32> = store
+            .tickets()
+            .await
+            .unwrap()
+            .iter()
+            .map(|t| t.1.remaining)
+            .collect();
+        assert_eq!(uses, vec![2], "the refused redemption spent no use");
+        // Deleting someone who is not a member records nothing.
+        let stranger = Identity::generate().public();
+        assert!(
+            store
+                .deny_member(stranger, Timestamp(1))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(store.denied().await.unwrap().len(), 1);
+
+        assert!(store.allow(id).await.unwrap());
+        assert!(
+            !store.allow(id).await.unwrap(),
+            "allowing twice finds nothing"
+        );
+        redeem(id).await.unwrap().unwrap();
+        assert!(store.member(id).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn pruning_removes_expired_tickets_only() {
+        let (_dir, store) = store();
+        store
+            .put_ticket("old".into(), ticket(2, 999))
+            .await
+            .unwrap();
+        store
+            .put_ticket("live".into(), ticket(1, 1000))
+            .await
+            .unwrap();
+        store
+            .put_ticket("later".into(), ticket(5, 5000))
+            .await
+            .unwrap();
+        assert_eq!(store.prune_tickets(Timestamp(1000)).await.unwrap(), 1);
+        let mut left: Vec<String> = store
+            .tickets()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.0)
+            .collect();
+        left.sort();
+        assert_eq!(left, vec!["later".to_owned(), "live".to_owned()]);
+        assert!(store.delete_ticket("live".into()).await.unwrap());
+        assert!(!store.delete_ticket("live".into()).await.unwrap());
+        assert_eq!(store.prune_tickets(Timestamp(1000)).await.unwrap(), 0);
     }
 
     #[tokio::test]
