@@ -11,6 +11,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::UsageError;
+use super::signal::Signals;
+
+/// How long the control may take to finish the requests it has taken after SIGTERM.
+const CONTROL_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 use super::output::{self, Output};
 
 /// The default control listen address.
@@ -92,10 +96,9 @@ pub async fn run(home: &Home, out: Output, cmd: ControlCommand) -> anyhow::Resul
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             let shutdown = CancellationToken::new();
+            let signals = Signals::install()?;
             let running = leasehold_control::start(&data, listener, shutdown.clone()).await?;
-            super::proxy::wait_for_signal().await;
-            tracing::info!("shutting down");
-            shutdown.cancel();
+            signals.cancel_on_signal(shutdown, CONTROL_GRACE);
             running.wait().await;
             Ok(())
         }
