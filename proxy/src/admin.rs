@@ -28,7 +28,11 @@ pub async fn handle(
         return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n"));
     }
     let response = match request.uri().path() {
-        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/healthz" if shared.liveness.is_alive() => text(StatusCode::OK, "ok\n"),
+        "/healthz" => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unhealthy: the lease refresher has stopped\n",
+        ),
         "/readyz" => match shared.store.current(Instant::now()) {
             Some(_) => text(StatusCode::OK, "ready\n"),
             None => text(

@@ -173,6 +173,11 @@ impl ValidConfig {
     pub fn admin_listen(&self) -> SocketAddr {
         self.config.admin_listen
     }
+
+    /// How long in-flight requests may run after the shutdown signal.
+    pub fn shutdown_grace(&self) -> Duration {
+        self.config.shutdown_grace
+    }
 }
 
 impl fmt::Debug for ValidConfig {

@@ -32,6 +32,7 @@ use tracing::{debug, info, warn};
 
 use crate::connector::{self, PlainConnector, UpstreamClient};
 use crate::dedicated::Dedicated;
+use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::responses::{self, ErrorCode, ProxyBody};
 use crate::rewrite;
@@ -49,6 +50,8 @@ pub struct Shared {
     pub plain: PlainConnector,
     /// Counters and histograms.
     pub metrics: Arc<Metrics>,
+    /// Whether the refresher still runs (`/healthz`).
+    pub liveness: Arc<Liveness>,
 }
 
 /// What the requests of one client connection share: [`Shared`], and that connection's

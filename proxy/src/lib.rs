@@ -54,6 +54,7 @@ pub mod control_source;
 pub mod credential;
 mod dedicated;
 mod forward;
+mod liveness;
 pub mod metrics;
 pub mod proxy;
 mod refresher;

@@ -94,6 +94,7 @@ pub fn start<S: LeaseSource>(
         client: connector::upstream_client(connector),
         plain: connector::plain_connector(config.upstream_connect_timeout),
         metrics: Arc::clone(&metrics),
+        liveness: Arc::default(),
     });
     let ready = store.subscribe_ready();
     let builder = Arc::new(http_builder(&config));
@@ -135,7 +136,12 @@ pub fn start<S: LeaseSource>(
     let task = tokio::spawn(async move {
         let tracker = TaskTracker::new();
         let deadline = CancellationToken::new();
-        tracker.spawn(refresher.run(shutdown.clone()));
+        let alive = shared.liveness.guard(shutdown.clone());
+        let refresher_shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let _alive = alive;
+            refresher.run(refresher_shutdown).await;
+        });
         tracker.spawn(admin_server.run(tracker.clone(), shutdown.clone(), deadline.clone()));
         proxy_server
             .run(tracker.clone(), shutdown.clone(), deadline.clone())

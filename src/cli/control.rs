@@ -11,7 +11,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::output::{self, Output};
+use super::signal::Signals;
 use super::{UsageError, duration_secs};
+
+/// How long the control may take to finish the requests it has taken after SIGTERM.
+const CONTROL_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The default control listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4100";
@@ -99,6 +103,7 @@ pub async fn run(home: &Home, out: Output, cmd: ControlCommand) -> anyhow::Resul
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             let shutdown = CancellationToken::new();
+            let signals = Signals::install()?;
             let housekeeping = leasehold_control::control::Housekeeping {
                 retention: std::time::Duration::from_secs(args.retention),
                 prune_interval: std::time::Duration::from_secs(args.prune_interval),
@@ -106,9 +111,7 @@ pub async fn run(home: &Home, out: Output, cmd: ControlCommand) -> anyhow::Resul
             let running =
                 leasehold_control::start_with(&data, listener, shutdown.clone(), housekeeping)
                     .await?;
-            super::proxy::wait_for_signal().await;
-            tracing::info!("shutting down");
-            shutdown.cancel();
+            signals.cancel_on_signal(shutdown, CONTROL_GRACE);
             running.wait().await;
             Ok(())
         }

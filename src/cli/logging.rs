@@ -1,6 +1,15 @@
 //! Tracing set-up: human text or JSON lines on stderr, level from `RUST_LOG`.
+//!
+//! Logging must never take the process down. tracing-subscriber reports a failed write
+//! with `eprintln!`, which panics when stderr itself is the broken pipe (`leasehold proxy
+//! 2>&1 | head -1`): a panicking runtime worker would kill the refresher or the signal
+//! handler. So the writer here drops a line it cannot write, and says nothing: there is
+//! nowhere left to say it.
+
+use std::io::{self, IsTerminal, Write};
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -17,9 +26,72 @@ pub fn init(format: LogFormat, default_level: &str) {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        // Colour codes only where a human reads them, never in files or collectors.
+        .with_ansi(io::stderr().is_terminal())
+        .with_writer(LossyStderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Makes [`LossyWriter`]s over stderr.
+#[derive(Debug, Clone, Copy)]
+struct LossyStderr;
+
+impl<'a> MakeWriter<'a> for LossyStderr {
+    type Writer = LossyWriter<io::StderrLock<'static>>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        LossyWriter(io::stderr().lock())
+    }
+}
+
+/// A writer that reports every write as done: a log line that cannot be written is
+/// dropped rather than turned into an error that the subscriber would print (and panic
+/// on) or a caller would propagate.
+#[derive(Debug)]
+struct LossyWriter<W>(W);
+
+impl<W: Write> Write for LossyWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // A short write is finished by `write_all`; an error ends this line only.
+        Ok(self.0.write(buf).unwrap_or(buf.len()))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let _ = self.0.flush();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sink whose every write fails, like a pipe whose reader has gone.
+    struct Broken;
+
+    impl Write for Broken {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::Error::from(io::ErrorKind::BrokenPipe))
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Err(io::Error::from(io::ErrorKind::BrokenPipe))
+        }
+    }
+
+    #[test]
+    fn a_broken_sink_drops_the_line_without_an_error() {
+        let mut writer = LossyWriter(Broken);
+        writer.write_all(b"a log line\n").unwrap();
+        writer.flush().unwrap();
+    }
+
+    #[test]
+    fn a_working_sink_gets_every_byte() {
+        let mut writer = LossyWriter(Vec::new());
+        writer.write_all(b"a log line\n").unwrap();
+        assert_eq!(writer.0, b"a log line\n");
     }
 }

@@ -18,7 +18,7 @@ pub fn line(args: std::fmt::Arguments<'_>) {
         if error.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
         }
-        eprintln!("error: writing to stdout: {error}");
+        let _ = writeln!(std::io::stderr(), "error: writing to stdout: {error}");
         std::process::exit(1);
     }
 }

@@ -11,6 +11,7 @@ use leasehold_channel::home::{Home, HomeError};
 use leasehold_proxy::{Config, ControlLeaseSource};
 use tokio_util::sync::CancellationToken;
 
+use super::signal::Signals;
 use super::{UsageError, duration_secs, enroll};
 
 /// `proxy` flags.
@@ -105,12 +106,7 @@ pub async fn run(home: &Home, args: ProxyArgs) -> anyhow::Result<()> {
         source = source.with_ttl(Duration::from_secs(ttl));
     }
     let shutdown = CancellationToken::new();
-    let signal = shutdown.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutting down: draining in-flight requests");
-        signal.cancel();
-    });
+    Signals::install()?.cancel_on_signal(shutdown.clone(), config.shutdown_grace());
     leasehold_proxy::run(config, source, shutdown).await?;
     Ok(())
 }
@@ -131,14 +127,4 @@ pub async fn health(args: HealthArgs) -> anyhow::Result<()> {
     );
     say!("ok");
     Ok(())
-}
-
-/// Resolves on SIGTERM or SIGINT.
-pub async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }

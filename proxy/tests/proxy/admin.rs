@@ -84,3 +84,45 @@ async fn metrics_are_served_as_prometheus_text() {
     }
     assert_eq!(proxy.get(&proxy.admin_url("/nope")).await.0, 404);
 }
+
+/// A source that fails the refresher the hard way, as a panicking log write once did.
+struct PanickingSource;
+
+impl leasehold_proxy::source::LeaseSource for PanickingSource {
+    async fn fetch(
+        &mut self,
+    ) -> Result<leasehold_channel::protocol::LeaseRecord, leasehold_proxy::source::SourceError>
+    {
+        panic!("the refresher dies");
+    }
+}
+
+#[tokio::test]
+async fn a_dead_refresher_fails_the_liveness_probe() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin_addr = admin.local_addr().unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = leasehold_proxy::start(
+        config().validate().unwrap(),
+        PanickingSource,
+        listener,
+        admin,
+        shutdown.clone(),
+    )
+    .unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<TestBody>();
+    let url = format!("http://{admin_addr}/healthz");
+    eventually(Duration::from_secs(10), || async {
+        let response = client.get(url.parse().unwrap()).await.unwrap();
+        response.status() == 503
+    })
+    .await;
+    // Shutdown still works with the refresher gone.
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(20), running.wait())
+        .await
+        .expect("the proxy stops after shutdown")
+        .unwrap();
+}
