@@ -1,5 +1,10 @@
 //! The async shell around the pure channel: reads frames off a stream, feeds them to the
 //! handshake or the session, writes what comes back.
+//!
+//! Receive buffers grow with what actually arrives, a few KiB at a time, not with what a
+//! length prefix announces, and shrink back once a large frame is consumed: a server
+//! holding thousands of mostly idle channels (or half-sent handshakes) pays for bytes
+//! received, not for bytes promised.
 
 use std::time::Duration;
 
@@ -12,6 +17,9 @@ use crate::{ChannelError, Identity, PublicIdentity};
 
 /// How long a peer has to complete the handshake, by default.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The most a single read adds to a receive buffer.
+const READ_CHUNK: usize = 8 << 10;
 
 /// An established, authenticated channel over a byte stream.
 pub struct Channel<S> {
@@ -91,6 +99,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
         self.session.peer()
     }
 
+    /// Lowers (or restores, up to [`crate::session::MAX_MESSAGE`]) the largest message
+    /// [`Channel::recv`] accepts; a larger one fails with
+    /// [`ChannelError::MessageTooLarge`] as soon as its excess arrives.
+    pub fn set_max_message(&mut self, max: usize) {
+        self.session.set_max_message(max);
+    }
+
+    /// Writes anything queued but not sent: after [`Channel::connect`], the identity
+    /// proof, which otherwise goes out with the first message.
+    pub async fn flush(&mut self) -> Result<(), ChannelError> {
+        let result = self.io.write_all(&self.outbox).await;
+        self.outbox.clear();
+        result?;
+        Ok(())
+    }
+
     /// Sends one message.
     pub async fn send(&mut self, message: &[u8]) -> Result<(), ChannelError> {
         self.session.seal(message, &mut self.outbox)?;
@@ -127,10 +151,13 @@ async fn read_frame<S: AsyncRead + Unpin>(
             Decoded::Frame { body, consumed } => {
                 let body = body.to_vec();
                 inbox.drain(..consumed);
+                if inbox.is_empty() && inbox.capacity() > READ_CHUNK {
+                    inbox.shrink_to(READ_CHUNK);
+                }
                 return Ok(body);
             }
             Decoded::Incomplete { needed } => {
-                inbox.reserve(needed);
+                inbox.reserve(needed.min(READ_CHUNK));
                 let read = io.read_buf(inbox).await?;
                 if read == 0 {
                     return Err(if inbox.is_empty() {
