@@ -6,9 +6,11 @@
 //! - [`grant`] and [`policy`]: what a lease may do and for how long (pure).
 //! - [`backend`]: InfluxDB 2.x authorizations and 1.x users.
 //! - [`control`], [`service`] and [`revoker`]: issuing, revoking and expiring leases.
-//! - [`server`]: the secure-channel listener.
+//! - [`server`]: the secure-channel listener, and [`admission`]: how many connections
+//!   may be open before proving membership.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod backend;
 pub mod control;
 pub mod datadir;
@@ -19,6 +21,7 @@ pub mod server;
 pub mod store;
 
 mod error;
+mod log_throttle;
 mod service;
 
 use std::collections::BTreeMap;
@@ -113,11 +116,22 @@ impl Running {
     }
 }
 
-/// `control serve`: opens the data directory and serves on `listener` until `shutdown`.
+/// `control serve`: opens the data directory and serves on `listener` until `shutdown`,
+/// with the default [`server::Limits`].
 pub async fn start(
     data: &DataDir,
     listener: TcpListener,
     shutdown: CancellationToken,
+) -> Result<Running, StartError> {
+    start_with_limits(data, listener, shutdown, server::Limits::default()).await
+}
+
+/// [`start`] with the given limits on what peers may hold.
+pub async fn start_with_limits(
+    data: &DataDir,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    limits: server::Limits,
 ) -> Result<Running, StartError> {
     let (identity, settings) = data.load()?;
     let store = RedbStore::open(&data.store_path())?;
@@ -129,7 +143,7 @@ pub async fn start(
     let control =
         Control::start(identity, store, data.clone(), settings.advertise, shutdown).await?;
     tracing::info!(listen = %local_addr, control = %public, "control serving");
-    let task = tokio::spawn(server::serve(control.clone(), listener));
+    let task = tokio::spawn(server::serve(control.clone(), listener, limits));
     Ok(Running {
         local_addr,
         identity: public,

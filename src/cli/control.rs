@@ -2,16 +2,18 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use leasehold_channel::home::Home;
 use leasehold_control::datadir::{DataDir, Settings, local_address};
+use leasehold_control::server;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::UsageError;
 use super::output::{self, Output};
+use super::{UsageError, duration_secs};
 
 /// The default control listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4100";
@@ -49,6 +51,46 @@ pub struct ServeArgs {
     /// Listen here instead of the address chosen at init.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+    /// Time a peer has to complete the handshake, and then, if it is not a member, to
+    /// send its enrollment.
+    #[arg(long, default_value = "5s", value_parser = duration_secs, value_name = "DURATION")]
+    pub handshake_timeout: u64,
+    /// Close a member's channel after this long with no request.
+    #[arg(long, default_value = "15m", value_parser = duration_secs, value_name = "DURATION")]
+    pub idle_timeout: u64,
+    /// Most connections open at once that have not proven membership (in the handshake,
+    /// or a non-member's enrollment); more are closed at once.
+    #[arg(long, default_value_t = server::DEFAULT_MAX_UNAUTHENTICATED, value_name = "N")]
+    pub max_unauthenticated: usize,
+    /// The same, from one source address (an IPv6 /64 counts as one).
+    #[arg(long, default_value_t = server::DEFAULT_MAX_UNAUTHENTICATED_PER_IP, value_name = "N")]
+    pub max_unauthenticated_per_ip: usize,
+}
+
+impl ServeArgs {
+    /// The limits, refusing zeros (they would lock everyone out).
+    fn limits(&self) -> Result<server::Limits, UsageError> {
+        let nonzero = |flag: &str, value: u64| {
+            if value == 0 {
+                Err(UsageError(format!("{flag} must be greater than zero")))
+            } else {
+                Ok(value)
+            }
+        };
+        Ok(server::Limits {
+            handshake_timeout: Duration::from_secs(nonzero(
+                "--handshake-timeout",
+                self.handshake_timeout,
+            )?),
+            idle_timeout: Duration::from_secs(nonzero("--idle-timeout", self.idle_timeout)?),
+            max_unauthenticated: nonzero("--max-unauthenticated", self.max_unauthenticated as u64)?
+                as usize,
+            max_unauthenticated_per_ip: nonzero(
+                "--max-unauthenticated-per-ip",
+                self.max_unauthenticated_per_ip as u64,
+            )? as usize,
+        })
+    }
 }
 
 pub async fn run(home: &Home, out: Output, cmd: ControlCommand) -> anyhow::Result<()> {
@@ -85,14 +127,18 @@ pub async fn run(home: &Home, out: Output, cmd: ControlCommand) -> anyhow::Resul
             Ok(())
         }
         ControlCommand::Serve(args) => {
+            let limits = args.limits()?;
             let data = DataDir::new(args.data_dir.unwrap_or_else(|| home.control_dir()));
             let (_, settings) = data.load().map_err(|e| UsageError(e.to_string()))?;
+            super::open_files::raise_to_hard_limit();
             let listen = args.listen.unwrap_or(settings.listen);
             let listener = TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             let shutdown = CancellationToken::new();
-            let running = leasehold_control::start(&data, listener, shutdown.clone()).await?;
+            let running =
+                leasehold_control::start_with_limits(&data, listener, shutdown.clone(), limits)
+                    .await?;
             super::proxy::wait_for_signal().await;
             tracing::info!("shutting down");
             shutdown.cancel();
