@@ -215,7 +215,7 @@ async fn enrollment<S: Store>(
             tracing::info!(identity = %peer, op = op_name(&envelope.req), "request from a non-member refused");
             (envelope.id, Outcome::Err(ControlError::NotMember.to_wire()))
         }
-        Err(refusal) => refusal,
+        Err((id, error)) => (id, Outcome::Err(error)),
     };
     let enrolled = matches!(outcome, Outcome::Ok(Reply::Member(_)));
     if let Err(error) = channel.send(&encode(id, outcome)).await {
@@ -313,7 +313,7 @@ async fn member_channel<S: Store>(
                         let len = message.len();
                         let (id, outcome) = match parse(&message) {
                             Ok(envelope) => respond(&control, peer, envelope).await,
-                            Err(refusal) => refusal,
+                            Err((id, error)) => (id, Outcome::Err(error)),
                         };
                         (len, encode(id, outcome))
                     }.in_current_span());
@@ -332,25 +332,25 @@ async fn member_channel<S: Store>(
     }
 }
 
-/// A request message, or the answer refusing it.
-fn parse(message: &[u8]) -> Result<RequestEnvelope, (u64, Outcome)> {
+/// A request message, or the request id and the error refusing it.
+fn parse(message: &[u8]) -> Result<RequestEnvelope, (u64, WireError)> {
     match serde_json::from_slice::<RequestEnvelope>(message) {
         Ok(envelope) if envelope.v != PROTOCOL_VERSION => Err((
             envelope.id,
-            Outcome::Err(WireError::new(
+            WireError::new(
                 ErrorCode::UnsupportedVersion,
                 format!(
                     "protocol version {} is not supported (this control speaks {PROTOCOL_VERSION})",
                     envelope.v
                 ),
-            )),
+            ),
         )),
         Ok(envelope) => Ok(envelope),
         Err(error) => {
             tracing::info!(%error, "malformed request");
             Err((
                 0,
-                Outcome::Err(WireError::new(ErrorCode::BadRequest, "malformed request")),
+                WireError::new(ErrorCode::BadRequest, "malformed request"),
             ))
         }
     }
