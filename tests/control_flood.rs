@@ -85,6 +85,19 @@ fn vm_rss_kib(pid: u32) -> u64 {
         .expect("VmRSS in /proc/PID/status")
 }
 
+/// The soft and hard open-files limits of process `pid`.
+fn open_files_limits(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .expect("Max open files in /proc/PID/limits");
+    let mut numbers = line
+        .split_whitespace()
+        .filter_map(|word| word.parse::<u64>().ok());
+    (numbers.next().unwrap(), numbers.next().unwrap())
+}
+
 async fn connect_from(source: &str, port: u16) -> std::io::Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
     socket.bind(format!("{source}:0").parse().unwrap())?;
@@ -170,12 +183,15 @@ fn deadline(kind: Kind) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_hostile_connections_neither_starve_members_nor_bloat_the_control() {
-    // The test holds a thousand sockets too.
-    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap();
+    // The control starts under the common default soft limit of 1,024 open files, too
+    // few for a thousand connections: it must raise it to the hard limit itself. The
+    // test, holding a thousand sockets too, raises its own afterwards.
+    let (_, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap();
     assert!(
-        limit >= 4 * HOSTILE as u64,
-        "open files limit {limit} too low for this test"
+        hard >= 4 * HOSTILE as u64,
+        "hard open files limit {hard} too low for this test"
     );
+    rlimit::setrlimit(rlimit::Resource::NOFILE, 1024, hard).unwrap();
     let v2 = V2Server::start_default().await.unwrap();
     let mut env = Env::new();
     env.init_control();
@@ -187,6 +203,12 @@ async fn a_thousand_hostile_connections_neither_starve_members_nor_bloat_the_con
         &["--handshake-timeout", "2s", "--max-unauthenticated", "2048"],
     );
     let pid = control_process.pid();
+    rlimit::increase_nofile_limit(u64::MAX).unwrap();
+    assert_eq!(
+        open_files_limits(pid),
+        (hard, hard),
+        "the control raised its soft limit"
+    );
     env.configure_v2(&v2, &[]);
     env.enrolled_identity("app", &[]);
     let first = env.json(&["lease", "create", "--identity", "app"]);
