@@ -306,3 +306,29 @@ async fn unauthenticated_connections_are_capped_per_source_and_in_total() {
     let pong = call(&mut admin.0, 2, Request::Ping).await;
     assert!(matches!(pong.outcome, Outcome::Ok(Reply::Pong { .. })));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_lists_are_answered_one_at_a_time_without_holding_up_the_rest() {
+    let control = control(limits()).await;
+    let mut admin = channel_from("127.0.0.1", &control, &control.admin).await;
+    // Lists (one in progress at a time per channel) interleaved with pings.
+    for id in 1..=20 {
+        let req = if id % 2 == 0 {
+            Request::MemberList
+        } else {
+            Request::Ping
+        };
+        send(&mut admin, id, req).await;
+    }
+    let mut answered = std::collections::BTreeSet::new();
+    for _ in 1..=20 {
+        let answer = answer(&mut admin).await.unwrap();
+        match (answer.id % 2, &answer.outcome) {
+            (0, Outcome::Ok(Reply::Members { members })) => assert_eq!(members.len(), 1),
+            (1, Outcome::Ok(Reply::Pong { .. })) => {}
+            (_, other) => panic!("answer {} is {other:?}", answer.id),
+        }
+        assert!(answered.insert(answer.id), "answer {} repeated", answer.id);
+    }
+    assert_eq!(answered.len(), 20);
+}

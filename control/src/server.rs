@@ -14,9 +14,10 @@
 //!   channel closed; a successful enrollment makes the channel a member's.
 //! - **A member's channel** takes messages up to the member cap
 //!   ([`leasehold_channel::session::MAX_MESSAGE`]), has at most [`MAX_IN_FLIGHT`]
-//!   requests and [`MAX_IN_FLIGHT_BYTES`] of request bytes in progress, and is closed
-//!   after `idle_timeout` with nothing received and nothing in progress (the proxy
-//!   reconnects a closed channel on its next renewal at once).
+//!   requests and [`MAX_IN_FLIGHT_BYTES`] of request bytes in progress and one list (the
+//!   only answer that can be large) at a time, and is closed after `idle_timeout` with
+//!   nothing received and nothing in progress (the proxy reconnects a closed channel on
+//!   its next renewal at once) or with an answer its peer does not read.
 //! - **The accept loop** survives running out of file descriptors: it backs off, logs
 //!   once per interval, and keeps serving the connections it has.
 
@@ -212,7 +213,7 @@ async fn enrollment<S: Store>(
             respond(control, peer, envelope).await
         }
         Ok(envelope) => {
-            tracing::info!(identity = %peer, op = op_name(&envelope.req), "request from a non-member refused");
+            tracing::debug!(identity = %peer, op = op_name(&envelope.req), "request from a non-member refused");
             (envelope.id, Outcome::Err(ControlError::NotMember.to_wire()))
         }
         Err((id, error)) => (id, Outcome::Err(error)),
@@ -223,6 +224,14 @@ async fn enrollment<S: Store>(
         return false;
     }
     enrolled
+}
+
+/// A finished request: its size, its encoded answer, and for a list the channel's one
+/// list permit, given back once the answer is sent.
+struct Answer {
+    len: usize,
+    bytes: Zeroizing<Vec<u8>>,
+    _list: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// What a member channel has in progress (pure bookkeeping).
@@ -261,8 +270,12 @@ async fn member_channel<S: Store>(
     // (InfluxDB retrying) does not hold up the others, and a client that pipelines
     // gets its leases committed to the store in one group.
     let shutdown = control.shutdown().clone();
-    let mut in_flight: JoinSet<(usize, Zeroizing<Vec<u8>>)> = JoinSet::new();
+    let mut in_flight: JoinSet<Answer> = JoinSet::new();
     let mut held = InFlight::default();
+    // Only a list's answer can be large (up to the member cap); every other answer is
+    // one small record. One list at a time per channel keeps what finished answers
+    // waiting to be sent hold bounded too.
+    let lists = Arc::new(Semaphore::new(1));
     let idle = tokio::time::sleep(limits.idle_timeout);
     tokio::pin!(idle);
     let mut reading = true;
@@ -271,7 +284,7 @@ async fn member_channel<S: Store>(
         tokio::select! {
             biased;
             Some(done) = in_flight.join_next() => {
-                let (len, bytes) = match done {
+                let Answer { len, bytes, _list } = match done {
                     Ok(done) => done,
                     Err(error) => {
                         // The task's size is lost with it; the channel is closed rather
@@ -308,14 +321,20 @@ async fn member_channel<S: Store>(
                     let message = Zeroizing::new(message);
                     held.taken(message.len());
                     idle.as_mut().reset(tokio::time::Instant::now() + limits.idle_timeout);
-                    let control = control.clone();
+                    let (control, lists) = (control.clone(), lists.clone());
                     in_flight.spawn(async move {
                         let len = message.len();
+                        let mut list = None;
                         let (id, outcome) = match parse(&message) {
-                            Ok(envelope) => respond(&control, peer, envelope).await,
+                            Ok(envelope) => {
+                                if op_name(&envelope.req).ends_with("_list") {
+                                    list = lists.acquire_owned().await.ok();
+                                }
+                                respond(&control, peer, envelope).await
+                            }
                             Err((id, error)) => (id, Outcome::Err(error)),
                         };
-                        (len, encode(id, outcome))
+                        Answer { len, bytes: encode(id, outcome), _list: list }
                     }.in_current_span());
                 }
                 Err(ChannelError::Closed) => reading = false,
