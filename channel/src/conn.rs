@@ -222,6 +222,28 @@ mod tests {
         ));
     }
 
+    #[tokio::test]
+    async fn a_promised_frame_costs_only_the_bytes_that_arrived() {
+        let (mut a, mut b) = duplex(1 << 17);
+        let mut sliver = (frame::MAX_FRAME as u32).to_be_bytes().to_vec();
+        sliver.extend_from_slice(&[1; 100]);
+        a.write_all(&sliver).await.unwrap();
+        let mut inbox = Vec::new();
+        let read =
+            tokio::time::timeout(Duration::from_millis(50), read_frame(&mut b, &mut inbox)).await;
+        assert!(read.is_err(), "the frame is incomplete");
+        assert_eq!(inbox.len(), sliver.len());
+        // Not the 64 KiB announced: what arrived plus a read's worth, with the usual
+        // doubling of a growing buffer.
+        let bound = 2 * (sliver.len() + READ_CHUNK);
+        assert!(inbox.capacity() <= bound, "{}", inbox.capacity());
+        // Once a large frame is consumed, the buffer shrinks back.
+        a.write_all(&vec![2; frame::MAX_FRAME - 100]).await.unwrap();
+        let body = read_frame(&mut b, &mut inbox).await.unwrap();
+        assert_eq!(body.len(), frame::MAX_FRAME);
+        assert!(inbox.capacity() <= READ_CHUNK);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn silent_peer_times_out() {
         let control = Identity::generate();
