@@ -150,6 +150,14 @@ impl Session {
     }
 }
 
+impl Drop for Session {
+    /// A connection dropped half-way through a message leaves no plaintext behind.
+    fn drop(&mut self) {
+        self.partial.zeroize();
+        self.scratch.zeroize();
+    }
+}
+
 /// Appends `data` to `buf`. When `buf` must grow, the old allocation is zeroized before
 /// it is freed instead of being left to the allocator with plaintext in it.
 fn append_zeroizing(buf: &mut Vec<u8>, data: &[u8], max: usize) {
