@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use tokio::net::TcpStream;
+use zeroize::Zeroizing;
 
 use crate::conn::{Channel, HANDSHAKE_TIMEOUT};
 use crate::home::Enrollment;
@@ -120,7 +121,9 @@ impl Client {
             id,
             req,
         };
-        let bytes = serde_json::to_vec(&envelope).expect("requests serialize");
+        // A request may carry a ticket secret or an admin credential.
+        let bytes = crate::secret::to_json_zeroizing(&envelope)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
         self.channel.send(&bytes).await?;
         Ok(id)
     }
@@ -128,7 +131,9 @@ impl Client {
     /// Waits for the next answer to a [`Client::submit`]ted request: its id, and the
     /// reply or the control's refusal. An `Err` outside is the channel failing.
     pub async fn next_answer(&mut self) -> Result<(u64, Result<Reply, ClientError>), ClientError> {
-        let answer = self.channel.recv().await?;
+        // The answer to `lease create` carries a token: the buffer is zeroized once
+        // parsed (the token itself lives on in a `Secret`).
+        let answer = Zeroizing::new(self.channel.recv().await?);
         let response: ResponseEnvelope =
             serde_json::from_slice(&answer).map_err(|e| ClientError::Protocol(e.to_string()))?;
         let reply = match response.outcome {

@@ -1,5 +1,10 @@
 //! The async shell around the pure channel: reads frames off a stream, feeds them to the
 //! handshake or the session, writes what comes back.
+//!
+//! Receive buffers grow with what actually arrives, a few KiB at a time, not with what a
+//! length prefix announces, and shrink back once a large frame is consumed: a server
+//! holding thousands of mostly idle channels (or half-sent handshakes) pays for bytes
+//! received, not for bytes promised.
 
 use std::time::Duration;
 
@@ -12,6 +17,9 @@ use crate::{ChannelError, Identity, PublicIdentity};
 
 /// How long a peer has to complete the handshake, by default.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The most a single read adds to a receive buffer.
+const READ_CHUNK: usize = 8 << 10;
 
 /// An established, authenticated channel over a byte stream.
 pub struct Channel<S> {
@@ -91,6 +99,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
         self.session.peer()
     }
 
+    /// Lowers (or restores, up to [`crate::session::MAX_MESSAGE`]) the largest message
+    /// [`Channel::recv`] accepts; a larger one fails with
+    /// [`ChannelError::MessageTooLarge`] as soon as its excess arrives.
+    pub fn set_max_message(&mut self, max: usize) {
+        self.session.set_max_message(max);
+    }
+
+    /// Writes anything queued but not sent: after [`Channel::connect`], the identity
+    /// proof, which otherwise goes out with the first message.
+    pub async fn flush(&mut self) -> Result<(), ChannelError> {
+        let result = self.io.write_all(&self.outbox).await;
+        self.outbox.clear();
+        result?;
+        Ok(())
+    }
+
     /// Sends one message.
     pub async fn send(&mut self, message: &[u8]) -> Result<(), ChannelError> {
         self.session.seal(message, &mut self.outbox)?;
@@ -127,10 +151,13 @@ async fn read_frame<S: AsyncRead + Unpin>(
             Decoded::Frame { body, consumed } => {
                 let body = body.to_vec();
                 inbox.drain(..consumed);
+                if inbox.is_empty() && inbox.capacity() > READ_CHUNK {
+                    inbox.shrink_to(READ_CHUNK);
+                }
                 return Ok(body);
             }
             Decoded::Incomplete { needed } => {
-                inbox.reserve(needed);
+                inbox.reserve(needed.min(READ_CHUNK));
                 let read = io.read_buf(inbox).await?;
                 if read == 0 {
                     return Err(if inbox.is_empty() {
@@ -193,6 +220,28 @@ mod tests {
             server.await.unwrap(),
             Err(ChannelError::FrameTooLarge { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn a_promised_frame_costs_only_the_bytes_that_arrived() {
+        let (mut a, mut b) = duplex(1 << 17);
+        let mut sliver = (frame::MAX_FRAME as u32).to_be_bytes().to_vec();
+        sliver.extend_from_slice(&[1; 100]);
+        a.write_all(&sliver).await.unwrap();
+        let mut inbox = Vec::new();
+        let read =
+            tokio::time::timeout(Duration::from_millis(50), read_frame(&mut b, &mut inbox)).await;
+        assert!(read.is_err(), "the frame is incomplete");
+        assert_eq!(inbox.len(), sliver.len());
+        // Not the 64 KiB announced: what arrived plus a read's worth, with the usual
+        // doubling of a growing buffer.
+        let bound = 2 * (sliver.len() + READ_CHUNK);
+        assert!(inbox.capacity() <= bound, "{}", inbox.capacity());
+        // Once a large frame is consumed, the buffer shrinks back.
+        a.write_all(&vec![2; frame::MAX_FRAME - 100]).await.unwrap();
+        let body = read_frame(&mut b, &mut inbox).await.unwrap();
+        assert_eq!(body.len(), frame::MAX_FRAME);
+        assert!(inbox.capacity() <= READ_CHUNK);
     }
 
     #[tokio::test(start_paused = true)]

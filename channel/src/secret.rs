@@ -3,7 +3,7 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 /// A secret string. `Debug` and `Display` print `<redacted>`; the bytes are zeroized on
 /// drop. Serde passes the value through unchanged, because secrets do need to cross the
@@ -47,9 +47,43 @@ impl From<String> for Secret {
     }
 }
 
+/// `value` as JSON in a buffer that is zeroized when dropped: for messages that may
+/// carry a secret (a token in an answer, a ticket in a request). The buffer is sized
+/// exactly first, because a `Vec` that grows while being written frees copies of what
+/// it held without clearing them.
+pub fn to_json_zeroizing<T: Serialize>(value: &T) -> Result<Zeroizing<Vec<u8>>, serde_json::Error> {
+    let mut counter = ByteCounter(0);
+    serde_json::to_writer(&mut counter, value)?;
+    let mut buf = Zeroizing::new(Vec::with_capacity(counter.0));
+    serde_json::to_writer(&mut *buf, value)?;
+    Ok(buf)
+}
+
+/// A writer that only counts.
+struct ByteCounter(usize);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_for_secrets_is_written_into_an_exactly_sized_buffer() {
+        let value = serde_json::json!({"token": Secret::new("t".repeat(1000)), "n": 1});
+        let buf = to_json_zeroizing(&value).unwrap();
+        assert_eq!(buf.len(), buf.capacity());
+        assert_eq!(*buf, serde_json::to_vec(&value).unwrap());
+    }
 
     #[test]
     fn never_printed() {

@@ -8,12 +8,22 @@
 //!   frames and its receiving key after as many received. The schedule is fixed by the
 //!   protocol, so no signalling is needed and neither side can skip it.
 //! - **Messages larger than a frame** are split into chunks; the first plaintext byte
-//!   says whether more follow. A message may not exceed [`MAX_MESSAGE`].
+//!   says whether more follow. A message may not exceed [`MAX_MESSAGE`], and a receiver
+//!   may lower its own limit ([`Session::set_max_message`]): the control lets a peer that
+//!   is not a member send far less.
+//! - **Plaintext does not linger**: the buffers that held a decrypted chunk or a chunk
+//!   about to be encrypted are zeroized after use, and a message being reassembled is
+//!   never left behind in a freed allocation when it grows.
+
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::{ChannelError, PublicIdentity, frame};
 
-/// Largest application message, after reassembly.
-pub const MAX_MESSAGE: usize = 4 << 20;
+/// The largest application message, after reassembly, in either direction: the
+/// **member message cap**. Every request and answer of the protocol must fit; answers
+/// that could grow without bound (lists) are paged to stay under it. Kept small because
+/// a control buffers up to this much per channel while a message arrives.
+pub const MAX_MESSAGE: usize = 1 << 20;
 /// Frames sent (or received) per key before that direction rekeys.
 pub const REKEY_INTERVAL: u64 = 1024;
 
@@ -29,6 +39,7 @@ pub struct Session {
     sent: u64,
     received: u64,
     partial: Vec<u8>,
+    max_message: usize,
     broken: bool,
     scratch: Vec<u8>,
 }
@@ -41,6 +52,7 @@ impl Session {
             sent: 0,
             received: 0,
             partial: Vec::new(),
+            max_message: MAX_MESSAGE,
             broken: false,
             scratch: Vec::new(),
         }
@@ -51,6 +63,11 @@ impl Session {
         self.peer
     }
 
+    /// Lowers (or restores, up to [`MAX_MESSAGE`]) the largest message this end accepts.
+    pub fn set_max_message(&mut self, max: usize) {
+        self.max_message = max.min(MAX_MESSAGE);
+    }
+
     /// Encrypts `message` and appends its frames (with length prefixes) to `out`.
     pub fn seal(&mut self, message: &[u8], out: &mut Vec<u8>) -> Result<(), ChannelError> {
         self.check()?;
@@ -58,7 +75,8 @@ impl Session {
             return Err(ChannelError::MessageTooLarge { max: MAX_MESSAGE });
         }
         let mut chunks = message.chunks(CHUNK_LEN).peekable();
-        let mut plain = Vec::with_capacity(message.len().min(CHUNK_LEN) + 1);
+        // Holds a plaintext chunk: zeroized when dropped, whatever happens.
+        let mut plain = Zeroizing::new(Vec::with_capacity(message.len().min(CHUNK_LEN) + 1));
         // An empty message is still one (final, empty) chunk.
         loop {
             let chunk = chunks.next().unwrap_or(&[]);
@@ -95,18 +113,27 @@ impl Session {
         if self.received.is_multiple_of(REKEY_INTERVAL) {
             self.transport.rekey_incoming();
         }
-        let Some((&flag, data)) = self.scratch[..len].split_first() else {
+        let result = self.take_chunk(len);
+        self.scratch[..len].zeroize();
+        result
+    }
+
+    /// Appends the decrypted chunk in `scratch[..len]` to the message being reassembled.
+    fn take_chunk(&mut self, len: usize) -> Result<Option<Vec<u8>>, ChannelError> {
+        let Some(&flag) = self.scratch[..len].first() else {
             return Err(self.fail(ChannelError::Malformed("empty chunk".into())));
         };
-        if self.partial.len() + data.len() > MAX_MESSAGE {
-            return Err(self.fail(ChannelError::MessageTooLarge { max: MAX_MESSAGE }));
+        if flag != FINAL && flag != MORE {
+            return Err(self.fail(ChannelError::Malformed("bad chunk flag".into())));
         }
-        self.partial.extend_from_slice(data);
-        match flag {
-            FINAL => Ok(Some(std::mem::take(&mut self.partial))),
-            MORE => Ok(None),
-            _ => Err(self.fail(ChannelError::Malformed("bad chunk flag".into()))),
+        if self.partial.len() + len - 1 > self.max_message {
+            self.partial.zeroize();
+            return Err(self.fail(ChannelError::MessageTooLarge {
+                max: self.max_message,
+            }));
         }
+        append_zeroizing(&mut self.partial, &self.scratch[1..len], self.max_message);
+        Ok((flag == FINAL).then(|| std::mem::take(&mut self.partial)))
     }
 
     fn check(&self) -> Result<(), ChannelError> {
@@ -121,6 +148,27 @@ impl Session {
         self.broken = true;
         error
     }
+}
+
+impl Drop for Session {
+    /// A connection dropped half-way through a message leaves no plaintext behind.
+    fn drop(&mut self) {
+        self.partial.zeroize();
+        self.scratch.zeroize();
+    }
+}
+
+/// Appends `data` to `buf`. When `buf` must grow, the old allocation is zeroized before
+/// it is freed instead of being left to the allocator with plaintext in it.
+fn append_zeroizing(buf: &mut Vec<u8>, data: &[u8], max: usize) {
+    let needed = buf.len() + data.len();
+    if needed > buf.capacity() {
+        let mut grown = Vec::with_capacity(needed.max((buf.capacity() * 2).min(max)));
+        grown.extend_from_slice(buf);
+        buf.zeroize();
+        *buf = grown;
+    }
+    buf.extend_from_slice(data);
 }
 
 /// Grows `buf` to at least `len` bytes. The buffer is sized by the largest message a
@@ -182,6 +230,39 @@ mod tests {
             client.seal(&vec![0; MAX_MESSAGE + 1], &mut sink),
             Err(ChannelError::MessageTooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn a_lowered_limit_refuses_a_larger_message_and_closes_the_session() {
+        let (mut client, mut server) = pair();
+        server.set_max_message(64 << 10);
+        assert_eq!(
+            deliver(&mut client, &mut server, &[1; 64 << 10]),
+            vec![1; 64 << 10]
+        );
+        let mut wire = Vec::new();
+        client.seal(&vec![2; (64 << 10) + 1], &mut wire).unwrap();
+        let results: Vec<_> = bodies(&wire).iter().map(|b| server.open(b)).collect();
+        assert!(matches!(
+            results[1],
+            Err(ChannelError::MessageTooLarge { max }) if max == 64 << 10
+        ));
+        assert!(server.open(&bodies(&wire)[0]).is_err());
+        // A limit is never raised past the protocol's.
+        server.set_max_message(usize::MAX);
+        assert_eq!(server.max_message, MAX_MESSAGE);
+    }
+
+    #[test]
+    fn no_plaintext_is_left_in_the_scratch_buffer() {
+        let (mut client, mut server) = pair();
+        let secret = b"token-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        assert_eq!(deliver(&mut client, &mut server, secret), secret);
+        assert!(server.scratch.iter().all(|&b| b == 0));
+        let big: Vec<u8> = vec![0x5a; 3 * CHUNK_LEN];
+        assert_eq!(deliver(&mut client, &mut server, &big), big);
+        assert!(server.scratch.iter().all(|&b| b == 0));
+        assert!(server.partial.is_empty());
     }
 
     #[test]

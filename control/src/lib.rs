@@ -11,8 +11,10 @@
 //! - [`server`]: the secure-channel listener.
 //! - [`live`]: each member's live leases, for the per-member cap.
 //! - [`failpoint`]: test-only failure points (debug builds only).
+//! - [`admission`]: how many connections may be open before proving membership.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod backend;
 pub mod control;
 pub mod datadir;
@@ -26,6 +28,7 @@ pub mod server;
 pub mod store;
 
 mod error;
+mod log_throttle;
 mod service;
 
 use std::collections::BTreeMap;
@@ -120,21 +123,47 @@ impl Running {
     }
 }
 
-/// `control serve`: opens the data directory and serves on `listener` until `shutdown`.
+/// `control serve`: opens the data directory and serves on `listener` until `shutdown`,
+/// with the default [`server::Limits`].
 pub async fn start(
     data: &DataDir,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<Running, StartError> {
-    start_with(data, listener, shutdown, control::Housekeeping::default()).await
+    start_with(
+        data,
+        listener,
+        shutdown,
+        control::Housekeeping::default(),
+        server::Limits::default(),
+    )
+    .await
 }
 
-/// [`start`], with the retention of ended leases' records given.
+/// [`start`] with the given limits on what peers may hold.
+pub async fn start_with_limits(
+    data: &DataDir,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    limits: server::Limits,
+) -> Result<Running, StartError> {
+    start_with(
+        data,
+        listener,
+        shutdown,
+        control::Housekeeping::default(),
+        limits,
+    )
+    .await
+}
+
+/// [`start`], with the retention of ended leases' records and the limits on peers given.
 pub async fn start_with(
     data: &DataDir,
     listener: TcpListener,
     shutdown: CancellationToken,
     housekeeping: control::Housekeeping,
+    limits: server::Limits,
 ) -> Result<Running, StartError> {
     let (identity, settings) = data.load()?;
     let store = RedbStore::open(&data.store_path())?;
@@ -153,7 +182,7 @@ pub async fn start_with(
     )
     .await?;
     tracing::info!(listen = %local_addr, control = %public, "control serving");
-    let task = tokio::spawn(server::serve(control.clone(), listener));
+    let task = tokio::spawn(server::serve(control.clone(), listener, limits));
     Ok(Running {
         local_addr,
         identity: public,

@@ -9,6 +9,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::RootCertStore;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use tracing::{debug, warn};
 
 use crate::config::ConfigError;
@@ -40,7 +42,7 @@ fn add_ca_file(roots: &mut RootCertStore, path: &Path) -> Result<(), ConfigError
         source,
     })?;
     let mut count = 0;
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+    for cert in CertificateDer::pem_slice_iter(&pem) {
         let cert = cert.map_err(|e| ConfigError::CaFileInvalid {
             path: path.to_owned(),
             reason: e.to_string(),
@@ -58,4 +60,45 @@ fn add_ca_file(roots: &mut RootCertStore, path: &Path) -> Result<(), ConfigError
     }
     debug!(path = %path.display(), count, "extra CA certificates loaded");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(contents: &str) -> Result<usize, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, contents).unwrap();
+        let mut roots = RootCertStore::empty();
+        add_ca_file(&mut roots, &path)?;
+        Ok(roots.len())
+    }
+
+    #[test]
+    fn a_file_without_certificates_is_refused_as_empty() {
+        assert!(matches!(
+            load("not a certificate\n"),
+            Err(ConfigError::CaFileEmpty { .. })
+        ));
+    }
+
+    #[test]
+    fn a_broken_certificate_section_is_refused_as_invalid() {
+        let broken = "-----BEGIN CERTIFICATE-----\n!!!not base64!!!\n-----END CERTIFICATE-----\n";
+        assert!(matches!(
+            load(broken),
+            Err(ConfigError::CaFileInvalid { .. })
+        ));
+    }
+
+    #[test]
+    fn a_certificate_among_other_sections_is_loaded() {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let pem = format!(
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n{}",
+            cert.cert.pem()
+        );
+        assert_eq!(load(&pem).unwrap(), 1);
+    }
 }

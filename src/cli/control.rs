@@ -2,11 +2,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use leasehold_channel::home::Home;
 use leasehold_control::datadir::{DataDir, Settings, local_address};
+use leasehold_control::server;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -60,6 +62,46 @@ pub struct ServeArgs {
     /// How often the store is pruned of such records.
     #[arg(long, env = "LEASEHOLD_PRUNE_INTERVAL", default_value = "1h", value_parser = duration_secs, value_name = "DURATION")]
     pub prune_interval: u64,
+    /// Time a peer has to complete the handshake, and then, if it is not a member, to
+    /// send its enrollment.
+    #[arg(long, default_value = "5s", value_parser = duration_secs, value_name = "DURATION")]
+    pub handshake_timeout: u64,
+    /// Close a member's channel after this long with no request.
+    #[arg(long, default_value = "15m", value_parser = duration_secs, value_name = "DURATION")]
+    pub idle_timeout: u64,
+    /// Most connections open at once that have not proven membership (in the handshake,
+    /// or a non-member's enrollment); more are closed at once.
+    #[arg(long, default_value_t = server::DEFAULT_MAX_UNAUTHENTICATED, value_name = "N")]
+    pub max_unauthenticated: usize,
+    /// The same, from one source address (an IPv6 /64 counts as one).
+    #[arg(long, default_value_t = server::DEFAULT_MAX_UNAUTHENTICATED_PER_IP, value_name = "N")]
+    pub max_unauthenticated_per_ip: usize,
+}
+
+impl ServeArgs {
+    /// The limits, refusing zeros (they would lock everyone out).
+    fn limits(&self) -> Result<server::Limits, UsageError> {
+        let nonzero = |flag: &str, value: u64| {
+            if value == 0 {
+                Err(UsageError(format!("{flag} must be greater than zero")))
+            } else {
+                Ok(value)
+            }
+        };
+        Ok(server::Limits {
+            handshake_timeout: Duration::from_secs(nonzero(
+                "--handshake-timeout",
+                self.handshake_timeout,
+            )?),
+            idle_timeout: Duration::from_secs(nonzero("--idle-timeout", self.idle_timeout)?),
+            max_unauthenticated: nonzero("--max-unauthenticated", self.max_unauthenticated as u64)?
+                as usize,
+            max_unauthenticated_per_ip: nonzero(
+                "--max-unauthenticated-per-ip",
+                self.max_unauthenticated_per_ip as u64,
+            )? as usize,
+        })
+    }
 }
 
 pub async fn run(home: &Home, out: Output, cmd: ControlCommand) -> anyhow::Result<()> {
@@ -96,8 +138,10 @@ pub async fn run(home: &Home, out: Output, cmd: ControlCommand) -> anyhow::Resul
             Ok(())
         }
         ControlCommand::Serve(args) => {
+            let limits = args.limits()?;
             let data = DataDir::new(args.data_dir.unwrap_or_else(|| home.control_dir()));
             let (_, settings) = data.load().map_err(|e| UsageError(e.to_string()))?;
+            super::open_files::raise_to_hard_limit();
             let listen = args.listen.unwrap_or(settings.listen);
             let listener = TcpListener::bind(listen)
                 .await
@@ -108,9 +152,14 @@ pub async fn run(home: &Home, out: Output, cmd: ControlCommand) -> anyhow::Resul
                 retention: std::time::Duration::from_secs(args.retention),
                 prune_interval: std::time::Duration::from_secs(args.prune_interval),
             };
-            let running =
-                leasehold_control::start_with(&data, listener, shutdown.clone(), housekeeping)
-                    .await?;
+            let running = leasehold_control::start_with(
+                &data,
+                listener,
+                shutdown.clone(),
+                housekeeping,
+                limits,
+            )
+            .await?;
             signals.cancel_on_signal(shutdown, CONTROL_GRACE);
             running.wait().await;
             Ok(())

@@ -11,6 +11,7 @@ mod enroll;
 mod identity;
 mod lease;
 mod logging;
+mod open_files;
 mod proxy;
 mod signal;
 

@@ -98,6 +98,7 @@ pub async fn run(home: &Home, args: ProxyArgs) -> anyhow::Result<()> {
     }
     .validate()
     .map_err(|e| UsageError(e.to_string()))?;
+    super::open_files::raise_to_hard_limit();
     if let Some(ticket) = &args.ticket {
         enroll_once(home, &args.identity, ticket).await?;
     }

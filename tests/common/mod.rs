@@ -143,6 +143,17 @@ impl Env {
         process
     }
 
+    /// Starts `control serve` with `extra` flags, logging at `level`, and waits until it
+    /// accepts connections.
+    pub fn serve_with(&self, level: &str, extra: &[&str]) -> ControlProcess {
+        let log = self.home().join(format!("control-{}.log", free_port()));
+        let mut args = vec!["control", "serve"];
+        args.extend_from_slice(extra);
+        let process = Process::spawn(self.command(&args).env("RUST_LOG", level), log);
+        wait_for_port(self.control_port, "the control to listen");
+        process
+    }
+
     /// Creates identity `name` and enrolls it with a fresh ticket carrying `attributes`.
     pub fn enrolled_identity(&self, name: &str, attributes: &[&str]) {
         self.ok(&["identity", "create", name]);
@@ -182,6 +193,11 @@ impl Process {
             .spawn()
             .unwrap();
         Self { child, log }
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Everything the process has logged so far.

@@ -110,6 +110,12 @@ pub(crate) fn systemd_units_are_hardened_and_every_command_parses() {
         ] {
             assert_eq!(get(key), Some(value), "{file}: {key}");
         }
+        if file != "leasehold-addon.service" {
+            let nofile: u64 = get("LimitNOFILE")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{file}: LimitNOFILE= for a long-running server"));
+            assert!(nofile >= 4096, "{file}: LimitNOFILE={nofile} is too low");
+        }
         assert!(
             entries.iter().any(|(k, _)| k == "EnvironmentFile"),
             "{file}: settings and secrets come from an EnvironmentFile"

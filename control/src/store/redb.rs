@@ -14,10 +14,12 @@
 //! queue, and whoever finds no commit in progress becomes the committer, taking every
 //! insert queued by then into one transaction. Under load one fsync covers many leases;
 //! alone, an insert costs what it did before. No thread outlives the work, so dropping
-//! the store closes the file.
+//! the store closes the file. The commit cannot wedge the queue: if it fails, every insert
+//! of the batch gets the error; if it panics, a drop guard fails every waiting insert
+//! and hands the committer's role back, so the next insert commits as usual.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use leasehold_channel::PublicIdentity;
 use leasehold_channel::protocol::{DeniedIdentity, MemberRecord, PolicyRecord, Timestamp};
@@ -60,6 +62,64 @@ struct Insert {
 struct Queue {
     inserts: Vec<Insert>,
     committing: bool,
+    /// A failure to inject into the next batch (tests only).
+    #[cfg(test)]
+    fail_next: Option<InjectedFailure>,
+}
+
+/// What a test makes the next group commit do.
+#[cfg_attr(not(test), allow(dead_code))]
+#[derive(Clone, Copy)]
+enum InjectedFailure {
+    /// Fail the batch, as a failed fsync would.
+    Error,
+    /// Panic while holding the queue's lock, which also poisons it.
+    Panic,
+}
+
+#[cfg(test)]
+fn take_injected(queue: &mut Queue) -> Option<InjectedFailure> {
+    queue.fail_next.take()
+}
+
+#[cfg(not(test))]
+fn take_injected(_: &mut Queue) -> Option<InjectedFailure> {
+    None
+}
+
+/// Locks the queue. A panic elsewhere cannot leave it inconsistent (every change under
+/// the lock is a push, a drain or a flag), so a poisoned lock is simply taken over.
+fn lock(queue: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
+    queue.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The committer's role, held by one thread at a time. Dropped without
+/// [`Committer::finish`] (a panic while committing), it fails every insert still waiting
+/// (their callers get an error instead of waiting for ever) and lets the next insert
+/// become the committer.
+struct Committer<'a> {
+    queue: &'a Mutex<Queue>,
+    finished: bool,
+}
+
+impl Committer<'_> {
+    fn finish(mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for Committer<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            let abandoned = {
+                let mut queue = lock(self.queue);
+                queue.committing = false;
+                std::mem::take(&mut queue.inserts)
+            };
+            // Dropping an insert's sender answers its caller "commit abandoned".
+            drop(abandoned);
+        }
+    }
 }
 
 /// The embedded store.
@@ -73,29 +133,29 @@ pub struct RedbStore {
 /// answered only after this committer has let go of the database, so a caller that
 /// drops the store after its write can reopen the file at once.
 fn commit_queued(db: Arc<Database>, queue: &Mutex<Queue>) {
+    let committer = Committer {
+        queue,
+        finished: false,
+    };
     let mut db = Some(db);
     while let Some(handle) = db.as_deref() {
-        let batch = {
-            let mut queue = queue.lock().expect("store queue lock");
-            let take = queue.inserts.len().min(MAX_BATCH);
-            queue.inserts.drain(..take).collect::<Vec<_>>()
-        };
-        let result = (|| {
-            let txn = handle.begin_write().map_err(err)?;
-            // One table opening per run of inserts into it: batches are nearly
-            // always all leases.
-            for run in batch.chunk_by(|a, b| a.table.name() == b.table.name()) {
-                let mut table = txn.open_table(run[0].table).map_err(err)?;
-                for insert in run {
-                    table
-                        .insert(insert.key.as_str(), insert.value.as_slice())
-                        .map_err(err)?;
-                }
+        // A batch being committed lives on this stack: a panic drops it, and with it
+        // every sender, so its callers are answered too.
+        let (batch, injected) = {
+            let mut queue = lock(queue);
+            let injected = take_injected(&mut queue);
+            if let Some(InjectedFailure::Panic) = injected {
+                panic!("injected panic while committing");
             }
-            txn.commit().map_err(err)
-        })();
+            let take = queue.inserts.len().min(MAX_BATCH);
+            (queue.inserts.drain(..take).collect::<Vec<_>>(), injected)
+        };
+        let result = match injected {
+            Some(_) => Err(StoreError("injected failure".into())),
+            None => commit_batch(handle, &batch),
+        };
         {
-            let mut queue = queue.lock().expect("store queue lock");
+            let mut queue = lock(queue);
             if queue.inserts.is_empty() {
                 queue.committing = false;
                 db = None;
@@ -105,6 +165,22 @@ fn commit_queued(db: Arc<Database>, queue: &Mutex<Queue>) {
             let _ = insert.done.send(result.clone());
         }
     }
+    committer.finish();
+}
+
+/// One write transaction holding every insert of `batch`.
+fn commit_batch(db: &Database, batch: &[Insert]) -> StoreResult<()> {
+    let txn = db.begin_write().map_err(err)?;
+    // One table opening per run of inserts into it: batches are nearly always all leases.
+    for run in batch.chunk_by(|a, b| a.table.name() == b.table.name()) {
+        let mut table = txn.open_table(run[0].table).map_err(err)?;
+        for insert in run {
+            table
+                .insert(insert.key.as_str(), insert.value.as_slice())
+                .map_err(err)?;
+        }
+    }
+    txn.commit().map_err(err)
 }
 
 /// Every record of `table`, in key order.
@@ -159,7 +235,7 @@ impl RedbStore {
     async fn put(&self, table: Table, key: String, value: Vec<u8>) -> StoreResult<()> {
         let (done, answer) = tokio::sync::oneshot::channel();
         let become_committer = {
-            let mut queue = self.queue.lock().expect("store queue lock");
+            let mut queue = lock(&self.queue);
             queue.inserts.push(Insert {
                 table,
                 key,
@@ -795,6 +871,56 @@ mod tests {
         assert!(store.delete_ticket("live".into()).await.unwrap());
         assert!(!store.delete_ticket("live".into()).await.unwrap());
         assert_eq!(store.prune_tickets(Timestamp(1000)).await.unwrap(), 0);
+    }
+
+    fn member(name: &str) -> MemberRecord {
+        MemberRecord {
+            id: Identity::generate().public(),
+            name: name.into(),
+            attributes: BTreeMap::new(),
+            enrolled_at: Timestamp(1),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_or_panicking_group_commit_fails_its_inserts_and_later_ones_proceed() {
+        for failure in [InjectedFailure::Error, InjectedFailure::Panic] {
+            let (_dir, store) = store();
+            lock(&store.queue).fail_next = Some(failure);
+            // Every insert waiting when the commit fails is answered with an error
+            // (none waits for ever); the injection hits the first batch only.
+            let waiting: Vec<_> = (0..8)
+                .map(|i| {
+                    let store = store.clone();
+                    tokio::spawn(async move { store.put_member(member(&format!("w{i}"))).await })
+                })
+                .collect();
+            let mut failed = 0;
+            for insert in waiting {
+                if insert.await.unwrap().is_err() {
+                    failed += 1;
+                }
+            }
+            assert!(failed >= 1, "the injected failure reached no insert");
+            if let InjectedFailure::Panic = failure {
+                assert!(store.queue.is_poisoned(), "the panic held the lock");
+            }
+            // The queue is not wedged: later inserts commit, alone and together.
+            let later = member("later");
+            store.put_member(later.clone()).await.unwrap();
+            assert_eq!(store.member(later.id).await.unwrap().unwrap().name, "later");
+            let together: Vec<_> = (0..16)
+                .map(|i| {
+                    let store = store.clone();
+                    tokio::spawn(async move { store.put_member(member(&format!("t{i}"))).await })
+                })
+                .collect();
+            for insert in together {
+                insert.await.unwrap().unwrap();
+            }
+            assert!(!lock(&store.queue).committing);
+            assert_eq!(store.members().await.unwrap().len(), 8 - failed + 17);
+        }
     }
 
     #[tokio::test]
