@@ -49,6 +49,9 @@ pub struct ServeArgs {
     /// Listen here instead of the address chosen at init.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+    /// Once listening, write `listen=ADDR` (the bound address) to this file.
+    #[arg(long, value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
 }
 
 pub async fn run(home: &Home, out: Output, cmd: ControlCommand) -> anyhow::Result<()> {
@@ -93,6 +96,9 @@ pub async fn run(home: &Home, out: Output, cmd: ControlCommand) -> anyhow::Resul
                 .with_context(|| format!("cannot listen on {listen}"))?;
             let shutdown = CancellationToken::new();
             let running = leasehold_control::start(&data, listener, shutdown.clone()).await?;
+            if let Some(path) = &args.ready_file {
+                super::ready::write(path, &[("listen", running.local_addr)])?;
+            }
             super::proxy::wait_for_signal().await;
             tracing::info!("shutting down");
             shutdown.cancel();

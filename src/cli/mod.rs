@@ -12,6 +12,7 @@ mod identity;
 mod lease;
 mod logging;
 mod proxy;
+mod ready;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
