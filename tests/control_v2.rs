@@ -6,11 +6,7 @@ mod common;
 use std::io::Write;
 use std::time::{Duration, SystemTime};
 
-use common::{Env, WRITE_BUCKETS, time, wait_until};
-
-/// How long to wait for something the control does by itself (an expiry, a retry, a
-/// sweep): generous, for a loaded machine; a passing test never waits this long.
-const EVENT_DEADLINE: Duration = Duration::from_secs(60);
+use common::{EVENT_DEADLINE, Env, WRITE_BUCKETS, time, wait_until};
 use leasehold_testkit::v2server::V2Server;
 use serde_json::Value;
 

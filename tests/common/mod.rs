@@ -314,6 +314,11 @@ impl Drop for Process {
     }
 }
 
+/// How long to wait for something a process does by itself (an expiry, a retry, a
+/// sweep, a recovery): generous, for a loaded 2-core machine; a passing test never
+/// waits this long, so it costs nothing.
+pub const EVENT_DEADLINE: Duration = Duration::from_secs(60);
+
 /// How long a child may take to start listening: generous, for a loaded 2-core machine.
 pub const STARTUP_DEADLINE: Duration = Duration::from_secs(60);
 
