@@ -52,6 +52,10 @@ pub struct ServeArgs {
     /// Once listening, write `listen=ADDR` (the bound address) to this file.
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
+    /// How often to sweep InfluxDB for expired credentials of ours (also swept at
+    /// start-up and when the add-on is configured).
+    #[arg(long, default_value = "60s", value_parser = super::duration_secs, value_name = "DURATION")]
+    pub sweep_interval: u64,
 }
 
 pub async fn run(home: &Home, out: Output, cmd: ControlCommand) -> anyhow::Result<()> {
@@ -90,12 +94,19 @@ pub async fn run(home: &Home, out: Output, cmd: ControlCommand) -> anyhow::Resul
         ControlCommand::Serve(args) => {
             let data = DataDir::new(args.data_dir.unwrap_or_else(|| home.control_dir()));
             let (_, settings) = data.load().map_err(|e| UsageError(e.to_string()))?;
+            if args.sweep_interval == 0 {
+                return Err(UsageError("--sweep-interval must be at least 1s".into()).into());
+            }
             let listen = args.listen.unwrap_or(settings.listen);
             let listener = TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             let shutdown = CancellationToken::new();
             let running = leasehold_control::start(&data, listener, shutdown.clone()).await?;
+            let sweep_interval = std::time::Duration::from_secs(args.sweep_interval);
+            if sweep_interval != leasehold_control::control::SWEEP_INTERVAL {
+                running.set_sweep_interval(sweep_interval);
+            }
             if let Some(path) = &args.ready_file {
                 super::ready::write(path, &[("listen", running.local_addr)])?;
             }

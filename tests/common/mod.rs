@@ -167,14 +167,18 @@ impl Env {
     }
 
     pub fn serve_with_log_level(&self, level: &str) -> ControlProcess {
+        self.serve_with(level, &[])
+    }
+
+    /// Starts `control serve` with `extra` flags at log level `level` and waits until
+    /// it reports that it listens on this env's control port.
+    pub fn serve_with(&self, level: &str, extra: &[&str]) -> ControlProcess {
         let name = unique_name("control");
         let log = self.home().join(format!("{name}.log"));
         let ready = self.home().join(format!("{name}.ready"));
-        let mut process = Process::spawn(
-            self.command(&["control", "serve", "--ready-file", path_str(&ready)])
-                .env("RUST_LOG", level),
-            log,
-        );
+        let mut args = vec!["control", "serve", "--ready-file", path_str(&ready)];
+        args.extend_from_slice(extra);
+        let mut process = Process::spawn(self.command(&args).env("RUST_LOG", level), log);
         let addrs = process.wait_ready_file(&ready, "the control to listen");
         let listen = addrs.get("listen");
         assert_eq!(
