@@ -69,7 +69,12 @@ async fn configuring_the_addon_sweeps() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_periodic_sweep_runs_at_the_configured_interval() {
     let v2 = V2Server::start_default().await.unwrap();
-    let (env, control) = setup(&v2, &["--sweep-interval", "1s"]);
+    // At debug level the control logs each sweep ("sweep done").
+    let mut env = Env::new();
+    env.init_control();
+    let control = env.serve_with("debug", &["--sweep-interval", "1s"]);
+    env.configure_v2(&v2, &[]);
+    env.enrolled_identity("app", &[]);
     let foreign = v2.insert_authorization("telegraf", serde_json::from_str(WRITE_BUCKETS).unwrap());
     let (lease, stray) = lease_with_stray_copy(&env, &v2, "2s");
     // The start-up and configure sweeps ran before the stray existed: a later sweep,
@@ -87,6 +92,11 @@ async fn the_periodic_sweep_runs_at_the_configured_interval() {
         control.log()
     );
     assert!(v2.authorization(&foreign.id).is_some(), "never others'");
+    // The interval is the one asked for: sweeps keep coming, many more than the
+    // start-up and configure sweeps (at the default 60 s this would take minutes).
+    wait_until(EVENT_DEADLINE, "more periodic sweeps", || {
+        control.log().matches("sweep done").count() >= 6
+    });
 }
 
 #[tokio::test(flavor = "multi_thread")]
