@@ -301,13 +301,17 @@ impl Process {
         self.child.wait().unwrap();
     }
 
-    /// SIGTERM, then wait for the exit status.
+    /// SIGTERM, then wait for the exit status (failing the test, with the log, if the
+    /// process has not exited within [`EVENT_DEADLINE`]).
     pub fn stop(mut self) -> std::process::ExitStatus {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        self.child.wait().unwrap()
+        self.signal("TERM");
+        match self.wait_exit(EVENT_DEADLINE) {
+            Some(status) => status,
+            None => panic!(
+                "still running {EVENT_DEADLINE:?} after SIGTERM:\n{}",
+                self.log()
+            ),
+        }
     }
 }
 
