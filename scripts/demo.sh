@@ -11,8 +11,8 @@
 # Settings (environment):
 #   DEMO_DURATION=SECS       stop after SECS seconds (default: run until Ctrl-C)
 #   DEMO_LEASE_TTL=SECS      lease lifetime (default 10; the proxy renews at ~60%)
-#   DEMO_PROXY_PORT=PORT     where the application writes (default 18086)
-#   DEMO_ADMIN_PORT=PORT     the proxy's /healthz, /readyz, /metrics (default 18087)
+#   DEMO_PROXY_PORT=PORT     where the application writes (default 18086; 0: any free)
+#   DEMO_ADMIN_PORT=PORT     the proxy's /healthz, /readyz, /metrics (default 18087; 0: any)
 #   DEMO_CONTROL_PORT=PORT   the control's secure channel (default 14100)
 #   DEMO_INFLUXDB_PORT=PORT  InfluxDB HTTP (default 18186); RPC uses DEMO_INFLUXDB_RPC_PORT
 #                            (default 18188)
@@ -120,7 +120,7 @@ influxd_conf "$WORK/influxdb" "$INFLUX_PORT" "$INFLUX_RPC_PORT" >"$WORK/influxdb
 influxd -config "$WORK/influxdb.conf" >"$WORK/influxd.log" 2>&1 &
 PIDS+=($!)
 ping_influx() { [ "$(curl -s -o /dev/null -w '%{http_code}' "$INFLUX_URL/ping")" = 204 ]; }
-wait_for "InfluxDB to answer /ping" 20 ping_influx
+wait_for "InfluxDB to answer /ping" 60 ping_influx
 grep -q "addr=127.0.0.1:$INFLUX_PORT" "$WORK/influxd.log" ||
   die "port $INFLUX_PORT answers, but not our influxd: set DEMO_INFLUXDB_PORT to a free port"
 
@@ -146,9 +146,13 @@ influxql --data-urlencode "q=CREATE DATABASE $DB" >/dev/null
 say "starting the leasehold control on 127.0.0.1:$CONTROL_PORT (LEASEHOLD_HOME=$LEASEHOLD_HOME)"
 lh control init --listen "127.0.0.1:$CONTROL_PORT" >/dev/null
 # Started directly (not through `lh`) so that $! is the process itself, not a subshell.
-RUST_LOG=info "$BIN" control serve >"$WORK/control.log" 2>&1 &
+RUST_LOG=info "$BIN" control serve --ready-file "$WORK/control.ready" >"$WORK/control.log" 2>&1 &
 PIDS+=($!)
-wait_for "the control to serve" 20 lh member list
+# Our control, not whatever else might answer on the port: it names the address it bound.
+wait_for "the control to listen" 60 test -e "$WORK/control.ready"
+grep -qx "listen=127.0.0.1:$CONTROL_PORT" "$WORK/control.ready" ||
+  die "the control reports $(cat "$WORK/control.ready"), not 127.0.0.1:$CONTROL_PORT"
+wait_for "the control to serve" 60 lh member list
 
 say "configuring the influxdb-v1 add-on: WRITE ON \"$DB\", leases of ${LEASE_TTL}s"
 INFLUXDB_ADMIN_PASSWORD=$ADMIN_PASSWORD lh addon configure influxdb-v1 \
@@ -156,15 +160,20 @@ INFLUXDB_ADMIN_PASSWORD=$ADMIN_PASSWORD lh addon configure influxdb-v1 \
   --privileges "WRITE ON \"$DB\"" --default-ttl "$LEASE_TTL" --max-ttl 900 >/dev/null
 
 # --- the sidecar ---------------------------------------------------------------------
-say "enrolling identity app and starting the proxy on 127.0.0.1:$PROXY_PORT"
+say "enrolling identity app and starting the proxy"
 lh ticket create --attribute service=demo-app --expires-in 5m --output-file "$WORK/app.ticket" >/dev/null
 lh identity create app >/dev/null
 lh enroll "$WORK/app.ticket" --identity app >/dev/null
 APP_ID=$(lh identity show app --output json | sed -n 's/.*"id": *"\([^"]*\)".*/\1/p')
 RUST_LOG=info "$BIN" proxy --identity app --listen "127.0.0.1:$PROXY_PORT" \
-  --admin-listen "127.0.0.1:$ADMIN_PORT" >"$WORK/proxy.log" 2>&1 &
+  --admin-listen "127.0.0.1:$ADMIN_PORT" --ready-file "$WORK/proxy.ready" >"$WORK/proxy.log" 2>&1 &
 PIDS+=($!)
-wait_for "the proxy to hold a lease (/readyz)" 20 \
+# The addresses it bound (port 0 picks free ones), from the proxy itself.
+wait_for "the proxy to listen" 60 test -e "$WORK/proxy.ready"
+PROXY_PORT=$(sed -n 's/^listen=.*://p' "$WORK/proxy.ready")
+ADMIN_PORT=$(sed -n 's/^admin=.*://p' "$WORK/proxy.ready")
+say "the proxy listens on 127.0.0.1:$PROXY_PORT (admin 127.0.0.1:$ADMIN_PORT)"
+wait_for "the proxy to hold a lease (/readyz)" 60 \
   lh health --url "http://127.0.0.1:$ADMIN_PORT/readyz"
 
 # --- the application: plain writes, no credentials -----------------------------------

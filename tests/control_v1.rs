@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Env, wait_until};
+use common::{EVENT_DEADLINE, Env, time, wait_until};
 use leasehold_testkit::influxd::Influxd;
 use serde_json::Value;
 
@@ -109,18 +109,18 @@ async fn lease_is_a_user_with_exactly_the_configured_grants() {
 async fn expired_user_is_dropped_and_revoke_drops_at_once() {
     let db = influxd().await;
     let (env, _control) = configured(&db);
-    let (_, user, password) = lease(&env, Some("2s"));
+    // A 6 s lease lives 5-6 s: room for the write below (a bcrypt check on a loaded
+    // machine) to land before expiry.
+    let (_, user, password) = lease(&env, Some("6s"));
     assert_eq!(
         db.write("telemetry", "m v=1\n", &user, &password)
             .await
             .unwrap(),
         204
     );
-    eventually(
-        Duration::from_secs(6),
-        "the lease user to be dropped",
-        async || lease_users(&db).await.is_empty(),
-    )
+    eventually(EVENT_DEADLINE, "the lease user to be dropped", async || {
+        lease_users(&db).await.is_empty()
+    })
     .await;
     assert_eq!(
         db.write("telemetry", "m v=2\n", &user, &password)
@@ -163,24 +163,25 @@ async fn no_lease_user_outlives_a_crash_or_a_lost_store() {
     lease(&env, Some("3s"));
     control.kill9();
     let control = env.serve();
-    eventually(
-        Duration::from_secs(8),
-        "leases revoked after restart",
-        async || lease_users(&db).await.len() == 1,
-    )
+    eventually(EVENT_DEADLINE, "leases revoked after restart", async || {
+        lease_users(&db).await.len() == 1
+    })
     .await;
 
     // Now lose the store as well.
-    // Seconds-precision expiry: a 3 s lease lives 2-3 s, long enough to outlive the kill.
-    lease(&env, Some("3s"));
-    lease(&env, Some("3s"));
+    // Seconds-precision expiry: a 6 s lease lives 5-6 s, with margin to outlive the kill.
+    let (first, _, _) = lease(&env, Some("6s"));
+    let (last, _, _) = lease(&env, Some("6s"));
     control.kill9();
     std::fs::remove_file(env.data_dir().join("store.redb")).unwrap();
-    tokio::time::sleep(Duration::from_millis(3100)).await;
+    let expired = time(&first["expires_at"]).max(time(&last["expires_at"]));
+    wait_until(EVENT_DEADLINE, "the leases' expiry", || {
+        std::time::SystemTime::now() > expired
+    });
     assert_eq!(lease_users(&db).await.len(), 3);
     let _control = env.serve();
     eventually(
-        Duration::from_secs(5),
+        EVENT_DEADLINE,
         "the sweep to drop expired lease users",
         async || lease_users(&db).await == vec!["leasehold_notours".to_owned()],
     )
@@ -204,15 +205,12 @@ async fn revocation_retries_while_influxdb_is_stopped() {
     let (env, control) = configured(&db);
     lease(&env, Some("2s"));
     db.stop().await.unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    wait_until(Duration::from_secs(2), "a failed attempt", || {
+    wait_until(EVENT_DEADLINE, "a failed attempt", || {
         control.log().contains("revocation failed; retrying")
     });
     db.start_again().await.unwrap();
-    eventually(
-        Duration::from_secs(10),
-        "the retried revocation",
-        async || lease_users(&db).await.is_empty(),
-    )
+    eventually(EVENT_DEADLINE, "the retried revocation", async || {
+        lease_users(&db).await.is_empty()
+    })
     .await;
 }

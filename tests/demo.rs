@@ -2,10 +2,15 @@
 //! - the README's "run" command, `scripts/demo.sh`, end to end: a real InfluxDB 1.x, the
 //!   control, the proxy, and writes without credentials through it while leases rotate.
 //!   The demo is given the binary under test (`LEASEHOLD_BIN`, so it does not build in
-//!   release mode), free loopback ports and short leases, and must stop by itself.
+//!   release mode) and short leases, and must stop by itself. The proxy binds port 0
+//!   and the demo reads the ports it got from its ready file; the control's and
+//!   InfluxDB's ports are written into configuration first, so they come from
+//!   [`common::reserve_port`], outside the range any `bind(0)` draws from.
 //!   `influxd` is required (`scripts/test.sh` installs it): without it this test fails.
 //! - `examples/walkthrough.sh` (DESIGN.md's walk-through) against the InfluxDB v2 test
 //!   server.
+
+mod common;
 
 use std::collections::BTreeSet;
 use std::net::TcpListener;
@@ -26,15 +31,10 @@ fn script(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
-/// `n` distinct free loopback ports: all are held until all are chosen.
-fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
+/// `n` distinct loopback ports for listeners whose address is configured before they
+/// bind: see [`common::reserve_port`].
+fn reserved_ports(n: usize) -> Vec<u16> {
+    (0..n).map(|_| common::reserve_port()).collect()
 }
 
 /// Runs the demo with `env`; see [`run_script`].
@@ -155,16 +155,16 @@ fn require_influxd() {
 #[test]
 fn demo_rotates_leases_and_every_write_lands() {
     require_influxd();
-    let ports = free_ports(5);
+    let ports = reserved_ports(3);
     let env = [
         ("LEASEHOLD_BIN", env!("CARGO_BIN_EXE_leasehold").to_owned()),
         ("DEMO_DURATION", DURATION_SECS.to_string()),
         ("DEMO_LEASE_TTL", LEASE_TTL_SECS.to_string()),
-        ("DEMO_PROXY_PORT", ports[0].to_string()),
-        ("DEMO_ADMIN_PORT", ports[1].to_string()),
-        ("DEMO_CONTROL_PORT", ports[2].to_string()),
-        ("DEMO_INFLUXDB_PORT", ports[3].to_string()),
-        ("DEMO_INFLUXDB_RPC_PORT", ports[4].to_string()),
+        ("DEMO_PROXY_PORT", "0".to_owned()),
+        ("DEMO_ADMIN_PORT", "0".to_owned()),
+        ("DEMO_CONTROL_PORT", ports[0].to_string()),
+        ("DEMO_INFLUXDB_PORT", ports[1].to_string()),
+        ("DEMO_INFLUXDB_RPC_PORT", ports[2].to_string()),
     ];
     let started = Instant::now();
     let (code, output) = run_demo(&env, Duration::from_secs(DURATION_SECS) + SLACK);
@@ -190,7 +190,8 @@ fn demo_rotates_leases_and_every_write_lands() {
         "the progress lines should show the active lease changing, saw {seen:?}:\n{output}"
     );
 
-    // Everything was torn down: the temporary home is gone and the ports are free.
+    // Everything was torn down: the temporary home is gone and the configured ports are
+    // free. (The proxy's came from `bind(0)`: another process may hold them by now.)
     let home = output
         .lines()
         .find_map(|l| l.split("LEASEHOLD_HOME=").nth(1))
@@ -221,7 +222,7 @@ fn demo_refuses_a_missing_binary() {
 async fn walkthrough_runs_against_the_v2_test_server() {
     let v2 = V2Server::start_default().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let ports = free_ports(3);
+    let ports = reserved_ports(3);
     let env = [
         ("LEASEHOLD_BIN", env!("CARGO_BIN_EXE_leasehold").to_owned()),
         ("INFLUXDB_ENDPOINT_URL", v2.url()),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{ControlProcess, Env};
+use common::{ControlProcess, EVENT_DEADLINE, Env};
 use leasehold_testkit::influxd::Influxd;
 
 /// A serving control with the v1 add-on (WRITE on telemetry) and an enrolled `app`.
@@ -86,7 +86,9 @@ async fn unauthenticated_writes_land_and_client_credentials_are_replaced() {
 #[tokio::test(flavor = "multi_thread")]
 async fn rotation_under_load_loses_nothing() {
     let (db, env, _control) = setup().await;
-    let proxy = env.proxy("app", &["--ttl", "3s"]);
+    // A 5 s lease lives 4-5 s (seconds precision) and is renewed at ~60%: a rotation
+    // every ~3 s, with over a second of margin for a renewal on a loaded machine.
+    let proxy = env.proxy("app", &["--ttl", "5s"]);
     proxy.wait_ready().await;
     let url = Arc::new(format!("{}/write?db=telemetry&precision=n", proxy.url()));
     let ok = Arc::new(AtomicU64::new(0));
@@ -137,19 +139,20 @@ async fn rotation_under_load_loses_nothing() {
     );
     let renewals = proxy.log().matches("lease installed").count();
     assert!(
-        renewals >= 8,
-        "expected a rotation every ~2 s, saw {renewals}:\n{}",
+        renewals >= 4,
+        "expected a rotation every ~3 s, saw {renewals}:\n{}",
         proxy.log()
     );
-    // Old lease users are gone: at most the current one and one not yet expired remain,
+    // Old lease users go: soon at most the current one and one not yet expired remain,
     // and once the proxy stops, all of them go at expiry.
-    assert!(
-        lease_users(&db).await <= 2,
-        "{} lease users linger",
-        lease_users(&db).await
-    );
-    proxy.stop();
-    let deadline = Instant::now() + Duration::from_secs(6);
+    let deadline = Instant::now() + EVENT_DEADLINE;
+    while lease_users(&db).await > 2 {
+        assert!(Instant::now() < deadline, "old lease users linger");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = proxy.stop();
+    assert!(status.success(), "the proxy exits 0 on SIGTERM: {status}");
+    let deadline = Instant::now() + EVENT_DEADLINE;
     while lease_users(&db).await > 0 {
         assert!(
             Instant::now() < deadline,
@@ -162,21 +165,21 @@ async fn rotation_under_load_loses_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn control_outage_serves_until_expiry_then_503_then_recovers() {
     let (_db, env, control) = setup().await;
-    let proxy = env.proxy("app", &["--ttl", "4s"]);
+    // A 10 s lease lives 9-10 s and is renewed at 54-66% of that, so over 3 s of it
+    // remain whenever the control dies: time for writes to land on the live lease.
+    let proxy = env.proxy("app", &["--ttl", "10s"]);
     proxy.wait_ready().await;
     let client = reqwest::Client::new();
     let url = format!("{}/write?db=telemetry", proxy.url());
     control.kill9();
     let killed = Instant::now();
     let mut first_503 = None;
+    let mut served_after_kill = 0;
     while first_503.is_none() {
-        assert!(
-            killed.elapsed() < Duration::from_secs(8),
-            "never fell back to 503"
-        );
+        assert!(killed.elapsed() < EVENT_DEADLINE, "never fell back to 503");
         let response = write(&client, &url).await;
         match response.status().as_u16() {
-            204 => {}
+            204 => served_after_kill += 1,
             503 => {
                 let retry_after = response
                     .headers()
@@ -192,10 +195,9 @@ async fn control_outage_serves_until_expiry_then_503_then_recovers() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(
-        // A 4 s lease lives 3-4 s (seconds precision) and is renewed at 54-66% of that, so
-        // at least ~1 s of it remains whenever the control dies.
-        first_503.unwrap() > Duration::from_millis(900),
-        "the live lease kept serving"
+        served_after_kill > 0,
+        "the live lease kept serving (503 after {:?})",
+        first_503
     );
     assert_eq!(
         proxy.admin_status("/readyz").await,
@@ -213,7 +215,7 @@ async fn control_outage_serves_until_expiry_then_503_then_recovers() {
         }
         assert_eq!(status, 503);
         assert!(
-            back.elapsed() < Duration::from_secs(12),
+            back.elapsed() < EVENT_DEADLINE,
             "did not recover after the control came back"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -307,18 +309,17 @@ async fn upstream_down_fails_fast_and_recovers() {
     let url = format!("{}/write?db=telemetry", proxy.url());
     assert_eq!(write(&client, &url).await.status(), 204);
     db.stop().await.unwrap();
-    let started = Instant::now();
-    let status = write(&client, &url).await.status().as_u16();
+    // An answer, not a hang (the client's own timeout is the generous bound).
+    let guarded = reqwest::Client::builder()
+        .timeout(EVENT_DEADLINE)
+        .build()
+        .unwrap();
+    let status = write(&guarded, &url).await.status().as_u16();
     assert!(matches!(status, 502 | 503), "got {status}");
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "no hang: {:?}",
-        started.elapsed()
-    );
     db.start_again().await.unwrap();
     let back = Instant::now();
     while write(&client, &url).await.status() != 204 {
-        assert!(back.elapsed() < Duration::from_secs(10), "did not recover");
+        assert!(back.elapsed() < EVENT_DEADLINE, "did not recover");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

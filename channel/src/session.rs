@@ -220,6 +220,29 @@ mod tests {
     }
 
     #[test]
+    fn a_peer_that_skips_the_rekey_cannot_read_on() {
+        // Proves the keys change: were rekeying removed (on either side), the frame
+        // after the interval would still open with the old key.
+        let (mut client, mut server) = pair();
+        // (The handshake's identity proof already counts as a frame.)
+        while client.sent < REKEY_INTERVAL - 1 {
+            deliver(&mut client, &mut server, b"before");
+        }
+        assert_eq!(server.received, client.sent, "in step so far");
+        // The server forgets how many frames it has read, so it will not rekey when the
+        // client does (after the next frame)...
+        server.received = 0;
+        assert_eq!(deliver(&mut client, &mut server, b"last"), b"last");
+        // ...and the first frame under the client's new key fails authentication.
+        let mut wire = Vec::new();
+        client.seal(b"first after rekey", &mut wire).unwrap();
+        assert!(matches!(
+            server.open(&bodies(&wire)[0]),
+            Err(ChannelError::Decrypt)
+        ));
+    }
+
+    #[test]
     fn large_messages_are_chunked_and_reassembled() {
         let (mut client, mut server) = pair();
         let big: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();

@@ -2,6 +2,7 @@
 //! machinery, shared by every connection.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -78,6 +79,8 @@ pub struct Control<S> {
     pub(crate) advertise: Vec<String>,
     sweep_now: tokio::sync::Notify,
     pub(crate) live: LiveLeases,
+    /// The periodic sweep's interval in milliseconds ([`SWEEP_INTERVAL`] unless set).
+    sweep_interval_ms: AtomicU64,
     schedule: Schedule,
     tasks: TaskTracker,
     shutdown: CancellationToken,
@@ -148,6 +151,7 @@ impl<S: Store> Control<S> {
             advertise,
             sweep_now: tokio::sync::Notify::new(),
             live: LiveLeases::default(),
+            sweep_interval_ms: AtomicU64::new(SWEEP_INTERVAL.as_millis() as u64),
             schedule,
             tasks: TaskTracker::new(),
             shutdown,
@@ -222,6 +226,20 @@ impl<S: Store> Control<S> {
         self.sweep_now.notify_one();
     }
 
+    /// Changes how often the periodic sweep runs (at least every millisecond), and
+    /// sweeps now so that the new interval counts from here.
+    pub fn set_sweep_interval(&self, interval: Duration) {
+        let ms = u64::try_from(interval.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        self.sweep_interval_ms.store(ms, Ordering::Relaxed);
+        self.sweep_now.notify_one();
+    }
+
+    fn sweep_interval(&self) -> Duration {
+        Duration::from_millis(self.sweep_interval_ms.load(Ordering::Relaxed))
+    }
+
     pub(crate) fn schedule(&self, at: Timestamp, id: String) {
         self.schedule.at(at, id);
     }
@@ -234,12 +252,12 @@ impl<S: Store> Control<S> {
         loop {
             self.sweep_retired().await;
             let wait = match self.addon.load_full() {
-                None => SWEEP_INTERVAL,
+                None => self.sweep_interval(),
                 Some(addon) => match addon.backend.sweep(Timestamp::now()).await {
                     Ok(removed) => {
                         tracing::debug!(removed, "sweep done");
                         attempt = 0;
-                        SWEEP_INTERVAL
+                        self.sweep_interval()
                     }
                     Err(error) => {
                         tracing::warn!(%error, attempt, "sweep failed; retrying");

@@ -114,6 +114,11 @@ pub struct Running {
 }
 
 impl Running {
+    /// Changes how often the periodic sweep runs (default [`control::SWEEP_INTERVAL`]).
+    pub fn set_sweep_interval(&self, interval: std::time::Duration) {
+        self.control.set_sweep_interval(interval);
+    }
+
     /// Waits until the control has shut down (after the shutdown signal) and every
     /// connection and background task has ended.
     pub async fn wait(self) {

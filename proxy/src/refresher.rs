@@ -356,13 +356,15 @@ mod tests {
             basic: true,
             ..Fake::default()
         };
-        let (store, shutdown, _) = start_with(&fake, WARMUP_TIMEOUT);
+        // A warm-up timeout far beyond the wait below: installing cannot be the timeout
+        // running out, only the refused warm-up being let go.
+        let (store, shutdown, _) = start_with(&fake, Duration::from_secs(600));
         tokio::time::timeout(
-            Duration::from_secs(5),
+            Duration::from_secs(60),
             until(|| store.current(Instant::now()).is_some()),
         )
         .await
-        .expect("installed well before the warm-up timeout");
+        .expect("installed long before the warm-up timeout");
         assert_eq!(
             store.current(Instant::now()).unwrap().header(),
             "Basic dTE6cDE="
@@ -372,19 +374,32 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_does_not_wait_for_a_warm_up() {
-        // Accepts TCP (the kernel does it) but never answers.
+        // Reads the warm-up request, says so, and never answers.
         let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", silent.local_addr().unwrap());
+        let (received, mut warming_up) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let (mut stream, _) = silent.accept().await.unwrap();
+            let mut head = [0u8; 1024];
+            let n = tokio::io::AsyncReadExt::read(&mut stream, &mut head)
+                .await
+                .unwrap();
+            received.send(head[..n].to_vec()).unwrap();
+            // Hold the connection open, unanswered, until the test ends.
+            std::future::pending::<()>().await;
+        });
         let fake = Fake {
             basic: true,
-            endpoint: Some(format!("http://{}", silent.local_addr().unwrap())),
+            endpoint: Some(endpoint),
             ..Fake::default()
         };
-        let (store, shutdown, task) = start_with(&fake, Duration::from_secs(60));
-        until(|| fake.calls.load(Ordering::SeqCst) == 1).await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (store, shutdown, task) = start_with(&fake, Duration::from_secs(600));
+        // The warm-up request is at the upstream: the refresher is now waiting on it.
+        let request = warming_up.recv().await.unwrap();
+        assert!(request.starts_with(b"GET /query"), "{request:?}");
         assert!(store.current(Instant::now()).is_none(), "still warming up");
         shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(2), task)
+        tokio::time::timeout(Duration::from_secs(60), task)
             .await
             .expect("stopped while the warm-up was pending")
             .unwrap();

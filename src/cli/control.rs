@@ -76,6 +76,13 @@ pub struct ServeArgs {
     /// The same, from one source address (an IPv6 /64 counts as one).
     #[arg(long, default_value_t = server::DEFAULT_MAX_UNAUTHENTICATED_PER_IP, value_name = "N")]
     pub max_unauthenticated_per_ip: usize,
+    /// Once listening, write `listen=ADDR` (the bound address) to this file.
+    #[arg(long, value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
+    /// How often to sweep InfluxDB for expired credentials of ours (also swept at
+    /// start-up and when the add-on is configured).
+    #[arg(long, default_value = "60s", value_parser = super::duration_secs, value_name = "DURATION")]
+    pub sweep_interval: u64,
 }
 
 impl ServeArgs {
@@ -142,6 +149,9 @@ pub async fn run(home: &Home, out: Output, cmd: ControlCommand) -> anyhow::Resul
             let data = DataDir::new(args.data_dir.unwrap_or_else(|| home.control_dir()));
             let (_, settings) = data.load().map_err(|e| UsageError(e.to_string()))?;
             super::open_files::raise_to_hard_limit();
+            if args.sweep_interval == 0 {
+                return Err(UsageError("--sweep-interval must be at least 1s".into()).into());
+            }
             let listen = args.listen.unwrap_or(settings.listen);
             let listener = TcpListener::bind(listen)
                 .await
@@ -160,7 +170,14 @@ pub async fn run(home: &Home, out: Output, cmd: ControlCommand) -> anyhow::Resul
                 limits,
             )
             .await?;
+            let sweep_interval = std::time::Duration::from_secs(args.sweep_interval);
+            if sweep_interval != leasehold_control::control::SWEEP_INTERVAL {
+                running.set_sweep_interval(sweep_interval);
+            }
             signals.cancel_on_signal(shutdown, CONTROL_GRACE);
+            if let Some(path) = &args.ready_file {
+                super::ready::write(path, &[("listen", running.local_addr)])?;
+            }
             running.wait().await;
             Ok(())
         }

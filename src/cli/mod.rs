@@ -13,6 +13,7 @@ mod lease;
 mod logging;
 mod open_files;
 mod proxy;
+mod ready;
 mod signal;
 
 use std::io::Write;

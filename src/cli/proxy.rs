@@ -55,6 +55,10 @@ pub struct ProxyArgs {
     /// How long in-flight requests may finish after SIGTERM/SIGINT.
     #[arg(long, default_value = "10s", value_parser = duration_secs, value_name = "DURATION")]
     pub shutdown_grace: u64,
+    /// Once listening, write `listen=ADDR` and `admin=ADDR` (the bound addresses, useful
+    /// with port 0) to this file.
+    #[arg(long, value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
 }
 
 /// `health` flags.
@@ -108,8 +112,24 @@ pub async fn run(home: &Home, args: ProxyArgs) -> anyhow::Result<()> {
     }
     let shutdown = CancellationToken::new();
     Signals::install()?.cancel_on_signal(shutdown.clone(), config.shutdown_grace());
-    leasehold_proxy::run(config, source, shutdown).await?;
+    let listener = bind(config.listen()).await?;
+    let admin = bind(config.admin_listen()).await?;
+    let running = leasehold_proxy::start(config, source, listener, admin, shutdown)?;
+    if let Some(path) = &args.ready_file {
+        let addrs = [
+            ("listen", running.proxy_addr()),
+            ("admin", running.admin_addr()),
+        ];
+        super::ready::write(path, &addrs)?;
+    }
+    running.wait().await?;
     Ok(())
+}
+
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, leasehold_proxy::ProxyError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| leasehold_proxy::ProxyError::Bind { addr, source })
 }
 
 pub async fn health(args: HealthArgs) -> anyhow::Result<()> {

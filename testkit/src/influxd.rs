@@ -31,8 +31,10 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use tempfile::TempDir;
 
-/// How long `influxd` may take to answer `/ping` after it is started.
-pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `influxd` may take to answer `/ping` after it is started: generous, since
+/// parallel tests start several at once on a loaded machine. [`Influxd::start`] tries
+/// once more on fresh ports after a timeout.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long [`Influxd::stop`] waits after SIGTERM before it kills the process.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The database every harness creates.
@@ -208,6 +210,9 @@ impl Influxd {
         ensure_installed()?;
         let mut influxd = Self::unstarted()?;
         let mut last_clash = String::new();
+        // A start that timed out is retried once, on fresh ports (a stuck start-up is
+        // rare; twice in a row is a real problem worth failing on).
+        let mut timeout_retries = 1;
         for _ in 0..PORT_ATTEMPTS {
             let (http_port, rpc_port) = free_port_pair()?;
             influxd.set_ports(http_port, rpc_port)?;
@@ -217,6 +222,9 @@ impl Influxd {
                     return Ok(influxd);
                 }
                 Err(LaunchFailure::PortClash(tail)) => last_clash = tail,
+                Err(LaunchFailure::Fatal(InfluxdError::Timeout { .. })) if timeout_retries > 0 => {
+                    timeout_retries -= 1;
+                }
                 Err(LaunchFailure::Fatal(e)) => return Err(e),
             }
         }

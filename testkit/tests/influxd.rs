@@ -2,7 +2,6 @@
 //! when the Debian package `influxdb` is missing.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use leasehold_testkit::influxd::{Influxd, InfluxdError, TELEMETRY_DB};
 use reqwest::StatusCode;
@@ -183,10 +182,8 @@ async fn drop_kills_and_reaps_the_process_and_removes_its_files() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_run_side_by_side() {
-    let started = Instant::now();
     let (a, b) = tokio::join!(Influxd::start(), Influxd::start());
     let (a, b) = (a.unwrap(), b.unwrap());
-    assert!(started.elapsed() < Duration::from_secs(30));
     assert_ne!(a.url(), b.url());
     assert_ne!(a.dir(), b.dir());
     assert_ne!(a.admin_password(), b.admin_password());

@@ -503,7 +503,8 @@ async fn seeded_authorizations_are_listed_but_not_leases() {
 #[tokio::test]
 async fn injected_failures_answer_503_then_recover() {
     let server = V2Server::start_default().await.expect("start");
-    server.fail_for(Duration::from_millis(300));
+    // Counted, not timed: exactly the next two requests fail, however slow they are.
+    server.fail_next(2);
     let resp = client()
         .get(format!("{}/ping", server.url()))
         .send()
@@ -520,7 +521,6 @@ async fn injected_failures_answer_503_then_recover() {
     assert_eq!(during.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(server.authorization_count(), 0);
 
-    tokio::time::sleep(Duration::from_millis(400)).await;
     let ping = client()
         .get(format!("{}/ping", server.url()))
         .send()
@@ -548,7 +548,14 @@ async fn injected_failures_answer_503_then_recover() {
         (health["name"].clone(), health["status"].clone()),
         (json!("influxdb"), json!("pass"))
     );
-    assert_eq!(server.requests_seen(), 5);
+
+    // A timed window fails until it ends or `set_failing(false)` ends it early.
+    server.fail_for(Duration::from_secs(600));
+    let ping = |server: &V2Server| client().get(format!("{}/ping", server.url())).send();
+    assert_eq!(ping(&server).await.expect("ping").status(), 503);
+    server.set_failing(false);
+    assert_eq!(ping(&server).await.expect("ping").status(), 204);
+    assert_eq!(server.requests_seen(), 7);
 }
 
 #[tokio::test]

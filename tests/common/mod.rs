@@ -1,10 +1,19 @@
 //! Shared harness for the integration tests: a temporary `$LEASEHOLD_HOME`, the real
 //! `leasehold` binary, and a control process that can be stopped, killed and restarted.
+//!
+//! Ports: a proxy binds port 0 and reports the addresses it got (`--ready-file`). The
+//! control's address is part of its persisted configuration (tickets and enrollments
+//! carry it, and a restart must come back on it), so it is chosen once per [`Env`] by
+//! [`reserve_port`], outside the kernel's ephemeral range where no `bind(0)` or outgoing
+//! connection of another test can take it; `control serve` reports the address it bound
+//! in its ready file, and the harness waits for that file from *that* process (a
+//! process that exits first fails the test with its log).
 #![allow(dead_code)]
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 /// The binary under test.
@@ -12,13 +21,37 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_leasehold")
 }
 
-/// A free loopback port (bound and released; the caller binds it again at once).
+/// A free loopback port (bound and released). Racy as a listen port: another process
+/// may take it before the caller binds it. Use it for unique names; for a child
+/// process's listener pass port 0 and a ready file ([`Process::wait_ready_file`]).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Lowest and highest port [`reserve_port`] hands out: below Linux's ephemeral range
+/// (32768–60999 by default), so neither `bind(0)` nor an outgoing connection picks them.
+const RESERVED_PORTS: (u16, u16) = (20_000, 32_000);
+
+/// A loopback port for a listener whose address must be known before it binds (the
+/// control's, which is persisted). Unique within this process, free when chosen, and
+/// outside the ephemeral range; each test process starts at its own offset so that
+/// concurrent test runs do not walk the same ports.
+pub fn reserve_port() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let span = RESERVED_PORTS.1 - RESERVED_PORTS.0;
+    let base = (std::process::id() % u32::from(span)) as u16;
+    for _ in 0..span {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        let port = RESERVED_PORTS.0 + (base + step) % span;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {RESERVED_PORTS:?}");
 }
 
 /// Polls `check` every 20 ms until it holds or `timeout` passes.
@@ -49,7 +82,7 @@ impl Env {
     pub fn new() -> Self {
         Self {
             dir: tempfile::tempdir().unwrap(),
-            control_port: free_port(),
+            control_port: reserve_port(),
             extra_env: Vec::new(),
         }
     }
@@ -134,23 +167,25 @@ impl Env {
     }
 
     pub fn serve_with_log_level(&self, level: &str) -> ControlProcess {
-        let log = self.home().join(format!("control-{}.log", free_port()));
-        let process = Process::spawn(
-            self.command(&["control", "serve"]).env("RUST_LOG", level),
-            log,
-        );
-        wait_for_port(self.control_port, "the control to listen");
-        process
+        self.serve_with(level, &[])
     }
 
-    /// Starts `control serve` with `extra` flags, logging at `level`, and waits until it
-    /// accepts connections.
+    /// Starts `control serve` with `extra` flags at log level `level` and waits until
+    /// it reports that it listens on this env's control port.
     pub fn serve_with(&self, level: &str, extra: &[&str]) -> ControlProcess {
-        let log = self.home().join(format!("control-{}.log", free_port()));
-        let mut args = vec!["control", "serve"];
+        let name = unique_name("control");
+        let log = self.home().join(format!("{name}.log"));
+        let ready = self.home().join(format!("{name}.ready"));
+        let mut args = vec!["control", "serve", "--ready-file", path_str(&ready)];
         args.extend_from_slice(extra);
-        let process = Process::spawn(self.command(&args).env("RUST_LOG", level), log);
-        wait_for_port(self.control_port, "the control to listen");
+        let mut process = Process::spawn(self.command(&args).env("RUST_LOG", level), log);
+        let addrs = process.wait_ready_file(&ready, "the control to listen");
+        let listen = addrs.get("listen");
+        assert_eq!(
+            listen.map(SocketAddr::port),
+            Some(self.control_port),
+            "the control reported {addrs:?}"
+        );
         process
     }
 
@@ -169,7 +204,7 @@ impl Env {
         }
         args.extend_from_slice(extra);
         let line = self.ok(&args);
-        let path = self.home().join(format!("ticket-{}", free_port()));
+        let path = self.home().join(unique_name("ticket"));
         std::fs::write(&path, line).unwrap();
         path
     }
@@ -195,9 +230,64 @@ impl Process {
         Self { child, log }
     }
 
-    /// Its process id.
+    /// Waits until the process has written its `--ready-file` (`KEY=ADDR` lines) and
+    /// returns the addresses. Fails with the process's log if it exits first or the
+    /// file does not appear within a generous deadline.
+    pub fn wait_ready_file(
+        &mut self,
+        path: &Path,
+        what: &str,
+    ) -> std::collections::BTreeMap<String, SocketAddr> {
+        let deadline = Instant::now() + STARTUP_DEADLINE;
+        loop {
+            // Renamed into place whole: once it exists, it is complete.
+            if let Ok(text) = std::fs::read_to_string(path) {
+                return text
+                    .lines()
+                    .map(|line| {
+                        let (key, addr) = line.split_once('=').expect("KEY=ADDR");
+                        (key.to_owned(), addr.parse().expect("a socket address"))
+                    })
+                    .collect();
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("{what}: the process exited ({status}):\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {STARTUP_DEADLINE:?} waiting for {what}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The process id (for signals).
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sends `signal` (`TERM`, `INT`, ...) without waiting.
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{signal} failed");
+    }
+
+    /// Waits up to `timeout` for the process to exit; `None` if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Everything the process has logged so far.
@@ -211,13 +301,17 @@ impl Process {
         self.child.wait().unwrap();
     }
 
-    /// SIGTERM, then wait for the exit status.
+    /// SIGTERM, then wait for the exit status (failing the test, with the log, if the
+    /// process has not exited within [`EVENT_DEADLINE`]).
     pub fn stop(mut self) -> std::process::ExitStatus {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        self.child.wait().unwrap()
+        self.signal("TERM");
+        match self.wait_exit(EVENT_DEADLINE) {
+            Some(status) => status,
+            None => panic!(
+                "still running {EVENT_DEADLINE:?} after SIGTERM:\n{}",
+                self.log()
+            ),
+        }
     }
 }
 
@@ -228,10 +322,23 @@ impl Drop for Process {
     }
 }
 
-fn wait_for_port(port: u16, what: &str) {
-    wait_until(Duration::from_secs(10), what, || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
+/// How long to wait for something a process does by itself (an expiry, a retry, a
+/// sweep, a recovery): generous, for a loaded 2-core machine; a passing test never
+/// waits this long, so it costs nothing.
+pub const EVENT_DEADLINE: Duration = Duration::from_secs(60);
+
+/// How long a child may take to start listening: generous, for a loaded 2-core machine.
+pub const STARTUP_DEADLINE: Duration = Duration::from_secs(60);
+
+/// A name unique within this test process (log, ready and ticket files).
+pub fn unique_name(prefix: &str) -> String {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    format!("{prefix}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A path as `&str` for a command line (test paths are UTF-8).
+pub fn path_str(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
 }
 
 /// A running `leasehold proxy`.
@@ -242,29 +349,41 @@ pub struct ProxyProcess {
 }
 
 impl Env {
-    /// Starts `leasehold proxy --identity NAME` on free ports with `extra` flags. Does
-    /// not wait for readiness: see [`ProxyProcess::wait_ready`].
+    /// Starts `leasehold proxy --identity NAME` on ephemeral ports with `extra` flags
+    /// and waits until it reports the addresses it bound. Does not wait for readiness:
+    /// see [`ProxyProcess::wait_ready`].
     pub fn proxy(&self, identity: &str, extra: &[&str]) -> ProxyProcess {
-        let (port, admin_port) = (free_port(), free_port());
-        let log = self.home().join(format!("proxy-{port}.log"));
-        let listen = format!("127.0.0.1:{port}");
-        let admin = format!("127.0.0.1:{admin_port}");
-        let mut args = vec![
-            "proxy",
-            "--identity",
-            identity,
-            "--listen",
-            &listen,
-            "--admin-listen",
-            &admin,
-        ];
+        let mut args = vec!["proxy", "--identity", identity];
         args.extend_from_slice(extra);
-        let process = Process::spawn(self.command(&args).env("RUST_LOG", "info"), log);
-        wait_for_port(admin_port, "the proxy to listen");
+        self.proxy_command(self.command(&args).env("RUST_LOG", "info"))
+    }
+
+    /// Starts a proxy from a prepared `leasehold proxy ...` command (environment,
+    /// flags), adding `--listen`/`--admin-listen` on port 0 and a ready file; waits
+    /// until it reports its addresses.
+    pub fn proxy_command(&self, command: &mut Command) -> ProxyProcess {
+        let name = unique_name("proxy");
+        let ready = self.home().join(format!("{name}.ready"));
+        command.args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--ready-file",
+            path_str(&ready),
+        ]);
+        let mut process = Process::spawn(command, self.home().join(format!("{name}.log")));
+        let addrs = process.wait_ready_file(&ready, "the proxy to listen");
+        let port = |key: &str| {
+            addrs
+                .get(key)
+                .unwrap_or_else(|| panic!("no {key}= in the ready file: {addrs:?}"))
+                .port()
+        };
         ProxyProcess {
+            port: port("listen"),
+            admin_port: port("admin"),
             process,
-            port,
-            admin_port,
         }
     }
 }
@@ -292,7 +411,7 @@ impl ProxyProcess {
 
     /// Waits until `/readyz` answers 200.
     pub async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + STARTUP_DEADLINE;
         while self.admin_status("/readyz").await != 200 {
             assert!(
                 Instant::now() < deadline,
@@ -306,6 +425,11 @@ impl ProxyProcess {
     /// SIGTERM, then wait for the exit status.
     pub fn stop(self) -> std::process::ExitStatus {
         self.process.stop()
+    }
+
+    /// The underlying process (signals, exit status).
+    pub fn process(&mut self) -> &mut Process {
+        &mut self.process
     }
 }
 

@@ -1,7 +1,5 @@
 //! `/healthz`, `/readyz` and `/metrics`, and the 503 before the first lease.
 
-use std::time::Duration;
-
 use leasehold_channel::protocol::AuthScheme;
 
 use crate::support::*;
@@ -37,18 +35,15 @@ async fn readiness_follows_the_lease() {
 
     // The first lease makes it ready.
     source.set_fail(false);
-    tokio::time::timeout(
-        Duration::from_secs(15),
-        proxy.running.as_mut().unwrap().ready(),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    tokio::time::timeout(DEADLINE, proxy.running.as_mut().unwrap().ready())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(proxy.get(&proxy.admin_url("/readyz")).await.0, 200);
 
     // A lease that lapses without renewal makes it unready again.
     source.set_fail(true);
-    eventually(Duration::from_secs(10), || async {
+    eventually(DEADLINE, || async {
         proxy.get(&proxy.admin_url("/readyz")).await.0 == 503
     })
     .await;
@@ -114,14 +109,14 @@ async fn a_dead_refresher_fails_the_liveness_probe() {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<TestBody>();
     let url = format!("http://{admin_addr}/healthz");
-    eventually(Duration::from_secs(10), || async {
+    eventually(DEADLINE, || async {
         let response = client.get(url.parse().unwrap()).await.unwrap();
         response.status() == 503
     })
     .await;
     // Shutdown still works with the refresher gone.
     shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(20), running.wait())
+    tokio::time::timeout(DEADLINE, running.wait())
         .await
         .expect("the proxy stops after shutdown")
         .unwrap();

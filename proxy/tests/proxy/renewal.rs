@@ -5,14 +5,15 @@ use std::time::{Duration, SystemTime};
 
 use http::Request;
 use leasehold_channel::protocol::AuthScheme;
-use tokio::time::Instant;
 
 use crate::support::*;
 
 #[tokio::test]
 async fn short_leases_are_renewed_before_they_expire() {
     let upstream = FakeUpstream::start().await;
-    let source = FakeSource::new(AuthScheme::Token, &upstream.url(), 2);
+    // A 10 s lease (9-10 s at seconds precision) is renewed at 54-66% of its life: over
+    // 3 s before expiry, a margin no scheduler delay eats.
+    let source = FakeSource::new(AuthScheme::Token, &upstream.url(), 10);
     let proxy = Proxy::ready(config(), source.clone()).await;
     let first_expiry = source.last_expires_at().unwrap().to_system();
     assert_eq!(
@@ -27,12 +28,14 @@ async fn short_leases_are_renewed_before_they_expire() {
     );
     assert_eq!(token_of(&upstream.last()), "token-1");
 
-    eventually(Duration::from_secs(5), || async { source.calls() >= 2 }).await;
+    eventually(DEADLINE, || async { source.calls() >= 2 }).await;
+    // When the renewal was asked for, not when this test got to look.
+    let renewed_at = source.call_times()[1];
     assert!(
-        SystemTime::now() < first_expiry,
+        renewed_at < first_expiry,
         "renewed only after the first lease expired"
     );
-    eventually(Duration::from_secs(5), || async {
+    eventually(DEADLINE, || async {
         read(
             proxy
                 .send(Request::get(proxy.url("/ping")).body(empty()).unwrap())
@@ -47,22 +50,26 @@ async fn short_leases_are_renewed_before_they_expire() {
 #[tokio::test]
 async fn failures_keep_the_old_credential_until_expiry_then_503_then_recover() {
     let upstream = FakeUpstream::start().await;
-    let source = FakeSource::new(AuthScheme::Token, &upstream.url(), 2);
+    // An 8 s lease (7-8 s) is renewed after 3.5-5 s, leaving seconds for retries.
+    let source = FakeSource::new(AuthScheme::Token, &upstream.url(), 8);
+    // Every renewal fails, from the start: none can slip in before the test looks.
+    source.fail_after(1);
     let proxy = Proxy::ready(config(), source.clone()).await;
-    source.set_fail(true);
     let expires_at = source.last_expires_at().unwrap().to_system();
 
     // Until it expires, the old credential keeps working; afterwards, 503.
-    let started = Instant::now();
     let (headers, body) = loop {
+        let asked = SystemTime::now();
         let (status, headers, body) = proxy.get(&proxy.url("/ping")).await;
         if status == 503 {
             break (headers, body);
         }
         assert_eq!(status, 204);
         assert_eq!(token_of(&upstream.last()), "token-1");
+        // Served after it was asked for: if that was past expiry (plus the proxy's
+        // rounding slack), the expired credential was used.
         assert!(
-            started.elapsed() < Duration::from_secs(5),
+            asked < expires_at + Duration::from_millis(500),
             "the expired credential was still used"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -90,8 +97,8 @@ async fn failures_keep_the_old_credential_until_expiry_then_503_then_recover() {
     assert_eq!(upstream.seen().len(), forwarded);
 
     // The source comes back: so does the proxy.
-    source.set_fail(false);
-    eventually(Duration::from_secs(15), || async {
+    source.fail_after(usize::MAX);
+    eventually(DEADLINE, || async {
         proxy.get(&proxy.url("/ping")).await.0 == 204
     })
     .await;
@@ -119,7 +126,7 @@ async fn a_burst_of_401s_triggers_exactly_one_renewal() {
         unauthorized += usize::from(status == 401);
     }
     assert!(unauthorized >= 1);
-    eventually(Duration::from_secs(5), || async {
+    eventually(DEADLINE, || async {
         proxy.get(&proxy.url("/ping")).await.0 == 204
     })
     .await;

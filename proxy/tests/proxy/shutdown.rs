@@ -7,7 +7,12 @@ use crate::support::*;
 #[tokio::test]
 async fn an_in_flight_request_completes_after_cancel() {
     let upstream = FakeUpstream::start().await;
-    let proxy = Proxy::with_token(config(), &upstream.url()).await;
+    // A grace period far longer than the test: the request is released during it.
+    let config = leasehold_proxy::Config {
+        shutdown_grace: DEADLINE,
+        ..config()
+    };
+    let proxy = Proxy::with_token(config, &upstream.url()).await;
     let client = proxy.client.clone();
     let url = proxy.url("/slow");
     let in_flight = tokio::spawn(async move {
@@ -25,13 +30,13 @@ async fn an_in_flight_request_completes_after_cancel() {
     let state = std::sync::Arc::clone(&upstream.state);
     proxy.shutdown.cancel();
     // New connections are no longer accepted...
-    eventually(Duration::from_secs(5), || async {
+    eventually(DEADLINE, || async {
         tokio::net::TcpStream::connect(addr).await.is_err()
     })
     .await;
     // ...but the request in flight still gets its answer.
     state.release.notify_one();
-    let (status, _, body) = tokio::time::timeout(Duration::from_secs(5), in_flight)
+    let (status, _, body) = tokio::time::timeout(DEADLINE, in_flight)
         .await
         .unwrap()
         .unwrap();
@@ -43,8 +48,9 @@ async fn an_in_flight_request_completes_after_cancel() {
 #[tokio::test]
 async fn requests_still_running_at_the_deadline_are_cut() {
     let upstream = FakeUpstream::start().await;
+    const GRACE: Duration = Duration::from_secs(1);
     let config = leasehold_proxy::Config {
-        shutdown_grace: Duration::from_millis(200),
+        shutdown_grace: GRACE,
         ..config()
     };
     let proxy = Proxy::with_token(config, &upstream.url()).await;
@@ -56,9 +62,15 @@ async fn requests_still_running_at_the_deadline_are_cut() {
             .await
     });
     upstream.state.slow_entered.notified().await;
-    // Stops within the grace period plus a margin, although the request never finishes.
+    // Stops although the request never finishes, but not before the grace period is
+    // over (the clock starts before the shutdown signal, so it cannot read short).
+    let stopping = std::time::Instant::now();
     proxy.stop().await;
-    let outcome = tokio::time::timeout(Duration::from_secs(5), in_flight)
+    assert!(
+        stopping.elapsed() >= GRACE,
+        "the stuck request was cut before the grace period ended"
+    );
+    let outcome = tokio::time::timeout(DEADLINE, in_flight)
         .await
         .unwrap()
         .unwrap();

@@ -28,6 +28,11 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How long to wait for something the proxy does by itself (readiness, a renewal, a
+/// drain, a close): generous, for a loaded 2-core machine. A passing test never waits
+/// this long; no test asserts an upper bound on how long something took.
+pub const DEADLINE: Duration = Duration::from_secs(60);
 pub type TestBody = BoxBody<Bytes, BoxError>;
 
 // ---------------------------------------------------------------------------------------
@@ -43,6 +48,11 @@ pub struct FakeSource {
 struct SourceState {
     calls: AtomicUsize,
     fail: AtomicBool,
+    /// Calls after this many fail (`usize::MAX`: never), set before the proxy starts so
+    /// that no renewal can slip in between "ready" and a later `set_fail`.
+    fail_after: AtomicUsize,
+    /// When each call was made, in order.
+    call_times: Mutex<Vec<std::time::SystemTime>>,
     ttl_secs: AtomicU64,
     scheme: AuthScheme,
     endpoint: Mutex<String>,
@@ -55,6 +65,8 @@ impl FakeSource {
             state: Arc::new(SourceState {
                 calls: AtomicUsize::new(0),
                 fail: AtomicBool::new(false),
+                fail_after: AtomicUsize::new(usize::MAX),
+                call_times: Mutex::new(Vec::new()),
                 ttl_secs: AtomicU64::new(ttl_secs),
                 scheme,
                 endpoint: Mutex::new(endpoint.to_owned()),
@@ -71,6 +83,16 @@ impl FakeSource {
         self.state.fail.store(fail, Ordering::SeqCst);
     }
 
+    /// Every call after the first `calls` fails (`usize::MAX` lifts it).
+    pub fn fail_after(&self, calls: usize) {
+        self.state.fail_after.store(calls, Ordering::SeqCst);
+    }
+
+    /// When each fetch was made, in order.
+    pub fn call_times(&self) -> Vec<std::time::SystemTime> {
+        self.state.call_times.lock().unwrap().clone()
+    }
+
     pub fn last_expires_at(&self) -> Option<Timestamp> {
         *self.state.last_expires_at.lock().unwrap()
     }
@@ -79,7 +101,14 @@ impl FakeSource {
 impl LeaseSource for FakeSource {
     async fn fetch(&mut self) -> Result<LeaseRecord, SourceError> {
         let n = self.state.calls.fetch_add(1, Ordering::SeqCst) + 1;
-        if self.state.fail.load(Ordering::SeqCst) {
+        self.state
+            .call_times
+            .lock()
+            .unwrap()
+            .push(std::time::SystemTime::now());
+        if self.state.fail.load(Ordering::SeqCst)
+            || n > self.state.fail_after.load(Ordering::SeqCst)
+        {
             return Err(SourceError::Other("injected failure".into()));
         }
         let token = match self.state.scheme {
@@ -378,13 +407,10 @@ impl Proxy {
 
     pub async fn ready(config: Config, source: FakeSource) -> Self {
         let mut proxy = Self::start(config, source).await;
-        tokio::time::timeout(
-            Duration::from_secs(10),
-            proxy.running.as_mut().unwrap().ready(),
-        )
-        .await
-        .expect("proxy ready in time")
-        .unwrap();
+        tokio::time::timeout(DEADLINE, proxy.running.as_mut().unwrap().ready())
+            .await
+            .expect("proxy ready in time")
+            .unwrap();
         proxy
     }
 
@@ -397,7 +423,7 @@ impl Proxy {
     }
 
     pub async fn send(&self, request: Request<TestBody>) -> Response<Incoming> {
-        tokio::time::timeout(Duration::from_secs(20), self.client.request(request))
+        tokio::time::timeout(DEADLINE, self.client.request(request))
             .await
             .expect("response in time")
             .expect("response")
@@ -422,7 +448,7 @@ impl Proxy {
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         let running = self.running.take().unwrap();
-        tokio::time::timeout(Duration::from_secs(10), running.wait())
+        tokio::time::timeout(DEADLINE, running.wait())
             .await
             .expect("proxy stopped in time")
             .unwrap();
@@ -470,7 +496,7 @@ pub async fn get_on(
         .header("host", "localhost")
         .body(empty())
         .unwrap();
-    let response = tokio::time::timeout(Duration::from_secs(20), connection.send_request(request))
+    let response = tokio::time::timeout(DEADLINE, connection.send_request(request))
         .await
         .expect("response in time")
         .expect("response");

@@ -1,8 +1,6 @@
 //! New InfluxDB 1.x (`Basic`) credentials are sent upstream once before they are
 //! installed, so InfluxDB's bcrypt check is not paid by the application's requests.
 
-use std::time::Duration;
-
 use leasehold_channel::protocol::AuthScheme;
 
 use crate::support::*;
@@ -17,8 +15,8 @@ fn basic(n: usize) -> String {
 async fn each_new_v1_credential_is_warmed_up_before_any_request_uses_it() {
     assert_eq!(basic(1), "Basic dXNlcjE6cGFzczE=");
     let upstream = FakeUpstream::start().await;
-    // 2 s leases: renewed about every 1.2 s.
-    let source = FakeSource::new(AuthScheme::Basic, &upstream.url(), 2);
+    // 5 s leases (4-5 s): renewed about every 3 s, with over a second of margin.
+    let source = FakeSource::new(AuthScheme::Basic, &upstream.url(), 5);
     let proxy = Proxy::ready(config(), source.clone()).await;
     // The first lease was warmed up before the proxy became ready.
     let first = upstream.seen();
@@ -27,7 +25,7 @@ async fn each_new_v1_credential_is_warmed_up_before_any_request_uses_it() {
     assert_eq!(first[0].authorization.as_deref(), Some(basic(1).as_str()));
 
     // Keep writing through two renewals.
-    eventually(Duration::from_secs(10), || async {
+    eventually(DEADLINE, || async {
         assert_eq!(proxy.get(&proxy.url("/write?db=telemetry")).await.0, 204);
         upstream
             .seen()
@@ -63,7 +61,7 @@ async fn a_refused_warm_up_still_installs_the_credential() {
     assert_eq!(proxy.get(&proxy.url("/write?db=telemetry")).await.0, 401);
     assert_eq!(upstream.last().authorization, Some(basic(1)));
     // ...whose credential is warmed up in turn, then used.
-    eventually(Duration::from_secs(5), || async {
+    eventually(DEADLINE, || async {
         proxy.get(&proxy.url("/write?db=telemetry")).await.0 == 204
     })
     .await;

@@ -171,7 +171,14 @@ impl V2Server {
         self.shared.fail_for(duration);
     }
 
-    /// Every request answers 503 while `true`; `false` also ends a [`fail_for`](Self::fail_for).
+    /// The next `requests` requests answer 503, whatever the time: a failure a test
+    /// can count on without racing a clock.
+    pub fn fail_next(&self, requests: u64) {
+        self.shared.fail_next(requests);
+    }
+
+    /// Every request answers 503 while `true`; `false` also ends a
+    /// [`fail_for`](Self::fail_for) or [`fail_next`](Self::fail_next).
     pub fn set_failing(&self, failing: bool) {
         self.shared.set_failing(failing);
     }

@@ -25,6 +25,8 @@ pub(crate) struct Shared {
     store: Mutex<Store>,
     failing: AtomicBool,
     fail_until: Mutex<Option<Instant>>,
+    /// Requests still to fail, counted down by each request (see `fail_next`).
+    fail_next: AtomicU64,
     requests: AtomicU64,
 }
 
@@ -34,6 +36,7 @@ impl Shared {
             store: Mutex::new(store),
             failing: AtomicBool::new(false),
             fail_until: Mutex::new(None),
+            fail_next: AtomicU64::new(0),
             requests: AtomicU64::new(0),
         }
     }
@@ -50,6 +53,12 @@ impl Shared {
         if self.failing.load(Ordering::SeqCst) {
             return true;
         }
+        let counted = self
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if counted.is_ok() {
+            return true;
+        }
         let until = self
             .fail_until
             .lock()
@@ -60,11 +69,16 @@ impl Shared {
     pub(crate) fn set_failing(&self, failing: bool) {
         self.failing.store(failing, Ordering::SeqCst);
         if !failing {
+            self.fail_next.store(0, Ordering::SeqCst);
             *self
                 .fail_until
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner) = None;
         }
+    }
+
+    pub(crate) fn fail_next(&self, requests: u64) {
+        self.fail_next.store(requests, Ordering::SeqCst);
     }
 
     pub(crate) fn fail_for(&self, duration: Duration) {
