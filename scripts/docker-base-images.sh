@@ -36,6 +36,14 @@ PATH_ENV=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 say() { echo "==> $*" >&2; }
+# Runs a command with its (long) output in $LOG, which is shown only if it fails.
+quietly() {
+  if ! "$@" >>"$LOG" 2>&1; then
+    tail -n 40 "$LOG" >&2
+    echo "docker-base-images: failed: $* (whole log: $LOG)" >&2
+    return 1
+  fi
+}
 
 command -v docker >/dev/null || { echo "docker-base-images: the docker CLI is not installed" >&2; exit 1; }
 command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] \
@@ -76,13 +84,14 @@ build() {
   say "building $tag: debootstrap $SUITE (minbase + $include) from $MIRROR"
   as_root mkdir -p "$CACHE"
   ROOTFS=$(mktemp -d "${TMPDIR:-/var/tmp}/leasehold-rootfs.XXXXXX")
-  as_root debootstrap --foreign --variant=minbase --include="$include" \
-    --cache-dir="$CACHE" "$SUITE" "$ROOTFS" "$MIRROR" >&2
+  LOG=$ROOTFS.log
+  quietly as_root debootstrap --foreign --variant=minbase --include="$include" \
+    --cache-dir="$CACHE" "$SUITE" "$ROOTFS" "$MIRROR"
   # Packages with a daemon (influxdb) would start it inside the chroot: deny service
   # starts for the second stage, as Debian's own container images do.
   printf '#!/bin/sh\nexit 101\n' | as_root tee "$ROOTFS/usr/sbin/policy-rc.d" >/dev/null
   as_root chmod 0755 "$ROOTFS/usr/sbin/policy-rc.d"
-  as_root chroot "$ROOTFS" /debootstrap/debootstrap --second-stage >&2
+  quietly as_root chroot "$ROOTFS" /debootstrap/debootstrap --second-stage
   as_root rm -f "$ROOTFS/usr/sbin/policy-rc.d"
   # Nothing of the build host in the image; the engine provides these at run time.
   # Documentation and translations are left out too, as in Debian's slim images.
@@ -96,13 +105,14 @@ build() {
         --change "LABEL org.leasehold.base-key=$KEY" "$@" - "$tag" >/dev/null
   docker tag "$tag" "${tag%-"$KEY"}"
   cleanup
+  rm -f "$LOG"
   say "built $tag in $((SECONDS - started))s"
 }
 
 build "$RUNTIME_TAG" "$RUNTIME_PACKAGES" \
   --change 'CMD ["bash"]'
 build "$INFLUXDB1_TAG" "$INFLUXDB1_PACKAGES" \
-  --change 'USER influxdb' \
+  --change 'USER influxdb:influxdb' \
   --change 'EXPOSE 8086' \
   --change 'VOLUME ["/var/lib/influxdb"]' \
   --change 'CMD ["influxd", "-config", "/etc/influxdb/influxdb.conf"]'
