@@ -50,7 +50,33 @@ fn docker_sidecar_enrolls_rotates_leases_keeps_its_identity_and_drains() {
     let phase = |what: &str| eprintln!("[{:>5.1}s] {what}", started.elapsed().as_secs_f64());
     let run_id = unique_suffix();
 
-    // --- images -------------------------------------------------------------------
+    let (image, influxdb1_image) = build_images(&run_id);
+    phase("images ready");
+    let mut stack = Stack::up(&run_id, &image.0, &influxdb1_image);
+    phase("compose up");
+    stack.first_start();
+    phase("sidecar enrolled and healthy");
+    stack.hardening();
+    phase("hardening checked");
+    stack.writes_while_leases_rotate();
+    phase("leases rotated; every write answered 204");
+    stack.control_restart();
+    phase("control restarted");
+    stack.sidecar_restart();
+    phase("sidecar restarted");
+    drain_on_stop(&stack.app, &stack.sidecar);
+    assert_eq!(
+        stack.influx().count("drain", "marker"),
+        1,
+        "the drained write landed"
+    );
+    phase("drained on docker stop");
+}
+
+/// The base images (cached) and the leasehold image around this test's binary, built
+/// as a user without a registry builds them. Returns the leasehold image (removed when
+/// dropped) and the InfluxDB 1.x image.
+fn build_images(run_id: &str) -> (ImageTag, String) {
     let bases = run(&mut Command::new(repo("scripts/docker-base-images.sh")));
     let var = |name: &str| {
         bases
@@ -59,14 +85,11 @@ fn docker_sidecar_enrolls_rotates_leases_keeps_its_identity_and_drains() {
             .unwrap_or_else(|| panic!("docker-base-images.sh printed no {name}: {bases}"))
             .to_owned()
     };
-    let (runtime_base, influxdb1_image) = (var("RUNTIME_BASE"), var("INFLUXDB1_IMAGE"));
-    phase("base images ready");
     let image = ImageTag(format!("leasehold:test-{run_id}"));
     run(Command::new(repo("scripts/docker-image.sh"))
         .env("LEASEHOLD_BIN", env!("CARGO_BIN_EXE_leasehold"))
         .env("LEASEHOLD_IMAGE", &image.0)
-        .env("RUNTIME_BASE", &runtime_base));
-    phase("leasehold image built");
+        .env("RUNTIME_BASE", var("RUNTIME_BASE")));
     let config = &inspect(&image.0)["Config"];
     assert_eq!(config["User"], "10001:10001");
     assert_eq!(config["Entrypoint"], serde_json::json!(["leasehold"]));
@@ -76,180 +99,238 @@ fn docker_sidecar_enrolls_rotates_leases_keeps_its_identity_and_drains() {
     );
     assert_eq!(config["Healthcheck"]["Test"][1], "leasehold");
     assert!(config["Volumes"]["/var/lib/leasehold"].is_object());
+    (image, var("INFLUXDB1_IMAGE"))
+}
 
-    // --- the compose example --------------------------------------------------------
-    let password = random_hex(16);
-    let compose = Compose::new(
-        &format!("leaseholdtest{run_id}"),
-        vec![
-            repo("examples/docker-compose.yml"),
-            repo("examples/docker-compose.influxdb1.yml"),
-            repo("tests/deployment/docker-compose.no-shell.yml"),
-        ],
-        [
-            ("LEASEHOLD_IMAGE", image.0.as_str()),
-            ("INFLUXDB1_IMAGE", &influxdb1_image),
-            ("INFLUXDB_ADMIN_PASSWORD", &password),
-            ("INFLUXDB_ADMIN_TOKEN", "unused-with-influxdb-1"),
-            ("LEASE_TTL", LEASE_TTL),
-            ("APP_WRITE_INTERVAL", "0.5"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect(),
-    );
-    compose.run(&["up", "--detach", "--no-build"]);
-    phase("compose up");
-    let [influxdb, setup, control, admin, app, sidecar] = [
-        "influxdb",
-        "influxdb-ids",
-        "control",
-        "admin",
-        "app",
-        "leasehold",
-    ]
-    .map(|s| compose.container(s));
-    let influx = Influx {
-        container: &influxdb,
-        password: &password,
-    };
+/// The running compose example: its containers, and what the test learns on the way.
+struct Stack {
+    /// Taken down with its volumes when the stack is dropped.
+    compose: Compose,
+    password: String,
+    influxdb: String,
+    control: String,
+    app: String,
+    sidecar: String,
+    /// The sidecar's identity, once it has enrolled.
+    app_id: String,
+}
 
-    // 1. First start: one init, the add-on and the ticket, one enrollment, healthy.
-    for (name, id) in [("influxdb set-up", &setup), ("admin", &admin)] {
-        let state = &inspect(id)["State"];
-        assert_eq!(state["Status"], "exited", "{name}");
-        assert_eq!(state["ExitCode"], 0, "{name}: {}", logs(id));
-    }
-    assert!(
-        logs(&admin).contains("add-on configured; ticket written to /tickets/app.ticket"),
-        "{}",
-        logs(&admin)
-    );
-    wait_healthy(&sidecar);
-    phase("sidecar healthy");
-    let created = messages(&sidecar, "created identity");
-    assert_eq!(created.len(), 1, "one identity created");
-    assert_eq!(messages(&sidecar, "enrolled").len(), 1, "one enrollment");
-    let app_id = created[0]["id"].as_str().unwrap().to_owned();
-    assert_eq!(init_runs(&control), 1, "control init ran once");
-
-    // 2. Hardening: uid 10001, read-only root, no shell, 0600 key files.
-    for (name, id) in [("sidecar", &sidecar), ("control", &control)] {
-        let status = docker(&["exec", id, "cat", "/proc/1/status"]);
-        for field in ["Uid:", "Gid:"] {
-            let ids: Vec<&str> = status
-                .lines()
-                .find_map(|l| l.strip_prefix(field))
-                .unwrap()
-                .split_whitespace()
-                .collect();
-            assert_eq!(ids, ["10001"; 4], "{name}: {field} of process 1");
-        }
-        assert_eq!(inspect(id)["HostConfig"]["ReadonlyRootfs"], true, "{name}");
-        let touch = output(Command::new("docker").args(["exec", id, "touch", "/probe"]));
-        assert!(
-            !touch.status.success()
-                && String::from_utf8_lossy(&touch.stderr).contains("Read-only file system"),
-            "{name}: the root filesystem is writable: {touch:?}"
+impl Stack {
+    fn up(run_id: &str, image: &str, influxdb1_image: &str) -> Self {
+        let password = random_hex(16);
+        let compose = Compose::new(
+            &format!("leaseholdtest{run_id}"),
+            vec![
+                repo("examples/docker-compose.yml"),
+                repo("examples/docker-compose.influxdb1.yml"),
+                repo("tests/deployment/docker-compose.no-shell.yml"),
+            ],
+            [
+                ("LEASEHOLD_IMAGE", image),
+                ("INFLUXDB1_IMAGE", influxdb1_image),
+                ("INFLUXDB_ADMIN_PASSWORD", &password),
+                ("INFLUXDB_ADMIN_TOKEN", "unused-with-influxdb-1"),
+                ("LEASE_TTL", LEASE_TTL),
+                ("APP_WRITE_INTERVAL", "0.5"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
         );
-        let home = docker(&["exec", id, "stat", "-c", "%a %u", "/var/lib/leasehold"]);
-        assert_eq!(home.trim(), "700 10001", "{name}: the home volume");
-        let keys = docker(&[
-            "exec",
-            id,
-            "find",
-            "/var/lib/leasehold",
-            "-name",
-            "*.key",
-            "-printf",
-            "%m %U %p\\n",
-        ]);
-        let keys: Vec<&str> = keys.lines().collect();
-        let expected = if name == "sidecar" { 1 } else { 2 };
-        assert_eq!(keys.len(), expected, "{name}: key files {keys:?}");
-        for key in keys {
-            assert!(key.starts_with("600 10001 "), "{name}: {key}");
+        compose.run(&["up", "--detach", "--no-build"]);
+        let [influxdb, control, app, sidecar] =
+            ["influxdb", "control", "app", "leasehold"].map(|s| compose.container(s));
+        Self {
+            compose,
+            password,
+            influxdb,
+            control,
+            app,
+            sidecar,
+            app_id: String::new(),
         }
     }
-    let shell = output(Command::new("docker").args(["exec", &sidecar, "sh", "-c", "true"]));
-    assert!(!shell.status.success(), "the sidecar still has a shell");
-    phase("hardening checked");
 
-    // 3. Writes through localhost with no token, while leases rotate.
-    wait_for("lease rotations", SLOW, || {
-        (renewals(&app)? >= ROTATIONS).then_some(())
-    });
-    let writes = app_writes(&app);
-    assert!(
-        writes.len() >= 10 && writes.iter().all(|s| s == "204"),
-        "every write through the sidecar is answered 204: {writes:?}"
-    );
-    let leases: Vec<Value> = serde_json::from_str(&docker(&[
-        "exec",
-        &control,
-        "leasehold",
-        "lease",
-        "list",
-        "--output",
-        "json",
-    ]))
-    .unwrap();
-    let ours: Vec<&Value> = leases
-        .iter()
-        .filter(|l| l["issued_for"] == app_id.as_str())
-        .collect();
-    assert!(ours.len() as u64 >= ROTATIONS, "{leases:?}");
-    let points = influx.count("heartbeat", "up");
-    assert!(
-        points >= writes.len() as u64,
-        "{points} points in InfluxDB for {} writes answered 204",
-        writes.len()
-    );
-    // The same write around the sidecar has no credential, and InfluxDB refuses it.
-    let direct = docker(&[
-        "exec",
-        &app,
-        "curl",
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "-X",
-        "POST",
-        "--data-binary",
-        "heartbeat,host=app up=1i",
-        "http://influxdb:8086/write?db=telemetry",
-    ]);
-    assert_eq!(direct, "401", "InfluxDB must require credentials");
-    phase("leases rotated; every write answered 204");
+    fn influx(&self) -> Influx<'_> {
+        Influx {
+            container: &self.influxdb,
+            password: &self.password,
+        }
+    }
 
-    // 4. A restarted control is the same control.
-    docker(&["restart", &control]);
-    let serving = wait_for("the restarted control", SLOW, || {
-        let serving = messages(&control, "control serving");
-        (serving.len() == 2).then_some(serving)
-    });
-    assert_eq!(
-        serving[0]["control"], serving[1]["control"],
-        "one control identity"
-    );
-    assert_eq!(
-        init_runs(&control),
-        1,
-        "control init ran once, not on restart"
-    );
-    let after_restart = renewals(&app).expect("the sidecar's metrics");
-    wait_for("a lease from the restarted control", SLOW, || {
-        (renewals(&app)? > after_restart).then_some(())
-    });
-    phase("control restarted");
+    /// One init, the add-on and the ticket, one enrollment, healthy.
+    fn first_start(&mut self) {
+        let admin = self.compose.container("admin");
+        let setup = self.compose.container("influxdb-ids");
+        for (name, id) in [("influxdb set-up", &setup), ("admin", &admin)] {
+            let state = &inspect(id)["State"];
+            assert_eq!(state["Status"], "exited", "{name}");
+            assert_eq!(state["ExitCode"], 0, "{name}: {}", logs(id));
+        }
+        assert!(
+            logs(&admin).contains("add-on configured; ticket written to /tickets/app.ticket"),
+            "{}",
+            logs(&admin)
+        );
+        wait_healthy(&self.sidecar);
+        let created = messages(&self.sidecar, "created identity");
+        assert_eq!(created.len(), 1, "one identity created");
+        assert_eq!(
+            messages(&self.sidecar, "enrolled").len(),
+            1,
+            "one enrollment"
+        );
+        self.app_id = created[0]["id"].as_str().unwrap().to_owned();
+        assert_eq!(init_runs(&self.control), 1, "control init ran once");
+    }
 
-    // 5. A restarted sidecar keeps its identity and does not enroll again.
-    let identity = |id: &str| -> Value {
+    /// uid 10001, read-only root, 0600 key files in a 0700 home; no shell in the sidecar.
+    fn hardening(&self) {
+        for (name, id) in [("sidecar", &self.sidecar), ("control", &self.control)] {
+            let status = docker(&["exec", id, "cat", "/proc/1/status"]);
+            for field in ["Uid:", "Gid:"] {
+                let ids: Vec<&str> = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(field))
+                    .unwrap()
+                    .split_whitespace()
+                    .collect();
+                assert_eq!(ids, ["10001"; 4], "{name}: {field} of process 1");
+            }
+            assert_eq!(inspect(id)["HostConfig"]["ReadonlyRootfs"], true, "{name}");
+            let touch = output(Command::new("docker").args(["exec", id, "touch", "/probe"]));
+            assert!(
+                !touch.status.success()
+                    && String::from_utf8_lossy(&touch.stderr).contains("Read-only file system"),
+                "{name}: the root filesystem is writable: {touch:?}"
+            );
+            let home = docker(&["exec", id, "stat", "-c", "%a %u", "/var/lib/leasehold"]);
+            assert_eq!(home.trim(), "700 10001", "{name}: the home volume");
+            let keys = docker(&[
+                "exec",
+                id,
+                "find",
+                "/var/lib/leasehold",
+                "-name",
+                "*.key",
+                "-printf",
+                "%m %U %p\\n",
+            ]);
+            let keys: Vec<&str> = keys.lines().collect();
+            // The sidecar's identity; the control's own and its local admin's.
+            let expected = if name == "sidecar" { 1 } else { 2 };
+            assert_eq!(keys.len(), expected, "{name}: key files {keys:?}");
+            for key in keys {
+                assert!(key.starts_with("600 10001 "), "{name}: {key}");
+            }
+        }
+        let shell =
+            output(Command::new("docker").args(["exec", &self.sidecar, "sh", "-c", "true"]));
+        assert!(!shell.status.success(), "the sidecar still has a shell");
+    }
+
+    /// Writes through localhost with no token, while leases rotate: all 204, all stored.
+    fn writes_while_leases_rotate(&self) {
+        wait_for("lease rotations", SLOW, || {
+            (renewals(&self.app)? >= ROTATIONS).then_some(())
+        });
+        let writes = app_writes(&self.app);
+        assert!(
+            writes.len() >= 10 && writes.iter().all(|s| s == "204"),
+            "every write through the sidecar is answered 204: {writes:?}"
+        );
+        let leases = self.admin_list(&["lease", "list"]);
+        let ours = leases
+            .iter()
+            .filter(|l| l["issued_for"] == self.app_id.as_str())
+            .count();
+        assert!(ours as u64 >= ROTATIONS, "{leases:?}");
+        let points = self.influx().count("heartbeat", "up");
+        assert!(
+            points >= writes.len() as u64,
+            "{points} points in InfluxDB for {} writes answered 204",
+            writes.len()
+        );
+        // The same write around the sidecar has no credential, and InfluxDB refuses it.
+        let direct = docker(&[
+            "exec",
+            &self.app,
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "POST",
+            "--data-binary",
+            "heartbeat,host=app up=1i",
+            "http://influxdb:8086/write?db=telemetry",
+        ]);
+        assert_eq!(direct, "401", "InfluxDB must require credentials");
+    }
+
+    /// A restarted control is the same control, not initialized again, still leasing.
+    fn control_restart(&self) {
+        docker(&["restart", &self.control]);
+        let serving = wait_for("the restarted control", SLOW, || {
+            let serving = messages(&self.control, "control serving");
+            (serving.len() == 2).then_some(serving)
+        });
+        assert_eq!(
+            serving[0]["control"], serving[1]["control"],
+            "one control identity"
+        );
+        assert_eq!(
+            init_runs(&self.control),
+            1,
+            "control init ran once, not on restart"
+        );
+        let before = renewals(&self.app).expect("the sidecar's metrics");
+        wait_for("a lease from the restarted control", SLOW, || {
+            (renewals(&self.app)? > before).then_some(())
+        });
+    }
+
+    /// A restarted sidecar keeps its identity (the volume) and does not enroll again.
+    fn sidecar_restart(&self) {
+        assert_eq!(self.identity()["id"], self.app_id.as_str());
+        let answered = app_writes(&self.app).len();
+        docker(&["restart", &self.sidecar]);
+        // Docker resets the health status to "starting" on restart.
+        wait_healthy(&self.sidecar);
+        assert_eq!(
+            messages(&self.sidecar, "proxy starting").len(),
+            2,
+            "restarted once"
+        );
+        assert_eq!(
+            messages(&self.sidecar, "created identity").len(),
+            1,
+            "no new identity"
+        );
+        assert_eq!(
+            messages(&self.sidecar, "enrolled").len(),
+            1,
+            "no second enrollment"
+        );
+        assert_eq!(self.identity()["id"], self.app_id.as_str());
+        assert_eq!(messages(&self.control, "member enrolled").len(), 1);
+        let members = self.admin_list(&["member", "list"]);
+        let apps: Vec<&Value> = members.iter().filter(|m| m["name"] == "app").collect();
+        assert_eq!(apps.len(), 1, "{members:?}");
+        assert_eq!(apps[0]["id"], self.app_id.as_str());
+        wait_for("writes through the restarted sidecar", SLOW, || {
+            let writes = app_writes(&self.app);
+            (writes.len() > answered && writes.last()? == "204").then_some(())
+        });
+    }
+
+    /// The sidecar's `identity show app`.
+    fn identity(&self) -> Value {
         let out = docker(&[
             "exec",
-            id,
+            &self.sidecar,
             "leasehold",
             "identity",
             "show",
@@ -258,55 +339,15 @@ fn docker_sidecar_enrolls_rotates_leases_keeps_its_identity_and_drains() {
             "json",
         ]);
         serde_json::from_str(&out).unwrap()
-    };
-    assert_eq!(identity(&sidecar)["id"], app_id.as_str());
-    let answered = app_writes(&app).len();
-    docker(&["restart", &sidecar]);
-    wait_healthy(&sidecar);
-    assert_eq!(
-        messages(&sidecar, "proxy starting").len(),
-        2,
-        "restarted once"
-    );
-    assert_eq!(
-        messages(&sidecar, "created identity").len(),
-        1,
-        "no new identity"
-    );
-    assert_eq!(
-        messages(&sidecar, "enrolled").len(),
-        1,
-        "no second enrollment"
-    );
-    assert_eq!(identity(&sidecar)["id"], app_id.as_str());
-    assert_eq!(messages(&control, "member enrolled").len(), 1);
-    let members: Vec<Value> = serde_json::from_str(&docker(&[
-        "exec",
-        &control,
-        "leasehold",
-        "member",
-        "list",
-        "--output",
-        "json",
-    ]))
-    .unwrap();
-    let apps: Vec<&Value> = members.iter().filter(|m| m["name"] == "app").collect();
-    assert_eq!(apps.len(), 1, "{members:?}");
-    assert_eq!(apps[0]["id"], app_id.as_str());
-    wait_for("writes through the restarted sidecar", SLOW, || {
-        let writes = app_writes(&app);
-        (writes.len() > answered && writes.last()? == "204").then_some(())
-    });
-    phase("sidecar restarted");
+    }
 
-    // 6. `docker stop` drains a request in flight.
-    drain_on_stop(&app, &sidecar);
-    assert_eq!(
-        influx.count("drain", "marker"),
-        1,
-        "the drained write landed"
-    );
-    phase("drained on docker stop");
+    /// An admin `list` command, run in the control's container (its admin identity).
+    fn admin_list(&self, command: &[&str]) -> Vec<Value> {
+        let mut args = vec!["exec", &self.control, "leasehold"];
+        args.extend(command);
+        args.extend(["--output", "json"]);
+        serde_json::from_str(&docker(&args)).unwrap()
+    }
 }
 
 /// Starts a write whose body the test holds back, stops the sidecar while it is in
