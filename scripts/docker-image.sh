@@ -30,6 +30,7 @@ fi
 # The build context is a directory holding only the binary: nothing else is sent to
 # the engine. Debug info is dropped (a debug build's is most of its size); the symbols
 # stay, for readable backtraces.
+command -v strip >/dev/null || { echo "docker-image: strip is missing (apt-get install binutils)" >&2; exit 1; }
 CONTEXT=$(mktemp -d)
 trap 'rm -rf "$CONTEXT"' EXIT
 strip --strip-debug -o "$CONTEXT/leasehold" "$LEASEHOLD_BIN"

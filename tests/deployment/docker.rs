@@ -12,9 +12,10 @@
 //!    ticket, the sidecar enrolls from it on first start and becomes healthy;
 //! 2. the sidecar runs as uid 10001 on a read-only root filesystem with no usable shell,
 //!    and the key files in the volumes are 0600;
-//! 3. the app writes to `localhost` with no token, leases rotate (8-second TTL), every
-//!    write is answered 204 and the points are in InfluxDB (which refuses the app's
-//!    writes sent around the sidecar);
+//! 3. the app writes to `localhost` with no token while leases rotate (8-second TTL)
+//!    and expired lease users are dropped from InfluxDB; every write is answered 204
+//!    and the points are in InfluxDB (which refuses the app's writes sent around the
+//!    sidecar);
 //! 4. a restarted control keeps its identity: it was not initialized again, and the
 //!    sidecar goes on leasing from it;
 //! 5. a restarted sidecar keeps its identity (the volume) and does not enroll again;
@@ -229,22 +230,37 @@ impl Stack {
         assert!(!shell.status.success(), "the sidecar still has a shell");
     }
 
-    /// Writes through localhost with no token, while leases rotate: all 204, all stored.
+    /// Writes through localhost with no token, while leases rotate and the expired ones
+    /// are removed from InfluxDB: all 204, all stored.
     fn writes_while_leases_rotate(&self) {
         wait_for("lease rotations", SLOW, || {
             (renewals(&self.app)? >= ROTATIONS).then_some(())
         });
+        let leases = self.admin_list(&["lease", "list"]);
+        let mut ours: Vec<&str> = leases
+            .iter()
+            .filter(|l| l["issued_for"] == self.app_id.as_str())
+            .map(|l| l["id"].as_str().unwrap())
+            .collect();
+        assert!(ours.len() as u64 >= ROTATIONS, "{leases:?}");
+        // Lease ids are time-ordered: the first is the one the app started writing with.
+        ours.sort_unstable();
+        let first_user_suffix = format!("_{}", ours[0]);
+        wait_for(
+            "the first lease's InfluxDB user to be dropped",
+            SLOW,
+            || {
+                let users = self.influx().users();
+                let gone = !users.iter().any(|u| u.ends_with(&first_user_suffix));
+                let current = users.iter().any(|u| u.starts_with("leasehold_"));
+                (gone && current).then_some(())
+            },
+        );
         let writes = app_writes(&self.app);
         assert!(
             writes.len() >= 10 && writes.iter().all(|s| s == "204"),
             "every write through the sidecar is answered 204: {writes:?}"
         );
-        let leases = self.admin_list(&["lease", "list"]);
-        let ours = leases
-            .iter()
-            .filter(|l| l["issued_for"] == self.app_id.as_str())
-            .count();
-        assert!(ours as u64 >= ROTATIONS, "{leases:?}");
         let points = self.influx().count("heartbeat", "up");
         assert!(
             points >= writes.len() as u64,
@@ -492,7 +508,24 @@ struct Influx<'a> {
 
 impl Influx<'_> {
     fn count(&self, measurement: &str, field: &str) -> u64 {
-        let query = format!("q=SELECT count(\"{field}\") FROM \"{measurement}\"");
+        let series = self.query(&format!("SELECT count(\"{field}\") FROM \"{measurement}\""));
+        series["values"][0][1].as_u64().unwrap_or(0)
+    }
+
+    /// The InfluxDB users (leases are users).
+    fn users(&self) -> Vec<String> {
+        let series = self.query("SHOW USERS");
+        series["values"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|row| row[0].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// The first series of the answer to `q` (`null` when there is none).
+    fn query(&self, q: &str) -> Value {
+        let query = format!("q={q}");
         let out = docker_with_input(
             &[
                 "exec",
@@ -515,7 +548,7 @@ impl Influx<'_> {
         let answer: Value = serde_json::from_str(&out).expect("InfluxDB answers JSON");
         let result = &answer["results"][0];
         assert!(result["error"].is_null(), "{answer}");
-        result["series"][0]["values"][0][1].as_u64().unwrap_or(0)
+        result["series"][0].clone()
     }
 }
 
