@@ -12,7 +12,7 @@
 //!    ticket, the sidecar enrolls from it on first start and becomes healthy;
 //! 2. the sidecar runs as uid 10001 on a read-only root filesystem with no usable shell,
 //!    and the key files in the volumes are 0600;
-//! 3. the app writes to `localhost` with no token while leases rotate (8-second TTL)
+//! 3. the app writes to `localhost` with no token while leases rotate (12-second TTL)
 //!    and expired lease users are dropped from InfluxDB; every write is answered 204
 //!    and the points are in InfluxDB (which refuses the app's writes sent around the
 //!    sidecar);
@@ -35,10 +35,11 @@ use super::engine::{
 };
 use super::repo;
 
-/// The add-on's lease lifetime: short, so that several rotations happen in seconds.
-const LEASE_TTL: &str = "8s";
+/// The add-on's lease lifetime: short, so that leases rotate within seconds, yet long
+/// enough that a renewal at ~60% has seconds to spare on a busy machine.
+const LEASE_TTL: &str = "12s";
 /// Leases the sidecar must have installed while the app writes.
-const ROTATIONS: u64 = 4;
+const ROTATIONS: u64 = 3;
 /// Bounds for hangs only (image builds, container starts on a busy machine).
 const SLOW: Duration = Duration::from_secs(300);
 const METRICS: &str = "http://127.0.0.1:8087/metrics";
