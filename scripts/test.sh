@@ -3,6 +3,9 @@
 #   - InfluxDB 1.x (Debian package `influxdb`) for the real-database tests;
 #   - a Python venv with the official InfluxDB clients, for the real-client tests.
 #   - wrk, nginx and HAProxy for the benchmark harness's smoke test.
+#   - debootstrap, and the Docker base images built from Debian's packages
+#     (scripts/docker-base-images.sh, cached), for the Docker sidecar test; the Docker
+#     Engine and Compose (`docker-compose` or `docker compose`) must be there already.
 # A missing prerequisite fails the run; no test is skipped for want of one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +17,7 @@ command -v influxd >/dev/null 2>&1 || missing+=(influxdb)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing+=(nginx)
 [ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
+[ -x /usr/sbin/debootstrap ] || command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]} (Debian packages)"
   as_root apt-get update -qq
@@ -25,6 +29,18 @@ if command -v systemctl >/dev/null 2>&1; then as_root systemctl stop nginx hapro
 # harmless, but stop it so it does not hold 8086 for the demo.
 if command -v systemctl >/dev/null 2>&1; then as_root systemctl stop influxdb >/dev/null 2>&1 || true; fi
 influxd version
+
+# The Docker test runs on the engine here; it needs no registry.
+docker version --format 'Docker Engine {{.Server.Version}}' \
+  || { echo "test.sh: the Docker Engine does not answer (the Docker test needs it)" >&2; exit 1; }
+if docker-compose version >/dev/null 2>&1; then docker-compose version --short
+elif docker compose version >/dev/null 2>&1; then docker compose version --short
+else echo "test.sh: Docker Compose is missing (apt-get install docker-compose)" >&2; exit 1
+fi
+echo "==> Docker base images (built once from Debian's packages, then cached)"
+started=$SECONDS
+scripts/docker-base-images.sh >/dev/null
+echo "    ready in $((SECONDS - started))s"
 
 VENV=.venv
 if [ ! -x "$VENV/bin/python" ]; then

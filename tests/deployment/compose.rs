@@ -1,4 +1,6 @@
-//! `examples/docker-compose.yml`: services, the sidecar, and every command.
+//! `examples/docker-compose.yml`: services, the sidecar, and every command; and the
+//! same for the example merged with its InfluxDB 1.x override
+//! (`examples/docker-compose.influxdb1.yml`), which the Docker test runs.
 
 use super::*;
 
@@ -94,10 +96,50 @@ pub(crate) fn compose_argv(value: &Value) -> Option<Vec<String>> {
 }
 
 pub(crate) fn compose() -> Value {
-    let mut value: Value = serde_norway::from_str(&read("examples/docker-compose.yml"))
-        .expect("docker-compose.yml is YAML");
+    compose_file("examples/docker-compose.yml")
+}
+
+fn compose_file(path: &str) -> Value {
+    let mut value: Value =
+        serde_norway::from_str(&read(path)).unwrap_or_else(|e| panic!("{path} is YAML: {e}"));
     value.apply_merge().expect("YAML merge keys");
     value
+}
+
+/// The example with `examples/docker-compose.influxdb1.yml` merged in as Compose merges
+/// an override: per service, mappings (`environment`, `healthcheck`, `depends_on`) key
+/// by key, `volumes` appended, anything else replaced; `image:` interpolated.
+pub(crate) fn compose_influxdb1() -> Value {
+    let mut merged = compose();
+    let over = compose_file("examples/docker-compose.influxdb1.yml");
+    for (name, service) in over["services"].as_mapping().expect("services") {
+        let target = merged["services"]
+            .as_mapping_mut()
+            .unwrap()
+            .get_mut(name)
+            .unwrap_or_else(|| panic!("the override names a service the example lacks: {name:?}"))
+            .as_mapping_mut()
+            .unwrap();
+        for (key, value) in service.as_mapping().unwrap() {
+            match (target.get_mut(key), value) {
+                (Some(Value::Mapping(base)), Value::Mapping(add)) => {
+                    for (k, v) in add {
+                        base.insert(k.clone(), v.clone());
+                    }
+                }
+                (Some(Value::Sequence(base)), Value::Sequence(add)) if key == "volumes" => {
+                    base.extend(add.iter().cloned());
+                }
+                _ => {
+                    target.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        if let Some(Value::String(image)) = target.get_mut("image") {
+            *image = compose_interpolate(image);
+        }
+    }
+    merged
 }
 
 /// (origin, argv, env) for every leasehold invocation of a compose service: its command
@@ -240,4 +282,86 @@ pub(crate) fn compose_file_has_the_services_and_every_command_parses() {
         compose["services"]["leasehold"]["depends_on"]["admin"]["condition"].as_str(),
         Some("service_completed_successfully")
     );
+    // `control init` enrolls the admin identity at the control's loopback address.
+    assert_eq!(
+        compose["services"]["admin"]["network_mode"].as_str(),
+        Some("service:control")
+    );
+    // Debian's docker-compose 1.29 refuses a top-level `name:`.
+    assert!(compose["name"].is_null(), "no top-level name:");
+    for service in ["control", "admin", "leasehold"] {
+        assert_eq!(
+            compose["services"][service]["read_only"].as_bool(),
+            Some(true),
+            "{service} runs on a read-only root filesystem"
+        );
+    }
+    // Docker's SIGKILL comes after the proxy's own drain deadline.
+    let stop = compose["services"]["leasehold"]["stop_grace_period"]
+        .as_str()
+        .expect("the sidecar's stop_grace_period");
+    let stop = humantime::parse_duration(stop).unwrap();
+    let (_, argv, env) = compose_invocations("leasehold", sidecar).remove(0);
+    let Command::Proxy(proxy) = parse("compose sidecar", &argv, &env).command else {
+        panic!("the sidecar runs the proxy");
+    };
+    assert!(
+        stop.as_secs() > proxy.shutdown_grace,
+        "stop_grace_period {stop:?} must exceed --shutdown-grace {}s",
+        proxy.shutdown_grace
+    );
+}
+
+#[test]
+pub(crate) fn compose_influxdb1_override_has_every_command_parse() {
+    let compose = compose_influxdb1();
+    let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, service) in compose["services"].as_mapping().unwrap() {
+        let name = name.as_str().unwrap();
+        for (origin, argv, env) in compose_invocations(name, service) {
+            let origin = format!("{origin} (with the InfluxDB 1.x override)");
+            if let Command::Proxy(proxy) = parse(&origin, &argv, &env).command {
+                assert_eq!(proxy.listen.to_string(), "127.0.0.1:8086", "{origin}");
+            }
+            seen.entry(name.to_owned())
+                .or_default()
+                .push(subcommand(&argv));
+        }
+    }
+    assert_eq!(seen["control"], ["control init", "control serve"]);
+    assert_eq!(
+        seen["admin"],
+        [
+            "member list",
+            "addon configure influxdb-v1",
+            "ticket create"
+        ]
+    );
+    assert_eq!(seen["leasehold"], ["proxy", "health"]);
+    let image = |service: &str| compose["services"][service]["image"].as_str().unwrap();
+    for service in ["influxdb", "influxdb-ids", "app"] {
+        assert_eq!(image(service), "leasehold-influxdb1:bookworm", "{service}");
+    }
+    for service in ["control", "admin", "leasehold"] {
+        assert_eq!(image(service), "leasehold:latest", "{service}");
+    }
+    // Secrets come from the environment; the set-up job's shell hands the password
+    // to curl on stdin.
+    let setup = compose_argv(&compose["services"]["influxdb-ids"]["command"]).unwrap();
+    let curls: Vec<Vec<String>> = shell::commands(&setup[0])
+        .into_iter()
+        .map(|c| c.argv)
+        .filter(|argv| argv[0] == "curl")
+        .collect();
+    assert_eq!(curls.len(), 2, "{setup:?}");
+    for argv in curls {
+        assert!(
+            !argv
+                .iter()
+                .any(|w| w == "-u" || w == "--user" || w.contains("PASSWORD")),
+            "a password in curl's argv: {argv:?}"
+        );
+    }
+    let health = yaml_strings(&compose["services"]["influxdb"]["healthcheck"]["test"]);
+    assert!(health.iter().any(|w| w.ends_with("/ping")), "{health:?}");
 }

@@ -1,4 +1,6 @@
-//! The Dockerfile: stages, `--locked`, non-root user, and its commands.
+//! The Dockerfile: stages (a shared runtime base, the `prebuilt` and the default
+//! `runtime` targets), substitutable base images, `--locked`, non-root user, and its
+//! commands. A stage's settings include those of the stage it is built `FROM`.
 
 use super::*;
 
@@ -14,7 +16,8 @@ pub(crate) struct Stage {
     pub(crate) instructions: Vec<Instruction>,
 }
 
-pub(crate) fn dockerfile_stages() -> Vec<Stage> {
+/// The stages, and the defaults of the `ARG`s declared before the first `FROM`.
+pub(crate) fn dockerfile_stages() -> (Vec<Stage>, Env) {
     let text = read("Dockerfile");
     let mut logical = Vec::new();
     let mut current = String::new();
@@ -32,6 +35,7 @@ pub(crate) fn dockerfile_stages() -> Vec<Stage> {
         logical.push(std::mem::take(&mut current));
     }
     let mut stages: Vec<Stage> = Vec::new();
+    let mut global_args = Env::new();
     for line in logical {
         let (keyword, rest) = line.split_once(char::is_whitespace).unwrap_or((&line, ""));
         let keyword = keyword.to_ascii_uppercase();
@@ -49,9 +53,58 @@ pub(crate) fn dockerfile_stages() -> Vec<Stage> {
             });
         } else if let Some(stage) = stages.last_mut() {
             stage.instructions.push(Instruction { keyword, rest });
+        } else if keyword == "ARG" {
+            let (name, default) = rest.split_once('=').unwrap_or((&rest, ""));
+            // An ARG default may use the ARGs before it.
+            let default = substitute(default, &global_args);
+            global_args.insert(name.to_owned(), default);
         }
     }
+    (stages, global_args)
+}
+
+/// `${NAME}` replaced by the value in `args` (Docker's substitution, as much as a
+/// `FROM` or an `ARG` default here uses).
+fn substitute(text: &str, args: &Env) -> String {
+    let mut out = text.to_owned();
+    for (name, value) in args {
+        out = out.replace(&format!("${{{name}}}"), value);
+    }
+    assert!(!out.contains("${"), "Dockerfile: unknown ARG in {text}");
+    out
+}
+
+/// `stage` with the instructions of the stages it is built `FROM` before its own, and
+/// the `FROM` of the first of them (an image, not a stage).
+fn resolved(stages: &[Stage], stage: &Stage) -> Stage {
+    let mut chain = vec![stage];
+    while let Some(parent) = stages
+        .iter()
+        .find(|s| s.name.as_deref() == Some(chain.last().unwrap().from.as_str()))
+    {
+        chain.push(parent);
+    }
+    Stage {
+        from: chain.last().unwrap().from.clone(),
+        name: stage.name.clone(),
+        instructions: chain
+            .iter()
+            .rev()
+            .flat_map(|s| &s.instructions)
+            .map(|i| Instruction {
+                keyword: i.keyword.clone(),
+                rest: i.rest.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn stage<'a>(stages: &'a [Stage], name: &str) -> (usize, &'a Stage) {
     stages
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("the Dockerfile has a stage named {name}"))
 }
 
 impl Stage {
@@ -134,8 +187,8 @@ impl Image {
 }
 
 pub(crate) fn image() -> Image {
-    let stages = dockerfile_stages();
-    let last = stages.last().expect("a FROM");
+    let (stages, _) = dockerfile_stages();
+    let last = resolved(&stages, stages.last().expect("a FROM"));
     Image {
         entrypoint: exec_form("ENTRYPOINT", last.last("ENTRYPOINT").expect("ENTRYPOINT")),
         cmd: exec_form("CMD", last.last("CMD").expect("CMD")),
@@ -145,27 +198,63 @@ pub(crate) fn image() -> Image {
 
 #[test]
 pub(crate) fn dockerfile_is_multi_stage_locked_non_root_and_its_commands_parse() {
-    let stages = dockerfile_stages();
-    assert!(stages.len() >= 2, "a build stage and a runtime stage");
-    let (build, runtime) = (&stages[stages.len() - 2], &stages[stages.len() - 1]);
-    let build_name = build.name.as_deref().expect("the build stage is named");
+    let (stages, args) = dockerfile_stages();
+    // The targets: `runtime` (the default, last) compiles in the Rust image; `prebuilt`
+    // wraps a host-built binary. Both are `runtime-base` plus the binary at one path,
+    // so they cannot drift apart.
+    let (base_at, base) = stage(&stages, "runtime-base");
+    let (prebuilt_at, prebuilt) = stage(&stages, "prebuilt");
+    let (build_at, build) = stage(&stages, "build");
+    let last = stages.last().unwrap();
+    assert_eq!(last.name.as_deref(), Some("runtime"), "the default target");
     assert!(
         build
             .all("RUN")
             .any(|r| r.contains("cargo build --release --locked")),
         "the build runs `cargo build --release --locked`"
     );
+    let binary = "/usr/local/bin/leasehold";
+    for (target, copy) in [
+        (last, "COPY --from=build /usr/local/bin/leasehold"),
+        (prebuilt, "COPY leasehold"),
+    ] {
+        assert_eq!(target.from, "runtime-base", "{:?}", target.name);
+        let only: Vec<String> = target
+            .instructions
+            .iter()
+            .map(|i| format!("{} {}", i.keyword, i.rest))
+            .collect();
+        assert_eq!(only, [format!("{copy} {binary}")], "{:?}", target.name);
+    }
+    // The classic builder (no BuildKit) runs every stage up to its target: `prebuilt`
+    // must come before the stage that needs the Rust image and `RUN --mount`.
+    assert!(base_at < prebuilt_at && prebuilt_at < build_at);
     assert!(
-        runtime
-            .all("COPY")
-            .any(|c| c.contains(&format!("--from={build_name}")) && c.contains("leasehold")),
-        "the runtime stage copies the binary from {build_name}"
+        stages[..=prebuilt_at]
+            .iter()
+            .flat_map(|s| s.all("RUN"))
+            .all(|r| !r.starts_with("--mount")),
+        "the prebuilt target builds without BuildKit"
     );
+    // A `# syntax=` image would have to come from a registry.
     assert!(
-        runtime.from.starts_with("debian:") && runtime.from.contains("slim"),
-        "small runtime stage, not {}",
-        runtime.from
+        !read("Dockerfile")
+            .lines()
+            .any(|l| l.replace(' ', "").starts_with("#syntax=")),
+        "no # syntax= directive"
     );
+
+    // The base images are build arguments, with registry defaults.
+    assert_eq!(base.from, "${RUNTIME_BASE}");
+    assert_eq!(build.from, "${RUST_IMAGE}");
+    let runtime_base = &args["RUNTIME_BASE"];
+    assert!(
+        runtime_base.starts_with("debian:") && runtime_base.contains("slim"),
+        "small runtime base by default, not {runtime_base}"
+    );
+    assert!(args["RUST_IMAGE"].starts_with("rust:"), "{args:?}");
+    let runtime = &resolved(&stages, last);
+    assert_eq!(substitute(&runtime.from, &args), *runtime_base);
     assert!(
         runtime.all("RUN").any(|r| r.contains("ca-certificates")),
         "system roots for TLS upstreams"

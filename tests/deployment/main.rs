@@ -6,7 +6,9 @@
 //! are checked as well (services, sidecar, non-root user, `--locked`, hardening), and the
 //! README's configuration reference is checked against the clap definitions.
 //!
-//! No Docker, no network: files and the parser only.
+//! Those checks need no Docker and no network: files and the parser only. The
+//! `docker` module builds the image and runs the compose example on a real Docker
+//! engine (no registry needed), with the helpers of `engine`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -19,7 +21,9 @@ use serde_norway::Value;
 type Env = BTreeMap<String, String>;
 
 mod compose;
+mod docker;
 mod dockerfile;
+mod engine;
 mod kubernetes;
 mod readme;
 mod shell;

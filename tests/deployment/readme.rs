@@ -41,7 +41,12 @@ pub(crate) fn readme_commands_parse_and_the_two_setup_commands_exist() {
     );
 
     let readme = read("README.md");
-    for script in ["./scripts/demo.sh", "./scripts/test.sh"] {
+    for script in [
+        "./scripts/demo.sh",
+        "./scripts/test.sh",
+        "scripts/docker-base-images.sh",
+        "scripts/docker-image.sh",
+    ] {
         assert!(readme.contains(script), "README.md names {script}");
         let path = repo(script.trim_start_matches("./"));
         let mode = std::os::unix::fs::PermissionsExt::mode(&path.metadata().unwrap().permissions());
@@ -52,6 +57,7 @@ pub(crate) fn readme_commands_parse_and_the_two_setup_commands_exist() {
         "fuzz/README.md",
         "BENCHMARKS.md",
         "examples/docker-compose.yml",
+        "examples/docker-compose.influxdb1.yml",
         "examples/kubernetes/leasehold.yaml",
         "examples/systemd/",
     ] {
