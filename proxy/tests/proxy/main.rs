@@ -5,6 +5,7 @@
 mod admin;
 mod forwarding;
 mod limits;
+mod paths;
 mod renewal;
 mod shutdown;
 mod support;
