@@ -9,6 +9,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::browser::{AllowListError, BrowserPolicy};
 use crate::upstream::{Upstream, UpstreamUrlError, redact_url};
 use crate::{tls, upstream};
 
@@ -38,6 +39,11 @@ pub struct Config {
     pub header_read_timeout: Duration,
     /// How long in-flight requests may run after shutdown is requested.
     pub shutdown_grace: Duration,
+    /// Web origins (`scheme://host[:port]`) whose requests are served; any other request
+    /// carrying `Origin` is refused (see `browser.rs`).
+    pub allow_origins: Vec<String>,
+    /// Host names or addresses accepted in `Host` besides loopback and the listen address.
+    pub allow_hosts: Vec<String>,
 }
 
 impl Default for Config {
@@ -55,6 +61,8 @@ impl Default for Config {
             upstream_connect_timeout: Duration::from_secs(2),
             header_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            allow_origins: Vec::new(),
+            allow_hosts: Vec::new(),
         }
     }
 }
@@ -96,6 +104,9 @@ pub enum ConfigError {
     /// The TLS library refused the configuration.
     #[error("TLS configuration failed: {0}")]
     Tls(rustls::Error),
+    /// An `--allow-origin` or `--allow-host` entry is not usable.
+    #[error(transparent)]
+    AllowList(#[from] AllowListError),
     /// A limit is out of range.
     #[error("{name} must be {requirement}")]
     Limit {
@@ -111,6 +122,7 @@ pub struct ValidConfig {
     pub(crate) config: Config,
     pub(crate) upstream: Option<Upstream>,
     pub(crate) tls: rustls::ClientConfig,
+    pub(crate) browser: BrowserPolicy,
 }
 
 impl Config {
@@ -150,10 +162,12 @@ impl Config {
             })
             .transpose()?;
         let tls = tls::client_config(self.ca_file.as_deref())?;
+        let browser = BrowserPolicy::new(&self.allow_origins, &self.allow_hosts, self.listen)?;
         Ok(ValidConfig {
             config: self,
             upstream,
             tls,
+            browser,
         })
     }
 }

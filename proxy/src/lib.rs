@@ -13,7 +13,9 @@
 //! - `refresher.rs`: the loop that renews, backs off and reacts to 401s;
 //!   `warmup.rs`: one request with a new InfluxDB 1.x credential before it is installed.
 //! - [`upstream`] and `rewrite.rs`: pure URL mapping and header/query rewriting.
-//! - `forward.rs`: the request path; `responses.rs`: the proxy's own InfluxDB-style errors.
+//! - `browser.rs`: which `Host` and `Origin` may reach the lease (web pages may not).
+//! - `forward.rs`: the request path; `responses.rs`: the proxy's own InfluxDB-style errors;
+//!   `drain.rs`: leaving the connection usable after them.
 //! - `dedicated.rs`: each client connection's own upstream HTTP/1 connection, the fast
 //!   path to plain `http://` upstreams.
 //! - `connector.rs` and `tls.rs`: connecting upstream, the pooled HTTP/1.1 + HTTP/2
@@ -48,11 +50,13 @@
 #![warn(missing_docs)]
 
 mod admin;
+pub mod browser;
 pub mod config;
 mod connector;
 pub mod control_source;
 pub mod credential;
 mod dedicated;
+mod drain;
 mod forward;
 pub mod metrics;
 pub mod proxy;

@@ -83,6 +83,7 @@ pub fn start<S: LeaseSource>(
         config,
         upstream,
         tls,
+        browser,
     } = config;
 
     let store = Arc::new(CredentialStore::new());
@@ -94,6 +95,7 @@ pub fn start<S: LeaseSource>(
         client: connector::upstream_client(connector),
         plain: connector::plain_connector(config.upstream_connect_timeout),
         metrics: Arc::clone(&metrics),
+        browser,
     });
     let ready = store.subscribe_ready();
     let builder = Arc::new(http_builder(&config));

@@ -39,26 +39,33 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 /// the HTTP client to set): every HTTP/1.1 request has one, and replacing it costs one
 /// map operation where removing it first would cost two.
 pub fn prepare_request_headers(headers: &mut HeaderMap) {
-    strip(headers, &[AUTHORIZATION, EXPECT]);
+    strip(headers, &[AUTHORIZATION, EXPECT], false);
 }
 
-/// Prepares an upstream response's headers for the client: hop-by-hop headers go,
-/// everything else (status-related headers such as `Retry-After` included) stays.
-pub fn prepare_response_headers(headers: &mut HeaderMap) {
-    strip(headers, &[]);
+/// Prepares an upstream response's headers for the client: hop-by-hop headers go, and
+/// `Access-Control-*` unless `keep_cors` (the request came from an allow-listed origin:
+/// InfluxDB 1.x grants CORS to any `Origin`, see `browser.rs`); everything else
+/// (status-related headers such as `Retry-After` included) stays.
+pub fn prepare_response_headers(headers: &mut HeaderMap, keep_cors: bool) {
+    strip(headers, &[], !keep_cors);
 }
 
-/// Removes `Connection`, every header it names, the fixed hop-by-hop set and `also`.
+/// Removes `Connection`, every header it names, the fixed hop-by-hop set and `also`,
+/// and `Access-Control-*` when `cors` is set.
 ///
 /// This runs twice per proxied request, so it walks the names present once and removes
 /// only those it finds: `HeaderMap::remove` hashes its argument even for an absent name,
 /// and removing the dozen candidates one by one was 8% of the proxy's instructions per
 /// small write.
-fn strip(headers: &mut HeaderMap, also: &[HeaderName]) {
+fn strip(headers: &mut HeaderMap, also: &[HeaderName], cors: bool) {
     // Allocates only when there is something to remove, which a typical write lacks.
     let mut doomed: Vec<HeaderName> = Vec::new();
     for name in headers.keys() {
-        if *name == CONNECTION || is_hop_by_hop(name) || also.contains(name) {
+        if *name == CONNECTION
+            || is_hop_by_hop(name)
+            || also.contains(name)
+            || (cors && name.as_str().starts_with("access-control-"))
+        {
             doomed.push(name.clone());
         }
     }
@@ -207,9 +214,35 @@ mod tests {
         h.insert("retry-after", HeaderValue::from_static("30"));
         h.insert(CONNECTION, HeaderValue::from_static("close"));
         h.insert("content-encoding", HeaderValue::from_static("gzip"));
-        prepare_response_headers(&mut h);
+        prepare_response_headers(&mut h, false);
         assert_eq!(h.len(), 2);
         assert_eq!(h["retry-after"], "30");
+    }
+
+    #[test]
+    fn cors_headers_go_unless_the_origin_was_allowed() {
+        let cors = || {
+            let mut h = HeaderMap::new();
+            h.insert(
+                "access-control-allow-origin",
+                HeaderValue::from_static("https://evil.example"),
+            );
+            h.insert(
+                "access-control-expose-headers",
+                HeaderValue::from_static("Date"),
+            );
+            h.insert("content-type", HeaderValue::from_static("application/json"));
+            h
+        };
+        let mut h = cors();
+        prepare_response_headers(&mut h, false);
+        assert_eq!(
+            h.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["content-type"]
+        );
+        let mut h = cors();
+        prepare_response_headers(&mut h, true);
+        assert_eq!(h.len(), 3);
     }
 
     proptest! {

@@ -54,6 +54,24 @@ pub struct ProxyArgs {
     /// How long in-flight requests may finish after SIGTERM/SIGINT.
     #[arg(long, default_value = "10s", value_parser = duration_secs, value_name = "DURATION")]
     pub shutdown_grace: u64,
+    /// A web origin (scheme://host[:port]) whose pages may use the proxy; requests from
+    /// any other page are refused with 403. Repeatable.
+    #[arg(
+        long,
+        env = "LEASEHOLD_ALLOW_ORIGIN",
+        value_delimiter = ',',
+        value_name = "ORIGIN"
+    )]
+    pub allow_origin: Vec<String>,
+    /// A host name or address clients may use in `Host` besides loopback and the listen
+    /// address (e.g. a pod or service name). Repeatable.
+    #[arg(
+        long,
+        env = "LEASEHOLD_ALLOW_HOST",
+        value_delimiter = ',',
+        value_name = "HOST"
+    )]
+    pub allow_host: Vec<String>,
 }
 
 /// `health` flags.
@@ -93,6 +111,8 @@ pub async fn run(home: &Home, args: ProxyArgs) -> anyhow::Result<()> {
         ca_file: args.ca_file,
         max_connections: args.max_connections,
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
+        allow_origins: args.allow_origin,
+        allow_hosts: args.allow_host,
         ..Config::default()
     }
     .validate()

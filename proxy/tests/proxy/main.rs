@@ -3,6 +3,7 @@
 //! link) for all of them; each module is one concern.
 
 mod admin;
+mod browser;
 mod forwarding;
 mod limits;
 mod paths;
