@@ -6,6 +6,7 @@ mod admin;
 mod browser;
 mod forwarding;
 mod limits;
+mod own_answers;
 mod paths;
 mod renewal;
 mod shutdown;
