@@ -118,10 +118,10 @@ impl BrowserPolicy {
             None => uri.authority().map(|a| a.as_str().as_bytes()),
         };
         // HTTP/1.0 may have no Host at all; browsers always send one.
-        if let Some(host) = host {
-            if !self.host_allowed(host) {
-                return Verdict::Refused(Refusal::Host);
-            }
+        if let Some(host) = host
+            && !self.host_allowed(host)
+        {
+            return Verdict::Refused(Refusal::Host);
         }
         if let Some(origin) = headers.get(ORIGIN) {
             return if self.origin_allowed(origin) {
@@ -152,10 +152,10 @@ impl BrowserPolicy {
         if is_localhost(name) {
             return true;
         }
-        if let Some(ip) = parse_ip(name) {
-            if ip.is_loopback() || ip == self.listen || self.listen.is_unspecified() {
-                return true;
-            }
+        if let Some(ip) = parse_ip(name)
+            && (ip.is_loopback() || ip == self.listen || self.listen.is_unspecified())
+        {
+            return true;
         }
         self.hosts
             .iter()

@@ -27,6 +27,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::header::{
     ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_REQUEST_HEADERS, ACCESS_CONTROL_REQUEST_METHOD,
@@ -47,6 +48,7 @@ use crate::metrics::Metrics;
 use crate::responses::{self, ErrorCode, ProxyBody};
 use crate::rewrite;
 use crate::store::CredentialStore;
+use crate::timed_body::TimedBody;
 use crate::upstream::TargetError;
 
 /// What every request handler shares.
@@ -62,6 +64,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Which `Host` and `Origin` may reach the lease.
     pub browser: BrowserPolicy,
+    /// Longest wait for the next part of a request body.
+    pub body_read_timeout: Duration,
 }
 
 /// What the requests of one client connection share: [`Shared`], and that connection's
@@ -69,7 +73,7 @@ pub struct Shared {
 /// costs one refcount increment for it, as it did for `Shared` alone.
 pub struct ConnectionState {
     shared: Arc<Shared>,
-    upstream: Dedicated<Incoming>,
+    upstream: Dedicated<TimedBody>,
 }
 
 impl ConnectionState {
@@ -122,22 +126,21 @@ async fn forward(connection: &ConnectionState, request: Request<Incoming>) -> Re
             return answer(request, responses::forbidden(refusal.message())).await;
         }
     };
-    if let Some(origin) = &cors_origin {
-        if request.method() == Method::OPTIONS
-            && request
-                .headers()
-                .contains_key(ACCESS_CONTROL_REQUEST_METHOD)
-        {
-            let headers = request.headers();
-            let preflight = responses::preflight(
-                origin.clone(),
-                headers.get(ACCESS_CONTROL_REQUEST_HEADERS).cloned(),
-                headers
-                    .get("access-control-request-private-network")
-                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true")),
-            );
-            return answer(request, preflight).await;
-        }
+    if let Some(origin) = &cors_origin
+        && request.method() == Method::OPTIONS
+        && request
+            .headers()
+            .contains_key(ACCESS_CONTROL_REQUEST_METHOD)
+    {
+        let headers = request.headers();
+        let preflight = responses::preflight(
+            origin.clone(),
+            headers.get(ACCESS_CONTROL_REQUEST_HEADERS).cloned(),
+            headers
+                .get("access-control-request-private-network")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true")),
+        );
+        return answer(request, preflight).await;
     }
     let now = Instant::now();
     // The snapshot is an owned `Arc`: no guard is held across the upstream call.
@@ -189,7 +192,7 @@ async fn forward(connection: &ConnectionState, request: Request<Incoming>) -> Re
     let generation = credential.generation();
     drop(credential);
 
-    let request = Request::from_parts(parts, body);
+    let request = Request::from_parts(parts, TimedBody::new(body, shared.body_read_timeout));
     let started = Instant::now();
     let result = match route {
         Route::Dedicated(authority) => connection

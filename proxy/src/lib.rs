@@ -15,12 +15,14 @@
 //! - [`upstream`] and `rewrite.rs`: pure URL mapping and header/query rewriting.
 //! - `browser.rs`: which `Host` and `Origin` may reach the lease (web pages may not).
 //! - `forward.rs`: the request path; `responses.rs`: the proxy's own InfluxDB-style errors;
-//!   `drain.rs`: leaving the connection usable after them.
+//!   `drain.rs`: leaving the connection usable after them; `timed_body.rs`: a request
+//!   body that fails when the client stops sending it.
 //! - `dedicated.rs`: each client connection's own upstream HTTP/1 connection, the fast
 //!   path to plain `http://` upstreams.
 //! - `connector.rs` and `tls.rs`: connecting upstream, the pooled HTTP/1.1 + HTTP/2
 //!   client (TLS upstreams, HTTP/2 clients) and its trust roots.
-//! - `server.rs`: accept loops, connection limit, graceful drain; `admin.rs`: probes and
+//! - `server.rs`: accept loops, connection limit, graceful drain; `lobby.rs`: where new
+//!   connections wait for their first byte; `idle.rs`: closing quiet connections; `admin.rs`: probes and
 //!   metrics; [`metrics`]: lock-free counters rendered for Prometheus.
 //! - [`proxy`]: wiring it all under one shutdown token.
 //!
@@ -58,6 +60,8 @@ pub mod credential;
 mod dedicated;
 mod drain;
 mod forward;
+mod idle;
+mod lobby;
 pub mod metrics;
 pub mod proxy;
 mod refresher;
@@ -67,6 +71,7 @@ pub mod schedule;
 mod server;
 pub mod source;
 mod store;
+mod timed_body;
 mod tls;
 pub mod upstream;
 mod warmup;

@@ -11,6 +11,7 @@ mod paths;
 mod renewal;
 mod shutdown;
 mod support;
+mod timeouts;
 mod tls;
 mod upstream_failure;
 mod warmup;
