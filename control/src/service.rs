@@ -182,6 +182,8 @@ impl<S: Store> Control<S> {
         );
         let mut record = record(&lease, created_at);
         record.token = Some(issued.token);
+        // Stated outright, as of now: the proxy counts it on its monotonic clock.
+        record.ttl_ms = Some(millis_until(expires_at));
         Ok(Reply::Lease(record))
     }
 
@@ -446,4 +448,13 @@ fn validate_addon(addon: AddonConfig) -> Result<AddonConfig> {
             })
         }
     }
+}
+
+/// Milliseconds from now (this host's clock) until `at`; 0 if it has passed.
+fn millis_until(at: Timestamp) -> u64 {
+    at.to_system()
+        .duration_since(std::time::SystemTime::now())
+        .map_or(0, |left| {
+            u64::try_from(left.as_millis()).unwrap_or(u64::MAX)
+        })
 }
