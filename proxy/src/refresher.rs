@@ -152,6 +152,9 @@ impl<S: LeaseSource> Refresher<S> {
             expires_at = %credential.expires_at(),
             upstream = %credential.upstream(),
             renew_in = ?renew_at.saturating_duration_since(now),
+            // Both counted on the monotonic clock from when the lease arrived.
+            lifetime = ?credential.valid_until().saturating_duration_since(credential.received()),
+            renew_after = ?renew_at.saturating_duration_since(credential.received()),
             "lease installed"
         );
         if let Some(skew_ms) = credential.clock_skew_ms()
