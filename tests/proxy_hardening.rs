@@ -1,0 +1,104 @@
+//! The sidecar's defences, end to end with the real binary: `curl` works and a browser's
+//! request is refused, against a real InfluxDB 1.x; silent sockets on the admin port do
+//! not make `leasehold health` fail.
+
+mod common;
+
+use std::net::TcpStream;
+use std::process::Command;
+
+use common::{ControlProcess, Env};
+use leasehold_testkit::influxd::Influxd;
+
+async fn setup() -> (Influxd, Env, ControlProcess) {
+    let db = Influxd::start()
+        .await
+        .expect("a real influxd (Debian package influxdb) is required");
+    let mut env = Env::new();
+    env.init_control();
+    let control = env.serve();
+    env.configure_v1(&db, &[r#"WRITE ON "telemetry""#]);
+    env.enrolled_identity("app", &[]);
+    (db, env, control)
+}
+
+/// `curl` with `args`; returns (HTTP status, body).
+fn curl(args: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "-", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl is required");
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.trim().parse().unwrap(), body.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn curl_writes_and_a_browser_page_is_refused() {
+    let (db, env, _control) = setup().await;
+    let proxy = env.proxy("app", &[]);
+    proxy.wait_ready().await;
+    let url = format!("{}/write?db=telemetry", proxy.url());
+    let (status, body) = curl(&["-X", "POST", &url, "--data-binary", "curl v=1"]);
+    assert_eq!(status, 204, "{body}");
+    // What a web page's fetch() sends: refused before anything reaches InfluxDB.
+    for headers in [
+        &[
+            "-H",
+            "Origin: https://evil.example",
+            "-H",
+            "Sec-Fetch-Site: cross-site",
+        ][..],
+        &["-H", "Host: rebind.evil.example:8086"][..],
+    ] {
+        let mut args = vec!["-X", "POST", &url, "--data-binary", "page v=1"];
+        args.extend_from_slice(headers);
+        let (status, body) = curl(&args);
+        assert_eq!(status, 403, "{body}");
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["code"], "forbidden");
+    }
+    assert_eq!(db.count("telemetry", "curl").await.unwrap(), 1);
+    assert_eq!(db.count("telemetry", "page").await.unwrap(), 0);
+    drop(proxy);
+
+    // Allowed by flag, the same page writes.
+    let proxy = env.proxy("app", &["--allow-origin", "https://app.example"]);
+    proxy.wait_ready().await;
+    let url = format!("{}/write?db=telemetry", proxy.url());
+    let (status, body) = curl(&[
+        "-X",
+        "POST",
+        &url,
+        "--data-binary",
+        "page v=1",
+        "-H",
+        "Origin: https://app.example",
+    ]);
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(db.count("telemetry", "page").await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn silent_sockets_on_the_admin_port_do_not_fail_leasehold_health() {
+    let env = Env::new();
+    env.init_control();
+    let _control = env.serve();
+    env.enrolled_identity("app", &[]);
+    // No add-on: the proxy never gets a lease, and its liveness must not care.
+    let proxy = env.proxy("app", &[]);
+    let admin = format!("127.0.0.1:{}", proxy.admin_port);
+    let silent: Vec<TcpStream> = (0..64)
+        .map(|_| TcpStream::connect(&admin).unwrap())
+        .collect();
+    for _ in 0..3 {
+        env.ok(&["health", "--url", &proxy.admin_url("/healthz")]);
+    }
+    drop(silent);
+}
