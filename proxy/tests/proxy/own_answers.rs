@@ -169,3 +169,57 @@ async fn a_client_that_writes_everything_first_reads_the_503() {
         assert!(answer.contains("connection: close"), "{answer}");
     }
 }
+
+/// The same for the other answers the proxy gives itself: 403 (a web page), 400 (a dot
+/// segment under the base path); and the connection then carries a normal write.
+#[tokio::test]
+async fn refusals_keep_the_connection_usable_too() {
+    let upstream = FakeUpstream::start().await;
+    let proxy = Proxy::with_token(
+        leasehold_proxy::Config {
+            upstream: Some(format!("{}/influx", upstream.url())),
+            ..config()
+        },
+        &upstream.url(),
+    )
+    .await;
+    let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (mut connection, driver) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(driver);
+    let body = || LateBody::new(Bytes::from(vec![b'x'; 1024])).boxed();
+    for i in 0..100 {
+        let (path, origin, expected) = if i % 2 == 0 {
+            (
+                "/write?db=x",
+                Some("https://evil.example"),
+                StatusCode::FORBIDDEN,
+            )
+        } else {
+            ("/a/../write?db=x", None, StatusCode::BAD_REQUEST)
+        };
+        let mut request = Request::post(path).header("host", "localhost");
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        connection
+            .ready()
+            .await
+            .unwrap_or_else(|e| panic!("connection unusable before request {i}: {e}"));
+        let response = connection
+            .send_request(request.body(body()).unwrap())
+            .await
+            .unwrap_or_else(|e| panic!("request {i} failed: {e}"));
+        let (status, headers, _) = read(response).await;
+        assert_eq!(status, expected, "request {i}");
+        assert!(headers.get("connection").is_none(), "{headers:?}");
+    }
+    connection.ready().await.unwrap();
+    let response = connection.send_request(write(body())).await.unwrap();
+    assert_eq!(read(response).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(upstream.seen().len(), 1);
+    assert_eq!(upstream.last().path, "/influx/write");
+}
