@@ -25,10 +25,11 @@
 use std::net::{IpAddr, SocketAddr};
 
 use http::header::{HOST, ORIGIN};
-use http::{HeaderMap, HeaderValue, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 
-/// `Sec-Fetch-Site`, sent by browsers on every request they make.
-const SEC_FETCH_SITE: &str = "sec-fetch-site";
+/// `Sec-Fetch-Site`, sent by browsers on every request they make. A prebuilt name: a
+/// `&str` key would be parsed and validated on every look-up.
+const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
 
 /// An allow-list entry that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -130,7 +131,7 @@ impl BrowserPolicy {
                 Verdict::Refused(Refusal::Origin)
             };
         }
-        match headers.get(SEC_FETCH_SITE).map(HeaderValue::as_bytes) {
+        match headers.get(&SEC_FETCH_SITE).map(HeaderValue::as_bytes) {
             None | Some(b"none" | b"same-origin") => Verdict::Allowed,
             Some(_) => Verdict::Refused(Refusal::Origin),
         }
