@@ -32,6 +32,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, debug_span, warn};
@@ -40,6 +41,9 @@ use crate::config::Config;
 use crate::idle::{Activity, Tracked};
 use crate::lobby::Lobby;
 use crate::metrics::Metrics;
+
+/// Least time between two warnings that silent connections are being evicted.
+const EVICTION_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
@@ -107,6 +111,7 @@ where
         let capacity = self.limit.available_permits();
         // As many may wait for their first byte as may be served.
         let mut lobby = Lobby::new(capacity);
+        let mut last_eviction_warning: Option<Instant> = None;
         loop {
             let (stream, peer) = tokio::select! {
                 biased;
@@ -126,10 +131,16 @@ where
                 break;
             };
             if evicted {
-                debug!(
-                    listener = self.name,
-                    "lobby full: closed the connection that waited longest for its first byte"
-                );
+                // Visible, but once per interval: under a flood this fires per accept.
+                let now = Instant::now();
+                if last_eviction_warning.is_none_or(|at| now - at >= EVICTION_WARNING_INTERVAL) {
+                    last_eviction_warning = Some(now);
+                    warn!(
+                        listener = self.name,
+                        waiting = capacity,
+                        "too many connections waiting for their first byte; closing the longest-waiting ones"
+                    );
+                }
             }
             let _ = stream.set_nodelay(true);
             let builder = Arc::clone(&self.builder);
