@@ -125,7 +125,7 @@ async fn idle_keep_alive_connections_are_closed() {
     let upstream = FakeUpstream::start().await;
     let proxy = Proxy::with_token(
         leasehold_proxy::Config {
-            idle_timeout: Duration::from_millis(300),
+            idle_timeout: Duration::from_secs(1),
             ..config()
         },
         &upstream.url(),
@@ -175,7 +175,7 @@ async fn a_slow_request_outlives_the_idle_timeout() {
     let upstream = FakeUpstream::start().await;
     let proxy = Proxy::with_token(
         leasehold_proxy::Config {
-            idle_timeout: Duration::from_millis(200),
+            idle_timeout: Duration::from_millis(500),
             ..config()
         },
         &upstream.url(),
@@ -190,7 +190,7 @@ async fn a_slow_request_outlives_the_idle_timeout() {
     entered.await;
     // Well past the idle timeout with nothing moving (an event, not a timing assertion:
     // the answer must still come whole).
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     upstream.state.release.notify_one();
     let seen = closed_within(&mut stream, Duration::from_secs(20)).await;
     let seen = String::from_utf8_lossy(&seen);
@@ -258,7 +258,7 @@ async fn a_request_body_that_stops_coming_is_given_up() {
     let (upstream, mut reports) = body_reporting_upstream().await;
     let proxy = Proxy::with_token(
         leasehold_proxy::Config {
-            body_read_timeout: Duration::from_secs(1),
+            body_read_timeout: Duration::from_secs(2),
             ..config()
         },
         &upstream,
@@ -287,11 +287,11 @@ async fn a_request_body_that_stops_coming_is_given_up() {
     // Bodies that keep coming, however slowly overall, go through.
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
     stream
-        .write_all(b"POST /write?db=x HTTP/1.1\r\nhost: localhost\r\ncontent-length: 10\r\n\r\n")
+        .write_all(b"POST /write?db=x HTTP/1.1\r\nhost: localhost\r\ncontent-length: 15\r\n\r\n")
         .await
         .unwrap();
     // Each byte within the timeout, all of them well beyond it.
-    for _ in 0..10 {
+    for _ in 0..15 {
         tokio::time::sleep(Duration::from_millis(200)).await;
         stream.write_all(b"x").await.unwrap();
     }
