@@ -102,3 +102,57 @@ async fn silent_sockets_on_the_admin_port_do_not_fail_leasehold_health() {
     }
     drop(silent);
 }
+
+fn python() -> String {
+    std::env::var("LEASEHOLD_TEST_PYTHON")
+        .expect("LEASEHOLD_TEST_PYTHON must name the test venv's Python: run ./scripts/test.sh")
+}
+
+/// Runs `tests/python/keepalive_own_answers.py` against `port`; its JSON summary.
+fn keepalive_writes(port: u16, count: usize, body_bytes: usize) -> serde_json::Value {
+    let script = format!(
+        "{}/tests/python/keepalive_own_answers.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = Command::new(python())
+        .arg(&script)
+        .args(["127.0.0.1", &port.to_string()])
+        .args([count.to_string(), body_bytes.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The held-out run's client: keep-alive writes of 1 KiB while the proxy holds no lease.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_keep_alive_client_without_a_lease_gets_503s_and_no_broken_connections() {
+    let env = Env::new();
+    env.init_control();
+    let _control = env.serve();
+    env.enrolled_identity("app", &[]);
+    // No add-on: no lease ever, every write is the proxy's own 503.
+    let proxy = env.proxy("app", &[]);
+    let port = proxy.port;
+    let small = tokio::task::spawn_blocking(move || keepalive_writes(port, 500, 1024))
+        .await
+        .unwrap();
+    assert_eq!(small["statuses"]["503"], 500, "{small}");
+    assert_eq!(small["errors"], 0, "{small}");
+    assert_eq!(small["closes"], 0, "{small}");
+    assert_eq!(small["connections"], 1, "{small}");
+    assert_eq!(small["well_formed"], true, "{small}");
+    // 2 MiB bodies are not worth reading: each answer closes, the next one reconnects.
+    let large = tokio::task::spawn_blocking(move || keepalive_writes(port, 3, 2 * 1024 * 1024))
+        .await
+        .unwrap();
+    assert_eq!(large["statuses"]["503"], 3, "{large}");
+    assert_eq!(large["errors"], 0, "{large}");
+    assert_eq!(large["closes"], 3, "{large}");
+    assert_eq!(large["well_formed"], true, "{large}");
+    drop(proxy);
+}
