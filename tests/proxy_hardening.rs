@@ -156,3 +156,17 @@ async fn a_keep_alive_client_without_a_lease_gets_503s_and_no_broken_connections
     assert_eq!(large["well_formed"], true, "{large}");
     drop(proxy);
 }
+
+#[test]
+fn unusable_allow_lists_exit_2_with_the_entry_named() {
+    let env = Env::new();
+    for (flag, value, says) in [
+        ("--allow-origin", "*", "must be an origin"),
+        ("--allow-origin", "http://app.example/path", "no path"),
+        ("--allow-host", "app:8086", "without scheme or port"),
+    ] {
+        let (code, stderr) = env.fails(&["proxy", "--identity", "app", flag, value]);
+        assert_eq!(code, 2, "{stderr}");
+        assert!(stderr.contains(value) && stderr.contains(says), "{stderr}");
+    }
+}
