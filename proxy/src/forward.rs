@@ -162,7 +162,8 @@ async fn forward(connection: &ConnectionState, request: Request<Incoming>) -> Re
     }
     let (mut parts, body) = request.into_parts();
     // If the upstream call fails, whatever is left of the body is gone with it.
-    let unread_body = parts.version != Version::HTTP_2 && !body.is_end_stream();
+    let client_version = parts.version;
+    let unread_body = client_version != Version::HTTP_2 && !body.is_end_stream();
     let upstream = credential.upstream();
     let target = std::mem::take(&mut parts.uri).into_parts().path_and_query;
     let path = match upstream.target_path(target) {
@@ -199,12 +200,12 @@ async fn forward(connection: &ConnectionState, request: Request<Incoming>) -> Re
             .upstream
             .send(&shared.plain, &authority, request)
             .await
-            .map_err(|error| error.describe()),
+            .map_err(|failed| (failed.error.describe(), failed.unsent)),
         Route::Pooled => shared
             .client
             .request(request)
             .await
-            .map_err(|error| connector::describe_error(&error)),
+            .map_err(|error| (connector::describe_error(&error), None)),
     };
     match result {
         Ok(response) => {
@@ -222,7 +223,7 @@ async fn forward(connection: &ConnectionState, request: Request<Incoming>) -> Re
             parts.version = Version::HTTP_11;
             Response::from_parts(parts, Either::Left(body))
         }
-        Err((unreachable, message)) => {
+        Err(((unreachable, message), unsent)) => {
             warn!(error = %message, "upstream request failed; answering 502");
             let code = if unreachable {
                 ErrorCode::Unavailable
@@ -230,8 +231,15 @@ async fn forward(connection: &ConnectionState, request: Request<Incoming>) -> Re
                 ErrorCode::Internal
             };
             let mut response = responses::bad_gateway(code, &message);
-            if unread_body {
-                close_after(&mut response);
+            match unsent {
+                // Never sent (the fast path's refused connection): its body is still
+                // ours to read, and the client's connection can stay open.
+                Some(request) => {
+                    let body = request.into_body().into_inner();
+                    return own_answer(client_version, body, response).await;
+                }
+                None if unread_body => close_after(&mut response),
+                None => {}
             }
             response
         }

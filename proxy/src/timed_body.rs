@@ -49,6 +49,13 @@ impl TimedBody {
     }
 }
 
+impl TimedBody {
+    /// The body without its timer.
+    pub fn into_inner(self) -> Incoming {
+        self.inner
+    }
+}
+
 impl Body for TimedBody {
     type Data = Bytes;
     type Error = BoxError;

@@ -223,3 +223,36 @@ async fn refusals_keep_the_connection_usable_too() {
     assert_eq!(upstream.seen().len(), 1);
     assert_eq!(upstream.last().path, "/influx/write");
 }
+
+/// With InfluxDB down, the fast path's 502 (the request never went out) keeps the
+/// connection too: the body is still read and discarded.
+#[tokio::test]
+async fn an_unreachable_upstream_gets_502_on_one_connection() {
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let proxy = Proxy::with_token(config(), &url).await;
+    let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (mut connection, driver) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(driver);
+    for i in 0..50 {
+        connection
+            .ready()
+            .await
+            .unwrap_or_else(|e| panic!("connection unusable before write {i}: {e}"));
+        let body = LateBody::new(Bytes::from(vec![b'x'; 1024])).boxed();
+        let response = connection
+            .send_request(write(body))
+            .await
+            .unwrap_or_else(|e| panic!("write {i} failed: {e}"));
+        let (status, headers, body) = read(response).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "write {i}");
+        assert!(headers.get("connection").is_none(), "{headers:?}");
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["code"], "unavailable");
+    }
+}
