@@ -298,11 +298,12 @@ pub struct LeaseRecord {
     pub auth_scheme: AuthScheme,
     /// The InfluxDB the credential is valid for.
     pub endpoint_url: String,
-    /// The lifetime left, in milliseconds, when the control sent the record: only in the
-    /// answer to `lease create`. A proxy counts it on its own monotonic clock from when
-    /// it sent the request, so a wrong wall clock on either side cannot shorten or
-    /// stretch the lease (`expires_at` − `created_at` is rounded and assumes both clocks
-    /// agree). Absent from older controls; older clients ignore it.
+    /// The lease's lifetime in milliseconds, counted from when the control received the
+    /// request: only in the answer to `lease create`. A proxy counts it on its own
+    /// monotonic clock from when it sent the request (earlier), so its deadline never
+    /// outlives the lease and no wall clock, right or wrong, comes into it
+    /// (`expires_at` − `created_at` is rounded and assumes both clocks agree). Absent
+    /// from older controls; older clients ignore it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_ms: Option<u64>,
 }

@@ -130,6 +130,9 @@ impl<S: Store> Control<S> {
     }
 
     async fn create_lease(&self, peer: PublicIdentity, ttl_secs: Option<u64>) -> Result<Reply> {
+        // The lifetime is stated from here: the client counts it from when it sent the
+        // request, which was earlier, so its deadline never outlives the lease.
+        let asked = std::time::SystemTime::now();
         let member = self.member(peer).await?;
         let addon = self.addon()?;
         let backend = &addon.backend;
@@ -182,8 +185,8 @@ impl<S: Store> Control<S> {
         );
         let mut record = record(&lease, created_at);
         record.token = Some(issued.token);
-        // Stated outright, as of now: the proxy counts it on its monotonic clock.
-        record.ttl_ms = Some(millis_until(expires_at));
+        // Stated outright: the proxy counts it on its monotonic clock.
+        record.ttl_ms = Some(millis_between(asked, expires_at));
         Ok(Reply::Lease(record))
     }
 
@@ -450,11 +453,9 @@ fn validate_addon(addon: AddonConfig) -> Result<AddonConfig> {
     }
 }
 
-/// Milliseconds from now (this host's clock) until `at`; 0 if it has passed.
-fn millis_until(at: Timestamp) -> u64 {
-    at.to_system()
-        .duration_since(std::time::SystemTime::now())
-        .map_or(0, |left| {
-            u64::try_from(left.as_millis()).unwrap_or(u64::MAX)
-        })
+/// Milliseconds from `from` until `at`; 0 if `at` is not later.
+fn millis_between(from: std::time::SystemTime, at: Timestamp) -> u64 {
+    at.to_system().duration_since(from).map_or(0, |left| {
+        u64::try_from(left.as_millis()).unwrap_or(u64::MAX)
+    })
 }

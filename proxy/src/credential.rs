@@ -7,11 +7,12 @@
 //!
 //! **Expiry on the local clock.** A proxy must not need a correct wall clock: devices
 //! often boot with a wrong one. The control states the lease's remaining lifetime
-//! outright (`ttl_ms`), and the local deadline is that long after the monotonic instant
-//! the proxy *asked* for the lease — which is before the control created it, so the
-//! local deadline never outlives the real one, whatever either wall clock says. The
-//! difference between the wall clocks is measured on the way (the control's clock at
-//! reply is `expires_at` − `ttl_ms`) for the log to warn about.
+//! outright (`ttl_ms`, counted from when it received the request), and the local
+//! deadline is that long after the monotonic instant the proxy *asked* for the lease —
+//! which is earlier, so the local deadline never outlives the real one, whatever either
+//! wall clock says. The difference between the wall clocks is measured on the way (the
+//! control's clock on receipt is `expires_at` − `ttl_ms`, ours when asking is
+//! `received_wall` less the monotonic time since) for the log to warn about.
 //!
 //! A record without `ttl_ms` (an older control) falls back to the wall clocks: the
 //! earlier of "`expires_at` on our wall clock" and "received + (`expires_at` −
@@ -120,10 +121,10 @@ impl Credential {
         let (valid_until, clock_skew_ms) = match lease.ttl_ms {
             Some(ttl_ms) => {
                 let ttl = Duration::from_millis(ttl_ms);
-                (
-                    asked + ttl,
-                    clock_skew_ms(lease.expires_at, ttl, received_wall),
-                )
+                let asked_wall =
+                    received_wall.checked_sub(received.saturating_duration_since(asked));
+                let skew = asked_wall.and_then(|wall| clock_skew_ms(lease.expires_at, ttl, wall));
+                (asked + ttl, skew)
             }
             None => (
                 received + remaining_lifetime(lease.created_at, lease.expires_at, received_wall),
@@ -223,12 +224,13 @@ impl fmt::Debug for Credential {
     }
 }
 
-/// Our wall clock at `received_wall` minus the control's when it replied, which was
-/// `expires_at` − `ttl` (ms). `None` if the figures make no sense.
-fn clock_skew_ms(expires_at: Timestamp, ttl: Duration, received_wall: SystemTime) -> Option<i64> {
-    let control_now = expires_at.to_system().checked_sub(ttl)?;
+/// Our wall clock when asking (`asked_wall`) minus the control's when it received the
+/// request, which was `expires_at` − `ttl` (ms; the one-way transit included). `None` if
+/// the figures make no sense.
+fn clock_skew_ms(expires_at: Timestamp, ttl: Duration, asked_wall: SystemTime) -> Option<i64> {
+    let control_then = expires_at.to_system().checked_sub(ttl)?;
     let millis = |d: Duration| i64::try_from(d.as_millis()).ok();
-    match received_wall.duration_since(control_now) {
+    match asked_wall.duration_since(control_then) {
         Ok(ahead) => millis(ahead),
         Err(behind) => millis(behind.duration()).map(|m| -m),
     }
@@ -378,12 +380,14 @@ mod tests {
     fn a_stated_lifetime_counts_from_when_it_was_asked_for_whatever_the_clocks_say() {
         let asked = Instant::now();
         let received = asked + Duration::from_millis(40);
-        // The control replied at 100 s with 300 000 ms left (expires at 400 s).
+        // The control got the request at 100 s and states 300 000 ms (expires at 400 s).
         let mut l = lease(AuthScheme::Token, Some("t"), 100, 400);
         l.ttl_ms = Some(300_000);
         for (our_wall, skew) in [(100, 0), (700, 600_000), (0, -100_000)] {
-            // Our clock: right, 10 minutes fast (past `expires_at`!), 100 s slow.
-            let c = Credential::from_lease(&l, None, asked, received, at(our_wall), 1).unwrap();
+            // Our clock when asking: right, 10 minutes fast (past `expires_at`!), 100 s
+            // slow; the answer arrives 40 ms later.
+            let wall = at(our_wall) + Duration::from_millis(40);
+            let c = Credential::from_lease(&l, None, asked, received, wall, 1).unwrap();
             assert_eq!(c.valid_until() - asked, Duration::from_secs(300));
             assert_eq!(c.clock_skew_ms(), Some(skew));
         }
