@@ -2,10 +2,11 @@
 # The test command: installs what the tests need, then runs the whole suite.
 #   - InfluxDB 1.x (Debian package `influxdb`) for the real-database tests;
 #   - a Python venv with the official InfluxDB clients, for the real-client tests.
-#   - wrk, nginx and HAProxy for the benchmark harness's smoke test.
 #   - debootstrap, and the Docker base images built from Debian's packages
 #     (scripts/docker-base-images.sh, cached), for the Docker sidecar test; the Docker
 #     Engine and Compose (`docker-compose` or `docker compose`) must be there already.
+#   - wrk, nginx and HAProxy for the benchmark harness's smoke test;
+#   - faketime, to run a proxy whose wall clock is wrong.
 # A missing prerequisite fails the run; no test is skipped for want of one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,7 @@ command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing+=(nginx)
 [ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 [ -x /usr/sbin/debootstrap ] || command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+[ -x /usr/bin/faketime ] || missing+=(faketime)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]} (Debian packages)"
   as_root apt-get update -qq

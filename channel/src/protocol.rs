@@ -348,6 +348,14 @@ pub struct LeaseRecord {
     pub auth_scheme: AuthScheme,
     /// The InfluxDB the credential is valid for.
     pub endpoint_url: String,
+    /// The lease's lifetime in milliseconds, counted from when the control received the
+    /// request: only in the answer to `lease create`. A proxy counts it on its own
+    /// monotonic clock from when it sent the request (earlier), so its deadline never
+    /// outlives the lease and no wall clock, right or wrong, comes into it
+    /// (`expires_at` − `created_at` is rounded and assumes both clocks agree). Absent
+    /// from older controls; older clients ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
 }
 
 /// A member as shown to admins.

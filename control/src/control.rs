@@ -102,6 +102,7 @@ pub fn record(lease: &StoredLease, now: Timestamp) -> LeaseRecord {
         status: status(lease, now),
         auth_scheme: lease.auth_scheme,
         endpoint_url: lease.endpoint_url.clone(),
+        ttl_ms: None,
     }
 }
 

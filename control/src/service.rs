@@ -150,6 +150,9 @@ impl<S: Store> Control<S> {
     }
 
     async fn create_lease(&self, peer: PublicIdentity, ttl_secs: Option<u64>) -> Result<Reply> {
+        // The lifetime is stated from here: the client counts it from when it sent the
+        // request, which was earlier, so its deadline never outlives the lease.
+        let asked = std::time::SystemTime::now();
         let member = self.member(peer).await?;
         let addon = self.addon()?;
         let terms = terms_for(
@@ -187,6 +190,8 @@ impl<S: Store> Control<S> {
         );
         let mut record = record(&lease, created_at);
         record.token = Some(token);
+        // Stated outright: the proxy counts it on its monotonic clock.
+        record.ttl_ms = Some(millis_between(asked, expires_at));
         Ok(Reply::Lease(record))
     }
 
@@ -648,4 +653,11 @@ fn validate_addon(addon: AddonConfig) -> Result<AddonConfig> {
             })
         }
     }
+}
+
+/// Milliseconds from `from` until `at`; 0 if `at` is not later.
+fn millis_between(from: std::time::SystemTime, at: Timestamp) -> u64 {
+    at.to_system().duration_since(from).map_or(0, |left| {
+        u64::try_from(left.as_millis()).unwrap_or(u64::MAX)
+    })
 }

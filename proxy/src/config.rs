@@ -9,6 +9,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::browser::{AllowListError, BrowserPolicy};
 use crate::upstream::{Upstream, UpstreamUrlError, redact_url};
 use crate::{tls, upstream};
 
@@ -35,9 +36,27 @@ pub struct Config {
     /// How long to wait for a TCP and TLS connection to the upstream.
     pub upstream_connect_timeout: Duration,
     /// How long a client may take to send a request head before it is disconnected.
+    /// For HTTP/1, hyper starts this clock as soon as a kept-alive connection waits for
+    /// its next request, so it also caps how long such a connection may sit idle.
     pub header_read_timeout: Duration,
+    /// How long a new connection may take to send its first byte (both listeners).
+    pub first_byte_timeout: Duration,
+    /// How long a connection may go without a byte in either direction before it is
+    /// closed (gracefully: a request in flight finishes first). Both listeners.
+    pub idle_timeout: Duration,
+    /// How long the proxy waits for the next part of a request body.
+    pub body_read_timeout: Duration,
+    /// How often an HTTP/2 client connection is pinged while it is quiet.
+    pub http2_keepalive_interval: Duration,
+    /// How long an HTTP/2 ping may go unanswered before the connection is closed.
+    pub http2_keepalive_timeout: Duration,
     /// How long in-flight requests may run after shutdown is requested.
     pub shutdown_grace: Duration,
+    /// Web origins (`scheme://host[:port]`) whose requests are served; any other request
+    /// carrying `Origin` is refused (see `browser.rs`).
+    pub allow_origins: Vec<String>,
+    /// Host names or addresses accepted in `Host` besides loopback and the listen address.
+    pub allow_hosts: Vec<String>,
 }
 
 impl Default for Config {
@@ -54,7 +73,14 @@ impl Default for Config {
             max_header_bytes: 256 * 1024,
             upstream_connect_timeout: Duration::from_secs(2),
             header_read_timeout: Duration::from_secs(30),
+            first_byte_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_read_timeout: Duration::from_secs(30),
+            http2_keepalive_interval: Duration::from_secs(20),
+            http2_keepalive_timeout: Duration::from_secs(20),
             shutdown_grace: Duration::from_secs(10),
+            allow_origins: Vec::new(),
+            allow_hosts: Vec::new(),
         }
     }
 }
@@ -96,6 +122,9 @@ pub enum ConfigError {
     /// The TLS library refused the configuration.
     #[error("TLS configuration failed: {0}")]
     Tls(rustls::Error),
+    /// An `--allow-origin` or `--allow-host` entry is not usable.
+    #[error(transparent)]
+    AllowList(#[from] AllowListError),
     /// A limit is out of range.
     #[error("{name} must be {requirement}")]
     Limit {
@@ -111,6 +140,7 @@ pub struct ValidConfig {
     pub(crate) config: Config,
     pub(crate) upstream: Option<Upstream>,
     pub(crate) tls: rustls::ClientConfig,
+    pub(crate) browser: BrowserPolicy,
 }
 
 impl Config {
@@ -134,11 +164,16 @@ impl Config {
             "upstream_connect_timeout",
             "more than zero",
         )?;
-        limit(
-            !self.header_read_timeout.is_zero(),
-            "header_read_timeout",
-            "more than zero",
-        )?;
+        for (value, name) in [
+            (self.header_read_timeout, "header_read_timeout"),
+            (self.first_byte_timeout, "first_byte_timeout"),
+            (self.idle_timeout, "idle_timeout"),
+            (self.body_read_timeout, "body_read_timeout"),
+            (self.http2_keepalive_interval, "http2_keepalive_interval"),
+            (self.http2_keepalive_timeout, "http2_keepalive_timeout"),
+        ] {
+            limit(!value.is_zero(), name, "more than zero")?;
+        }
         let upstream = self
             .upstream
             .as_deref()
@@ -150,10 +185,12 @@ impl Config {
             })
             .transpose()?;
         let tls = tls::client_config(self.ca_file.as_deref())?;
+        let browser = BrowserPolicy::new(&self.allow_origins, &self.allow_hosts, self.listen)?;
         Ok(ValidConfig {
             config: self,
             upstream,
             tls,
+            browser,
         })
     }
 }
@@ -257,5 +294,12 @@ mod tests {
         .validate()
         .unwrap_err();
         assert!(err.to_string().contains("max_connections"));
+        let err = Config {
+            first_byte_timeout: Duration::ZERO,
+            ..Config::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(err.to_string().contains("first_byte_timeout"));
     }
 }

@@ -20,12 +20,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Uri;
 use http_body_util::Empty;
-use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
+
+use crate::timed_body::TimedBody;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -33,7 +34,7 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 pub type UpstreamConnector = TimeoutConnector<HttpsConnector<HttpConnector>>;
 
 /// The client type used to reach InfluxDB.
-pub type UpstreamClient = Client<UpstreamConnector, Incoming>;
+pub type UpstreamClient = Client<UpstreamConnector, TimedBody>;
 
 /// The client for the refresher's warm-up requests (bodiless: hyper's `Incoming` cannot
 /// be built outside hyper, so it cannot share the request path's client).

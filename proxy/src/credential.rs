@@ -5,12 +5,19 @@
 //! clocks), so forwarding a request costs one refcount increment for the header, not a
 //! base64 encoding or a string format.
 //!
-//! **Expiry on the local clock.** The control's `expires_at` is wall-clock time on the
-//! control's machine; the proxy's clock may be skewed. The local deadline is the earlier
-//! of "`expires_at` on our wall clock" and "received + (`expires_at` − `created_at`)": if
-//! our clock runs ahead, the first is earlier; if it runs behind, the second caps it.
-//! Either way the credential is dropped no later than the control revokes it. The
-//! deadline is a monotonic [`Instant`], so wall-clock jumps cannot revive a credential.
+//! **Expiry on the local clock.** A proxy must not need a correct wall clock: devices
+//! often boot with a wrong one. The control states the lease's remaining lifetime
+//! outright (`ttl_ms`, counted from when it received the request), and the local
+//! deadline is that long after the monotonic instant the proxy *asked* for the lease —
+//! which is earlier, so the local deadline never outlives the real one, whatever either
+//! wall clock says. The difference between the wall clocks is measured on the way (the
+//! control's clock on receipt is `expires_at` − `ttl_ms`, ours when asking is
+//! `received_wall` less the monotonic time since) for the log to warn about.
+//!
+//! A record without `ttl_ms` (an older control) falls back to the wall clocks: the
+//! earlier of "`expires_at` on our wall clock" and "received + (`expires_at` −
+//! `created_at`)". The deadline is a monotonic [`Instant`] either way, so wall-clock
+//! jumps cannot revive a credential.
 //!
 //! **Secrets.** The header value is marked sensitive (HPACK never indexes it, hyper never
 //! logs it); `Debug` prints `<redacted>`; the temporary buffers holding the plain token
@@ -18,7 +25,7 @@
 //! drop (the `http` crate offers no hook); they live only as long as the credential.
 
 use std::fmt;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use http::HeaderValue;
 use leasehold_channel::protocol::{AuthScheme, LeaseRecord, LeaseStatus, Timestamp};
@@ -79,15 +86,20 @@ pub struct Credential {
     valid_until: Instant,
     received: Instant,
     generation: u64,
+    /// Our wall clock minus the control's, in milliseconds, when `ttl_ms` allowed
+    /// measuring it (a few milliseconds of transit included).
+    clock_skew_ms: Option<i64>,
 }
 
 impl Credential {
-    /// Turns `lease`, received at `received` (monotonic) / `received_wall` (wall clock),
-    /// into a credential. `upstream` overrides the lease's endpoint when given.
-    /// `generation` numbers credentials so a 401 can tell which one it was about.
+    /// Turns `lease`, asked for at `asked` and received at `received` (monotonic) /
+    /// `received_wall` (wall clock), into a credential. `upstream` overrides the lease's
+    /// endpoint when given. `generation` numbers credentials so a 401 can tell which one
+    /// it was about.
     pub fn from_lease(
         lease: &LeaseRecord,
         upstream: Option<&Upstream>,
+        asked: Instant,
         received: Instant,
         received_wall: SystemTime,
         generation: u64,
@@ -106,8 +118,20 @@ impl Credential {
         if token.is_empty() {
             return Err(CredentialError::EmptyToken(id()));
         }
-        let remaining = remaining_lifetime(lease.created_at, lease.expires_at, received_wall);
-        if remaining.is_zero() {
+        let (valid_until, clock_skew_ms) = match lease.ttl_ms {
+            Some(ttl_ms) => {
+                let ttl = Duration::from_millis(ttl_ms);
+                let asked_wall =
+                    received_wall.checked_sub(received.saturating_duration_since(asked));
+                let skew = asked_wall.and_then(|wall| clock_skew_ms(lease.expires_at, ttl, wall));
+                (asked + ttl, skew)
+            }
+            None => (
+                received + remaining_lifetime(lease.created_at, lease.expires_at, received_wall),
+                None,
+            ),
+        };
+        if valid_until <= received {
             return Err(CredentialError::Expired {
                 id: id(),
                 expires_at: lease.expires_at,
@@ -129,9 +153,10 @@ impl Credential {
             upstream,
             lease_id: lease.id.clone(),
             expires_at: lease.expires_at,
-            valid_until: received + remaining,
+            valid_until,
             received,
             generation,
+            clock_skew_ms,
         })
     }
 
@@ -179,6 +204,11 @@ impl Credential {
     pub fn generation(&self) -> u64 {
         self.generation
     }
+
+    /// Our wall clock minus the control's, in milliseconds, if it could be measured.
+    pub fn clock_skew_ms(&self) -> Option<i64> {
+        self.clock_skew_ms
+    }
 }
 
 impl fmt::Debug for Credential {
@@ -194,13 +224,26 @@ impl fmt::Debug for Credential {
     }
 }
 
-/// How long a lease with these times, received at `received_wall`, may be used.
+/// Our wall clock when asking (`asked_wall`) minus the control's when it received the
+/// request, which was `expires_at` − `ttl` (ms; the one-way transit included). `None` if
+/// the figures make no sense.
+fn clock_skew_ms(expires_at: Timestamp, ttl: Duration, asked_wall: SystemTime) -> Option<i64> {
+    let control_then = expires_at.to_system().checked_sub(ttl)?;
+    let millis = |d: Duration| i64::try_from(d.as_millis()).ok();
+    match asked_wall.duration_since(control_then) {
+        Ok(ahead) => millis(ahead),
+        Err(behind) => millis(behind.duration()).map(|m| -m),
+    }
+}
+
+/// How long a lease with these times, received at `received_wall`, may be used (for
+/// records without `ttl_ms`).
 fn remaining_lifetime(
     created_at: Timestamp,
     expires_at: Timestamp,
     received_wall: SystemTime,
-) -> std::time::Duration {
-    let lifetime = std::time::Duration::from_secs(expires_at.0.saturating_sub(created_at.0));
+) -> Duration {
+    let lifetime = Duration::from_secs(expires_at.0.saturating_sub(created_at.0));
     let by_wall_clock = expires_at
         .to_system()
         .duration_since(received_wall)
@@ -240,8 +283,6 @@ fn authorization_header(scheme: AuthScheme, token: &str) -> Result<HeaderValue, 
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use leasehold_channel::{Identity, Secret};
 
     use super::*;
@@ -256,6 +297,7 @@ mod tests {
             status: LeaseStatus::Active,
             auth_scheme: scheme,
             endpoint_url: "http://influx.test:8086".into(),
+            ttl_ms: None,
         }
     }
 
@@ -269,6 +311,7 @@ mod tests {
         let c = Credential::from_lease(
             &lease(AuthScheme::Token, Some("t0k"), 100, 400),
             None,
+            now,
             now,
             at(100),
             1,
@@ -287,6 +330,7 @@ mod tests {
             &lease(AuthScheme::Basic, Some("lease_1:pw"), 100, 400),
             None,
             now,
+            now,
             at(100),
             1,
         )
@@ -296,6 +340,7 @@ mod tests {
         let err = Credential::from_lease(
             &lease(AuthScheme::Basic, Some("nocolon"), 100, 400),
             None,
+            now,
             now,
             at(100),
             1,
@@ -311,6 +356,7 @@ mod tests {
             &lease(AuthScheme::Token, Some("t"), 100, 400),
             None,
             now,
+            now,
             at(200),
             1,
         )
@@ -321,6 +367,7 @@ mod tests {
             &lease(AuthScheme::Token, Some("t"), 100, 400),
             None,
             now,
+            now,
             at(0),
             1,
         )
@@ -330,9 +377,38 @@ mod tests {
     }
 
     #[test]
+    fn a_stated_lifetime_counts_from_when_it_was_asked_for_whatever_the_clocks_say() {
+        let asked = Instant::now();
+        let received = asked + Duration::from_millis(40);
+        // The control got the request at 100 s and states 300 000 ms (expires at 400 s).
+        let mut l = lease(AuthScheme::Token, Some("t"), 100, 400);
+        l.ttl_ms = Some(300_000);
+        for (our_wall, skew) in [(100, 0), (700, 600_000), (0, -100_000)] {
+            // Our clock when asking: right, 10 minutes fast (past `expires_at`!), 100 s
+            // slow; the answer arrives 40 ms later.
+            let wall = at(our_wall) + Duration::from_millis(40);
+            let c = Credential::from_lease(&l, None, asked, received, wall, 1).unwrap();
+            assert_eq!(c.valid_until() - asked, Duration::from_secs(300));
+            assert_eq!(c.clock_skew_ms(), Some(skew));
+        }
+        // Nothing left, or used up in transit: refused.
+        l.ttl_ms = Some(0);
+        let err = Credential::from_lease(&l, None, asked, received, at(100), 1).unwrap_err();
+        assert!(matches!(err, CredentialError::Expired { .. }));
+        l.ttl_ms = Some(30);
+        let err = Credential::from_lease(&l, None, asked, received, at(100), 1).unwrap_err();
+        assert!(matches!(err, CredentialError::Expired { .. }));
+        // Without `ttl_ms` (an older control) the skew is unknown.
+        l.ttl_ms = None;
+        let c = Credential::from_lease(&l, None, asked, received, at(100), 1).unwrap();
+        assert_eq!(c.clock_skew_ms(), None);
+    }
+
+    #[test]
     fn unusable_leases_are_refused() {
         let now = Instant::now();
-        let e = |l: &LeaseRecord| Credential::from_lease(l, None, now, at(100), 1).unwrap_err();
+        let e =
+            |l: &LeaseRecord| Credential::from_lease(l, None, now, now, at(100), 1).unwrap_err();
         assert!(matches!(
             e(&lease(AuthScheme::Token, None, 100, 400)),
             CredentialError::NoToken(_)
@@ -357,7 +433,7 @@ mod tests {
         assert!(matches!(e(&bad), CredentialError::Endpoint { .. }));
         // An explicit upstream makes the lease's endpoint irrelevant.
         let up = Upstream::parse("https://override").unwrap();
-        let c = Credential::from_lease(&bad, Some(&up), now, at(100), 1).unwrap();
+        let c = Credential::from_lease(&bad, Some(&up), now, now, at(100), 1).unwrap();
         assert_eq!(c.upstream(), &up);
     }
 
@@ -368,6 +444,7 @@ mod tests {
             &lease(AuthScheme::Token, Some("sekrit"), 100, 400),
             None,
             now,
+            now,
             at(100),
             1,
         )
@@ -376,6 +453,7 @@ mod tests {
         let err = Credential::from_lease(
             &lease(AuthScheme::Token, Some("sek\nrit"), 100, 400),
             None,
+            now,
             now,
             at(100),
             1,

@@ -33,6 +33,8 @@
 //! request still could not be written on a reused connection, hyper hands it back unsent
 //! and it is sent once more on a fresh connection, as the pooled client does. A request
 //! that was (maybe partly) written is never retried: its body is streamed, not kept.
+//! One that never went out (no connection could be made) is handed back with the error
+//! ([`Failed`]), so the 502 can read its body and leave the client's connection open.
 
 use std::error::Error as StdError;
 use std::future::poll_fn;
@@ -72,6 +74,16 @@ impl DedicatedError {
     }
 }
 
+/// A failed [`Dedicated::send`]: why, and the request back if none of it was sent (a
+/// refused connection, typically), so the caller can still read its body and keep the
+/// client's connection usable.
+pub struct Failed<B> {
+    /// What went wrong.
+    pub error: DedicatedError,
+    /// The request, untouched, when it never went out.
+    pub unsent: Option<Request<B>>,
+}
+
 /// The upstream connection of one client connection (empty until its first request).
 pub struct Dedicated<B> {
     slot: Mutex<Option<Held<B>>>,
@@ -106,7 +118,7 @@ where
         connector: &PlainConnector,
         authority: &Authority,
         mut request: Request<B>,
-    ) -> Result<Response<Incoming>, DedicatedError> {
+    ) -> Result<Response<Incoming>, Failed<B>> {
         let mut reusable = self
             .take()
             .filter(|held| held.authority == *authority && !held.sender.is_closed());
@@ -114,9 +126,17 @@ where
             let reused = reusable.is_some();
             let mut held = match reusable.take() {
                 Some(held) => held,
-                None => Held {
-                    authority: authority.clone(),
-                    sender: connect(connector, authority).await?,
+                None => match connect(connector, authority).await {
+                    Ok(sender) => Held {
+                        authority: authority.clone(),
+                        sender,
+                    },
+                    Err(error) => {
+                        return Err(Failed {
+                            error,
+                            unsent: Some(request),
+                        });
+                    }
                 },
             };
             // Waits for the previous response's body to finish; fails if the upstream
@@ -126,7 +146,10 @@ where
                     debug!(%error, "upstream connection closed while idle; reconnecting");
                     continue;
                 }
-                return Err(DedicatedError::Request(error));
+                return Err(Failed {
+                    error: DedicatedError::Request(error),
+                    unsent: Some(request),
+                });
             }
             match held.sender.try_send_request(request).await {
                 Ok(response) => {
@@ -139,7 +162,12 @@ where
                         debug!(error = %error.error(), "upstream connection closed before the request went out; reconnecting");
                         request = unsent;
                     }
-                    _ => return Err(DedicatedError::Request(error.into_error())),
+                    unsent => {
+                        return Err(Failed {
+                            error: DedicatedError::Request(error.into_error()),
+                            unsent,
+                        });
+                    }
                 },
             }
         }
@@ -257,7 +285,10 @@ mod tests {
             .header(HOST, authority.as_str())
             .body(Full::new(Bytes::new()))
             .unwrap();
-        let response = dedicated.send(&connector, authority, request).await?;
+        let response = dedicated
+            .send(&connector, authority, request)
+            .await
+            .map_err(|failed| failed.error)?;
         assert_eq!(response.status(), StatusCode::OK);
         let body = response.into_body().collect().await.unwrap().to_bytes();
         Ok(String::from_utf8(body.to_vec()).unwrap())

@@ -13,12 +13,16 @@
 //! - `refresher.rs`: the loop that renews, backs off and reacts to 401s;
 //!   `warmup.rs`: one request with a new InfluxDB 1.x credential before it is installed.
 //! - [`upstream`] and `rewrite.rs`: pure URL mapping and header/query rewriting.
-//! - `forward.rs`: the request path; `responses.rs`: the proxy's own InfluxDB-style errors.
+//! - `browser.rs`: which `Host` and `Origin` may reach the lease (web pages may not).
+//! - `forward.rs`: the request path; `responses.rs`: the proxy's own InfluxDB-style errors;
+//!   `drain.rs`: leaving the connection usable after them; `timed_body.rs`: a request
+//!   body that fails when the client stops sending it.
 //! - `dedicated.rs`: each client connection's own upstream HTTP/1 connection, the fast
 //!   path to plain `http://` upstreams.
 //! - `connector.rs` and `tls.rs`: connecting upstream, the pooled HTTP/1.1 + HTTP/2
 //!   client (TLS upstreams, HTTP/2 clients) and its trust roots.
-//! - `server.rs`: accept loops, connection limit, graceful drain; `admin.rs`: probes and
+//! - `server.rs`: accept loops, connection limit, graceful drain; `lobby.rs`: where new
+//!   connections wait for their first byte; `idle.rs`: closing quiet connections; `admin.rs`: probes and
 //!   metrics; [`metrics`]: lock-free counters rendered for Prometheus.
 //! - [`proxy`]: wiring it all under one shutdown token.
 //!
@@ -48,13 +52,17 @@
 #![warn(missing_docs)]
 
 mod admin;
+pub mod browser;
 pub mod config;
 mod connector;
 pub mod control_source;
 pub mod credential;
 mod dedicated;
+mod drain;
 mod forward;
+mod idle;
 mod liveness;
+mod lobby;
 pub mod metrics;
 pub mod proxy;
 mod refresher;
@@ -64,6 +72,7 @@ pub mod schedule;
 mod server;
 pub mod source;
 mod store;
+mod timed_body;
 mod tls;
 pub mod upstream;
 mod warmup;

@@ -83,6 +83,7 @@ pub fn start<S: LeaseSource>(
         config,
         upstream,
         tls,
+        browser,
     } = config;
 
     let store = Arc::new(CredentialStore::new());
@@ -95,6 +96,8 @@ pub fn start<S: LeaseSource>(
         plain: connector::plain_connector(config.upstream_connect_timeout),
         metrics: Arc::clone(&metrics),
         liveness: Arc::default(),
+        browser,
+        body_read_timeout: config.body_read_timeout,
     });
     let ready = store.subscribe_ready();
     let builder = Arc::new(http_builder(&config));
@@ -113,6 +116,8 @@ pub fn start<S: LeaseSource>(
             builder: Arc::clone(&builder),
             limit: Arc::new(Semaphore::new(config.max_connections)),
             metrics: Arc::clone(&metrics),
+            first_byte_timeout: config.first_byte_timeout,
+            idle_timeout: config.idle_timeout,
         }
     };
     let admin_server = {
@@ -127,6 +132,8 @@ pub fn start<S: LeaseSource>(
             builder,
             limit: Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS)),
             metrics: Arc::clone(&metrics),
+            first_byte_timeout: config.first_byte_timeout,
+            idle_timeout: config.idle_timeout,
         }
     };
     let refresher = Refresher::new(source, store, upstream, warmup, metrics);

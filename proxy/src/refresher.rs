@@ -35,6 +35,9 @@ use crate::store::CredentialStore;
 use crate::upstream::Upstream;
 use crate::warmup::Warmup;
 
+/// A difference between our wall clock and the control's worth a warning.
+pub const CLOCK_SKEW_WARN: Duration = Duration::from_secs(5);
+
 /// Least time between two renewals forced by upstream 401s.
 pub const FORCED_RENEWAL_MIN_GAP: Duration = Duration::from_secs(5);
 
@@ -86,13 +89,16 @@ impl<S: LeaseSource> Refresher<S> {
     /// Runs until `shutdown` is cancelled.
     pub async fn run(mut self, shutdown: CancellationToken) {
         loop {
-            self.store.set_next_attempt(Instant::now());
+            // At or before the moment the request goes out (a reconnect comes first), so
+            // a lifetime counted from here ends no later than the control's.
+            let asked = Instant::now();
+            self.store.set_next_attempt(asked);
             let fetched = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return,
                 fetched = self.source.fetch() => fetched,
             };
-            let next = match self.build(fetched) {
+            let next = match self.build(asked, fetched) {
                 Ok(credential) => {
                     // Meanwhile the old credential, if any, keeps serving requests.
                     tokio::select! {
@@ -111,15 +117,18 @@ impl<S: LeaseSource> Refresher<S> {
         }
     }
 
-    /// Turns a fetched lease into the next credential (stamped as received now).
+    /// Turns a lease asked for at `asked` into the next credential (stamped as received
+    /// now).
     fn build(
         &self,
+        asked: Instant,
         fetched: Result<leasehold_channel::protocol::LeaseRecord, SourceError>,
     ) -> Result<Credential, AttemptError> {
         let lease = fetched?;
         let credential = Credential::from_lease(
             &lease,
             self.upstream.as_ref(),
+            asked,
             Instant::now(),
             SystemTime::now(),
             self.generation + 1,
@@ -143,8 +152,19 @@ impl<S: LeaseSource> Refresher<S> {
             expires_at = %credential.expires_at(),
             upstream = %credential.upstream(),
             renew_in = ?renew_at.saturating_duration_since(now),
+            // Both counted on the monotonic clock from when the lease arrived.
+            lifetime = ?credential.valid_until().saturating_duration_since(credential.received()),
+            renew_after = ?renew_at.saturating_duration_since(credential.received()),
             "lease installed"
         );
+        if let Some(skew_ms) = credential.clock_skew_ms()
+            && skew_ms.unsigned_abs() >= CLOCK_SKEW_WARN.as_millis() as u64
+        {
+            warn!(
+                skew_ms,
+                "this host's clock differs from the control's (positive: ours is ahead); leases are timed on the monotonic clock and stay valid, but fix the clock (NTP) for readable logs and timestamps"
+            );
+        }
         self.metrics.lease_installed(credential.expires_at().0);
         self.store.install(Arc::new(credential));
         renew_at
@@ -257,6 +277,7 @@ mod tests {
                     .endpoint
                     .clone()
                     .unwrap_or_else(|| "http://127.0.0.1:1".into()),
+                ttl_ms: Some(100_000),
             })
         }
     }

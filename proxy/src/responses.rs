@@ -5,7 +5,10 @@
 //! (validated to have no user-info) and transport errors (which never see headers).
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::header::{
+    ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
+    ACCESS_CONTROL_MAX_AGE, CONTENT_TYPE, RETRY_AFTER, VARY,
+};
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
@@ -23,6 +26,8 @@ pub enum ErrorCode {
     Internal,
     /// The request cannot be forwarded.
     Invalid,
+    /// The request is refused (a web page, an unknown `Host`).
+    Forbidden,
 }
 
 impl ErrorCode {
@@ -31,6 +36,7 @@ impl ErrorCode {
             Self::Unavailable => "unavailable",
             Self::Internal => "internal error",
             Self::Invalid => "invalid",
+            Self::Forbidden => "forbidden",
         }
     }
 }
@@ -67,6 +73,40 @@ pub fn no_credential(retry_after_secs: u64) -> Response<ProxyBody> {
     response
         .headers_mut()
         .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    response
+}
+
+/// `403` for a request from a web page or to an unknown `Host` (see `browser.rs`).
+pub fn forbidden(message: &str) -> Response<ProxyBody> {
+    error(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
+}
+
+/// The answer to a CORS preflight from an allow-listed `origin`: the methods InfluxDB's
+/// API uses, and the request headers the page asked for.
+pub fn preflight(
+    origin: HeaderValue,
+    request_headers: Option<HeaderValue>,
+    private_network: bool,
+) -> Response<ProxyBody> {
+    let mut response = Response::new(Either::Right(Full::new(Bytes::new())));
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    let headers = response.headers_mut();
+    headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    headers.insert(
+        ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, HEAD, POST, DELETE, OPTIONS"),
+    );
+    if let Some(requested) = request_headers {
+        headers.insert(ACCESS_CONTROL_ALLOW_HEADERS, requested);
+    }
+    if private_network {
+        headers.insert(
+            "access-control-allow-private-network",
+            HeaderValue::from_static("true"),
+        );
+    }
+    headers.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    headers.insert(VARY, HeaderValue::from_static("Origin"));
     response
 }
 

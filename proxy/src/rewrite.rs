@@ -39,26 +39,33 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 /// the HTTP client to set): every HTTP/1.1 request has one, and replacing it costs one
 /// map operation where removing it first would cost two.
 pub fn prepare_request_headers(headers: &mut HeaderMap) {
-    strip(headers, &[AUTHORIZATION, EXPECT]);
+    strip(headers, &[AUTHORIZATION, EXPECT], false);
 }
 
-/// Prepares an upstream response's headers for the client: hop-by-hop headers go,
-/// everything else (status-related headers such as `Retry-After` included) stays.
-pub fn prepare_response_headers(headers: &mut HeaderMap) {
-    strip(headers, &[]);
+/// Prepares an upstream response's headers for the client: hop-by-hop headers go, and
+/// `Access-Control-*` unless `keep_cors` (the request came from an allow-listed origin:
+/// InfluxDB 1.x grants CORS to any `Origin`, see `browser.rs`); everything else
+/// (status-related headers such as `Retry-After` included) stays.
+pub fn prepare_response_headers(headers: &mut HeaderMap, keep_cors: bool) {
+    strip(headers, &[], !keep_cors);
 }
 
-/// Removes `Connection`, every header it names, the fixed hop-by-hop set and `also`.
+/// Removes `Connection`, every header it names, the fixed hop-by-hop set and `also`,
+/// and `Access-Control-*` when `cors` is set.
 ///
 /// This runs twice per proxied request, so it walks the names present once and removes
 /// only those it finds: `HeaderMap::remove` hashes its argument even for an absent name,
 /// and removing the dozen candidates one by one was 8% of the proxy's instructions per
 /// small write.
-fn strip(headers: &mut HeaderMap, also: &[HeaderName]) {
+fn strip(headers: &mut HeaderMap, also: &[HeaderName], cors: bool) {
     // Allocates only when there is something to remove, which a typical write lacks.
     let mut doomed: Vec<HeaderName> = Vec::new();
     for name in headers.keys() {
-        if *name == CONNECTION || is_hop_by_hop(name) || also.contains(name) {
+        if *name == CONNECTION
+            || is_hop_by_hop(name)
+            || also.contains(name)
+            || (cors && name.as_str().starts_with("access-control-"))
+        {
             doomed.push(name.clone());
         }
     }
@@ -101,22 +108,29 @@ fn is_builtin_token(token: &str) -> bool {
 /// `None` when it has none, so the caller can keep the original without allocating.
 ///
 /// Keys are matched as InfluxDB (Go's `url.ParseQuery`) would decode them, so the
-/// percent-encoded spellings `%75` and `%70` are removed too.
+/// percent-encoded spellings `%75` and `%70` are removed too. Pairs are split on `;` as
+/// well as `&`: Go before 1.17 (older InfluxDB builds) treats both as separators, so a
+/// `db=x;u=me` must lose its `u` as surely as `db=x&u=me`. Kept pairs keep the separator
+/// that preceded them.
 pub fn strip_credential_params(query: &str) -> Option<String> {
-    if !query.split('&').any(is_credential_param) {
+    if !query_pairs(query).any(is_credential_param) {
         return None;
     }
     let mut out = String::with_capacity(query.len());
-    for pair in query
-        .split('&')
-        .filter(|p| !p.is_empty() && !is_credential_param(p))
-    {
+    for pair in query_pairs(query).filter(|p| !p.is_empty() && !is_credential_param(p)) {
         if !out.is_empty() {
-            out.push('&');
+            // The byte before a pair that is not the first is its separator.
+            let start = pair.as_ptr() as usize - query.as_ptr() as usize;
+            out.push_str(&query[start - 1..start]);
         }
         out.push_str(pair);
     }
     Some(out)
+}
+
+/// The `key=value` pairs of a query, split on `&` and `;`.
+fn query_pairs(query: &str) -> impl Iterator<Item = &str> {
+    query.split(['&', ';'])
 }
 
 fn is_credential_param(pair: &str) -> bool {
@@ -159,6 +173,23 @@ mod tests {
     }
 
     #[test]
+    fn semicolons_separate_pairs_like_ampersands() {
+        assert_eq!(strip_credential_params("db=x;rp=y"), None);
+        assert_eq!(
+            strip_credential_params("db=x;u=me;p=pw").as_deref(),
+            Some("db=x")
+        );
+        assert_eq!(
+            strip_credential_params("u=me;db=x&p=pw;rp=y").as_deref(),
+            Some("db=x;rp=y")
+        );
+        assert_eq!(
+            strip_credential_params("q=select;%70=pw").as_deref(),
+            Some("q=select")
+        );
+    }
+
+    #[test]
     fn request_headers_lose_credentials_and_hop_by_hop() {
         let mut h = HeaderMap::new();
         h.insert(AUTHORIZATION, HeaderValue::from_static("Token client"));
@@ -183,21 +214,47 @@ mod tests {
         h.insert("retry-after", HeaderValue::from_static("30"));
         h.insert(CONNECTION, HeaderValue::from_static("close"));
         h.insert("content-encoding", HeaderValue::from_static("gzip"));
-        prepare_response_headers(&mut h);
+        prepare_response_headers(&mut h, false);
         assert_eq!(h.len(), 2);
         assert_eq!(h["retry-after"], "30");
     }
 
+    #[test]
+    fn cors_headers_go_unless_the_origin_was_allowed() {
+        let cors = || {
+            let mut h = HeaderMap::new();
+            h.insert(
+                "access-control-allow-origin",
+                HeaderValue::from_static("https://evil.example"),
+            );
+            h.insert(
+                "access-control-expose-headers",
+                HeaderValue::from_static("Date"),
+            );
+            h.insert("content-type", HeaderValue::from_static("application/json"));
+            h
+        };
+        let mut h = cors();
+        prepare_response_headers(&mut h, false);
+        assert_eq!(
+            h.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["content-type"]
+        );
+        let mut h = cors();
+        prepare_response_headers(&mut h, true);
+        assert_eq!(h.len(), 3);
+    }
+
     proptest! {
         #[test]
-        fn stripped_queries_never_hold_credentials(pairs in proptest::collection::vec(("[a-z%0-9]{0,3}", "[a-z0-9]{0,3}"), 0..8)) {
-            let query = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
+        fn stripped_queries_never_hold_credentials(pairs in proptest::collection::vec(("[a-z%0-9]{0,3}", "[a-z0-9]{0,3}", "[&;]"), 0..8)) {
+            let query: String = pairs.iter().map(|(k, v, sep)| format!("{k}={v}{sep}")).collect();
             let out = strip_credential_params(&query);
             let kept = out.as_deref().unwrap_or(&query);
-            prop_assert!(!kept.split('&').any(is_credential_param));
+            prop_assert!(!query_pairs(kept).any(is_credential_param));
             // Non-credential pairs keep their order.
-            let expected: Vec<_> = query.split('&').filter(|p| !p.is_empty() && !is_credential_param(p)).collect();
-            let got: Vec<_> = kept.split('&').filter(|p| !p.is_empty()).collect();
+            let expected: Vec<_> = query_pairs(&query).filter(|p| !p.is_empty() && !is_credential_param(p)).collect();
+            let got: Vec<_> = query_pairs(kept).filter(|p| !p.is_empty()).collect();
             prop_assert_eq!(expected, got);
         }
     }

@@ -7,11 +7,18 @@
 //! — hyper's `graceful_shutdown`), and the caller waits for the tracker within the grace
 //! period before cancelling `deadline`, which closes whatever is left.
 //!
-//! **Limits.** A semaphore caps concurrent connections; a connection over the cap is
-//! closed at once with a warning, rather than queued, so an overloaded sidecar fails
-//! fast and visibly. Request heads are bounded by hyper's read buffer (`max_buf_size`:
-//! oversized heads get `431`) and must arrive within the header read timeout. The same
-//! buffer size sets how much of a large body moves per read (see `Config`).
+//! **Limits.** A new connection first waits for its first byte in the lobby
+//! (`lobby.rs`), outside the connection limit, for at most the first-byte timeout; a
+//! full lobby lets its longest waiter go. Then a semaphore caps concurrent connections;
+//! a connection over the cap is closed at once with a warning, rather than queued, so an
+//! overloaded sidecar fails fast and visibly. Request heads are bounded by hyper's read
+//! buffer (`max_buf_size`: oversized heads get `431`) and must arrive within the header
+//! read timeout. The same buffer size sets how much of a large body moves per read (see
+//! `Config`).
+//!
+//! **Quiet connections.** A connection that moves no byte for the idle timeout is
+//! closed gracefully (`idle.rs`); HTTP/2 connections are pinged while quiet and closed
+//! when a ping goes unanswered; request bodies must keep coming (`timed_body.rs`).
 
 use std::convert::Infallible;
 use std::error::Error as StdError;
@@ -23,14 +30,20 @@ use hyper::body::{Body, Incoming};
 use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, debug_span, warn};
 
 use crate::config::Config;
+use crate::idle::{Activity, Tracked};
+use crate::lobby::Lobby;
 use crate::metrics::Metrics;
+
+/// Least time between two warnings that silent connections are being evicted.
+const EVICTION_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
@@ -46,6 +59,8 @@ pub fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
     builder
         .http2()
         .timer(TokioTimer::new())
+        .keep_alive_interval(config.http2_keepalive_interval)
+        .keep_alive_timeout(config.http2_keepalive_timeout)
         .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
     builder
 }
@@ -67,6 +82,10 @@ pub struct Server<F> {
     pub limit: Arc<Semaphore>,
     /// Where refused connections are counted.
     pub metrics: Arc<Metrics>,
+    /// How long a new connection may take to send its first byte.
+    pub first_byte_timeout: Duration,
+    /// How long a connection may move no byte before it is closed gracefully.
+    pub idle_timeout: Duration,
 }
 
 impl<F, S, B> Server<F>
@@ -90,6 +109,9 @@ where
         deadline: CancellationToken,
     ) {
         let capacity = self.limit.available_permits();
+        // As many may wait for their first byte as may be served.
+        let mut lobby = Lobby::new(capacity);
+        let mut last_eviction_warning: Option<Instant> = None;
         loop {
             let (stream, peer) = tokio::select! {
                 biased;
@@ -105,43 +127,119 @@ where
                     }
                 },
             };
-            let Ok(permit) = Arc::clone(&self.limit).try_acquire_owned() else {
-                warn!(listener = self.name, %peer, limit = capacity, "connection limit reached; closing the new connection");
-                self.metrics.connection_rejected();
-                drop(stream);
-                continue;
+            let Some((seat, evicted)) = lobby.admit(&shutdown).await else {
+                break;
             };
+            if evicted {
+                // Visible, but once per interval: under a flood this fires per accept.
+                let now = Instant::now();
+                if last_eviction_warning.is_none_or(|at| now - at >= EVICTION_WARNING_INTERVAL) {
+                    last_eviction_warning = Some(now);
+                    warn!(
+                        listener = self.name,
+                        waiting = capacity,
+                        "too many connections waiting for their first byte; closing the longest-waiting ones"
+                    );
+                }
+            }
             let _ = stream.set_nodelay(true);
             let builder = Arc::clone(&self.builder);
+            let limit = Arc::clone(&self.limit);
+            let metrics = Arc::clone(&self.metrics);
             let service = (self.new_service)();
             let shutdown = shutdown.clone();
             let deadline = deadline.clone();
+            let (name, first_byte_timeout, idle_timeout) =
+                (self.name, self.first_byte_timeout, self.idle_timeout);
             let span = debug_span!("conn", listener = self.name, %peer);
             tracker.spawn(
                 async move {
-                    let _permit = permit;
-                    let connection = builder.serve_connection(TokioIo::new(stream), service);
-                    tokio::pin!(connection);
-                    let result = tokio::select! {
-                        result = connection.as_mut() => result,
-                        () = shutdown.cancelled() => {
-                            connection.as_mut().graceful_shutdown();
-                            tokio::select! {
-                                result = connection.as_mut() => result,
-                                () = deadline.cancelled() => {
-                                    debug!("closed at the shutdown deadline");
-                                    return;
-                                }
-                            }
+                    let mut first = [0u8; 1];
+                    let spoke = tokio::select! {
+                        biased;
+                        () = seat.evicted.cancelled() => {
+                            debug!("closed: the lobby was full and it had waited longest for a first byte");
+                            return;
                         }
+                        () = shutdown.cancelled() => return,
+                        peeked = tokio::time::timeout(first_byte_timeout, stream.peek(&mut first)) => peeked,
                     };
-                    if let Err(error) = result {
-                        debug!(%error, "connection ended with an error");
+                    // Out of the lobby: the seat is free and the entry stale.
+                    seat.evicted.cancel();
+                    drop(seat.permit);
+                    match spoke {
+                        Ok(Ok(n)) if n > 0 => {}
+                        Ok(Ok(_)) => return,
+                        Ok(Err(error)) => {
+                            debug!(%error, "connection failed before its first byte");
+                            return;
+                        }
+                        Err(_) => {
+                            debug!(timeout = ?first_byte_timeout, "no first byte in time; closing");
+                            return;
+                        }
                     }
+                    let Ok(_permit) = limit.try_acquire_owned() else {
+                        warn!(listener = name, %peer, limit = capacity, "connection limit reached; closing the new connection");
+                        metrics.connection_rejected();
+                        return;
+                    };
+                    serve(builder, stream, service, idle_timeout, shutdown, deadline).await;
                 }
                 .instrument(span),
             );
         }
         debug!(listener = self.name, "stopped accepting");
+    }
+}
+
+/// Serves one connection until it ends, goes quiet for `idle_timeout` (then gracefully),
+/// or shutdown (gracefully, then by force at `deadline`).
+async fn serve<S, B>(
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    stream: TcpStream,
+    service: S,
+    idle_timeout: Duration,
+    shutdown: CancellationToken,
+    deadline: CancellationToken,
+) where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let activity = Activity::new();
+    let io = TokioIo::new(Tracked::new(stream, activity.clone()));
+    let connection = builder.serve_connection(io, service);
+    tokio::pin!(connection);
+    // `closing`: graceful shutdown asked; `stopping`: for the proxy's shutdown.
+    let (mut closing, mut stopping) = (false, false);
+    let result = loop {
+        tokio::select! {
+            result = connection.as_mut() => break result,
+            () = shutdown.cancelled(), if !stopping => {
+                stopping = true;
+                if !closing {
+                    closing = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+            () = deadline.cancelled(), if stopping => {
+                debug!("closed at the shutdown deadline");
+                return;
+            }
+            () = activity.quiet_for(idle_timeout), if !closing => {
+                debug!(timeout = ?idle_timeout, "connection idle; closing it");
+                closing = true;
+                connection.as_mut().graceful_shutdown();
+            }
+        }
+    };
+    if let Err(error) = result {
+        debug!(%error, "connection ended with an error");
     }
 }

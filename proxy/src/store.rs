@@ -149,8 +149,11 @@ mod tests {
             status: LeaseStatus::Active,
             auth_scheme: AuthScheme::Token,
             endpoint_url: "http://h".into(),
+            ttl_ms: None,
         };
-        Arc::new(Credential::from_lease(&lease, None, now, SystemTime::now(), generation).unwrap())
+        Arc::new(
+            Credential::from_lease(&lease, None, now, now, SystemTime::now(), generation).unwrap(),
+        )
     }
 
     #[test]

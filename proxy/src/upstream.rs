@@ -47,10 +47,19 @@ pub struct Upstream {
     host: HeaderValue,
 }
 
-/// A request path that cannot be forwarded (not origin-form).
+/// A request target that cannot be forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the request target must be a path starting with `/`")]
-pub struct TargetError;
+#[non_exhaustive]
+pub enum TargetError {
+    /// Not origin-form (`*`, or no leading `/`).
+    #[error("the request target must be a path starting with `/`")]
+    NotOriginForm,
+    /// A `.` or `..` segment (also percent-encoded) under the upstream's base path: the
+    /// upstream or a proxy in front of it may resolve it out of the base path, with the
+    /// lease attached.
+    #[error("the request path must not contain `.` or `..` segments")]
+    DotSegment,
+}
 
 impl Upstream {
     /// Parses and validates a base URL.
@@ -124,13 +133,17 @@ impl Upstream {
         parts.scheme = Some(self.scheme.clone());
         parts.authority = Some(self.authority.clone());
         parts.path_and_query = Some(path);
-        Uri::from_parts(parts).map_err(|_| TargetError)
+        Uri::from_parts(parts).map_err(|_| TargetError::NotOriginForm)
     }
 
     fn map_path(&self, pq: PathAndQuery) -> Result<PathAndQuery, TargetError> {
         let path = pq.path();
         if !path.starts_with('/') {
-            return Err(TargetError);
+            return Err(TargetError::NotOriginForm);
+        }
+        // Only a base path can be escaped; without one the scan is skipped.
+        if self.base_path.is_some() && has_dot_segment(path) {
+            return Err(TargetError::DotSegment);
         }
         let stripped = pq.query().and_then(rewrite::strip_credential_params);
         if self.base_path.is_none() && stripped.is_none() {
@@ -148,8 +161,47 @@ impl Upstream {
             out.push('?');
             out.push_str(query);
         }
-        PathAndQuery::from_maybe_shared(Bytes::from(out)).map_err(|_| TargetError)
+        PathAndQuery::from_maybe_shared(Bytes::from(out)).map_err(|_| TargetError::NotOriginForm)
     }
+}
+
+/// Whether `path` has a segment that is `.` or `..` once percent-decoded, splitting on
+/// `/`, `\\` and their encoded forms too (servers differ in what they decode before
+/// resolving, so the strictest reading is the safe one). No allocation: one pass over
+/// the bytes, counting the dots of the current segment.
+fn has_dot_segment(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    // Dots in the current segment, or `None` once it holds anything else.
+    let mut dots = Some(0u8);
+    let mut i = 0;
+    while i < bytes.len() {
+        let (unit, width) = match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                match (
+                    bytes[i + 1].to_ascii_lowercase(),
+                    bytes[i + 2].to_ascii_lowercase(),
+                ) {
+                    (b'2', b'e') => (b'.', 3),
+                    (b'2', b'f') | (b'5', b'c') => (b'/', 3),
+                    _ => (b'%', 1),
+                }
+            }
+            b'\\' => (b'/', 1),
+            other => (other, 1),
+        };
+        match unit {
+            b'/' => {
+                if matches!(dots, Some(1 | 2)) {
+                    return true;
+                }
+                dots = Some(0);
+            }
+            b'.' => dots = dots.map(|n| n.saturating_add(1)),
+            _ => dots = None,
+        }
+        i += width;
+    }
+    matches!(dots, Some(1 | 2))
 }
 
 /// The `Host` value for `authority`: without the port when it is the scheme's default.
@@ -254,7 +306,7 @@ mod tests {
         assert_eq!(up.target_uri(None).unwrap().to_string(), "http://h/");
         assert_eq!(
             up.target_uri(Some(PathAndQuery::from_static("*"))),
-            Err(TargetError)
+            Err(TargetError::NotOriginForm)
         );
     }
 
@@ -275,6 +327,52 @@ mod tests {
             .unwrap();
         assert_eq!(path.as_str(), "/base/write?db=x");
         assert_eq!(Uri::from(path).to_string(), "/base/write?db=x");
+    }
+
+    #[test]
+    fn dot_segments_under_a_base_path_are_refused() {
+        let up = Upstream::parse("http://h/influx").unwrap();
+        for bad in [
+            "/../admin",
+            "/a/../../x",
+            "/./write",
+            "/..",
+            "/.",
+            "/%2e%2e/x",
+            "/%2E%2e/x",
+            "/.%2e/x",
+            "/%2e./x",
+            "/%2e/x",
+            "/a/..%2fb",
+            "/a/%2e%2e%2fsecret",
+            "/a\\..\\b",
+            "/a/..%5cb",
+            "/..?db=x",
+        ] {
+            assert_eq!(
+                up.target_path(Some(bad.parse().unwrap())),
+                Err(TargetError::DotSegment),
+                "{bad}"
+            );
+        }
+        for good in [
+            "/write",
+            "/a.b/c",
+            "/...",
+            "/a/.x",
+            "/x..",
+            "/%2e%2e%2e",
+            "/%2",
+            "/%",
+        ] {
+            assert!(
+                up.target_path(Some(good.parse().unwrap())).is_ok(),
+                "{good}"
+            );
+        }
+        // Without a base path there is nothing to escape: forwarded as given.
+        let root = Upstream::parse("http://h").unwrap();
+        assert!(root.target_path(Some("/../x".parse().unwrap())).is_ok());
     }
 
     #[test]

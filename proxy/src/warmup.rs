@@ -163,8 +163,17 @@ mod tests {
             status: LeaseStatus::Active,
             auth_scheme: scheme,
             endpoint_url: endpoint.into(),
+            ttl_ms: None,
         };
-        Credential::from_lease(&lease, None, Instant::now(), SystemTime::now(), 1).unwrap()
+        Credential::from_lease(
+            &lease,
+            None,
+            Instant::now(),
+            Instant::now(),
+            SystemTime::now(),
+            1,
+        )
+        .unwrap()
     }
 
     fn warmup(timeout: Duration) -> Warmup {

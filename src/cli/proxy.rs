@@ -59,6 +59,44 @@ pub struct ProxyArgs {
     /// with port 0) to this file.
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
+    /// How long a new connection may take to send its first byte.
+    #[arg(long, default_value = "10s", value_parser = duration_secs, value_name = "DURATION")]
+    pub first_byte_timeout: u64,
+    /// How long a request head may take; for HTTP/1 it also runs while a kept-alive
+    /// connection waits for its next request.
+    #[arg(long, default_value = "30s", value_parser = duration_secs, value_name = "DURATION")]
+    pub header_read_timeout: u64,
+    /// Close a connection that has moved no byte for this long (after the request in
+    /// flight, if any).
+    #[arg(long, default_value = "60s", value_parser = duration_secs, value_name = "DURATION")]
+    pub idle_timeout: u64,
+    /// Longest wait for the next part of a request body.
+    #[arg(long, default_value = "30s", value_parser = duration_secs, value_name = "DURATION")]
+    pub body_read_timeout: u64,
+    /// How often a quiet HTTP/2 client connection is pinged.
+    #[arg(long, default_value = "20s", value_parser = duration_secs, value_name = "DURATION")]
+    pub http2_keepalive_interval: u64,
+    /// How long an HTTP/2 ping may go unanswered before the connection is closed.
+    #[arg(long, default_value = "20s", value_parser = duration_secs, value_name = "DURATION")]
+    pub http2_keepalive_timeout: u64,
+    /// A web origin (scheme://host[:port]) whose pages may use the proxy; requests from
+    /// any other page are refused with 403. Repeatable.
+    #[arg(
+        long,
+        env = "LEASEHOLD_ALLOW_ORIGIN",
+        value_delimiter = ',',
+        value_name = "ORIGIN"
+    )]
+    pub allow_origin: Vec<String>,
+    /// A host name or address clients may use in `Host` besides loopback and the listen
+    /// address (e.g. a pod or service name). Repeatable.
+    #[arg(
+        long,
+        env = "LEASEHOLD_ALLOW_HOST",
+        value_delimiter = ',',
+        value_name = "HOST"
+    )]
+    pub allow_host: Vec<String>,
 }
 
 /// `health` flags.
@@ -98,6 +136,14 @@ pub async fn run(home: &Home, args: ProxyArgs) -> anyhow::Result<()> {
         ca_file: args.ca_file,
         max_connections: args.max_connections,
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
+        first_byte_timeout: Duration::from_secs(args.first_byte_timeout),
+        header_read_timeout: Duration::from_secs(args.header_read_timeout),
+        idle_timeout: Duration::from_secs(args.idle_timeout),
+        body_read_timeout: Duration::from_secs(args.body_read_timeout),
+        http2_keepalive_interval: Duration::from_secs(args.http2_keepalive_interval),
+        http2_keepalive_timeout: Duration::from_secs(args.http2_keepalive_timeout),
+        allow_origins: args.allow_origin,
+        allow_hosts: args.allow_host,
         ..Config::default()
     }
     .validate()

@@ -3,11 +3,15 @@
 //! link) for all of them; each module is one concern.
 
 mod admin;
+mod browser;
 mod forwarding;
 mod limits;
+mod own_answers;
+mod paths;
 mod renewal;
 mod shutdown;
 mod support;
+mod timeouts;
 mod tls;
 mod upstream_failure;
 mod warmup;

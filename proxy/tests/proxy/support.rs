@@ -127,6 +127,13 @@ impl LeaseSource for FakeSource {
             status: LeaseStatus::Active,
             auth_scheme: self.state.scheme,
             endpoint_url: self.state.endpoint.lock().unwrap().clone(),
+            // As the control states it: what is left of the lease as it answers.
+            ttl_ms: Some(
+                expires_at
+                    .to_system()
+                    .duration_since(std::time::SystemTime::now())
+                    .map_or(0, |left| left.as_millis() as u64),
+            ),
         })
     }
 }
