@@ -9,6 +9,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::service::service_fn;
 use tokio::net::TcpListener;
@@ -138,15 +139,16 @@ pub fn start<S: LeaseSource>(
         let deadline = CancellationToken::new();
         let alive = shared.liveness.guard(shutdown.clone());
         let refresher_shutdown = shutdown.clone();
-        tracker.spawn(async move {
+        let refresher = tracker.spawn(async move {
             let _alive = alive;
-            refresher.run(refresher_shutdown).await;
+            refresher.run_and_hand_back(refresher_shutdown).await
         });
         tracker.spawn(admin_server.run(tracker.clone(), shutdown.clone(), deadline.clone()));
         proxy_server
             .run(tracker.clone(), shutdown.clone(), deadline.clone())
             .await;
         tracker.close();
+        let stopping = tokio::time::Instant::now();
         info!(in_flight = tracker.len(), grace = ?grace, "shutting down: draining connections");
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
             warn!(
@@ -155,6 +157,11 @@ pub fn start<S: LeaseSource>(
             );
             deadline.cancel();
             tracker.wait().await;
+        }
+        // Only now, with no request left that could use them.
+        if let Ok((source, held)) = refresher.await {
+            let left = grace.saturating_sub(stopping.elapsed());
+            release_leases(source, held, left.max(RELEASE_MIN)).await;
         }
         drop(shared);
         info!("proxy stopped");
@@ -165,6 +172,29 @@ pub fn start<S: LeaseSource>(
         ready,
         task,
     })
+}
+
+/// Least time given to revoking the held leases at shutdown, even when draining used
+/// the whole grace period (the CLI's watchdog allows a few seconds past it).
+const RELEASE_MIN: Duration = Duration::from_secs(1);
+
+/// Revokes the leases still held, within `budget`: a scaled-down sidecar leaves no
+/// live credential behind. Best effort: a lease not revoked ends at its expiry.
+async fn release_leases<S: LeaseSource>(mut source: S, held: Vec<String>, budget: Duration) {
+    if held.is_empty() {
+        return;
+    }
+    match tokio::time::timeout(budget, source.release(&held)).await {
+        Ok(Ok(())) => info!(leases = held.len(), "revoked the leases held"),
+        Ok(Err(error)) => {
+            warn!(%error, leases = held.len(), "could not revoke the leases held; they end at their expiry")
+        }
+        Err(_) => warn!(
+            budget = ?budget,
+            leases = held.len(),
+            "revoking the leases held took too long; they end at their expiry"
+        ),
+    }
 }
 
 /// Binds the configured addresses and runs the proxy until `shutdown` is cancelled.

@@ -176,6 +176,8 @@ pub struct Influxd {
     rpc_port: u16,
     url: String,
     admin_password: String,
+    /// Serving HTTPS with a test CA's certificate (`server.pem`, `server.key`).
+    https: bool,
     client: reqwest::Client,
     config_path: PathBuf,
     log_path: PathBuf,
@@ -205,8 +207,18 @@ impl Influxd {
     /// Starts a fresh `influxd` in a temporary directory, creates the admin user
     /// ([`ADMIN_USER`], random password) and the database [`TELEMETRY_DB`].
     pub async fn start() -> Result<Self, InfluxdError> {
+        Self::start_with(None).await
+    }
+
+    /// [`Influxd::start`], serving HTTPS (`[http] https-enabled`) with the server
+    /// certificate of `ca`; the harness's own client trusts `ca`, nothing else does.
+    pub async fn start_https(ca: &crate::tls::TestCa) -> Result<Self, InfluxdError> {
+        Self::start_with(Some(ca)).await
+    }
+
+    async fn start_with(https: Option<&crate::tls::TestCa>) -> Result<Self, InfluxdError> {
         ensure_installed()?;
-        let mut influxd = Self::unstarted()?;
+        let mut influxd = Self::unstarted(https)?;
         let mut last_clash = String::new();
         for _ in 0..PORT_ATTEMPTS {
             let (http_port, rpc_port) = free_port_pair()?;
@@ -226,21 +238,30 @@ impl Influxd {
     }
 
     /// A harness with its directory and password but no ports and no process yet.
-    fn unstarted() -> Result<Self, InfluxdError> {
+    fn unstarted(https: Option<&crate::tls::TestCa>) -> Result<Self, InfluxdError> {
         let dir = tempfile::Builder::new()
             .prefix("leasehold-influxd-")
             .tempdir()
             .map_err(io_err("creating the influxd temp dir"))?;
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder()
             .no_proxy()
-            .timeout(REQUEST_TIMEOUT)
-            .build()?;
+            .timeout(REQUEST_TIMEOUT);
+        if let Some(ca) = https {
+            fs::write(dir.path().join("server.pem"), &ca.server_cert_pem)
+                .map_err(io_err("writing the influxd certificate"))?;
+            fs::write(dir.path().join("server.key"), &ca.server_key_pem)
+                .map_err(io_err("writing the influxd key"))?;
+            client =
+                client.add_root_certificate(reqwest::Certificate::from_pem(ca.ca_pem.as_bytes())?);
+        }
+        let client = client.build()?;
         Ok(Self {
             child: None,
             http_port: 0,
             rpc_port: 0,
             url: String::new(),
             admin_password: random_password()?,
+            https: https.is_some(),
             client,
             config_path: dir.path().join("influxd.conf"),
             log_path: dir.path().join("influxd.log"),
@@ -251,11 +272,13 @@ impl Influxd {
     fn set_ports(&mut self, http_port: u16, rpc_port: u16) -> Result<(), InfluxdError> {
         self.http_port = http_port;
         self.rpc_port = rpc_port;
-        self.url = format!("http://127.0.0.1:{http_port}");
+        let scheme = if self.https { "https" } else { "http" };
+        self.url = format!("{scheme}://127.0.0.1:{http_port}");
         self.write_config()
     }
 
-    /// The HTTP base URL, `http://127.0.0.1:PORT` (no trailing slash).
+    /// The HTTP base URL, `http://127.0.0.1:PORT` (`https://` from
+    /// [`Influxd::start_https`]; no trailing slash).
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -601,6 +624,7 @@ bind-address = "127.0.0.1:{rpc}"
   auth-enabled = true
   log-enabled = false
   pprof-enabled = false
+{https}
 
 [logging]
   format = "logfmt"
@@ -621,6 +645,15 @@ bind-address = "127.0.0.1:{rpc}"
 "#,
             rpc = self.rpc_port,
             http = self.http_port,
+            https = if self.https {
+                format!(
+                    "  https-enabled = true\n  https-certificate = {}\n  https-private-key = {}\n",
+                    path("server.pem"),
+                    path("server.key")
+                )
+            } else {
+                String::new()
+            },
             meta = path("meta"),
             data = path("data"),
             wal = path("wal"),
