@@ -830,7 +830,7 @@ mod tests {
         let squatter = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let taken = squatter.local_addr().unwrap().port();
         let (_, rpc) = free_port_pair().unwrap();
-        let mut influxd = Influxd::unstarted().unwrap();
+        let mut influxd = Influxd::unstarted(None).unwrap();
         influxd.set_ports(taken, rpc).unwrap();
         match influxd.launch().await {
             Err(LaunchFailure::PortClash(tail)) => assert!(tail.contains("address already in use")),
