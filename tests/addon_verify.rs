@@ -286,3 +286,34 @@ async fn a_private_ca_is_stored_with_the_addon_and_tls_failures_are_named() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("no PEM certificate"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_for_another_name_is_a_name_mismatch() {
+    // Valid for the address only; the add-on names the host `localhost`.
+    let ca = TestCa::for_names(&["127.0.0.1"]).unwrap();
+    let db = Influxd::start_https(&ca)
+        .await
+        .expect("a real influxd (Debian package influxdb) is required");
+    let mut env = Env::new();
+    env.init_control();
+    let _control = env.serve();
+    env.set_env("INFLUXDB_ADMIN_PASSWORD", db.admin_password());
+    let ca_file = env.home().join("ca.pem");
+    std::fs::write(&ca_file, &ca.ca_pem).unwrap();
+    let by_name = db.url().replace("127.0.0.1", "localhost");
+    let (code, stderr) = env.fails(&v1_args(
+        &by_name,
+        db.admin_user(),
+        &["--ca-file", ca_file.to_str().unwrap()],
+    ));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("name mismatch"), "{stderr}");
+    assert_eq!(addon_file(&env), None, "nothing changed");
+
+    // The same CA by the certificate's own name: verified.
+    env.ok(&v1_args(
+        db.url(),
+        db.admin_user(),
+        &["--ca-file", ca_file.to_str().unwrap()],
+    ));
+}

@@ -21,6 +21,12 @@ impl std::fmt::Debug for TestCa {
 impl TestCa {
     /// A fresh CA and server certificate.
     pub fn new() -> Result<Self, rcgen::Error> {
+        Self::for_names(&["127.0.0.1", "localhost"])
+    }
+
+    /// A fresh CA and a server certificate for `names` only (DNS names or IP
+    /// addresses), say to test a name mismatch.
+    pub fn for_names(names: &[&str]) -> Result<Self, rcgen::Error> {
         use rcgen::{
             BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
             KeyUsagePurpose,
@@ -31,7 +37,8 @@ impl TestCa {
         ca.distinguished_name
             .push(DnType::CommonName, "leasehold test CA");
         let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate()?)?;
-        let mut server = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])?;
+        let names: Vec<String> = names.iter().map(|&n| n.to_owned()).collect();
+        let mut server = CertificateParams::new(names)?;
         server
             .distinguished_name
             .push(DnType::CommonName, "leasehold test server");

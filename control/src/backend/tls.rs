@@ -35,45 +35,47 @@ pub fn tls_failure(error: &reqwest::Error) -> Option<String> {
             return Some(describe(tls));
         }
         // Some layer may hold the rustls error in a shape that does not downcast (a
-        // boxed wrapper); its words are stable: `invalid peer certificate: <Kind>`.
+        // boxed wrapper); its words are stable: `invalid peer certificate: ...`.
         let text = current.to_string();
-        if let Some(kind) = text.split("invalid peer certificate: ").nth(1) {
-            return Some(describe_certificate(kind.split([' ', '(', ',']).next()?));
+        if text.contains(CERTIFICATE_PREFIX) {
+            return Some(describe_text(&text));
         }
         next = current.source();
     }
     None
 }
 
-/// A refused certificate, by the name of its `CertificateError` variant.
-fn describe_certificate(kind: &str) -> String {
-    match kind {
-        "UnknownIssuer" => "TLS: unknown issuer: the server's certificate is not signed by \
-             a trusted CA (give the add-on the CA with --ca-file)"
-            .into(),
-        "NotValidForName" | "NotValidForNameContext" => {
-            "TLS: name mismatch: the server's certificate is not valid for the host in \
-             --endpoint-url"
-                .into()
-        }
-        "Expired" | "ExpiredContext" => "TLS: expired: the server's certificate has expired".into(),
-        "NotValidYet" | "NotValidYetContext" => {
-            "TLS: the server's certificate is not valid yet (check the clocks)".into()
-        }
-        "Revoked" => "TLS: the server's certificate is revoked".into(),
-        other => format!("TLS: the server's certificate was refused: {other}"),
-    }
-}
+/// How rustls starts the message of a refused certificate.
+const CERTIFICATE_PREFIX: &str = "invalid peer certificate: ";
 
 /// A rustls error as an operator reads it.
 pub fn describe(error: &rustls::Error) -> String {
-    match error {
-        rustls::Error::InvalidCertificate(cert) => {
-            // The variant's name (without any context fields) picks the words.
-            let debug = format!("{cert:?}");
-            describe_certificate(debug.split([' ', '(', '{']).next().unwrap_or_default())
-        }
-        other => format!("TLS: {other}"),
+    describe_text(&error.to_string())
+}
+
+/// Names the failure in rustls' message `text` (unknown issuer, name mismatch,
+/// expired) and keeps rustls' own detail, which says for example which names the
+/// certificate is valid for.
+fn describe_text(text: &str) -> String {
+    let Some(detail) = text.split(CERTIFICATE_PREFIX).nth(1) else {
+        return format!("TLS: {text}");
+    };
+    let starts = |prefixes: &[&str]| prefixes.iter().any(|p| detail.starts_with(p));
+    if starts(&["UnknownIssuer"]) {
+        "TLS: unknown issuer: the server's certificate is not signed by a trusted CA \
+         (give the add-on the CA with --ca-file)"
+            .into()
+    } else if starts(&["NotValidForName", "certificate not valid for name"]) {
+        format!(
+            "TLS: name mismatch: the server's certificate does not name the host in \
+             --endpoint-url ({detail})"
+        )
+    } else if starts(&["Expired", "certificate expired"]) {
+        format!("TLS: expired: the server's certificate has expired ({detail})")
+    } else if starts(&["NotValidYet", "certificate not valid yet"]) {
+        format!("TLS: the server's certificate is not valid yet, check the clocks ({detail})")
+    } else {
+        format!("TLS: the server's certificate was refused: {detail}")
     }
 }
 
@@ -88,9 +90,18 @@ mod tests {
         assert!(name(CertificateError::UnknownIssuer).contains("unknown issuer"));
         assert!(name(CertificateError::UnknownIssuer).contains("--ca-file"));
         assert!(name(CertificateError::NotValidForName).contains("name mismatch"));
-        assert!(name(CertificateError::Expired).contains("expired"));
-        assert!(describe_certificate("NotValidForNameContext").contains("name mismatch"));
-        assert!(describe_certificate("ExpiredContext").contains("expired"));
+        assert!(name(CertificateError::Expired).contains("TLS: expired"));
+        assert!(
+            describe_text(
+                "invalid peer certificate: certificate not valid for name \"localhost\"; \
+                 certificate is only valid for IpAddress(127.0.0.1)"
+            )
+            .contains("name mismatch")
+        );
+        assert!(
+            describe_text("invalid peer certificate: certificate expired: verification time 5")
+                .contains("TLS: expired")
+        );
     }
 
     #[test]
