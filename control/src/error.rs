@@ -103,7 +103,7 @@ impl ControlError {
             ),
             Self::Backend(BackendError::Tls(cause)) => (
                 ErrorCode::Unavailable,
-                format!("InfluxDB's TLS certificate was refused ({cause}); see the control's log"),
+                format!("InfluxDB's certificate was refused: {cause}; see the control's log"),
             ),
             Self::Backend(BackendError::CredentialRefused(_)) => (
                 ErrorCode::Internal,
