@@ -211,7 +211,7 @@ async fn a_revocation_refused_with_401_is_an_error_counted_and_retried() {
     db.query("CREATE USER operator WITH PASSWORD 'operator-pw' WITH ALL PRIVILEGES")
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let users = db.show_users().await.unwrap();
         if !users.iter().any(|(name, _)| name == user) {

@@ -6,6 +6,11 @@
 //! The proxy listener accepts from the start — before the first lease it answers 503
 //! with `Retry-After`, which InfluxDB clients retry — while [`Running::ready`] (and
 //! `/readyz`) resolve only once the first lease is installed.
+//!
+//! Each listener (the CLI's default is both loopbacks) gets its own accept loop; they
+//! share the connection limit. On shutdown, once requests drained, the leases the
+//! refresher still holds are revoked within what is left of the grace period, so a
+//! stopped sidecar leaves no live credential behind.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
