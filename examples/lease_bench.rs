@@ -70,7 +70,9 @@ async fn main() -> anyhow::Result<()> {
                 max_ttl_secs: None,
                 // One member issues every lease here: lift the per-member cap.
                 max_live_leases: Some(leasehold_control::policy::MAX_LIVE_LEASES_LIMIT),
+                ca_pem: None,
             },
+            skip_verify: false,
         })
         .await?;
 

@@ -61,6 +61,7 @@ impl InProcess {
         admin
             .call(Request::AddonConfigure {
                 addon: v2_addon(v2, Some(900), max_live_leases),
+                skip_verify: false,
             })
             .await
             .unwrap();
@@ -89,6 +90,7 @@ fn v2_addon(v2: &V2Server, max_ttl: Option<u64>, max_live_leases: Option<u32>) -
         default_ttl_secs: None,
         max_ttl_secs: max_ttl,
         max_live_leases,
+        ca_pem: None,
     }
 }
 
@@ -153,7 +155,15 @@ async fn ttls_above_the_limit_are_refused_and_nothing_is_created() {
         *default_ttl_secs = Some(31 * 86_400);
     }
     for addon in [v2_addon(&v2, Some(u64::MAX), None), too_long_default] {
-        let error = refusal(control.admin.call(Request::AddonConfigure { addon }).await);
+        let error = refusal(
+            control
+                .admin
+                .call(Request::AddonConfigure {
+                    addon,
+                    skip_verify: false,
+                })
+                .await,
+        );
         assert_eq!(error.code, ErrorCode::BadRequest);
         assert!(error.message.contains("2592000s"), "{}", error.message);
     }
@@ -256,6 +266,7 @@ async fn a_members_live_leases_are_capped_even_when_pipelined() {
         .admin
         .call(Request::AddonConfigure {
             addon: v2_addon(&v2, Some(900), Some(12)),
+            skip_verify: false,
         })
         .await
         .unwrap();
@@ -514,6 +525,7 @@ async fn a_credential_is_recorded_or_removed_whatever_fails_in_between() {
             admin,
             Request::AddonConfigure {
                 addon: v2_addon(&v2, Some(900), None),
+                skip_verify: false,
             },
         )
         .await

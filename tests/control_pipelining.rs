@@ -47,7 +47,9 @@ async fn pipelined_requests_on_one_channel_are_all_answered_by_id() {
                 default_ttl_secs: Some(600),
                 max_ttl_secs: Some(900),
                 max_live_leases: Some(64),
+                ca_pem: None,
             },
+            skip_verify: false,
         })
         .await
         .unwrap();

@@ -92,6 +92,10 @@ pub enum Request {
     AddonConfigure {
         /// The settings.
         addon: AddonConfig,
+        /// Install the settings without first checking them against InfluxDB
+        /// (reachable, admin credential accepted, the add-on's API spoken).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        skip_verify: bool,
     },
     /// Create or replace a per-attribute policy (admin).
     PolicySet {
@@ -399,6 +403,10 @@ pub enum AddonConfig {
         /// How many live leases a member may hold (the control's default when absent).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max_live_leases: Option<u32>,
+        /// PEM CA certificates trusted for a TLS endpoint besides the system roots (the
+        /// certificates themselves, so every replica of the control trusts them).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ca_pem: Option<String>,
     },
     /// InfluxDB 1.x: leases are dynamic users.
     InfluxdbV1 {
@@ -417,6 +425,10 @@ pub enum AddonConfig {
         /// How many live leases a member may hold (the control's default when absent).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max_live_leases: Option<u32>,
+        /// PEM CA certificates trusted for a TLS endpoint besides the system roots (the
+        /// certificates themselves, so every replica of the control trusts them).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ca_pem: Option<String>,
     },
 }
 
@@ -434,6 +446,13 @@ pub struct AddonSummary {
     /// How many live leases a member may hold.
     #[serde(default)]
     pub max_live_leases: u32,
+    /// The InfluxDB version found when the settings were verified; absent when the
+    /// check was skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_version: Option<String>,
+    /// Whether the add-on trusts its own CA certificates for a TLS endpoint.
+    #[serde(default)]
+    pub private_ca: bool,
 }
 
 /// What a policy grants: v2 permissions or v1 privileges.

@@ -84,6 +84,9 @@ pub struct Control<S> {
     schedule: Schedule,
     tasks: TaskTracker,
     shutdown: CancellationToken,
+    /// Revocation attempts InfluxDB refused with 401/403 (the add-on's admin
+    /// credential no longer works), since start-up.
+    revocations_refused: std::sync::atomic::AtomicU64,
 }
 
 /// A stored lease's status at `now`.
@@ -156,6 +159,7 @@ impl<S: Store> Control<S> {
             schedule,
             tasks: TaskTracker::new(),
             shutdown,
+            revocations_refused: std::sync::atomic::AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&control);
         control.tasks.spawn(revoker::run_queue(
@@ -217,6 +221,35 @@ impl<S: Store> Control<S> {
         &self.shutdown
     }
 
+    /// How many revocation attempts InfluxDB refused with 401/403 since start-up.
+    pub fn revocations_refused(&self) -> u64 {
+        self.revocations_refused
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Logs a failed revocation attempt: at ERROR, counted, when InfluxDB refused the
+    /// add-on's admin credential (retrying cannot help until an operator fixes it); at
+    /// WARN otherwise.
+    fn revocation_failed(&self, id: &str, error: &ControlError, attempt: u32, what: &str) {
+        if let ControlError::Backend(crate::backend::BackendError::CredentialRefused(_)) = error {
+            let refused_total = self
+                .revocations_refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1;
+            tracing::error!(
+                lease.id = %id,
+                %error,
+                attempt,
+                revocations_refused_total = refused_total,
+                "{what}: InfluxDB refused the add-on's admin credential, so the lease's \
+                 credential stays in InfluxDB; fix the add-on (leasehold addon configure) \
+                 and the retries will remove it"
+            );
+        } else {
+            tracing::warn!(lease.id = %id, %error, attempt, "{what}; retrying");
+        }
+    }
+
     pub(crate) fn addon(&self) -> Result<Arc<Addon>, ControlError> {
         self.addon.load_full().ok_or(ControlError::NoAddon)
     }
@@ -259,6 +292,11 @@ impl<S: Store> Control<S> {
                         tracing::debug!(removed, "sweep done");
                         attempt = 0;
                         self.sweep_interval()
+                    }
+                    Err(error @ crate::backend::BackendError::CredentialRefused(_)) => {
+                        tracing::error!(%error, attempt, "sweep refused: fix the add-on's admin credential (leasehold addon configure)");
+                        attempt = attempt.saturating_add(1);
+                        revoker::backoff(attempt - 1)
                     }
                     Err(error) => {
                         tracing::warn!(%error, attempt, "sweep failed; retrying");
@@ -327,9 +365,7 @@ impl<S: Store> Control<S> {
         loop {
             match self.revoke_once(id).await {
                 Ok(()) => return,
-                Err(error) => {
-                    tracing::warn!(lease.id = %id, %error, attempt, "revocation failed; retrying")
-                }
+                Err(error) => self.revocation_failed(id, &error, attempt, "revocation failed"),
             }
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
@@ -397,7 +433,12 @@ impl<S: Store> Control<S> {
         }
         if !lease.removed {
             if let Err(error) = self.revoke_once(&lease.id).await {
-                tracing::warn!(lease.id = %lease.id, %error, "immediate revocation failed; retrying in the background");
+                self.revocation_failed(
+                    &lease.id,
+                    &error,
+                    0,
+                    "immediate revocation failed (continuing in the background)",
+                );
                 self.clone().revoke_in_background(lease.id.clone());
             } else {
                 lease.removed = true;

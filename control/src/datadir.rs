@@ -297,6 +297,7 @@ mod tests {
             default_ttl_secs: None,
             max_ttl_secs: None,
             max_live_leases: None,
+            ca_pem: None,
         };
         let id = crate::issuer::addon_id(&config("p1"));
         data.save_retired_addon(&id, &config("p1")).unwrap();

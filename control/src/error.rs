@@ -2,7 +2,7 @@
 
 use leasehold_channel::protocol::{ErrorCode, WireError};
 
-use crate::backend::BackendError;
+use crate::backend::{BackendError, VerifyError};
 use crate::datadir::DataDirError;
 use crate::store::{RedeemError, StoreError};
 
@@ -47,6 +47,9 @@ pub enum ControlError {
     /// A file in the data directory could not be read or written.
     #[error(transparent)]
     DataDir(#[from] DataDirError),
+    /// New add-on settings failed the check against InfluxDB; nothing was changed.
+    #[error("add-on settings refused: {0}")]
+    Unverified(VerifyError),
     /// The add-on configuration that issued a lease is not kept any more.
     #[error(
         "the add-on configuration {0} that issued this lease is missing (addons/{0}.json in the data directory)"
@@ -86,6 +89,25 @@ impl ControlError {
             Self::Ticket(_) => (
                 ErrorCode::Unauthorized,
                 "ticket refused: unknown, used up or expired".to_owned(),
+            ),
+            Self::Unverified(e) => (
+                if e.is_unreachable() {
+                    ErrorCode::Unavailable
+                } else {
+                    ErrorCode::Conflict
+                },
+                // Only an admin configures the add-on, and the message names no secret.
+                format!(
+                    "{e}; nothing was changed (--skip-verify configures without this check)"
+                ),
+            ),
+            Self::Backend(BackendError::Tls(cause)) => (
+                ErrorCode::Unavailable,
+                format!("InfluxDB's certificate was refused: {cause}; see the control's log"),
+            ),
+            Self::Backend(BackendError::CredentialRefused(_)) => (
+                ErrorCode::Internal,
+                "InfluxDB refused the add-on's admin credential (fix it with `leasehold addon configure`); see the control's log".to_owned(),
             ),
             Self::Backend(e) if e.is_transient() => (
                 ErrorCode::Unavailable,

@@ -225,6 +225,7 @@ mod tests {
             default_ttl_secs: None,
             max_ttl_secs: Some(60),
             max_live_leases: None,
+            ca_pem: None,
         }
     }
 
@@ -253,6 +254,7 @@ mod tests {
             default_ttl_secs: None,
             max_ttl_secs: None,
             max_live_leases: None,
+            ca_pem: None,
         };
         assert_ne!(a, addon_id(&v2), "the backend is part of the id");
         assert!(!is_addon_id("0123"));

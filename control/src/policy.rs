@@ -182,6 +182,7 @@ mod tests {
             default_ttl_secs: default,
             max_ttl_secs: max,
             max_live_leases: None,
+            ca_pem: None,
         }
     }
 

@@ -49,9 +49,9 @@ impl<S: Store> Control<S> {
                 let lease = self.revoke_now(lease, peer).await?;
                 Ok(Reply::Lease(record(&lease, Timestamp::now())))
             }
-            Request::AddonConfigure { addon } => {
+            Request::AddonConfigure { addon, skip_verify } => {
                 self.admin(peer).await?;
-                self.configure_addon(addon).await
+                self.configure_addon(addon, skip_verify).await
             }
             Request::PolicySet { policy } => {
                 self.admin(peer).await?;
@@ -354,8 +354,21 @@ impl<S: Store> Control<S> {
         Ok(Reply::Member(member))
     }
 
-    async fn configure_addon(&self, addon: AddonConfig) -> Result<Reply> {
+    async fn configure_addon(&self, addon: AddonConfig, skip_verify: bool) -> Result<Reply> {
         let addon = Addon::new(validate_addon(addon)?)?;
+        // Checked before anything is written: refused settings change nothing.
+        let verified_version = if skip_verify {
+            tracing::warn!(endpoint = %addon.backend.endpoint_url(), "add-on configured without verification (--skip-verify)");
+            None
+        } else {
+            match addon.backend.verify().await {
+                Ok(verified) => Some(verified.version),
+                Err(error) => {
+                    tracing::warn!(%error, "add-on settings refused");
+                    return Err(ControlError::Unverified(error));
+                }
+            }
+        };
         let (default_ttl_secs, max_ttl_secs) = policy::addon_ttls(&addon.config);
         let summary = AddonSummary {
             backend: match addon.config {
@@ -367,6 +380,17 @@ impl<S: Store> Control<S> {
             default_ttl_secs,
             max_ttl_secs,
             max_live_leases: policy::addon_max_live_leases(&addon.config),
+            verified_version,
+            private_ca: matches!(
+                &addon.config,
+                AddonConfig::Influxdb {
+                    ca_pem: Some(_),
+                    ..
+                } | AddonConfig::InfluxdbV1 {
+                    ca_pem: Some(_),
+                    ..
+                }
+            ),
         };
         let id = addon.id.clone();
         self.install_addon(addon).await?;
@@ -586,6 +610,16 @@ fn validate_url(url: &str) -> Result<()> {
     }
 }
 
+/// A CA bundle given with the add-on must hold at least one certificate.
+fn check_ca_pem(pem: Option<&str>) -> Result<()> {
+    match pem {
+        Some(pem) => crate::backend::parse_ca_pem(pem)
+            .map(drop)
+            .map_err(|e| ControlError::BadRequest(format!("--ca-file: {e}"))),
+        None => Ok(()),
+    }
+}
+
 fn validate_addon(addon: AddonConfig) -> Result<AddonConfig> {
     match addon {
         AddonConfig::Influxdb {
@@ -596,9 +630,11 @@ fn validate_addon(addon: AddonConfig) -> Result<AddonConfig> {
             default_ttl_secs,
             max_ttl_secs,
             max_live_leases,
+            ca_pem,
         } => {
             validate_url(&endpoint_url)?;
             check_max_live_leases(max_live_leases)?;
+            check_ca_pem(ca_pem.as_deref())?;
             if token.is_empty() {
                 return Err(ControlError::BadRequest("the admin token is empty".into()));
             }
@@ -623,6 +659,7 @@ fn validate_addon(addon: AddonConfig) -> Result<AddonConfig> {
                 default_ttl_secs,
                 max_ttl_secs,
                 max_live_leases,
+                ca_pem,
             })
         }
         AddonConfig::InfluxdbV1 {
@@ -633,9 +670,11 @@ fn validate_addon(addon: AddonConfig) -> Result<AddonConfig> {
             default_ttl_secs,
             max_ttl_secs,
             max_live_leases,
+            ca_pem,
         } => {
             validate_url(&endpoint_url)?;
             check_max_live_leases(max_live_leases)?;
+            check_ca_pem(ca_pem.as_deref())?;
             if username.is_empty() {
                 return Err(ControlError::BadRequest(
                     "the admin username is empty".into(),
@@ -650,6 +689,7 @@ fn validate_addon(addon: AddonConfig) -> Result<AddonConfig> {
                 default_ttl_secs,
                 max_ttl_secs,
                 max_live_leases,
+                ca_pem,
             })
         }
     }

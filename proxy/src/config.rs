@@ -16,13 +16,29 @@ use crate::{tls, upstream};
 /// The smallest read buffer hyper accepts (it panics below this).
 pub const MIN_HEADER_BYTES: usize = 8192;
 
+/// A further address to listen on, besides `listen` or `admin_listen`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenAddr {
+    /// The address.
+    pub addr: SocketAddr,
+    /// Skipped with a warning, rather than an error, when the host cannot bind it for
+    /// any reason but "in use" or "permission denied": the default IPv6 loopback on a
+    /// host without IPv6.
+    pub optional: bool,
+}
+
 /// Proxy settings as given by the CLI.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// Where the application sends its InfluxDB requests.
     pub listen: SocketAddr,
+    /// Further addresses for the proxy listener (the CLI's default adds `[::1]:8086`,
+    /// so `localhost` works whichever loopback it resolves to).
+    pub extra_listen: Vec<ListenAddr>,
     /// Where `/healthz`, `/readyz` and `/metrics` are served.
     pub admin_listen: SocketAddr,
+    /// Further addresses for the admin listener.
+    pub extra_admin_listen: Vec<ListenAddr>,
     /// The InfluxDB base URL; the lease's `endpoint_url` when absent.
     pub upstream: Option<String>,
     /// An extra PEM CA bundle trusted for TLS upstreams, besides the system roots.
@@ -63,7 +79,9 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8086)),
+            extra_listen: Vec::new(),
             admin_listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8087)),
+            extra_admin_listen: Vec::new(),
             upstream: None,
             ca_file: None,
             max_connections: 1024,

@@ -14,7 +14,7 @@ use std::time::Duration;
 use leasehold_channel::Identity;
 use leasehold_channel::client::{Client, ClientError};
 use leasehold_channel::home::{Enrollment, Home, HomeError};
-use leasehold_channel::protocol::{LeaseRecord, Reply, Request};
+use leasehold_channel::protocol::{ErrorCode, LeaseRecord, Reply, Request};
 use tracing::{debug, info};
 
 use crate::source::{LeaseSource, SourceError};
@@ -60,7 +60,14 @@ impl ControlLeaseSource {
 
     async fn create(&mut self) -> Result<LeaseRecord, SourceError> {
         let ttl_secs = self.ttl_secs;
-        let request = move || Request::LeaseCreate { ttl_secs };
+        match self.call(move || Request::LeaseCreate { ttl_secs }).await? {
+            Reply::Lease(lease) => Ok(lease),
+            _ => Err(SourceError::UnexpectedReply),
+        }
+    }
+
+    /// One call on the kept-open channel (a fresh one if it went stale).
+    async fn call(&mut self, request: impl Fn() -> Request) -> Result<Reply, SourceError> {
         let reply = match self.client.as_mut() {
             Some(client) => match client.call(request()).await {
                 Err(e) if is_stale_connection(&e) => {
@@ -73,8 +80,7 @@ impl ControlLeaseSource {
             None => self.connect().await?.call(request()).await,
         };
         match reply {
-            Ok(Reply::Lease(lease)) => Ok(lease),
-            Ok(_) => Err(SourceError::UnexpectedReply),
+            Ok(reply) => Ok(reply),
             Err(e) => {
                 if !matches!(e, ClientError::Remote(_)) {
                     // Anything but a refusal leaves the channel in an unknown state.
@@ -89,6 +95,21 @@ impl ControlLeaseSource {
 impl LeaseSource for ControlLeaseSource {
     async fn fetch(&mut self) -> Result<LeaseRecord, SourceError> {
         self.create().await
+    }
+
+    /// Revokes each lease at the control (`lease revoke`), which removes its
+    /// credential from InfluxDB. One already gone counts as released.
+    async fn release(&mut self, lease_ids: &[String]) -> Result<(), SourceError> {
+        for id in lease_ids {
+            match self.call(|| Request::LeaseRevoke { id: id.clone() }).await {
+                Ok(Reply::Lease(_)) => info!(lease.id = %id, "lease revoked at shutdown"),
+                Ok(_) => return Err(SourceError::UnexpectedReply),
+                Err(SourceError::Control(ClientError::Remote(e)))
+                    if e.code == ErrorCode::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 }
 

@@ -79,8 +79,8 @@ mod warmup;
 
 mod error;
 
-pub use config::{Config, ConfigError, ValidConfig};
+pub use config::{Config, ConfigError, ListenAddr, ValidConfig};
 pub use control_source::ControlLeaseSource;
 pub use error::ProxyError;
-pub use proxy::{Running, run, start};
+pub use proxy::{Running, run, start, start_on};
 pub use source::{LeaseSource, SourceError};

@@ -6,9 +6,15 @@
 //! The proxy listener accepts from the start — before the first lease it answers 503
 //! with `Retry-After`, which InfluxDB clients retry — while [`Running::ready`] (and
 //! `/readyz`) resolve only once the first lease is installed.
+//!
+//! Each listener (the CLI's default is both loopbacks) gets its own accept loop; they
+//! share the connection limit. On shutdown, once requests drained, the leases the
+//! refresher still holds are revoked within what is left of the grace period, so a
+//! stopped sidecar leaves no live credential behind.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::service::service_fn;
 use tokio::net::TcpListener;
@@ -18,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::config::ValidConfig;
+use crate::config::{ListenAddr, ValidConfig};
 use crate::error::ProxyError;
 use crate::forward::{ConnectionState, Shared};
 use crate::metrics::Metrics;
@@ -77,8 +83,27 @@ pub fn start<S: LeaseSource>(
     admin: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<Running, ProxyError> {
-    let proxy_addr = listener.local_addr().map_err(ProxyError::LocalAddr)?;
-    let admin_addr = admin.local_addr().map_err(ProxyError::LocalAddr)?;
+    start_on(config, source, vec![listener], vec![admin], shutdown)
+}
+
+/// [`start`] with any number of proxy and admin listeners (say both loopbacks); the
+/// first of each is the one [`Running`] reports.
+pub fn start_on<S: LeaseSource>(
+    config: ValidConfig,
+    source: S,
+    listeners: Vec<TcpListener>,
+    admins: Vec<TcpListener>,
+    shutdown: CancellationToken,
+) -> Result<Running, ProxyError> {
+    let first = |listeners: &[TcpListener]| {
+        listeners
+            .first()
+            .ok_or_else(|| ProxyError::LocalAddr(std::io::Error::other("no listener to start on")))?
+            .local_addr()
+            .map_err(ProxyError::LocalAddr)
+    };
+    let proxy_addr = first(&listeners)?;
+    let admin_addr = first(&admins)?;
     let ValidConfig {
         config,
         upstream,
@@ -102,40 +127,49 @@ pub fn start<S: LeaseSource>(
     let ready = store.subscribe_ready();
     let builder = Arc::new(http_builder(&config));
 
-    let proxy_server = {
-        let shared = Arc::clone(&shared);
-        Server {
-            name: "proxy",
-            listener,
-            // Per accepted connection: its own state (and upstream connection), one `Arc`
-            // that each of its requests clones.
-            new_service: move || {
-                let connection = Arc::new(ConnectionState::new(Arc::clone(&shared)));
-                service_fn(move |request| forward::handle(Arc::clone(&connection), request))
-            },
-            builder: Arc::clone(&builder),
-            limit: Arc::new(Semaphore::new(config.max_connections)),
-            metrics: Arc::clone(&metrics),
-            first_byte_timeout: config.first_byte_timeout,
-            idle_timeout: config.idle_timeout,
-        }
-    };
-    let admin_server = {
-        let shared = Arc::clone(&shared);
-        Server {
-            name: "admin",
-            listener: admin,
-            new_service: move || {
-                let shared = Arc::clone(&shared);
-                service_fn(move |request| admin::handle(Arc::clone(&shared), request))
-            },
-            builder,
-            limit: Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS)),
-            metrics: Arc::clone(&metrics),
-            first_byte_timeout: config.first_byte_timeout,
-            idle_timeout: config.idle_timeout,
-        }
-    };
+    // One accept loop per listener; all share the connection limit.
+    let limit = Arc::new(Semaphore::new(config.max_connections));
+    let proxy_servers: Vec<_> = listeners
+        .into_iter()
+        .map(|listener| {
+            let shared = Arc::clone(&shared);
+            Server {
+                name: "proxy",
+                listener,
+                // Per accepted connection: its own state (and upstream connection), one
+                // `Arc` that each of its requests clones.
+                new_service: move || {
+                    let connection = Arc::new(ConnectionState::new(Arc::clone(&shared)));
+                    service_fn(move |request| forward::handle(Arc::clone(&connection), request))
+                },
+                builder: Arc::clone(&builder),
+                limit: Arc::clone(&limit),
+                metrics: Arc::clone(&metrics),
+                first_byte_timeout: config.first_byte_timeout,
+                idle_timeout: config.idle_timeout,
+            }
+        })
+        .collect();
+    let admin_limit = Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS));
+    let admin_servers: Vec<_> = admins
+        .into_iter()
+        .map(|listener| {
+            let shared = Arc::clone(&shared);
+            Server {
+                name: "admin",
+                listener,
+                new_service: move || {
+                    let shared = Arc::clone(&shared);
+                    service_fn(move |request| admin::handle(Arc::clone(&shared), request))
+                },
+                builder: Arc::clone(&builder),
+                limit: Arc::clone(&admin_limit),
+                metrics: Arc::clone(&metrics),
+                first_byte_timeout: config.first_byte_timeout,
+                idle_timeout: config.idle_timeout,
+            }
+        })
+        .collect();
     let refresher = Refresher::new(source, store, upstream, warmup, metrics);
     let grace = config.shutdown_grace;
 
@@ -145,15 +179,19 @@ pub fn start<S: LeaseSource>(
         let deadline = CancellationToken::new();
         let alive = shared.liveness.guard(shutdown.clone());
         let refresher_shutdown = shutdown.clone();
-        tracker.spawn(async move {
+        let refresher = tracker.spawn(async move {
             let _alive = alive;
-            refresher.run(refresher_shutdown).await;
+            refresher.run_and_hand_back(refresher_shutdown).await
         });
-        tracker.spawn(admin_server.run(tracker.clone(), shutdown.clone(), deadline.clone()));
-        proxy_server
-            .run(tracker.clone(), shutdown.clone(), deadline.clone())
-            .await;
+        for server in admin_servers {
+            tracker.spawn(server.run(tracker.clone(), shutdown.clone(), deadline.clone()));
+        }
+        for server in proxy_servers {
+            tracker.spawn(server.run(tracker.clone(), shutdown.clone(), deadline.clone()));
+        }
+        shutdown.cancelled().await;
         tracker.close();
+        let stopping = tokio::time::Instant::now();
         info!(in_flight = tracker.len(), grace = ?grace, "shutting down: draining connections");
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
             warn!(
@@ -162,6 +200,11 @@ pub fn start<S: LeaseSource>(
             );
             deadline.cancel();
             tracker.wait().await;
+        }
+        // Only now, with no request left that could use them.
+        if let Ok((source, held)) = refresher.await {
+            let left = grace.saturating_sub(stopping.elapsed());
+            release_leases(source, held, left.max(RELEASE_MIN)).await;
         }
         drop(shared);
         info!("proxy stopped");
@@ -174,21 +217,107 @@ pub fn start<S: LeaseSource>(
     })
 }
 
+/// Least time given to revoking the held leases at shutdown, even when draining used
+/// the whole grace period (the CLI's watchdog allows a few seconds past it).
+const RELEASE_MIN: Duration = Duration::from_secs(1);
+
+/// Revokes the leases still held, within `budget`: a scaled-down sidecar leaves no
+/// live credential behind. Best effort: a lease not revoked ends at its expiry.
+async fn release_leases<S: LeaseSource>(mut source: S, held: Vec<String>, budget: Duration) {
+    if held.is_empty() {
+        return;
+    }
+    match tokio::time::timeout(budget, source.release(&held)).await {
+        Ok(Ok(())) => info!(leases = held.len(), "revoked the leases held"),
+        Ok(Err(error)) => {
+            warn!(%error, leases = held.len(), "could not revoke the leases held; they end at their expiry")
+        }
+        Err(_) => warn!(
+            budget = ?budget,
+            leases = held.len(),
+            "revoking the leases held took too long; they end at their expiry"
+        ),
+    }
+}
+
 /// Binds the configured addresses and runs the proxy until `shutdown` is cancelled.
 pub async fn run<S: LeaseSource>(
     config: ValidConfig,
     source: S,
     shutdown: CancellationToken,
 ) -> Result<(), ProxyError> {
-    let listener = bind(config.listen()).await?;
-    let admin = bind(config.admin_listen()).await?;
-    start(config, source, listener, admin, shutdown)?
+    let listeners = bind_all(config.listen(), &config.config().extra_listen).await?;
+    let admins = bind_all(config.admin_listen(), &config.config().extra_admin_listen).await?;
+    start_on(config, source, listeners, admins, shutdown)?
         .wait()
         .await
+}
+
+/// Binds `first` and each of `extra`; an optional address the host cannot bind (no
+/// IPv6 loopback) is skipped with a warning, unless it is in use or forbidden, which
+/// would be just as wrong for the first address.
+async fn bind_all(first: SocketAddr, extra: &[ListenAddr]) -> Result<Vec<TcpListener>, ProxyError> {
+    let mut listeners = vec![bind(first).await?];
+    for listen in extra {
+        match bind(listen.addr).await {
+            Ok(listener) => listeners.push(listener),
+            Err(ProxyError::Bind { addr, source })
+                if listen.optional
+                    && !matches!(
+                        source.kind(),
+                        std::io::ErrorKind::AddrInUse | std::io::ErrorKind::PermissionDenied
+                    ) =>
+            {
+                warn!(%addr, error = %source, "not listening on this address: the host cannot bind it");
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(listeners)
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ProxyError> {
     TcpListener::bind(addr)
         .await
         .map_err(|source| ProxyError::Bind { addr, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_optional_address_the_host_lacks_is_skipped_not_fatal() {
+        let first = SocketAddr::from(([127, 0, 0, 1], 0));
+        // A documentation address no host has.
+        let absent: SocketAddr = "[2001:db8::1]:0".parse().unwrap();
+        let optional = ListenAddr {
+            addr: absent,
+            optional: true,
+        };
+        let bound = bind_all(first, &[optional]).await.unwrap();
+        assert_eq!(bound.len(), 1);
+        assert!(bound[0].local_addr().unwrap().ip().is_loopback());
+
+        let required = ListenAddr {
+            optional: false,
+            ..optional
+        };
+        let error = bind_all(first, &[required]).await.unwrap_err();
+        assert!(error.to_string().contains("2001:db8::1"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn an_optional_address_in_use_is_still_an_error() {
+        let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let optional = ListenAddr {
+            addr: taken.local_addr().unwrap(),
+            optional: true,
+        };
+        let first = SocketAddr::from(([127, 0, 0, 1], 0));
+        assert!(matches!(
+            bind_all(first, &[optional]).await,
+            Err(ProxyError::Bind { .. })
+        ));
+    }
 }

@@ -62,6 +62,9 @@ pub struct Refresher<S> {
     /// Consecutive failed attempts.
     failures: u32,
     last_forced: Option<Instant>,
+    /// Leases installed and not yet expired (the current one, and the one before it
+    /// while it may still serve requests): what to give back at shutdown.
+    held: Vec<(String, leasehold_channel::protocol::Timestamp)>,
 }
 
 impl<S: LeaseSource> Refresher<S> {
@@ -83,11 +86,32 @@ impl<S: LeaseSource> Refresher<S> {
             generation: 0,
             failures: 0,
             last_forced: None,
+            held: Vec::new(),
         }
     }
 
     /// Runs until `shutdown` is cancelled.
+    // The proxy uses `run_and_hand_back`; tests drive the loop alone.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub async fn run(mut self, shutdown: CancellationToken) {
+        self.serve(shutdown).await;
+    }
+
+    /// Runs until `shutdown` is cancelled, then hands back the source and the ids of
+    /// the leases still live, so the caller can release them once requests drained.
+    pub async fn run_and_hand_back(mut self, shutdown: CancellationToken) -> (S, Vec<String>) {
+        self.serve(shutdown).await;
+        let now = leasehold_channel::protocol::Timestamp::now();
+        let held = self
+            .held
+            .into_iter()
+            .filter(|(_, expires_at)| *expires_at > now)
+            .map(|(id, _)| id)
+            .collect();
+        (self.source, held)
+    }
+
+    async fn serve(&mut self, shutdown: CancellationToken) {
         loop {
             // At or before the moment the request goes out (a reconnect comes first), so
             // a lifetime counted from here ends no later than the control's.
@@ -166,6 +190,10 @@ impl<S: LeaseSource> Refresher<S> {
             );
         }
         self.metrics.lease_installed(credential.expires_at().0);
+        let now_wall = leasehold_channel::protocol::Timestamp::now();
+        self.held.retain(|(_, expires_at)| *expires_at > now_wall);
+        self.held
+            .push((credential.lease_id().to_owned(), credential.expires_at()));
         self.store.install(Arc::new(credential));
         renew_at
     }

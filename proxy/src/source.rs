@@ -30,4 +30,15 @@ pub enum SourceError {
 pub trait LeaseSource: Send + 'static {
     /// Asks for a new lease. Called again after a failure, after backoff.
     fn fetch(&mut self) -> impl Future<Output = Result<LeaseRecord, SourceError>> + Send;
+
+    /// Gives back leases this sidecar still holds, at shutdown, so no live credential
+    /// outlives it. Best effort: the caller bounds it in time, and a lease not released
+    /// still ends at its expiry. The default releases nothing.
+    fn release(
+        &mut self,
+        lease_ids: &[String],
+    ) -> impl Future<Output = Result<(), SourceError>> + Send {
+        let _ = lease_ids;
+        async { Ok(()) }
+    }
 }

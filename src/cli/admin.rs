@@ -63,6 +63,34 @@ pub struct TtlArgs {
     pub max_live_leases: Option<u32>,
 }
 
+/// How the control checks and reaches InfluxDB (both add-ons).
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// PEM CA certificate(s) the control trusts for a TLS endpoint, besides the system
+    /// roots; stored with the add-on, so every replica of the control uses them.
+    #[arg(long, env = "INFLUXDB_CA_FILE", value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
+    /// Install the settings without first checking them against InfluxDB (that it
+    /// answers, speaks this add-on's API and accepts the admin credential).
+    #[arg(long)]
+    pub skip_verify: bool,
+}
+
+impl VerifyArgs {
+    /// The CA file's certificates as PEM text; a file that cannot be read or holds no
+    /// certificate is a usage error.
+    fn ca_pem(&self) -> anyhow::Result<Option<String>> {
+        let Some(path) = &self.ca_file else {
+            return Ok(None);
+        };
+        let pem = std::fs::read_to_string(path)
+            .map_err(|e| UsageError(format!("cannot read --ca-file {}: {e}", path.display())))?;
+        leasehold_control::backend::parse_ca_pem(&pem)
+            .map_err(|e| UsageError(format!("--ca-file {}: {e}", path.display())))?;
+        Ok(Some(pem))
+    }
+}
+
 /// `addon configure influxdb` flags.
 #[derive(Debug, Args)]
 pub struct V2Args {
@@ -85,6 +113,8 @@ pub struct V2Args {
     pub permissions: String,
     #[command(flatten)]
     pub ttl: TtlArgs,
+    #[command(flatten)]
+    pub verify: VerifyArgs,
     #[command(flatten)]
     pub who: AsIdentity,
 }
@@ -111,6 +141,8 @@ pub struct V1Args {
     pub privileges: Vec<String>,
     #[command(flatten)]
     pub ttl: TtlArgs,
+    #[command(flatten)]
+    pub verify: VerifyArgs,
     #[command(flatten)]
     pub who: AsIdentity,
 }
@@ -232,7 +264,7 @@ async fn call(home: &Home, who: &AsIdentity, req: Request) -> anyhow::Result<Rep
 
 pub async fn addon(home: &Home, out: Output, cmd: AddonCommand) -> anyhow::Result<()> {
     let AddonCommand::Configure(kind) = cmd;
-    let (addon, who) = match kind {
+    let (addon, who, skip_verify) = match kind {
         AddonKind::Influxdb(a) => (
             AddonConfig::Influxdb {
                 endpoint_url: a.endpoint_url,
@@ -242,8 +274,10 @@ pub async fn addon(home: &Home, out: Output, cmd: AddonCommand) -> anyhow::Resul
                 default_ttl_secs: a.ttl.default_ttl,
                 max_ttl_secs: a.ttl.max_ttl,
                 max_live_leases: a.ttl.max_live_leases,
+                ca_pem: a.verify.ca_pem()?,
             },
             a.who,
+            a.verify.skip_verify,
         ),
         AddonKind::InfluxdbV1(a) => (
             AddonConfig::InfluxdbV1 {
@@ -254,11 +288,14 @@ pub async fn addon(home: &Home, out: Output, cmd: AddonCommand) -> anyhow::Resul
                 default_ttl_secs: a.ttl.default_ttl,
                 max_ttl_secs: a.ttl.max_ttl,
                 max_live_leases: a.ttl.max_live_leases,
+                ca_pem: a.verify.ca_pem()?,
             },
             a.who,
+            a.verify.skip_verify,
         ),
     };
-    let Reply::Addon(summary) = call(home, &who, Request::AddonConfigure { addon }).await? else {
+    let request = Request::AddonConfigure { addon, skip_verify };
+    let Reply::Addon(summary) = call(home, &who, request).await? else {
         bail!("unexpected answer from the control");
     };
     match out {
@@ -269,6 +306,17 @@ pub async fn addon(home: &Home, out: Output, cmd: AddonCommand) -> anyhow::Resul
             ("default ttl", format!("{}s", summary.default_ttl_secs)),
             ("max ttl", format!("{}s", summary.max_ttl_secs)),
             ("max live leases", summary.max_live_leases.to_string()),
+            (
+                "verified",
+                summary.verified_version.map_or_else(
+                    || "no (--skip-verify)".to_owned(),
+                    |version| format!("yes, InfluxDB {version}"),
+                ),
+            ),
+            (
+                "private CA",
+                if summary.private_ca { "yes" } else { "no" }.to_owned(),
+            ),
         ]),
     }
     Ok(())

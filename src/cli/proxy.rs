@@ -1,14 +1,14 @@
 //! `leasehold proxy` (the sidecar) and `leasehold health` (a probe for container health
 //! checks that needs no shell tools in the image).
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 use leasehold_channel::home::{Home, HomeError};
-use leasehold_proxy::{Config, ControlLeaseSource};
+use leasehold_proxy::{Config, ControlLeaseSource, ListenAddr};
 use tokio_util::sync::CancellationToken;
 
 use super::signal::Signals;
@@ -20,22 +20,25 @@ pub struct ProxyArgs {
     /// Local identity whose leases the proxy uses.
     #[arg(long, env = "LEASEHOLD_IDENTITY", value_name = "NAME")]
     pub identity: String,
-    /// Where the application sends plain InfluxDB requests.
+    /// Where the application sends plain InfluxDB requests (repeatable; comma-separated
+    /// in the env var) [default: 127.0.0.1:8086 and [::1]:8086, the latter skipped with
+    /// a warning on a host without IPv6].
     #[arg(
         long,
         env = "LEASEHOLD_LISTEN",
-        default_value = "127.0.0.1:8086",
+        value_delimiter = ',',
         value_name = "ADDR"
     )]
-    pub listen: SocketAddr,
-    /// Where /healthz, /readyz and /metrics are served.
+    pub listen: Vec<SocketAddr>,
+    /// Where /healthz, /readyz and /metrics are served (repeatable) [default:
+    /// 127.0.0.1:8087 and [::1]:8087, as for --listen].
     #[arg(
         long,
         env = "LEASEHOLD_ADMIN_LISTEN",
-        default_value = "127.0.0.1:8087",
+        value_delimiter = ',',
         value_name = "ADDR"
     )]
-    pub admin_listen: SocketAddr,
+    pub admin_listen: Vec<SocketAddr>,
     /// InfluxDB base URL [default: the add-on's endpoint URL, sent with the lease].
     #[arg(long, env = "LEASEHOLD_UPSTREAM", value_name = "URL")]
     pub upstream: Option<String>,
@@ -128,10 +131,38 @@ async fn enroll_once(home: &Home, name: &str, ticket: &str) -> anyhow::Result<()
     Ok(())
 }
 
+/// The addresses to listen on: those given, else both loopbacks at `port` — many
+/// systems resolve `localhost` to ::1 first, and some clients do not fall back to
+/// 127.0.0.1 — with the IPv6 one optional, for hosts without IPv6.
+fn listen_addrs(given: &[SocketAddr], port: u16) -> (SocketAddr, Vec<ListenAddr>) {
+    match given.split_first() {
+        Some((first, rest)) => (
+            *first,
+            rest.iter()
+                .map(|&addr| ListenAddr {
+                    addr,
+                    optional: false,
+                })
+                .collect(),
+        ),
+        None => (
+            SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            vec![ListenAddr {
+                addr: SocketAddr::from((Ipv6Addr::LOCALHOST, port)),
+                optional: true,
+            }],
+        ),
+    }
+}
+
 pub async fn run(home: &Home, args: ProxyArgs) -> anyhow::Result<()> {
+    let (listen, extra_listen) = listen_addrs(&args.listen, 8086);
+    let (admin_listen, extra_admin_listen) = listen_addrs(&args.admin_listen, 8087);
     let config = Config {
-        listen: args.listen,
-        admin_listen: args.admin_listen,
+        listen,
+        extra_listen,
+        admin_listen,
+        extra_admin_listen,
         upstream: args.upstream,
         ca_file: args.ca_file,
         max_connections: args.max_connections,
@@ -194,4 +225,35 @@ pub async fn health(args: HealthArgs) -> anyhow::Result<()> {
     );
     say!("ok");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn by_default_both_loopbacks_are_used_and_the_ipv6_one_may_be_missing() {
+        let (first, extra) = listen_addrs(&[], 8086);
+        assert_eq!(first.to_string(), "127.0.0.1:8086");
+        assert_eq!(extra.len(), 1);
+        assert_eq!(extra[0].addr.to_string(), "[::1]:8086");
+        assert!(extra[0].optional);
+    }
+
+    #[test]
+    fn given_addresses_are_used_as_given_and_all_required() {
+        let given: Vec<SocketAddr> = vec![
+            "0.0.0.0:9000".parse().unwrap(),
+            "[::1]:9001".parse().unwrap(),
+        ];
+        let (first, extra) = listen_addrs(&given, 8086);
+        assert_eq!(first, given[0]);
+        assert_eq!(
+            extra,
+            vec![ListenAddr {
+                addr: given[1],
+                optional: false
+            }]
+        );
+    }
 }

@@ -178,6 +178,8 @@ pub struct Influxd {
     rpc_port: u16,
     url: String,
     admin_password: String,
+    /// Serving HTTPS with a test CA's certificate (`server.pem`, `server.key`).
+    https: bool,
     client: reqwest::Client,
     config_path: PathBuf,
     log_path: PathBuf,
@@ -207,8 +209,18 @@ impl Influxd {
     /// Starts a fresh `influxd` in a temporary directory, creates the admin user
     /// ([`ADMIN_USER`], random password) and the database [`TELEMETRY_DB`].
     pub async fn start() -> Result<Self, InfluxdError> {
+        Self::start_with(None).await
+    }
+
+    /// [`Influxd::start`], serving HTTPS (`[http] https-enabled`) with the server
+    /// certificate of `ca`; the harness's own client trusts `ca`, nothing else does.
+    pub async fn start_https(ca: &crate::tls::TestCa) -> Result<Self, InfluxdError> {
+        Self::start_with(Some(ca)).await
+    }
+
+    async fn start_with(https: Option<&crate::tls::TestCa>) -> Result<Self, InfluxdError> {
         ensure_installed()?;
-        let mut influxd = Self::unstarted()?;
+        let mut influxd = Self::unstarted(https)?;
         let mut last_clash = String::new();
         // A start that timed out is retried once, on fresh ports (a stuck start-up is
         // rare; twice in a row is a real problem worth failing on).
@@ -234,21 +246,30 @@ impl Influxd {
     }
 
     /// A harness with its directory and password but no ports and no process yet.
-    fn unstarted() -> Result<Self, InfluxdError> {
+    fn unstarted(https: Option<&crate::tls::TestCa>) -> Result<Self, InfluxdError> {
         let dir = tempfile::Builder::new()
             .prefix("leasehold-influxd-")
             .tempdir()
             .map_err(io_err("creating the influxd temp dir"))?;
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder()
             .no_proxy()
-            .timeout(REQUEST_TIMEOUT)
-            .build()?;
+            .timeout(REQUEST_TIMEOUT);
+        if let Some(ca) = https {
+            fs::write(dir.path().join("server.pem"), &ca.server_cert_pem)
+                .map_err(io_err("writing the influxd certificate"))?;
+            fs::write(dir.path().join("server.key"), &ca.server_key_pem)
+                .map_err(io_err("writing the influxd key"))?;
+            client =
+                client.add_root_certificate(reqwest::Certificate::from_pem(ca.ca_pem.as_bytes())?);
+        }
+        let client = client.build()?;
         Ok(Self {
             child: None,
             http_port: 0,
             rpc_port: 0,
             url: String::new(),
             admin_password: random_password()?,
+            https: https.is_some(),
             client,
             config_path: dir.path().join("influxd.conf"),
             log_path: dir.path().join("influxd.log"),
@@ -259,11 +280,13 @@ impl Influxd {
     fn set_ports(&mut self, http_port: u16, rpc_port: u16) -> Result<(), InfluxdError> {
         self.http_port = http_port;
         self.rpc_port = rpc_port;
-        self.url = format!("http://127.0.0.1:{http_port}");
+        let scheme = if self.https { "https" } else { "http" };
+        self.url = format!("{scheme}://127.0.0.1:{http_port}");
         self.write_config()
     }
 
-    /// The HTTP base URL, `http://127.0.0.1:PORT` (no trailing slash).
+    /// The HTTP base URL, `http://127.0.0.1:PORT` (`https://` from
+    /// [`Influxd::start_https`]; no trailing slash).
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -609,6 +632,7 @@ bind-address = "127.0.0.1:{rpc}"
   auth-enabled = true
   log-enabled = false
   pprof-enabled = false
+{https}
 
 [logging]
   format = "logfmt"
@@ -629,6 +653,15 @@ bind-address = "127.0.0.1:{rpc}"
 "#,
             rpc = self.rpc_port,
             http = self.http_port,
+            https = if self.https {
+                format!(
+                    "  https-enabled = true\n  https-certificate = {}\n  https-private-key = {}\n",
+                    path("server.pem"),
+                    path("server.key")
+                )
+            } else {
+                String::new()
+            },
             meta = path("meta"),
             data = path("data"),
             wal = path("wal"),
@@ -805,7 +838,7 @@ mod tests {
         let squatter = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let taken = squatter.local_addr().unwrap().port();
         let (_, rpc) = free_port_pair().unwrap();
-        let mut influxd = Influxd::unstarted().unwrap();
+        let mut influxd = Influxd::unstarted(None).unwrap();
         influxd.set_ports(taken, rpc).unwrap();
         match influxd.launch().await {
             Err(LaunchFailure::PortClash(tail)) => assert!(tail.contains("address already in use")),

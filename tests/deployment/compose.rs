@@ -216,7 +216,8 @@ pub(crate) fn compose_file_has_the_services_and_every_command_parses() {
         for (origin, argv, env) in compose_invocations(name, service) {
             let cli = parse(&origin, &argv, &env);
             if let Command::Proxy(proxy) = &cli.command {
-                assert_eq!(proxy.listen.to_string(), "127.0.0.1:8086", "{origin}");
+                let listen: Vec<String> = proxy.listen.iter().map(ToString::to_string).collect();
+                assert_eq!(listen, ["127.0.0.1:8086"], "{origin}");
                 assert_eq!(proxy.identity, "app", "{origin}");
                 assert_eq!(
                     proxy.ticket.as_deref(),
@@ -321,7 +322,8 @@ pub(crate) fn compose_influxdb1_override_has_every_command_parse() {
         for (origin, argv, env) in compose_invocations(name, service) {
             let origin = format!("{origin} (with the InfluxDB 1.x override)");
             if let Command::Proxy(proxy) = parse(&origin, &argv, &env).command {
-                assert_eq!(proxy.listen.to_string(), "127.0.0.1:8086", "{origin}");
+                let listen: Vec<String> = proxy.listen.iter().map(ToString::to_string).collect();
+                assert_eq!(listen, ["127.0.0.1:8086"], "{origin}");
             }
             seen.entry(name.to_owned())
                 .or_default()

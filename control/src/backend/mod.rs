@@ -1,8 +1,10 @@
 //! The InfluxDB side of a lease: create a credential, revoke it, and sweep for expired
 //! ones the control created. One implementation per InfluxDB generation.
 
+mod tls;
 mod v1;
 mod v2;
+mod verify;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,8 +12,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use leasehold_channel::Secret;
 use leasehold_channel::protocol::{AddonConfig, AuthScheme, Grant, Timestamp};
 
+pub use tls::parse_ca_pem;
 pub use v1::{V1Backend, lease_user, parse_lease_user};
 pub use v2::{V2Backend, lease_description, parse_lease_description};
+pub use verify::{Verified, VerifyError};
 
 /// A fresh lease id: 16 lowercase hex digits, the issue time in milliseconds (44 bits)
 /// then 20 random bits, strictly increasing within the process.
@@ -93,6 +97,14 @@ pub enum BackendError {
     /// The add-on's settings do not fit the backend.
     #[error("invalid add-on settings: {0}")]
     Config(String),
+    /// InfluxDB answered 401 or 403: the add-on's admin credential is wrong or may not
+    /// do this. Retrying does not help until the add-on is configured again.
+    #[error("InfluxDB refused the add-on's admin credential: {0}")]
+    CredentialRefused(String),
+    /// The TLS handshake failed: InfluxDB's certificate is not trusted (the message
+    /// names why: unknown issuer, name mismatch, expired).
+    #[error("InfluxDB's TLS certificate was refused: {0}")]
+    Tls(String),
 }
 
 impl BackendError {
@@ -113,14 +125,38 @@ fn classify(status: reqwest::StatusCode, body: &[u8]) -> BackendError {
         .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(200).collect());
     if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
         BackendError::Unavailable(format!("HTTP {status}: {message}"))
+    } else if matches!(
+        status,
+        reqwest::StatusCode::UNAUTHORIZED | reqwest::StatusCode::FORBIDDEN
+    ) {
+        BackendError::CredentialRefused(format!("HTTP {status}: {message}"))
     } else {
         BackendError::Refused(format!("HTTP {status}: {message}"))
     }
 }
 
 fn transport(error: reqwest::Error) -> BackendError {
-    // reqwest errors carry the URL, never headers or bodies: safe to show.
-    BackendError::Unavailable(error.without_url().to_string())
+    if let Some(tls) = tls::tls_failure(&error) {
+        return BackendError::Tls(tls);
+    }
+    // reqwest errors carry the URL, never headers or bodies: safe to show. The top
+    // line alone ("error sending request") hides the cause, so the chain is joined.
+    BackendError::Unavailable(error_chain(&error.without_url()))
+}
+
+/// `error` and its causes, joined with `: `.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        let line = cause.to_string();
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        next = cause.source();
+    }
+    text
 }
 
 /// The configured backend.
@@ -135,12 +171,20 @@ pub enum Backend {
 impl Backend {
     /// The backend the add-on settings describe.
     pub fn from_addon(addon: &AddonConfig) -> Result<Self, BackendError> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(10))
             // The admin credential goes to the configured URL and nowhere else; an
             // answer that points elsewhere is an error, not a request to repeat.
-            .redirect(reqwest::redirect::Policy::none())
+            .redirect(reqwest::redirect::Policy::none());
+        let (AddonConfig::Influxdb { ca_pem, .. } | AddonConfig::InfluxdbV1 { ca_pem, .. }) = addon;
+        if let Some(pem) = ca_pem {
+            // Besides the system roots, not instead of them.
+            for cert in tls::parse_ca_pem(pem).map_err(BackendError::Config)? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder
             .build()
             .map_err(|e| BackendError::Config(e.to_string()))?;
         Ok(match addon {
@@ -208,6 +252,16 @@ impl Backend {
         match self {
             Self::V2(b) => b.sweep(now).await,
             Self::V1(b) => b.sweep(now).await,
+        }
+    }
+
+    /// Checks the settings against the server before they are installed: it answers,
+    /// speaks this backend's API, and accepts the admin credential for a harmless call
+    /// that needs admin rights.
+    pub async fn verify(&self) -> Result<Verified, VerifyError> {
+        match self {
+            Self::V2(b) => b.verify().await,
+            Self::V1(b) => b.verify().await,
         }
     }
 
@@ -282,6 +336,7 @@ mod tests {
             default_ttl_secs: None,
             max_ttl_secs: None,
             max_live_leases: None,
+            ca_pem: None,
         })
         .unwrap();
         let grant = Grant::Permissions(serde_json::json!([

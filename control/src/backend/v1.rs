@@ -9,7 +9,10 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use super::{BackendError, Issued, LeaseSpec, classify, is_lease_id, transport};
+use super::verify::{is_v1, ping_version};
+use super::{
+    BackendError, Issued, LeaseSpec, Verified, VerifyError, classify, is_lease_id, transport,
+};
 use crate::grant::{Privilege, merge, quote_identifier, quote_string};
 
 const USER_PREFIX: &str = "leasehold_";
@@ -161,6 +164,34 @@ impl V1Backend {
             credential_id: user,
             token,
         })
+    }
+
+    /// The add-on check: `/ping` reports a 1.x version, and `SHOW USERS` (admin only)
+    /// succeeds with the admin credential.
+    pub(super) async fn verify(&self) -> Result<Verified, VerifyError> {
+        let url = &self.endpoint_url;
+        let refused = |e| VerifyError::from_backend(url, e);
+        let version = ping_version(&self.http, url).await.map_err(refused)?;
+        let version = match version {
+            Some(v) if is_v1(&v) => v,
+            Some(v) => {
+                return Err(VerifyError::WrongApi {
+                    url: url.clone(),
+                    found: format!("reports InfluxDB {v}, not 1.x"),
+                    hint: "the influxdb-v1 add-on needs InfluxDB 1.x \
+                           (for 2.x use `addon configure influxdb`)",
+                });
+            }
+            None => {
+                return Err(VerifyError::WrongApi {
+                    url: url.clone(),
+                    found: "does not answer /ping as InfluxDB does (no X-Influxdb-Version)".into(),
+                    hint: "check --endpoint-url",
+                });
+            }
+        };
+        self.query("SHOW USERS", None).await.map_err(refused)?;
+        Ok(Verified { version })
     }
 
     pub(super) async fn revoke(&self, user: &str) -> Result<(), BackendError> {

@@ -8,7 +8,10 @@ use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use serde::{Deserialize, Serialize};
 
-use super::{BackendError, Issued, LeaseSpec, classify, is_lease_id, transport};
+use super::verify::{is_v1, server_version};
+use super::{
+    BackendError, Issued, LeaseSpec, Verified, VerifyError, classify, is_lease_id, transport,
+};
 
 const DESCRIPTION_PREFIX: &str = "leasehold lease ";
 
@@ -151,6 +154,51 @@ impl V2Backend {
         Ok(Issued {
             credential_id: created.id,
             token: Secret::new(token),
+        })
+    }
+
+    /// The add-on check: the server is not 1.x, and listing the org's authorizations
+    /// (what the sweep does; it needs an all-access or operator token) succeeds.
+    pub(super) async fn verify(&self) -> Result<Verified, VerifyError> {
+        let url = &self.endpoint_url;
+        let refused = |e| VerifyError::from_backend(url, e);
+        let version = server_version(&self.http, url).await.map_err(refused)?;
+        if let Some(v) = version.as_deref().filter(|v| is_v1(v)) {
+            return Err(VerifyError::WrongApi {
+                url: url.clone(),
+                found: format!("reports InfluxDB {v}, which does not speak the 2.x API"),
+                hint: "for InfluxDB 1.x use `addon configure influxdb-v1`",
+            });
+        }
+        let response = self
+            .http
+            .get(self.authorizations.clone())
+            .query(&[("orgID", self.org_id.as_str())])
+            .header(AUTHORIZATION, self.admin.clone())
+            .send()
+            .await
+            .map_err(|e| refused(transport(e)))?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| refused(transport(e)))?;
+        match status {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND => {
+                return Err(VerifyError::WrongApi {
+                    url: url.clone(),
+                    found: format!("answered HTTP {status} to /api/v2/authorizations"),
+                    hint: "check --endpoint-url and --org-id (the influxdb add-on needs \
+                           InfluxDB 2.x or Cloud)",
+                });
+            }
+            _ => return Err(refused(classify(status, &body))),
+        }
+        serde_json::from_slice::<Authorizations>(&body).map_err(|e| VerifyError::WrongApi {
+            url: url.clone(),
+            found: format!("answered /api/v2/authorizations with something else ({e})"),
+            hint: "the influxdb add-on needs InfluxDB 2.x or Cloud",
+        })?;
+        Ok(Verified {
+            version: version.unwrap_or_else(|| "unknown".into()),
         })
     }
 
