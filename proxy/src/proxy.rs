@@ -132,7 +132,13 @@ pub fn start<S: LeaseSource>(
     let refresher = Refresher::new(source, store, upstream, warmup, metrics);
     let grace = config.shutdown_grace;
 
-    info!(%proxy_addr, %admin_addr, upstream = ?config.upstream, "proxy starting");
+    // Values as an operator reads them: the URL itself (credentials redacted), not
+    // `Some("...")`; durations in seconds.
+    let upstream_text = config.upstream.as_deref().map_or_else(
+        || "the lease's endpoint".to_owned(),
+        crate::upstream::redact_url,
+    );
+    info!(%proxy_addr, %admin_addr, upstream = %upstream_text, "proxy starting");
     let task = tokio::spawn(async move {
         let tracker = TaskTracker::new();
         let deadline = CancellationToken::new();
@@ -147,7 +153,11 @@ pub fn start<S: LeaseSource>(
             .run(tracker.clone(), shutdown.clone(), deadline.clone())
             .await;
         tracker.close();
-        info!(in_flight = tracker.len(), grace = ?grace, "shutting down: draining connections");
+        info!(
+            in_flight = tracker.len(),
+            grace_secs = grace.as_secs_f64(),
+            "shutting down: draining connections"
+        );
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
             warn!(
                 remaining = tracker.len(),

@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::credential::{Credential, CredentialError};
 use crate::metrics::Metrics;
@@ -34,6 +34,11 @@ use crate::source::{LeaseSource, SourceError};
 use crate::store::CredentialStore;
 use crate::upstream::Upstream;
 use crate::warmup::Warmup;
+
+/// How often a proxy whose identity is no longer a member asks again (and says so at
+/// ERROR): only an operator can fix it, so asking every few seconds would only fill
+/// the log and the control's.
+pub const NOT_MEMBER_RETRY: Duration = Duration::from_secs(60);
 
 /// Least time between two renewals forced by upstream 401s.
 pub const FORCED_RENEWAL_MIN_GAP: Duration = Duration::from_secs(5);
@@ -132,6 +137,7 @@ impl<S: LeaseSource> Refresher<S> {
         let now = Instant::now();
         self.generation = credential.generation();
         self.failures = 0;
+        self.store.set_not_member(false);
         // Its lifetime counts from when it was received, before any warm-up.
         let renew_at = schedule::renew_at(
             credential.received(),
@@ -142,7 +148,7 @@ impl<S: LeaseSource> Refresher<S> {
             lease.id = credential.lease_id(),
             expires_at = %credential.expires_at(),
             upstream = %credential.upstream(),
-            renew_in = ?renew_at.saturating_duration_since(now),
+            renew_in_secs = renew_at.saturating_duration_since(now).as_secs(),
             "lease installed"
         );
         self.metrics.lease_installed(credential.expires_at().0);
@@ -156,12 +162,23 @@ impl<S: LeaseSource> Refresher<S> {
         self.failures = self.failures.saturating_add(1);
         self.metrics.renewal_failed();
         let live_until = self.store.current(now).map(|c| c.valid_until());
+        if matches!(error, AttemptError::Source(e) if e.is_not_member()) {
+            // Deleted by an operator: one ERROR per (long) retry period, not a WARN
+            // every few seconds, and requests are told why.
+            self.store.set_not_member(true);
+            let retry_at = schedule::next_retry(now, 1, None, 0.5).max(now + NOT_MEMBER_RETRY);
+            error!(
+                retry_in_secs = NOT_MEMBER_RETRY.as_secs(),
+                "this identity is no longer a member: re-enroll (an admin runs `leasehold member allow ID` and issues a ticket; then `leasehold enroll TICKET --identity NAME`)"
+            );
+            return retry_at;
+        }
         let retry_at =
             schedule::next_retry(now, self.failures, live_until, schedule::jitter_sample());
         warn!(
             %error,
             failures = self.failures,
-            retry_in = ?retry_at.saturating_duration_since(now),
+            retry_in_secs = retry_at.saturating_duration_since(now).as_secs_f64(),
             holding_valid_lease = live_until.is_some(),
             "could not obtain a lease"
         );

@@ -16,7 +16,7 @@ use leasehold_channel::protocol::{
 };
 
 use super::output::{self, Output};
-use super::{UsageError, connect, duration_secs, key_value, ttl_secs};
+use super::{UsageError, check, connect, duration_secs, key_value, ttl_secs};
 
 /// Which identity to act as.
 #[derive(Debug, Args)]
@@ -67,7 +67,7 @@ pub struct TtlArgs {
 #[derive(Debug, Args)]
 pub struct V2Args {
     /// InfluxDB base URL.
-    #[arg(long, env = "INFLUXDB_ENDPOINT_URL", value_name = "URL")]
+    #[arg(long, env = "INFLUXDB_ENDPOINT_URL", value_parser = check::endpoint_url, value_name = "URL")]
     pub endpoint_url: String,
     /// Admin (operator or all-access) token.
     #[arg(
@@ -78,7 +78,7 @@ pub struct V2Args {
     )]
     pub token: String,
     /// Organization id leases are created in.
-    #[arg(long, env = "INFLUXDB_ORG_ID", value_name = "ID")]
+    #[arg(long, env = "INFLUXDB_ORG_ID", value_parser = check::org_id, value_name = "ID")]
     pub org_id: String,
     /// Default permissions, a JSON array as in the v2 API.
     #[arg(long, env = "INFLUXDB_LEASE_PERMISSIONS", value_name = "JSON")]
@@ -93,7 +93,7 @@ pub struct V2Args {
 #[derive(Debug, Args)]
 pub struct V1Args {
     /// InfluxDB base URL.
-    #[arg(long, env = "INFLUXDB_ENDPOINT_URL", value_name = "URL")]
+    #[arg(long, env = "INFLUXDB_ENDPOINT_URL", value_parser = check::endpoint_url, value_name = "URL")]
     pub endpoint_url: String,
     /// Admin user name.
     #[arg(long, env = "INFLUXDB_ADMIN_USER", value_name = "USER")]
@@ -107,7 +107,7 @@ pub struct V1Args {
     )]
     pub password: String,
     /// Privilege granted to lease users, e.g. 'WRITE ON "telemetry"' (repeatable).
-    #[arg(long = "privileges", required = true, value_name = "PRIVILEGE")]
+    #[arg(long = "privileges", required = true, value_parser = check::privilege, value_name = "PRIVILEGE")]
     pub privileges: Vec<String>,
     #[command(flatten)]
     pub ttl: TtlArgs,
@@ -118,7 +118,8 @@ pub struct V1Args {
 /// `policy` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
-    /// Create or replace the policy for a set of attributes.
+    /// Create or replace the policy for a set of attributes; needs --permissions (v2) or
+    /// --privileges (v1).
     Set(PolicySetArgs),
     /// List policies.
     List(AsIdentity),
@@ -131,22 +132,20 @@ pub enum PolicyCommand {
     },
 }
 
-/// `policy set` flags.
+/// `policy set` flags: a grant is needed, `--permissions` (influxdb add-on) or
+/// `--privileges` (influxdb-v1 add-on).
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("grant").required(true).args(["permissions", "privileges"])))]
 pub struct PolicySetArgs {
     /// Attribute a member must have (repeatable; all must match).
     #[arg(long = "match", required = true, value_parser = key_value, value_name = "KEY=VALUE")]
     pub matches: Vec<(String, String)>,
-    /// v2 permissions JSON.
-    #[arg(
-        long,
-        conflicts_with = "privileges",
-        required_unless_present = "privileges",
-        value_name = "JSON"
-    )]
+    /// v2 permissions JSON, for the influxdb add-on (this or --privileges is required).
+    #[arg(long, conflicts_with = "privileges", value_name = "JSON")]
     pub permissions: Option<String>,
-    /// v1 privilege (repeatable).
-    #[arg(long, value_name = "PRIVILEGE")]
+    /// v1 privilege, for the influxdb-v1 add-on (repeatable; this or --permissions is
+    /// required).
+    #[arg(long, value_parser = check::privilege, value_name = "PRIVILEGE")]
     pub privileges: Vec<String>,
     #[command(flatten)]
     pub ttl: TtlArgs,
@@ -164,6 +163,7 @@ pub enum TicketCommand {
     /// Revoke a ticket by the id `ticket list` shows.
     Revoke {
         /// Ticket id (16 hex digits).
+        #[arg(value_parser = check::ticket_id)]
         id: String,
         #[command(flatten)]
         who: AsIdentity,
@@ -180,7 +180,7 @@ pub struct TicketCreateArgs {
     #[arg(long, default_value = "10m", value_parser = duration_secs, value_name = "DURATION")]
     pub expires_in: u64,
     /// How many identities can redeem it.
-    #[arg(long, default_value_t = 1, value_name = "N")]
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub usage_count: u32,
     /// Write the ticket to FILE (created 0600; an existing file is never overwritten)
     /// instead of printing it.
@@ -198,6 +198,7 @@ pub enum MemberCommand {
     /// Show a member.
     Show {
         /// Member id (identity identifier).
+        #[arg(value_parser = check::member_id)]
         id: String,
         #[command(flatten)]
         who: AsIdentity,
@@ -205,6 +206,7 @@ pub enum MemberCommand {
     /// Delete a member, revoke its live leases and deny its identity re-enrollment.
     Delete {
         /// Member id (identity identifier).
+        #[arg(value_parser = check::member_id)]
         id: String,
         #[command(flatten)]
         who: AsIdentity,
@@ -212,22 +214,15 @@ pub enum MemberCommand {
     /// Let a deleted member's identity enroll again (it still needs a valid ticket).
     Allow {
         /// Member id (identity identifier).
+        #[arg(value_parser = check::member_id)]
         id: String,
         #[command(flatten)]
         who: AsIdentity,
     },
 }
 
-fn parse_json(flag: &str, text: &str) -> anyhow::Result<serde_json::Value> {
-    serde_json::from_str(text)
-        .map_err(|e| UsageError(format!("{flag} is not valid JSON: {e}")).into())
-}
-
 async fn call(home: &Home, who: &AsIdentity, req: Request) -> anyhow::Result<Reply> {
-    Ok(connect::as_identity(home, &who.identity)
-        .await?
-        .call(req)
-        .await?)
+    connect::call(home, &who.identity, req).await
 }
 
 pub async fn addon(home: &Home, out: Output, cmd: AddonCommand) -> anyhow::Result<()> {
@@ -236,9 +231,14 @@ pub async fn addon(home: &Home, out: Output, cmd: AddonCommand) -> anyhow::Resul
         AddonKind::Influxdb(a) => (
             AddonConfig::Influxdb {
                 endpoint_url: a.endpoint_url,
-                token: Secret::new(a.token),
+                token: {
+                    let token = Secret::new(a.token);
+                    check::admin_token(&token)?;
+                    check::ttls(a.ttl.default_ttl, a.ttl.max_ttl)?;
+                    token
+                },
+                permissions: check::permissions(&a.permissions, &a.org_id)?,
                 org_id: a.org_id,
-                permissions: parse_json("--permissions", &a.permissions)?,
                 default_ttl_secs: a.ttl.default_ttl,
                 max_ttl_secs: a.ttl.max_ttl,
                 max_live_leases: a.ttl.max_live_leases,
@@ -250,7 +250,10 @@ pub async fn addon(home: &Home, out: Output, cmd: AddonCommand) -> anyhow::Resul
                 endpoint_url: a.endpoint_url,
                 username: a.username,
                 password: Secret::new(a.password),
-                privileges: a.privileges,
+                privileges: {
+                    check::ttls(a.ttl.default_ttl, a.ttl.max_ttl)?;
+                    a.privileges
+                },
                 default_ttl_secs: a.ttl.default_ttl,
                 max_ttl_secs: a.ttl.max_ttl,
                 max_live_leases: a.ttl.max_live_leases,
@@ -298,8 +301,11 @@ fn print_policy(policy: &PolicyRecord) {
 pub async fn policy(home: &Home, out: Output, cmd: PolicyCommand) -> anyhow::Result<()> {
     match cmd {
         PolicyCommand::Set(a) => {
+            check::ttls(a.ttl.default_ttl, a.ttl.max_ttl)?;
             let grant = match a.permissions {
-                Some(p) => Grant::Permissions(parse_json("--permissions", &p)?),
+                // Checked with a placeholder org: only the fields matter here; the
+                // control fills in its own org.
+                Some(p) => Grant::Permissions(check::permissions(&p, "0000000000000000")?),
                 None => Grant::Privileges(a.privileges),
             };
             let policy = PolicySpec {

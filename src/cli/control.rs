@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::{Args, Subcommand};
 use leasehold_channel::home::Home;
 use leasehold_control::datadir::{DataDir, Settings, local_address};
@@ -101,7 +100,7 @@ pub async fn run(home: &Home, out: Output, cmd: ControlCommand) -> anyhow::Resul
             let listen = args.listen.unwrap_or(settings.listen);
             let listener = TcpListener::bind(listen)
                 .await
-                .with_context(|| format!("cannot listen on {listen}"))?;
+                .map_err(|e| super::proxy::address_in_use(listen, &e, "--listen"))?;
             let shutdown = CancellationToken::new();
             let signals = Signals::install()?;
             let housekeeping = leasehold_control::control::Housekeeping {

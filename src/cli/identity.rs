@@ -66,7 +66,9 @@ pub fn run(home: &Home, out: Output, cmd: IdentityCommand) -> anyhow::Result<()>
             }
         }
         IdentityCommand::Show { name } => {
-            let identity = home.load_identity(&name)?;
+            let identity = home
+                .load_identity(&name)
+                .map_err(|e| super::connect::in_home(home, e))?;
             let v = view(home, &name, identity.public().to_string());
             match out {
                 Output::Json => output::json(&v),

@@ -4,10 +4,10 @@ use std::io::IsTerminal;
 
 use anyhow::bail;
 use clap::{Args, Subcommand, ValueEnum};
-use leasehold_channel::client::Client;
+use leasehold_channel::client::{Client, ClientError};
 use leasehold_channel::home::Home;
 use leasehold_channel::protocol::{
-    LEASE_PAGE_MAX, LeaseRecord, LeaseStatus, Reply, Request, Timestamp,
+    ErrorCode, LEASE_PAGE_MAX, LeaseRecord, LeaseStatus, Reply, Request, Timestamp,
 };
 
 use super::admin::AsIdentity;
@@ -50,7 +50,7 @@ pub struct ListArgs {
     #[arg(long, value_enum, value_name = "STATUS")]
     status: Option<StatusArg>,
     /// Only this member's leases (an identity identifier; admin for anyone but you).
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", value_parser = super::check::member_id)]
     member: Option<String>,
     /// At most this many leases.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
@@ -154,10 +154,22 @@ pub async fn run(home: &Home, out: Output, cmd: LeaseCommand) -> anyhow::Result<
         LeaseCommand::Revoke { id, who } => (who, Request::LeaseRevoke { id }),
     };
     let creating = matches!(req, Request::LeaseCreate { .. });
-    let reply = connect::as_identity(home, &who.identity)
-        .await?
-        .call(req)
-        .await?;
+    let lease_id = match &req {
+        Request::LeaseShow { id } | Request::LeaseRevoke { id } => Some(id.clone()),
+        _ => None,
+    };
+    let reply = connect::call(home, &who.identity, req).await.map_err(|e| {
+        match (lease_id, e.downcast_ref::<ClientError>()) {
+            // Echo the id: with several leases at hand, which one was not found matters.
+            (Some(id), Some(ClientError::Remote(w))) if w.code == ErrorCode::NotFound => {
+                e.context(format!(
+                    "lease {id} (as {:?}; lease list shows the leases you can see)",
+                    who.identity
+                ))
+            }
+            _ => e,
+        }
+    })?;
     match (reply, out) {
         (Reply::Lease(lease), Output::Json) => output::json(&lease),
         (Reply::Lease(lease), Output::Plain) if creating && !std::io::stdout().is_terminal() => {
