@@ -166,6 +166,8 @@ impl<S: LeaseSource> Refresher<S> {
             // Deleted by an operator: one ERROR per (long) retry period, not a WARN
             // every few seconds, and requests are told why.
             self.store.set_not_member(true);
+            // Its leases were revoked with the membership: the old credential is dead.
+            self.store.clear();
             let retry_at = schedule::next_retry(now, 1, None, 0.5).max(now + NOT_MEMBER_RETRY);
             error!(
                 retry_in_secs = NOT_MEMBER_RETRY.as_secs(),
