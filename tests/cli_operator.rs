@@ -28,6 +28,10 @@ async fn exit_codes_follow_one_rule_and_errors_point_the_right_way() {
         .unwrap()
         .to_owned();
     let missing_home = env.home().display().to_string();
+    let stranger = env
+        .ok(&["identity", "create", "stranger"])
+        .trim()
+        .to_owned();
 
     // (arguments, exit code, text stderr must contain)
     let table: &[(&[&str], i32, &str)] = &[
@@ -131,6 +135,37 @@ async fn exit_codes_follow_one_rule_and_errors_point_the_right_way() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // Lists read on a terminal: a header, names beside ids, a word when empty.
+    assert_eq!(
+        env.ok(&["lease", "list", "--identity", "app"]).trim(),
+        "no leases"
+    );
+    env.ok(&["lease", "create", "--identity", "app"]);
+    for who in ["admin", "app"] {
+        let list = env.ok(&["lease", "list", "--identity", who]);
+        let mut lines = list.lines();
+        let header = lines.next().unwrap();
+        assert!(
+            header.starts_with("ID") && header.contains("MEMBER"),
+            "{list}"
+        );
+        let row = lines.next().unwrap();
+        assert!(row.contains(" app ") && row.contains(&app_id), "{list}");
+    }
+    let tickets = env.ok(&["ticket", "list"]);
+    assert!(
+        tickets.starts_with("ID") || tickets.trim() == "no tickets",
+        "{tickets}"
+    );
+    let short: serde_json::Value =
+        serde_json::from_str(&env.ok(&["-o", "json", "lease", "list"])).unwrap();
+    assert_eq!(short.as_array().unwrap().len(), 1, "{short}");
+    let nobody = format!("http://127.0.0.1:{}/healthz", common::free_port());
+    let out = env.run(&["health", "-o", "json", "--url", &nobody]);
+    assert_eq!(out.status.code(), Some(1));
+    let health: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(health["healthy"], false, "{health}");
 
     // The hint names the variable of the flag that is missing, and only that one.
     let (_, stderr) = env.fails(&[

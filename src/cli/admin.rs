@@ -330,6 +330,7 @@ pub async fn policy(home: &Home, out: Output, cmd: PolicyCommand) -> anyhow::Res
             };
             match out {
                 Output::Json => output::json(&policies),
+                Output::Plain if policies.is_empty() => say!("no policies"),
                 Output::Plain => {
                     for (i, policy) in policies.iter().enumerate() {
                         if i > 0 {
@@ -360,7 +361,16 @@ pub async fn ticket(home: &Home, out: Output, cmd: TicketCommand) -> anyhow::Res
             };
             match out {
                 Output::Json => output::json(&tickets),
-                Output::Plain => tickets.iter().for_each(print_ticket_line),
+                Output::Plain if tickets.is_empty() => say!("no tickets"),
+                Output::Plain => {
+                    say!(
+                        "{:<16}  {:<20}  {:<9}  ATTRIBUTES",
+                        "ID",
+                        "EXPIRES",
+                        "USES LEFT"
+                    );
+                    tickets.iter().for_each(print_ticket_line);
+                }
             }
             Ok(())
         }
@@ -377,7 +387,7 @@ pub async fn ticket(home: &Home, out: Output, cmd: TicketCommand) -> anyhow::Res
 
 fn print_ticket_line(t: &TicketInfo) {
     say!(
-        "{}  expires {}  uses left {}  {}",
+        "{:<16}  {:<20}  {:<9}  {}",
         t.id,
         t.expires_at,
         t.uses_left,
@@ -518,6 +528,7 @@ pub async fn member(home: &Home, out: Output, cmd: MemberCommand) -> anyhow::Res
             output::json(&member_list_json(&members, &denied))
         }
         (Reply::Members { members, denied }, Output::Plain) => {
+            say!("{:<52}  {:<16} ATTRIBUTES", "ID", "NAME");
             for m in members {
                 let attributes = attributes_text(&m.attributes);
                 say!("{}  {:<16} {}", m.id, m.name.escape_debug(), attributes);

@@ -1,5 +1,6 @@
 //! `leasehold lease create|list|show|revoke`.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 
 use anyhow::bail;
@@ -107,14 +108,40 @@ async fn list_pages(
     Ok(())
 }
 
-fn list_line(l: &LeaseRecord) {
+/// The header of `lease list`'s table.
+fn list_header() {
     say!(
-        "{}  {:<8} {}  expires {}",
+        "{:<16}  {:<8} {:<20} {:<52}  EXPIRES",
+        "ID",
+        "STATUS",
+        "MEMBER",
+        "MEMBER ID"
+    );
+}
+
+/// One row: the member's name (when the caller may list members) beside its id.
+fn list_line(l: &LeaseRecord, names: &BTreeMap<String, String>) {
+    let id = l.issued_for.to_string();
+    let name = names.get(&id).map_or("-", String::as_str);
+    say!(
+        "{:<16}  {:<8} {:<20} {:<52}  {}",
         l.id,
         format!("{:?}", l.status).to_lowercase(),
-        l.issued_for,
+        name,
+        id,
         l.expires_at
     );
+}
+
+/// Member names by id: every member's for an admin; a member sees only itself.
+async fn member_names(client: &mut Client, home: &Home, who: &str) -> BTreeMap<String, String> {
+    match client.call(Request::MemberList).await {
+        Ok(Reply::Members { members, .. }) => members
+            .into_iter()
+            .map(|m| (m.id.to_string(), m.name.escape_debug().to_string()))
+            .collect(),
+        _ => BTreeMap::from([(connect::client_identity(home, who), who.to_owned())]),
+    }
 }
 
 fn lines(lease: &LeaseRecord) -> Vec<(&'static str, String)> {
@@ -145,7 +172,19 @@ pub async fn run(home: &Home, out: Output, cmd: LeaseCommand) -> anyhow::Result<
                     output::json(&all);
                 }
                 Output::Plain => {
-                    list_pages(&mut client, &args, |page| page.iter().for_each(list_line)).await?
+                    let names = member_names(&mut client, home, &args.who.identity).await;
+                    let mut count = 0usize;
+                    list_pages(&mut client, &args, |page| {
+                        if count == 0 && !page.is_empty() {
+                            list_header();
+                        }
+                        count += page.len();
+                        page.iter().for_each(|l| list_line(l, &names));
+                    })
+                    .await?;
+                    if count == 0 {
+                        say!("no leases");
+                    }
                 }
             }
             return Ok(());
