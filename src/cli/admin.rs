@@ -67,7 +67,7 @@ pub struct TtlArgs {
 #[derive(Debug, Args)]
 pub struct V2Args {
     /// InfluxDB base URL.
-    #[arg(long, env = "INFLUXDB_ENDPOINT_URL", value_parser = check::endpoint_url, value_name = "URL")]
+    #[arg(long, env = "INFLUXDB_ENDPOINT_URL", value_name = "URL")]
     pub endpoint_url: String,
     /// Admin (operator or all-access) token.
     #[arg(
@@ -78,7 +78,7 @@ pub struct V2Args {
     )]
     pub token: String,
     /// Organization id leases are created in.
-    #[arg(long, env = "INFLUXDB_ORG_ID", value_parser = check::org_id, value_name = "ID")]
+    #[arg(long, env = "INFLUXDB_ORG_ID", value_name = "ID")]
     pub org_id: String,
     /// Default permissions, a JSON array as in the v2 API.
     #[arg(long, env = "INFLUXDB_LEASE_PERMISSIONS", value_name = "JSON")]
@@ -93,7 +93,7 @@ pub struct V2Args {
 #[derive(Debug, Args)]
 pub struct V1Args {
     /// InfluxDB base URL.
-    #[arg(long, env = "INFLUXDB_ENDPOINT_URL", value_parser = check::endpoint_url, value_name = "URL")]
+    #[arg(long, env = "INFLUXDB_ENDPOINT_URL", value_name = "URL")]
     pub endpoint_url: String,
     /// Admin user name.
     #[arg(long, env = "INFLUXDB_ADMIN_USER", value_name = "USER")]
@@ -227,6 +227,16 @@ async fn call(home: &Home, who: &AsIdentity, req: Request) -> anyhow::Result<Rep
 
 pub async fn addon(home: &Home, out: Output, cmd: AddonCommand) -> anyhow::Result<()> {
     let AddonCommand::Configure(kind) = cmd;
+    // Checked here rather than by clap, so that deployment files holding `$VARIABLES`
+    // still parse in the tests that check them.
+    let (url, org) = match &kind {
+        AddonKind::Influxdb(a) => (&a.endpoint_url, Some(&a.org_id)),
+        AddonKind::InfluxdbV1(a) => (&a.endpoint_url, None),
+    };
+    check::endpoint_url(url).map_err(|e| UsageError(format!("--endpoint-url {e}")))?;
+    if let Some(org) = org {
+        check::org_id(org).map_err(|e| UsageError(format!("--org-id {e}")))?;
+    }
     let (addon, who) = match kind {
         AddonKind::Influxdb(a) => (
             AddonConfig::Influxdb {
