@@ -396,13 +396,14 @@ pub async fn ticket(home: &Home, out: Output, cmd: TicketCommand) -> anyhow::Res
 }
 
 fn print_ticket_line(t: &TicketInfo) {
-    say!(
+    let row = format!(
         "{:<16}  {:<20}  {:<9}  {}",
         t.id,
         t.expires_at,
         t.uses_left,
         attributes_text(&t.attributes)
     );
+    say!("{}", row.trim_end());
 }
 
 /// Creates `path` for a ticket: mode 0600 from the start (a shell redirect would leave
