@@ -367,3 +367,45 @@ async fn a_deleted_member_s_proxy_says_so_once_at_error_and_in_the_503() {
         "no WARN for it:\n{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn control_logs_are_for_operators() {
+    let v2 = V2Server::start_default().await.unwrap();
+    let mut env = Env::new();
+    env.set_env("LEASEHOLD_LOG_FORMAT", "json");
+    env.init_control();
+    let control = env.serve();
+    env.configure_v2(&v2, &[]);
+    env.enrolled_identity("app", &["service=iot-sensor"]);
+    env.ok(&["lease", "create", "--identity", "app"]);
+    // A backend failure is a WARN with the real cause, not an INFO "refused".
+    v2.set_failing(true);
+    let (code, _) = env.fails(&["lease", "create", "--identity", "app"]);
+    assert_eq!(code, 1);
+    v2.set_failing(false);
+
+    let log = control.log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let find = |message: &str| {
+        lines
+            .iter()
+            .find(|l| l["message"] == message)
+            .unwrap_or_else(|| panic!("no {message:?} line:\n{log}"))
+    };
+    // Attributes are a JSON object, not a string of Rust Debug.
+    let enrolled = find("member enrolled");
+    assert_eq!(enrolled["attributes"]["service"], "iot-sensor", "{enrolled}");
+    let ticket = find("ticket created");
+    assert!(ticket["attributes"].is_object(), "{ticket}");
+    // The member's name stands beside its id.
+    let issued = find("lease issued");
+    assert_eq!(issued["name"], "app", "{issued}");
+    let failed = find("InfluxDB failed a request");
+    assert_eq!(failed["level"], "WARN", "{failed}");
+    let cause = failed["error"].as_str().unwrap();
+    assert!(cause.contains("InfluxDB"), "{failed}");
+    assert!(!log.contains("Some("), "Debug values in the log:\n{log}");
+}
