@@ -47,10 +47,12 @@ pub enum AddonKind {
 /// Lifetimes and limits shared by the add-on and policies.
 #[derive(Debug, Args)]
 pub struct TtlArgs {
-    /// Lease lifetime when none is requested (300, 5m, 1h).
+    /// Lease lifetime when none is requested (300, 5m, 1m30s) [default: 5m (at most the
+    /// max) for the add-on; the add-on's for a policy].
     #[arg(long, value_parser = ttl_secs, value_name = "DURATION")]
     pub default_ttl: Option<u64>,
-    /// Longest lease lifetime; longer requests are refused.
+    /// Longest lease lifetime; longer requests are refused; at most 30d [default: 1h
+    /// for the add-on; the add-on's for a policy].
     #[arg(long, value_parser = ttl_secs, value_name = "DURATION")]
     pub max_ttl: Option<u64>,
     /// Most live leases one member may hold at once [control default: 8].

@@ -20,7 +20,7 @@ use super::{connect, ttl_secs};
 pub enum LeaseCommand {
     /// Issue a lease and print its token.
     Create {
-        /// Lifetime (300, 5m, 1h); the policy default when absent.
+        /// Lifetime (300, 5m, 1m30s, 1h; at most 30d) [default: the policy's].
         #[arg(long, value_parser = ttl_secs, value_name = "DURATION")]
         ttl: Option<u64>,
         #[command(flatten)]
