@@ -231,41 +231,36 @@ pub async fn addon(home: &Home, out: Output, cmd: AddonCommand) -> anyhow::Resul
     let AddonCommand::Configure(kind) = cmd;
     // Checked here rather than by clap, so that deployment files holding `$VARIABLES`
     // still parse in the tests that check them.
-    let (url, org) = match &kind {
-        AddonKind::Influxdb(a) => (&a.endpoint_url, Some(&a.org_id)),
-        AddonKind::InfluxdbV1(a) => (&a.endpoint_url, None),
+    let (url, org, ttl) = match &kind {
+        AddonKind::Influxdb(a) => (&a.endpoint_url, Some(&a.org_id), &a.ttl),
+        AddonKind::InfluxdbV1(a) => (&a.endpoint_url, None, &a.ttl),
     };
     check::endpoint_url(url).map_err(|e| UsageError(format!("--endpoint-url {e}")))?;
     if let Some(org) = org {
         check::org_id(org).map_err(|e| UsageError(format!("--org-id {e}")))?;
     }
+    check::ttls(ttl.default_ttl, ttl.max_ttl)?;
     let (addon, who) = match kind {
-        AddonKind::Influxdb(a) => (
-            AddonConfig::Influxdb {
+        AddonKind::Influxdb(a) => {
+            let token = Secret::new(a.token);
+            check::admin_token(&token)?;
+            let addon = AddonConfig::Influxdb {
                 endpoint_url: a.endpoint_url,
-                token: {
-                    let token = Secret::new(a.token);
-                    check::admin_token(&token)?;
-                    check::ttls(a.ttl.default_ttl, a.ttl.max_ttl)?;
-                    token
-                },
+                token,
                 permissions: check::permissions(&a.permissions, &a.org_id)?,
                 org_id: a.org_id,
                 default_ttl_secs: a.ttl.default_ttl,
                 max_ttl_secs: a.ttl.max_ttl,
                 max_live_leases: a.ttl.max_live_leases,
-            },
-            a.who,
-        ),
+            };
+            (addon, a.who)
+        }
         AddonKind::InfluxdbV1(a) => (
             AddonConfig::InfluxdbV1 {
                 endpoint_url: a.endpoint_url,
                 username: a.username,
                 password: Secret::new(a.password),
-                privileges: {
-                    check::ttls(a.ttl.default_ttl, a.ttl.max_ttl)?;
-                    a.privileges
-                },
+                privileges: a.privileges,
                 default_ttl_secs: a.ttl.default_ttl,
                 max_ttl_secs: a.ttl.max_ttl,
                 max_live_leases: a.ttl.max_live_leases,

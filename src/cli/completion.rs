@@ -41,8 +41,7 @@ pub fn man() -> anyhow::Result<()> {
     root.build();
     let mut page = Vec::new();
     clap_mangen::Man::new(root.clone()).render(&mut page)?;
-    for sub in subcommands(&root) {
-        let (path, cmd) = sub;
+    for (path, cmd) in subcommands(&root) {
         // Each subcommand as a titled section with its own synopsis and options.
         let name = format!("leasehold {path}");
         let cmd = cmd.clone().bin_name(name);
@@ -73,6 +72,6 @@ fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
     match out.write_all(bytes).and_then(|()| out.flush()) {
         // `leasehold man | head` is fine.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => Ok(other?),
+        other => other.map_err(anyhow::Error::from),
     }
 }
