@@ -157,6 +157,12 @@ async fn exit_codes_follow_one_rule_and_errors_point_the_right_way() {
     let short: serde_json::Value =
         serde_json::from_str(&env.ok(&["-o", "json", "lease", "list"])).unwrap();
     assert_eq!(short.as_array().unwrap().len(), 1, "{short}");
+    // A compound duration is the sum of its parts.
+    let lease = env.json(&["lease", "create", "--identity", "app", "--ttl", "1m30s"]);
+    let lifetime = common::time(&lease["expires_at"])
+        .duration_since(common::time(&lease["created_at"]))
+        .unwrap();
+    assert_eq!(lifetime, Duration::from_secs(90), "{lease}");
     let nobody = format!("http://127.0.0.1:{}/healthz", common::free_port());
     let out = env.run(&["health", "-o", "json", "--url", &nobody]);
     assert_eq!(out.status.code(), Some(1));
