@@ -168,13 +168,14 @@ impl<S: LeaseSource> Refresher<S> {
             self.store.set_not_member(true);
             // Its leases were revoked with the membership: the old credential is dead.
             self.store.clear();
-            let retry_at = schedule::next_retry(now, 1, None, 0.5).max(now + NOT_MEMBER_RETRY);
+            let retry_at = now + NOT_MEMBER_RETRY;
             error!(
                 retry_in_secs = NOT_MEMBER_RETRY.as_secs(),
                 "this identity is no longer a member: re-enroll (an admin runs `leasehold member allow ID` and issues a ticket; then `leasehold enroll TICKET --identity NAME`)"
             );
             return retry_at;
         }
+        self.store.set_not_member(false);
         let retry_at =
             schedule::next_retry(now, self.failures, live_until, schedule::jitter_sample());
         warn!(
@@ -241,11 +242,13 @@ mod tests {
 
     /// Leases of 100 s with tokens `t1`, `t2`, ... (`Token`, or `u1:p1`, ... with
     /// `basic`) for `endpoint` (default: a port nothing listens on); fails while `fail`
+    /// is set, and answers as the control does for a deleted member while `not_member`
     /// is set.
     #[derive(Clone, Default)]
     struct Fake {
         calls: Arc<AtomicUsize>,
         fail: Arc<AtomicBool>,
+        not_member: Arc<AtomicBool>,
         basic: bool,
         endpoint: Option<String>,
     }
@@ -255,6 +258,16 @@ mod tests {
             let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
             if self.fail.load(Ordering::SeqCst) {
                 return Err(SourceError::Other("injected".into()));
+            }
+            if self.not_member.load(Ordering::SeqCst) {
+                return Err(SourceError::Control(
+                    leasehold_channel::client::ClientError::Remote(
+                        leasehold_channel::protocol::WireError::new(
+                            leasehold_channel::protocol::ErrorCode::Unauthorized,
+                            "not an enrolled member",
+                        ),
+                    ),
+                ));
             }
             // With a paused clock, wall time stands still relative to tokio time;
             // leases are stamped from the real clock and that is fine for the lifetime.
@@ -343,6 +356,32 @@ mod tests {
         assert!(Instant::now() >= held.valid_until());
         fake.fail.store(false, Ordering::SeqCst);
         until(|| store.current(Instant::now()).is_some()).await;
+        shutdown.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deleted_member_drops_its_lease_and_asks_again_only_after_the_long_period() {
+        let fake = Fake::default();
+        let (store, shutdown) = start(&fake);
+        until(|| store.current(Instant::now()).is_some()).await;
+        let generation = store.current(Instant::now()).unwrap().generation();
+        fake.not_member.store(true, Ordering::SeqCst);
+        // The upstream's 401 for the revoked lease makes the refresher ask at once.
+        assert!(store.request_renewal(generation));
+        until(|| store.not_member()).await;
+        let refused_at = Instant::now();
+        let calls = fake.calls.load(Ordering::SeqCst);
+        assert!(
+            store.current(Instant::now()).is_none(),
+            "the dead lease is dropped"
+        );
+        assert!(store.retry_after_secs(Instant::now()) >= NOT_MEMBER_RETRY.as_secs() - 1);
+        until(|| fake.calls.load(Ordering::SeqCst) > calls).await;
+        assert!(Instant::now() - refused_at >= NOT_MEMBER_RETRY - Duration::from_millis(50));
+        // Re-enrolled: the next attempt succeeds and the flag clears.
+        fake.not_member.store(false, Ordering::SeqCst);
+        until(|| store.current(Instant::now()).is_some()).await;
+        assert!(!store.not_member());
         shutdown.cancel();
     }
 
