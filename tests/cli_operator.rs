@@ -379,7 +379,14 @@ async fn control_logs_are_for_operators() {
     let control = env.serve();
     env.configure_v2(&v2, &[]);
     env.enrolled_identity("app", &["service=iot-sensor"]);
-    env.ok(&["lease", "create", "--identity", "app"]);
+    let lease = env.json(&["lease", "create", "--identity", "app"]);
+    env.ok(&[
+        "lease",
+        "revoke",
+        lease["id"].as_str().unwrap(),
+        "--identity",
+        "app",
+    ]);
     // A backend failure is a WARN with the real cause, not an INFO "refused".
     v2.set_failing(true);
     let (code, _) = env.fails(&["lease", "create", "--identity", "app"]);
@@ -408,6 +415,8 @@ async fn control_logs_are_for_operators() {
     // The member's name stands beside its id.
     let issued = find("lease issued");
     assert_eq!(issued["name"], "app", "{issued}");
+    let revoked = find("lease revoked");
+    assert_eq!(revoked["name"], "app", "{revoked}");
     let failed = find("InfluxDB failed a request");
     assert_eq!(failed["level"], "WARN", "{failed}");
     let cause = failed["error"].as_str().unwrap();
