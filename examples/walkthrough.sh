@@ -14,7 +14,8 @@
 #                               (default: write on every bucket of the org)
 #   INFLUXDB_BUCKET             bucket of the test write (default telemetry)
 #   CONTROL_LISTEN              the control's address (default 127.0.0.1:4100)
-#   PROXY_LISTEN                the sidecar's address (default 127.0.0.1:8086)
+#   PROXY_LISTEN                the sidecar's address (default 127.0.0.1:18086: a local
+#                               InfluxDB holds 8086)
 #   PROXY_ADMIN_LISTEN          /healthz, /readyz, /metrics (default 127.0.0.1:8087)
 #   WALKTHROUGH_DIR             where the two homes go (default: a temporary directory,
 #                               removed at the end)
@@ -31,7 +32,7 @@ export INFLUXDB_ADMIN_TOKEN
 INFLUXDB_LEASE_PERMISSIONS=${INFLUXDB_LEASE_PERMISSIONS:-'[{"action":"write","resource":{"type":"buckets"}}]'}
 INFLUXDB_BUCKET=${INFLUXDB_BUCKET:-telemetry}
 CONTROL_LISTEN=${CONTROL_LISTEN:-127.0.0.1:4100}
-PROXY_LISTEN=${PROXY_LISTEN:-127.0.0.1:8086}
+PROXY_LISTEN=${PROXY_LISTEN:-127.0.0.1:18086}
 PROXY_ADMIN_LISTEN=${PROXY_ADMIN_LISTEN:-127.0.0.1:8087}
 FOREGROUND=${WALKTHROUGH_FOREGROUND:-1}
 LEASEHOLD=${LEASEHOLD_BIN:-leasehold}
@@ -73,8 +74,12 @@ wait_for() {
 }
 
 echo "# on the control host (LEASEHOLD_HOME=$WORK/control-host)"
-step leasehold control init --listen "$CONTROL_LISTEN"
-on_control control init --listen "$CONTROL_LISTEN"
+step leasehold control init --listen "$CONTROL_LISTEN" --advertise "$CONTROL_LISTEN"
+on_control control init --listen "$CONTROL_LISTEN" --advertise "$CONTROL_LISTEN"
+
+# Tickets carry the advertised addresses; they can be changed after init.
+step leasehold control set-advertise "$CONTROL_LISTEN"
+on_control control set-advertise "$CONTROL_LISTEN"
 
 step leasehold control serve '&'
 # Started without the on_control wrapper so that $! is the process itself.
@@ -84,10 +89,10 @@ wait_for "the control to serve" on_control member list
 
 # shellcheck disable=SC2016 # the comment is printed, not expanded
 step leasehold addon configure influxdb --endpoint-url "$INFLUXDB_ENDPOINT_URL" \
-  --org-id "$INFLUXDB_ORG_ID" --permissions "'$INFLUXDB_LEASE_PERMISSIONS'" --max-ttl 900 \
+  --org-id "$INFLUXDB_ORG_ID" --permissions "'$INFLUXDB_LEASE_PERMISSIONS'" --max-ttl 15m \
   '# --token from $INFLUXDB_ADMIN_TOKEN'
 on_control addon configure influxdb --endpoint-url "$INFLUXDB_ENDPOINT_URL" \
-  --org-id "$INFLUXDB_ORG_ID" --permissions "$INFLUXDB_LEASE_PERMISSIONS" --max-ttl 900
+  --org-id "$INFLUXDB_ORG_ID" --permissions "$INFLUXDB_LEASE_PERMISSIONS" --max-ttl 15m
 
 step leasehold ticket create --attribute service=iot-sensor --output-file sensor.ticket
 on_control ticket create --attribute service=iot-sensor --output-file "$WORK/sensor.ticket"

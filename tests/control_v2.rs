@@ -78,9 +78,10 @@ async fn walkthrough_issues_a_working_token_with_the_default_ttl() {
     assert!(!piped.contains(' ') && !piped.is_empty());
     assert_eq!(write_v2(&v2, piped).await, 204);
 
-    // A TTL above the max is refused (not clamped), with exit code 2 and a reason.
+    // A TTL above the max is refused by the control (not clamped): exit code 1, with a
+    // reason.
     let (code, stderr) = env.fails(&["lease", "create", "--identity", "iot-sensor", "--ttl", "1h"]);
-    assert_eq!(code, 2);
+    assert_eq!(code, 1);
     assert!(stderr.contains("exceeds the maximum of 900s"), "{stderr}");
 }
 

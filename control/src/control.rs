@@ -429,7 +429,13 @@ impl<S: Store> Control<S> {
             lease.revoked_at = Some(now);
             self.store.put_lease(lease.clone()).await?;
             self.live.release(lease.member, &lease.id, lease.expires_at);
-            tracing::info!(lease.id = %lease.id, identity = %lease.member, by = %by, "lease revoked");
+            // The member's name beside its id, for the operator reading the log (none
+            // once the member is deleted).
+            let name = match self.store.member(lease.member).await {
+                Ok(Some(member)) => member.name,
+                _ => "-".to_owned(),
+            };
+            tracing::info!(lease.id = %lease.id, identity = %lease.member, %name, by = %by, "lease revoked");
         }
         if !lease.removed {
             if let Err(error) = self.revoke_once(&lease.id).await {

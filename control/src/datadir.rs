@@ -246,6 +246,23 @@ impl DataDir {
     }
 }
 
+impl DataDir {
+    /// Replaces the settings of an initialized directory (e.g. new advertised
+    /// addresses), atomically: a 0600 temporary, then a rename. The identity is kept.
+    pub fn save_settings(&self, settings: &Settings) -> Result<(), DataDirError> {
+        self.load()?;
+        let path = self.settings_path();
+        let tmp = path.with_extension("json.tmp");
+        let _ = fs::remove_file(&tmp);
+        let json = serde_json::to_vec_pretty(settings).expect("settings serialize");
+        home::write_private(&tmp, &json)?;
+        fs::rename(&tmp, &path).map_err(|e| DataDirError::Io {
+            path,
+            reason: e.to_string(),
+        })
+    }
+}
+
 /// Writes add-on settings to `path` atomically: a 0600 temporary, then a rename.
 fn replace_config(path: PathBuf, addon: &AddonConfig) -> Result<(), DataDirError> {
     let tmp = path.with_extension("json.tmp");

@@ -384,6 +384,13 @@ async fn respond<S: Store>(
     let op = op_name(&envelope.req);
     let outcome = match control.handle(peer, envelope.req).await {
         Ok(reply) => Outcome::Ok(reply),
+        Err(error @ crate::ControlError::Backend(_)) => {
+            // InfluxDB failed, not the peer: the operator needs the real cause (the
+            // whole chain, e.g. "connection refused"), at WARN.
+            let cause = error_chain(&error);
+            tracing::warn!(identity = %peer, op, error = %cause, "InfluxDB failed a request");
+            Outcome::Err(error.to_wire())
+        }
         Err(error) => {
             tracing::info!(identity = %peer, op, %error, "request refused");
             Outcome::Err(error.to_wire())
@@ -443,6 +450,22 @@ fn op_name(req: &Request) -> &'static str {
         TicketList => "ticket_list",
         TicketRevoke { .. } => "ticket_revoke",
     }
+}
+
+/// `error` and each of its sources, joined by ": " (skipping a source whose text the
+/// previous one already shows).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let next = cause.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]

@@ -145,7 +145,7 @@ impl<S: Store> Control<S> {
             .store
             .redeem_ticket(secret_hash(bytes.as_ref()), Timestamp::now(), peer, name)
             .await??;
-        tracing::info!(identity = %member.id, name = %member.name, attributes = ?member.attributes, "member enrolled");
+        tracing::info!(identity = %member.id, name = %member.name, attributes = %json_text(&member.attributes), "member enrolled");
         Ok(Reply::Member(member))
     }
 
@@ -183,6 +183,7 @@ impl<S: Store> Control<S> {
         tracing::info!(
             lease.id = %id,
             identity = %peer,
+            name = %member.name,
             expires_at = %expires_at,
             ttl_secs = ttl,
             policy = terms.policy.as_deref().unwrap_or("add-on default"),
@@ -341,7 +342,7 @@ impl<S: Store> Control<S> {
             .deny_member(id, Timestamp::now())
             .await?
             .ok_or(ControlError::NotFound("member"))?;
-        tracing::info!(identity = %member.id, by = %by, "member deleted and denied re-enrollment; revoking its leases");
+        tracing::info!(identity = %member.id, name = %member.name, by = %by, "member deleted and denied re-enrollment; revoking its leases");
         let now = Timestamp::now();
         for lease in self.store.leases().await? {
             if lease.member == id
@@ -475,7 +476,7 @@ impl<S: Store> Control<S> {
                 },
             )
             .await?;
-        tracing::info!(ticket = %id, attributes = ?attributes, expires_at = %expires_at, usage_count, "ticket created");
+        tracing::info!(ticket = %id, attributes = %json_text(&attributes), expires_at = %expires_at, usage_count, "ticket created");
         Ok(Reply::Ticket(TicketRecord {
             ticket: ticket.to_line(),
             attributes,
@@ -548,6 +549,12 @@ fn validate_enrollment_name(name: &str) -> Result<()> {
     }
     leasehold_channel::home::validate_name(name)
         .map_err(|e| ControlError::BadRequest(e.to_string()))
+}
+
+/// Attributes for the log as JSON text (the CLI's JSON log format turns it into an
+/// object), not Rust `Debug`.
+fn json_text(attributes: &BTreeMap<String, String>) -> String {
+    serde_json::to_string(attributes).unwrap_or_default()
 }
 
 fn parse_member_id(id: &str) -> Result<PublicIdentity> {

@@ -150,6 +150,9 @@ async fn forward(connection: &ConnectionState, request: Request<Incoming>) -> Re
     let Some(credential) = shared.store.current(now) else {
         let retry_after = shared.store.retry_after_secs(now);
         debug!(retry_after, "no valid credential; answering 503");
+        if shared.store.not_member() {
+            return answer(request, responses::not_a_member(retry_after)).await;
+        }
         return answer(request, responses::no_credential(retry_after)).await;
     };
     if request.method() == Method::CONNECT {

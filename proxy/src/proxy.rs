@@ -173,7 +173,13 @@ pub fn start_on<S: LeaseSource>(
     let refresher = Refresher::new(source, store, upstream, warmup, metrics);
     let grace = config.shutdown_grace;
 
-    info!(%proxy_addr, %admin_addr, upstream = ?config.upstream, "proxy starting");
+    // Values as an operator reads them: the URL itself (credentials redacted), not
+    // `Some("...")`; durations in seconds.
+    let upstream_text = config.upstream.as_deref().map_or_else(
+        || "the lease's endpoint".to_owned(),
+        crate::upstream::redact_url,
+    );
+    info!(%proxy_addr, %admin_addr, upstream = %upstream_text, "proxy starting");
     let task = tokio::spawn(async move {
         let tracker = TaskTracker::new();
         let deadline = CancellationToken::new();
@@ -192,7 +198,11 @@ pub fn start_on<S: LeaseSource>(
         shutdown.cancelled().await;
         tracker.close();
         let stopping = tokio::time::Instant::now();
-        info!(in_flight = tracker.len(), grace = ?grace, "shutting down: draining connections");
+        info!(
+            in_flight = tracker.len(),
+            grace_secs = grace.as_secs_f64(),
+            "shutting down: draining connections"
+        );
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
             warn!(
                 remaining = tracker.len(),
@@ -256,7 +266,10 @@ pub async fn run<S: LeaseSource>(
 /// Binds `first` and each of `extra`; an optional address the host cannot bind (no
 /// IPv6 loopback) is skipped with a warning, unless it is in use or forbidden, which
 /// would be just as wrong for the first address.
-async fn bind_all(first: SocketAddr, extra: &[ListenAddr]) -> Result<Vec<TcpListener>, ProxyError> {
+pub async fn bind_all(
+    first: SocketAddr,
+    extra: &[ListenAddr],
+) -> Result<Vec<TcpListener>, ProxyError> {
     let mut listeners = vec![bind(first).await?];
     for listen in extra {
         match bind(listen.addr).await {

@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::credential::{Credential, CredentialError};
 use crate::metrics::Metrics;
@@ -37,6 +37,11 @@ use crate::warmup::Warmup;
 
 /// A difference between our wall clock and the control's worth a warning.
 pub const CLOCK_SKEW_WARN: Duration = Duration::from_secs(5);
+
+/// How often a proxy whose identity is no longer a member asks again (and says so at
+/// ERROR): only an operator can fix it, so asking every few seconds would only fill
+/// the log and the control's.
+pub const NOT_MEMBER_RETRY: Duration = Duration::from_secs(60);
 
 /// Least time between two renewals forced by upstream 401s.
 pub const FORCED_RENEWAL_MIN_GAP: Duration = Duration::from_secs(5);
@@ -165,6 +170,7 @@ impl<S: LeaseSource> Refresher<S> {
         let now = Instant::now();
         self.generation = credential.generation();
         self.failures = 0;
+        self.store.set_not_member(false);
         // Its lifetime counts from when it was received, before any warm-up.
         let renew_at = schedule::renew_at(
             credential.received(),
@@ -175,10 +181,10 @@ impl<S: LeaseSource> Refresher<S> {
             lease.id = credential.lease_id(),
             expires_at = %credential.expires_at(),
             upstream = %credential.upstream(),
-            renew_in = ?renew_at.saturating_duration_since(now),
+            renew_in_secs = renew_at.saturating_duration_since(now).as_secs_f64(),
             // Both counted on the monotonic clock from when the lease arrived.
-            lifetime = ?credential.valid_until().saturating_duration_since(credential.received()),
-            renew_after = ?renew_at.saturating_duration_since(credential.received()),
+            lifetime_secs = credential.valid_until().saturating_duration_since(credential.received()).as_secs_f64(),
+            renew_after_secs = renew_at.saturating_duration_since(credential.received()).as_secs_f64(),
             "lease installed"
         );
         if let Some(skew_ms) = credential.clock_skew_ms()
@@ -204,12 +210,26 @@ impl<S: LeaseSource> Refresher<S> {
         self.failures = self.failures.saturating_add(1);
         self.metrics.renewal_failed();
         let live_until = self.store.current(now).map(|c| c.valid_until());
+        if matches!(error, AttemptError::Source(e) if e.is_not_member()) {
+            // Deleted by an operator: one ERROR per (long) retry period, not a WARN
+            // every few seconds, and requests are told why.
+            self.store.set_not_member(true);
+            // Its leases were revoked with the membership: the old credential is dead.
+            self.store.clear();
+            let retry_at = now + NOT_MEMBER_RETRY;
+            error!(
+                retry_in_secs = NOT_MEMBER_RETRY.as_secs(),
+                "this identity is no longer a member: re-enroll (an admin runs `leasehold member allow ID` and issues a ticket; then `leasehold enroll TICKET --identity NAME`)"
+            );
+            return retry_at;
+        }
+        self.store.set_not_member(false);
         let retry_at =
             schedule::next_retry(now, self.failures, live_until, schedule::jitter_sample());
         warn!(
             %error,
             failures = self.failures,
-            retry_in = ?retry_at.saturating_duration_since(now),
+            retry_in_secs = retry_at.saturating_duration_since(now).as_secs_f64(),
             holding_valid_lease = live_until.is_some(),
             "could not obtain a lease"
         );
@@ -270,11 +290,13 @@ mod tests {
 
     /// Leases of 100 s with tokens `t1`, `t2`, ... (`Token`, or `u1:p1`, ... with
     /// `basic`) for `endpoint` (default: a port nothing listens on); fails while `fail`
+    /// is set, and answers as the control does for a deleted member while `not_member`
     /// is set.
     #[derive(Clone, Default)]
     struct Fake {
         calls: Arc<AtomicUsize>,
         fail: Arc<AtomicBool>,
+        not_member: Arc<AtomicBool>,
         basic: bool,
         endpoint: Option<String>,
     }
@@ -284,6 +306,16 @@ mod tests {
             let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
             if self.fail.load(Ordering::SeqCst) {
                 return Err(SourceError::Other("injected".into()));
+            }
+            if self.not_member.load(Ordering::SeqCst) {
+                return Err(SourceError::Control(
+                    leasehold_channel::client::ClientError::Remote(
+                        leasehold_channel::protocol::WireError::new(
+                            leasehold_channel::protocol::ErrorCode::Unauthorized,
+                            "not an enrolled member",
+                        ),
+                    ),
+                ));
             }
             // With a paused clock, wall time stands still relative to tokio time;
             // leases are stamped from the real clock and that is fine for the lifetime.
@@ -373,6 +405,32 @@ mod tests {
         assert!(Instant::now() >= held.valid_until());
         fake.fail.store(false, Ordering::SeqCst);
         until(|| store.current(Instant::now()).is_some()).await;
+        shutdown.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deleted_member_drops_its_lease_and_asks_again_only_after_the_long_period() {
+        let fake = Fake::default();
+        let (store, shutdown) = start(&fake);
+        until(|| store.current(Instant::now()).is_some()).await;
+        let generation = store.current(Instant::now()).unwrap().generation();
+        fake.not_member.store(true, Ordering::SeqCst);
+        // The upstream's 401 for the revoked lease makes the refresher ask at once.
+        assert!(store.request_renewal(generation));
+        until(|| store.not_member()).await;
+        let refused_at = Instant::now();
+        let calls = fake.calls.load(Ordering::SeqCst);
+        assert!(
+            store.current(Instant::now()).is_none(),
+            "the dead lease is dropped"
+        );
+        assert!(store.retry_after_secs(Instant::now()) >= NOT_MEMBER_RETRY.as_secs() - 1);
+        until(|| fake.calls.load(Ordering::SeqCst) > calls).await;
+        assert!(Instant::now() - refused_at >= NOT_MEMBER_RETRY - Duration::from_millis(50));
+        // Re-enrolled: the next attempt succeeds and the flag clears.
+        fake.not_member.store(false, Ordering::SeqCst);
+        until(|| store.current(Instant::now()).is_some()).await;
+        assert!(!store.not_member());
         shutdown.cancel();
     }
 

@@ -110,6 +110,20 @@ pub fn preflight(
     response
 }
 
+/// `503` once the control has refused this identity as no longer a member: waiting
+/// will not help, an operator must re-enroll it.
+pub fn not_a_member(retry_after_secs: u64) -> Response<ProxyBody> {
+    let mut response = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Unavailable,
+        "this identity is no longer a member of the control: re-enroll it (see the proxy's log)",
+    );
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    response
+}
+
 /// `502` when the upstream could not be reached or failed mid-request.
 pub fn bad_gateway(code: ErrorCode, message: &str) -> Response<ProxyBody> {
     error(StatusCode::BAD_GATEWAY, code, message)

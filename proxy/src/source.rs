@@ -26,6 +26,18 @@ pub enum SourceError {
     Other(String),
 }
 
+impl SourceError {
+    /// The control refused because this identity is not (or no longer) a member: an
+    /// operator deleted it. Only re-enrollment helps, not retrying.
+    pub fn is_not_member(&self) -> bool {
+        matches!(
+            self,
+            Self::Control(ClientError::Remote(e))
+                if e.code == leasehold_channel::protocol::ErrorCode::Unauthorized
+        )
+    }
+}
+
 /// Yields fresh leases for this sidecar's identity.
 pub trait LeaseSource: Send + 'static {
     /// Asks for a new lease. Called again after a failure, after backoff.

@@ -11,7 +11,7 @@
 //! ignored, so a burst never turns into a renewal storm.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arc_swap::ArcSwapOption;
 use tokio::sync::{Notify, watch};
@@ -33,6 +33,9 @@ pub struct CredentialStore {
     renew_now: Notify,
     /// `true` once a first credential has been installed.
     ready: watch::Sender<bool>,
+    /// The control's last answer was that this identity is not a member (it was
+    /// deleted): read only when there is no credential, to say so in the 503.
+    not_member: AtomicBool,
 }
 
 impl Default for CredentialStore {
@@ -51,7 +54,19 @@ impl CredentialStore {
             renewal_requested_for: AtomicU64::new(0),
             renew_now: Notify::new(),
             ready: watch::Sender::new(false),
+            not_member: AtomicBool::new(false),
         }
+    }
+
+    /// Records whether the control refused this identity as no longer a member
+    /// (refresher only).
+    pub fn set_not_member(&self, not_member: bool) {
+        self.not_member.store(not_member, Ordering::Relaxed);
+    }
+
+    /// Whether the control last refused this identity as no longer a member.
+    pub fn not_member(&self) -> bool {
+        self.not_member.load(Ordering::Relaxed)
     }
 
     /// The credential to use at `now`, if there is a valid one.

@@ -84,18 +84,18 @@ impl Warmup {
         let lease_id = credential.lease_id();
         match &outcome {
             Outcome::Answered(status) if status.is_success() => {
-                debug!(lease.id = lease_id, ?elapsed, %status, "new credential warmed up");
+                debug!(lease.id = lease_id, elapsed_secs = elapsed.as_secs_f64(), %status, "new credential warmed up");
             }
             Outcome::Answered(status) => {
-                info!(lease.id = lease_id, ?elapsed, %status, "warm-up of the new credential was refused; installing it anyway");
+                info!(lease.id = lease_id, elapsed_secs = elapsed.as_secs_f64(), %status, "warm-up of the new credential was refused; installing it anyway");
             }
             Outcome::Failed(error) => {
-                info!(lease.id = lease_id, ?elapsed, %error, "warm-up of the new credential failed; installing it anyway");
+                info!(lease.id = lease_id, elapsed_secs = elapsed.as_secs_f64(), %error, "warm-up of the new credential failed; installing it anyway");
             }
             Outcome::TimedOut => {
                 info!(
                     lease.id = lease_id,
-                    ?elapsed,
+                    elapsed_secs = elapsed.as_secs_f64(),
                     "warm-up of the new credential timed out; installing it anyway"
                 );
             }

@@ -16,7 +16,7 @@ use leasehold_channel::protocol::{
 };
 
 use super::output::{self, Output};
-use super::{UsageError, connect, duration_secs, key_value, ttl_secs};
+use super::{UsageError, check, connect, duration_secs, key_value, ttl_secs};
 
 /// Which identity to act as.
 #[derive(Debug, Args)]
@@ -47,10 +47,12 @@ pub enum AddonKind {
 /// Lifetimes and limits shared by the add-on and policies.
 #[derive(Debug, Args)]
 pub struct TtlArgs {
-    /// Lease lifetime when none is requested (300, 5m, 1h).
+    /// Lease lifetime when none is requested (300, 5m, 1m30s) [default: 5m (at most the
+    /// max) for the add-on; the add-on's for a policy].
     #[arg(long, value_parser = ttl_secs, value_name = "DURATION")]
     pub default_ttl: Option<u64>,
-    /// Longest lease lifetime; longer requests are refused.
+    /// Longest lease lifetime; longer requests are refused; at most 30d [default: 1h
+    /// for the add-on; the add-on's for a policy].
     #[arg(long, value_parser = ttl_secs, value_name = "DURATION")]
     pub max_ttl: Option<u64>,
     /// Most live leases one member may hold at once [control default: 8].
@@ -137,7 +139,7 @@ pub struct V1Args {
     )]
     pub password: String,
     /// Privilege granted to lease users, e.g. 'WRITE ON "telemetry"' (repeatable).
-    #[arg(long = "privileges", required = true, value_name = "PRIVILEGE")]
+    #[arg(long = "privileges", required = true, value_parser = check::privilege, value_name = "PRIVILEGE")]
     pub privileges: Vec<String>,
     #[command(flatten)]
     pub ttl: TtlArgs,
@@ -150,7 +152,8 @@ pub struct V1Args {
 /// `policy` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
-    /// Create or replace the policy for a set of attributes.
+    /// Create or replace the policy for a set of attributes; needs --permissions (v2) or
+    /// --privileges (v1).
     Set(PolicySetArgs),
     /// List policies.
     List(AsIdentity),
@@ -163,22 +166,20 @@ pub enum PolicyCommand {
     },
 }
 
-/// `policy set` flags.
+/// `policy set` flags: a grant is needed, `--permissions` (influxdb add-on) or
+/// `--privileges` (influxdb-v1 add-on).
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("grant").required(true).args(["permissions", "privileges"])))]
 pub struct PolicySetArgs {
     /// Attribute a member must have (repeatable; all must match).
     #[arg(long = "match", required = true, value_parser = key_value, value_name = "KEY=VALUE")]
     pub matches: Vec<(String, String)>,
-    /// v2 permissions JSON.
-    #[arg(
-        long,
-        conflicts_with = "privileges",
-        required_unless_present = "privileges",
-        value_name = "JSON"
-    )]
+    /// v2 permissions JSON, for the influxdb add-on (this or --privileges is required).
+    #[arg(long, conflicts_with = "privileges", value_name = "JSON")]
     pub permissions: Option<String>,
-    /// v1 privilege (repeatable).
-    #[arg(long, value_name = "PRIVILEGE")]
+    /// v1 privilege, for the influxdb-v1 add-on (repeatable; this or --permissions is
+    /// required).
+    #[arg(long, value_parser = check::privilege, value_name = "PRIVILEGE")]
     pub privileges: Vec<String>,
     #[command(flatten)]
     pub ttl: TtlArgs,
@@ -196,6 +197,7 @@ pub enum TicketCommand {
     /// Revoke a ticket by the id `ticket list` shows.
     Revoke {
         /// Ticket id (16 hex digits).
+        #[arg(value_parser = check::ticket_id)]
         id: String,
         #[command(flatten)]
         who: AsIdentity,
@@ -212,7 +214,7 @@ pub struct TicketCreateArgs {
     #[arg(long, default_value = "10m", value_parser = duration_secs, value_name = "DURATION")]
     pub expires_in: u64,
     /// How many identities can redeem it.
-    #[arg(long, default_value_t = 1, value_name = "N")]
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub usage_count: u32,
     /// Write the ticket to FILE (created 0600; an existing file is never overwritten)
     /// instead of printing it.
@@ -230,6 +232,7 @@ pub enum MemberCommand {
     /// Show a member.
     Show {
         /// Member id (identity identifier).
+        #[arg(value_parser = check::member_id)]
         id: String,
         #[command(flatten)]
         who: AsIdentity,
@@ -237,6 +240,7 @@ pub enum MemberCommand {
     /// Delete a member, revoke its live leases and deny its identity re-enrollment.
     Delete {
         /// Member id (identity identifier).
+        #[arg(value_parser = check::member_id)]
         id: String,
         #[command(flatten)]
         who: AsIdentity,
@@ -244,41 +248,46 @@ pub enum MemberCommand {
     /// Let a deleted member's identity enroll again (it still needs a valid ticket).
     Allow {
         /// Member id (identity identifier).
+        #[arg(value_parser = check::member_id)]
         id: String,
         #[command(flatten)]
         who: AsIdentity,
     },
 }
 
-fn parse_json(flag: &str, text: &str) -> anyhow::Result<serde_json::Value> {
-    serde_json::from_str(text)
-        .map_err(|e| UsageError(format!("{flag} is not valid JSON: {e}")).into())
-}
-
 async fn call(home: &Home, who: &AsIdentity, req: Request) -> anyhow::Result<Reply> {
-    Ok(connect::as_identity(home, &who.identity)
-        .await?
-        .call(req)
-        .await?)
+    connect::call(home, &who.identity, req).await
 }
 
 pub async fn addon(home: &Home, out: Output, cmd: AddonCommand) -> anyhow::Result<()> {
     let AddonCommand::Configure(kind) = cmd;
+    // Checked here rather than by clap, so that deployment files holding `$VARIABLES`
+    // still parse in the tests that check them.
+    let (url, org, ttl) = match &kind {
+        AddonKind::Influxdb(a) => (&a.endpoint_url, Some(&a.org_id), &a.ttl),
+        AddonKind::InfluxdbV1(a) => (&a.endpoint_url, None, &a.ttl),
+    };
+    check::endpoint_url(url).map_err(|e| UsageError(format!("--endpoint-url {e}")))?;
+    if let Some(org) = org {
+        check::org_id(org).map_err(|e| UsageError(format!("--org-id {e}")))?;
+    }
+    check::ttls(ttl.default_ttl, ttl.max_ttl)?;
     let (addon, who, skip_verify) = match kind {
-        AddonKind::Influxdb(a) => (
-            AddonConfig::Influxdb {
+        AddonKind::Influxdb(a) => {
+            let token = Secret::new(a.token);
+            check::admin_token(&token)?;
+            let addon = AddonConfig::Influxdb {
                 endpoint_url: a.endpoint_url,
-                token: Secret::new(a.token),
+                token,
+                permissions: check::permissions(&a.permissions, &a.org_id)?,
                 org_id: a.org_id,
-                permissions: parse_json("--permissions", &a.permissions)?,
                 default_ttl_secs: a.ttl.default_ttl,
                 max_ttl_secs: a.ttl.max_ttl,
                 max_live_leases: a.ttl.max_live_leases,
                 ca_pem: a.verify.ca_pem()?,
-            },
-            a.who,
-            a.verify.skip_verify,
-        ),
+            };
+            (addon, a.who, a.verify.skip_verify)
+        }
         AddonKind::InfluxdbV1(a) => (
             AddonConfig::InfluxdbV1 {
                 endpoint_url: a.endpoint_url,
@@ -346,8 +355,11 @@ fn print_policy(policy: &PolicyRecord) {
 pub async fn policy(home: &Home, out: Output, cmd: PolicyCommand) -> anyhow::Result<()> {
     match cmd {
         PolicyCommand::Set(a) => {
+            check::ttls(a.ttl.default_ttl, a.ttl.max_ttl)?;
             let grant = match a.permissions {
-                Some(p) => Grant::Permissions(parse_json("--permissions", &p)?),
+                // Checked with a placeholder org: only the fields matter here; the
+                // control fills in its own org.
+                Some(p) => Grant::Permissions(check::permissions(&p, "0000000000000000")?),
                 None => Grant::Privileges(a.privileges),
             };
             let policy = PolicySpec {
@@ -372,6 +384,7 @@ pub async fn policy(home: &Home, out: Output, cmd: PolicyCommand) -> anyhow::Res
             };
             match out {
                 Output::Json => output::json(&policies),
+                Output::Plain if policies.is_empty() => say!("no policies"),
                 Output::Plain => {
                     for (i, policy) in policies.iter().enumerate() {
                         if i > 0 {
@@ -402,7 +415,16 @@ pub async fn ticket(home: &Home, out: Output, cmd: TicketCommand) -> anyhow::Res
             };
             match out {
                 Output::Json => output::json(&tickets),
-                Output::Plain => tickets.iter().for_each(print_ticket_line),
+                Output::Plain if tickets.is_empty() => say!("no tickets"),
+                Output::Plain => {
+                    say!(
+                        "{:<16}  {:<20}  {:<9}  ATTRIBUTES",
+                        "ID",
+                        "EXPIRES",
+                        "USES LEFT"
+                    );
+                    tickets.iter().for_each(print_ticket_line);
+                }
             }
             Ok(())
         }
@@ -418,13 +440,14 @@ pub async fn ticket(home: &Home, out: Output, cmd: TicketCommand) -> anyhow::Res
 }
 
 fn print_ticket_line(t: &TicketInfo) {
-    say!(
-        "{}  expires {}  uses left {}  {}",
+    let row = format!(
+        "{:<16}  {:<20}  {:<9}  {}",
         t.id,
         t.expires_at,
         t.uses_left,
         attributes_text(&t.attributes)
     );
+    say!("{}", row.trim_end());
 }
 
 /// Creates `path` for a ticket: mode 0600 from the start (a shell redirect would leave
@@ -560,6 +583,7 @@ pub async fn member(home: &Home, out: Output, cmd: MemberCommand) -> anyhow::Res
             output::json(&member_list_json(&members, &denied))
         }
         (Reply::Members { members, denied }, Output::Plain) => {
+            say!("{:<52}  {:<16} ATTRIBUTES", "ID", "NAME");
             for m in members {
                 let attributes = attributes_text(&m.attributes);
                 say!("{}  {:<16} {}", m.id, m.name.escape_debug(), attributes);

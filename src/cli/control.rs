@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Args, Subcommand};
 use leasehold_channel::home::Home;
 use leasehold_control::datadir::{DataDir, Settings, local_address};
@@ -29,6 +28,31 @@ pub enum ControlCommand {
     Init(InitArgs),
     /// Run the control plane.
     Serve(ServeArgs),
+    /// Replace the addresses written into new tickets (restart `control serve` after).
+    SetAdvertise(SetAdvertiseArgs),
+}
+
+/// `control set-advertise` arguments.
+#[derive(Debug, Args)]
+pub struct SetAdvertiseArgs {
+    /// Addresses clients use to reach the control, in order of preference.
+    #[arg(required = true, value_parser = host_port, value_name = "HOST:PORT")]
+    pub addrs: Vec<String>,
+    /// Data directory [default: $LEASEHOLD_HOME/control].
+    #[arg(long, env = "LEASEHOLD_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// `HOST:PORT`, as a ticket carries it.
+fn host_port(text: &str) -> Result<String, String> {
+    match text.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+            Ok(text.to_owned())
+        }
+        _ => Err(format!(
+            "{text:?}: expected HOST:PORT, e.g. control.example.com:4100"
+        )),
+    }
 }
 
 /// `control init` flags.
@@ -42,7 +66,7 @@ pub struct InitArgs {
     pub listen: SocketAddr,
     /// Address clients use to reach the control, written into tickets (repeatable)
     /// [default: the listen address, loopback if it is unspecified].
-    #[arg(long, value_name = "HOST:PORT")]
+    #[arg(long, value_parser = host_port, value_name = "HOST:PORT")]
     pub advertise: Vec<String>,
 }
 
@@ -115,6 +139,19 @@ pub async fn run(home: &Home, out: Output, cmd: ControlCommand) -> anyhow::Resul
     match cmd {
         ControlCommand::Init(args) => {
             let data = DataDir::new(args.data_dir.unwrap_or_else(|| home.control_dir()));
+            // A second control in the same home would silently re-point the home's
+            // `admin` enrollment (and lock the first control's admin out).
+            if data.load().is_err()
+                && let Ok(enrollment) = home.load_enrollment("admin")
+            {
+                anyhow::bail!(
+                    "the identity \"admin\" in {} is already enrolled with control {} \
+                     (another data directory): nothing was changed; use a separate --home \
+                     for each control",
+                    home.root().display(),
+                    enrollment.control
+                );
+            }
             let advertise = if args.advertise.is_empty() {
                 vec![local_address(args.listen)]
             } else {
@@ -144,6 +181,27 @@ pub async fn run(home: &Home, out: Output, cmd: ControlCommand) -> anyhow::Resul
             }
             Ok(())
         }
+        ControlCommand::SetAdvertise(args) => {
+            let data = DataDir::new(args.data_dir.unwrap_or_else(|| home.control_dir()));
+            let (_, settings) = data.load().map_err(|e| UsageError(e.to_string()))?;
+            let settings = Settings {
+                advertise: args.addrs,
+                ..settings
+            };
+            data.save_settings(&settings)?;
+            match out {
+                Output::Json => output::json(&serde_json::json!({
+                    "data_dir": data.path(),
+                    "advertise": settings.advertise,
+                })),
+                Output::Plain => say!(
+                    "tickets will carry {}; restart `control serve` for it to take effect \
+                     (tickets already issued keep their addresses)",
+                    settings.advertise.join(", ")
+                ),
+            }
+            Ok(())
+        }
         ControlCommand::Serve(args) => {
             let limits = args.limits()?;
             let data = DataDir::new(args.data_dir.unwrap_or_else(|| home.control_dir()));
@@ -155,7 +213,7 @@ pub async fn run(home: &Home, out: Output, cmd: ControlCommand) -> anyhow::Resul
             let listen = args.listen.unwrap_or(settings.listen);
             let listener = TcpListener::bind(listen)
                 .await
-                .with_context(|| format!("cannot listen on {listen}"))?;
+                .map_err(|e| super::proxy::address_in_use(listen, &e, "--listen"))?;
             let shutdown = CancellationToken::new();
             let signals = Signals::install()?;
             let housekeeping = leasehold_control::control::Housekeeping {

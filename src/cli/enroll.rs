@@ -39,9 +39,12 @@ pub fn read_ticket(source: &str) -> anyhow::Result<Ticket> {
 }
 
 /// Redeems `ticket` for identity `name` and records the enrollment. An identity the
-/// control already knows is recorded as enrolled without spending the ticket.
-pub async fn enroll(home: &Home, name: &str, ticket: &Ticket) -> anyhow::Result<()> {
-    let identity = home.load_identity(name)?;
+/// control already knows is recorded as enrolled without spending the ticket: returns
+/// whether the ticket was used.
+pub async fn enroll(home: &Home, name: &str, ticket: &Ticket) -> anyhow::Result<bool> {
+    let identity = home
+        .load_identity(name)
+        .map_err(|e| super::connect::in_home(home, e))?;
     let mut client = Client::connect_to(&ticket.addrs, &ticket.control, &identity)
         .await
         .context("connecting to the control named in the ticket")?;
@@ -49,12 +52,12 @@ pub async fn enroll(home: &Home, name: &str, ticket: &Ticket) -> anyhow::Result<
         secret: encode_secret(&ticket.secret),
         name: name.to_owned(),
     };
-    match client.call(req).await {
-        Ok(Reply::Member(_)) => {}
-        Err(ClientError::Remote(e)) if e.code == ErrorCode::Conflict => {}
+    let used = match client.call(req).await {
+        Ok(Reply::Member(_)) => true,
+        Err(ClientError::Remote(e)) if e.code == ErrorCode::Conflict => false,
         Ok(_) => anyhow::bail!("unexpected answer from the control"),
         Err(e) => return Err(e.into()),
-    }
+    };
     home.save_enrollment(
         name,
         &Enrollment {
@@ -62,19 +65,31 @@ pub async fn enroll(home: &Home, name: &str, ticket: &Ticket) -> anyhow::Result<
             control: ticket.control,
         },
     )?;
-    Ok(())
+    Ok(used)
 }
 
 pub async fn run(home: &Home, out: Output, args: EnrollArgs) -> anyhow::Result<()> {
     let ticket = read_ticket(&args.ticket)?;
-    enroll(home, &args.identity, &ticket).await?;
+    let used = enroll(home, &args.identity, &ticket).await?;
     match out {
         Output::Json => output::json(&serde_json::json!({
             "identity": args.identity,
             "control": ticket.control.to_string(),
             "addrs": ticket.addrs,
+            "ticket_used": used,
         })),
-        Output::Plain => say!("enrolled {} with control {}", args.identity, ticket.control),
+        Output::Plain if used => {
+            say!("enrolled {} with control {}", args.identity, ticket.control)
+        }
+        // Not "enrolled": the ticket's attributes were not applied, and the operator
+        // who expected them should know (delete the member first to re-enroll).
+        Output::Plain => say!(
+            "{} is already a member of control {}: the ticket was not used and the \
+             member's attributes are unchanged (to apply new ones, an admin deletes the \
+             member, allows it, and issues a new ticket)",
+            args.identity,
+            ticket.control
+        ),
     }
     Ok(())
 }

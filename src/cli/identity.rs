@@ -58,7 +58,9 @@ pub fn run(home: &Home, out: Output, cmd: IdentityCommand) -> anyhow::Result<()>
                 .collect();
             match out {
                 Output::Json => output::json(&list),
+                Output::Plain if list.is_empty() => say!("no identities"),
                 Output::Plain => {
+                    say!("{:<20} ID", "NAME");
                     for v in list {
                         say!("{:<20} {}", v.name, v.id);
                     }
@@ -66,7 +68,9 @@ pub fn run(home: &Home, out: Output, cmd: IdentityCommand) -> anyhow::Result<()>
             }
         }
         IdentityCommand::Show { name } => {
-            let identity = home.load_identity(&name)?;
+            let identity = home
+                .load_identity(&name)
+                .map_err(|e| super::connect::in_home(home, e))?;
             let v = view(home, &name, identity.public().to_string());
             match out {
                 Output::Json => output::json(&v),

@@ -1,13 +1,14 @@
 //! `leasehold lease create|list|show|revoke`.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 
 use anyhow::bail;
 use clap::{Args, Subcommand, ValueEnum};
-use leasehold_channel::client::Client;
+use leasehold_channel::client::{Client, ClientError};
 use leasehold_channel::home::Home;
 use leasehold_channel::protocol::{
-    LEASE_PAGE_MAX, LeaseRecord, LeaseStatus, Reply, Request, Timestamp,
+    ErrorCode, LEASE_PAGE_MAX, LeaseRecord, LeaseStatus, Reply, Request, Timestamp,
 };
 
 use super::admin::AsIdentity;
@@ -19,7 +20,7 @@ use super::{connect, ttl_secs};
 pub enum LeaseCommand {
     /// Issue a lease and print its token.
     Create {
-        /// Lifetime (300, 5m, 1h); the policy default when absent.
+        /// Lifetime (300, 5m, 1m30s, 1h; at most 30d) [default: the policy's].
         #[arg(long, value_parser = ttl_secs, value_name = "DURATION")]
         ttl: Option<u64>,
         #[command(flatten)]
@@ -50,7 +51,7 @@ pub struct ListArgs {
     #[arg(long, value_enum, value_name = "STATUS")]
     status: Option<StatusArg>,
     /// Only this member's leases (an identity identifier; admin for anyone but you).
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", value_parser = super::check::member_id)]
     member: Option<String>,
     /// At most this many leases.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
@@ -107,14 +108,40 @@ async fn list_pages(
     Ok(())
 }
 
-fn list_line(l: &LeaseRecord) {
+/// The header of `lease list`'s table.
+fn list_header() {
     say!(
-        "{}  {:<8} {}  expires {}",
+        "{:<16}  {:<8} {:<20} {:<52}  EXPIRES",
+        "ID",
+        "STATUS",
+        "MEMBER",
+        "MEMBER ID"
+    );
+}
+
+/// One row: the member's name (when the caller may list members) beside its id.
+fn list_line(l: &LeaseRecord, names: &BTreeMap<String, String>) {
+    let id = l.issued_for.to_string();
+    let name = names.get(&id).map_or("-", String::as_str);
+    say!(
+        "{:<16}  {:<8} {:<20} {:<52}  {}",
         l.id,
         format!("{:?}", l.status).to_lowercase(),
-        l.issued_for,
+        name,
+        id,
         l.expires_at
     );
+}
+
+/// Member names by id: every member's for an admin; a member sees only itself.
+async fn member_names(client: &mut Client, home: &Home, who: &str) -> BTreeMap<String, String> {
+    match client.call(Request::MemberList).await {
+        Ok(Reply::Members { members, .. }) => members
+            .into_iter()
+            .map(|m| (m.id.to_string(), m.name.escape_debug().to_string()))
+            .collect(),
+        _ => BTreeMap::from([(connect::client_identity(home, who), who.to_owned())]),
+    }
 }
 
 fn lines(lease: &LeaseRecord) -> Vec<(&'static str, String)> {
@@ -145,7 +172,19 @@ pub async fn run(home: &Home, out: Output, cmd: LeaseCommand) -> anyhow::Result<
                     output::json(&all);
                 }
                 Output::Plain => {
-                    list_pages(&mut client, &args, |page| page.iter().for_each(list_line)).await?
+                    let names = member_names(&mut client, home, &args.who.identity).await;
+                    let mut count = 0usize;
+                    list_pages(&mut client, &args, |page| {
+                        if count == 0 && !page.is_empty() {
+                            list_header();
+                        }
+                        count += page.len();
+                        page.iter().for_each(|l| list_line(l, &names));
+                    })
+                    .await?;
+                    if count == 0 {
+                        say!("no leases");
+                    }
                 }
             }
             return Ok(());
@@ -154,10 +193,22 @@ pub async fn run(home: &Home, out: Output, cmd: LeaseCommand) -> anyhow::Result<
         LeaseCommand::Revoke { id, who } => (who, Request::LeaseRevoke { id }),
     };
     let creating = matches!(req, Request::LeaseCreate { .. });
-    let reply = connect::as_identity(home, &who.identity)
-        .await?
-        .call(req)
-        .await?;
+    let lease_id = match &req {
+        Request::LeaseShow { id } | Request::LeaseRevoke { id } => Some(id.clone()),
+        _ => None,
+    };
+    let reply = connect::call(home, &who.identity, req).await.map_err(|e| {
+        match (lease_id, e.downcast_ref::<ClientError>()) {
+            // Echo the id: with several leases at hand, which one was not found matters.
+            (Some(id), Some(ClientError::Remote(w))) if w.code == ErrorCode::NotFound => {
+                e.context(format!(
+                    "lease {id} (as {:?}; lease list shows the leases you can see)",
+                    who.identity
+                ))
+            }
+            _ => e,
+        }
+    })?;
     match (reply, out) {
         (Reply::Lease(lease), Output::Json) => output::json(&lease),
         (Reply::Lease(lease), Output::Plain) if creating && !std::io::stdout().is_terminal() => {

@@ -5,6 +5,8 @@
 mod output;
 
 mod admin;
+mod check;
+mod completion;
 mod connect;
 mod control;
 mod enroll;
@@ -21,21 +23,24 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use leasehold_channel::client::ClientError;
 use leasehold_channel::home::Home;
-use leasehold_channel::protocol::ErrorCode;
 
 pub use output::Output;
 
 /// Secure-channel sidecar proxy with automatic credential leasing for InfluxDB.
 #[derive(Debug, Parser)]
-#[command(name = "leasehold", version, propagate_version = true)]
+#[command(
+    name = "leasehold",
+    version,
+    propagate_version = true,
+    after_help = "Environment:\n  RUST_LOG  log level or filter [default: warn; info for `control serve` and `proxy`]\n\nExit codes: 0 ok, 1 refused or failed at run time (by the control or the system), 2 usage error found by the command line itself."
+)]
 pub struct Cli {
-    /// Directory holding identities and enrollments.
+    /// Directory holding identities and enrollments [default: ~/.leasehold].
     #[arg(long, global = true, env = "LEASEHOLD_HOME", value_name = "DIR")]
     pub home: Option<PathBuf>,
     /// How to print records.
-    #[arg(long, global = true, value_enum, default_value_t = Output::Plain)]
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Plain)]
     pub output: Output,
     /// Log format on stderr (`RUST_LOG` sets the level).
     #[arg(long, global = true, env = "LEASEHOLD_LOG_FORMAT", value_enum, default_value_t = logging::LogFormat::Text)]
@@ -75,6 +80,10 @@ pub enum Command {
     Proxy(proxy::ProxyArgs),
     /// Probe a leasehold admin endpoint (for container health checks).
     Health(proxy::HealthArgs),
+    /// Print a shell completion script (bash, zsh or fish) to stdout.
+    Completion(completion::CompletionArgs),
+    /// Print the man page, leasehold(1), to stdout.
+    Man,
 }
 
 /// An error that is the user's input rather than a failure: exit code 2.
@@ -85,7 +94,10 @@ pub struct UsageError(pub String);
 /// Runs the command line and returns the process exit code: 0 ok, 1 runtime failure,
 /// 2 usage.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => exit_on_parse_error(error),
+    };
     logging::init(cli.log_format, cli.command.default_log_level());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -114,13 +126,57 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Prints a clap error and exits (2 for usage errors, 0 for `--help`/`--version`). A
+/// missing flag that an environment variable can also give names that variable, since
+/// secrets belong there (`INFLUXDB_ADMIN_PASSWORD`), not in argv.
+fn exit_on_parse_error(error: clap::Error) -> ! {
+    use clap::CommandFactory;
+    if error.kind() != clap::error::ErrorKind::MissingRequiredArgument {
+        error.exit();
+    }
+    let text = error.render().to_string();
+    let missing = match error.get(clap::error::ContextKind::InvalidArg) {
+        Some(clap::error::ContextValue::Strings(missing)) => missing.join(" "),
+        _ => String::new(),
+    };
+    // The subcommand that was run: its flags are the ones that were missing.
+    let mut cmd = Cli::command();
+    for word in std::env::args().skip(1) {
+        if let Some(sub) = cmd.find_subcommand(&word) {
+            cmd = sub.clone();
+        }
+    }
+    let hints: Vec<String> = cmd
+        .get_arguments()
+        .filter_map(|arg| {
+            let (long, env) = (arg.get_long()?, arg.get_env()?);
+            missing
+                .contains(&format!("--{long} <"))
+                .then(|| format!("  --{long} can also come from {}", env.to_string_lossy()))
+        })
+        .collect();
+    let mut stderr = std::io::stderr().lock();
+    let _ = write!(stderr, "{text}");
+    if !hints.is_empty() {
+        let _ = writeln!(
+            stderr,
+            "\nhint: set the environment variable instead of the flag:"
+        );
+        for hint in hints {
+            let _ = writeln!(stderr, "{hint}");
+        }
+    }
+    std::process::exit(2);
+}
+
+/// The one rule: 2 for a usage error the CLI detects itself (clap's own errors exit 2
+/// too), 1 for everything the control or the system refused at run time, including a
+/// request the control found invalid (see `check.rs` for what is caught locally).
 fn exit_code(error: &anyhow::Error) -> u8 {
     if error.downcast_ref::<UsageError>().is_some() {
-        return 2;
-    }
-    match error.downcast_ref::<ClientError>() {
-        Some(ClientError::Remote(e)) if e.code == ErrorCode::BadRequest => 2,
-        _ => 1,
+        2
+    } else {
+        1
     }
 }
 
@@ -156,7 +212,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Enroll(args) => enroll::run(&home, out, args).await,
         Command::Lease(cmd) => lease::run(&home, out, cmd).await,
         Command::Proxy(args) => proxy::run(&home, args).await,
-        Command::Health(args) => proxy::health(args).await,
+        Command::Health(args) => proxy::health(out, args).await,
+        Command::Completion(args) => completion::completion(&args),
+        Command::Man => completion::man(),
     }
 }
 

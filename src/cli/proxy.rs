@@ -11,6 +11,7 @@ use leasehold_channel::home::{Home, HomeError};
 use leasehold_proxy::{Config, ControlLeaseSource, ListenAddr};
 use tokio_util::sync::CancellationToken;
 
+use super::output::{self, Output};
 use super::signal::Signals;
 use super::{UsageError, duration_secs, enroll};
 
@@ -126,8 +127,11 @@ async fn enroll_once(home: &Home, name: &str, ticket: &str) -> anyhow::Result<()
         tracing::info!(identity = %name, id = %identity.public(), "created identity");
     }
     let ticket = enroll::read_ticket(ticket)?;
-    enroll::enroll(home, name, &ticket).await?;
-    tracing::info!(identity = %name, control = %ticket.control, "enrolled");
+    if enroll::enroll(home, name, &ticket).await? {
+        tracing::info!(identity = %name, control = %ticket.control, "enrolled");
+    } else {
+        tracing::info!(identity = %name, control = %ticket.control, "already a member: the ticket was not used");
+    }
     Ok(())
 }
 
@@ -183,15 +187,54 @@ pub async fn run(home: &Home, args: ProxyArgs) -> anyhow::Result<()> {
     if let Some(ticket) = &args.ticket {
         enroll_once(home, &args.identity, ticket).await?;
     }
+    match home.load_enrollment(&args.identity) {
+        Err(HomeError::NotEnrolled(name)) => {
+            return Err(anyhow::anyhow!(
+                "identity {name:?} is not enrolled: start the proxy with --ticket FILE \
+                 (or LEASEHOLD_TICKET) to enroll on first start, or run \
+                 `leasehold enroll TICKET --identity {name}`"
+            ));
+        }
+        Err(HomeError::NotFound(name)) => {
+            return Err(super::connect::in_home(home, HomeError::NotFound(name)));
+        }
+        _ => {}
+    }
     let mut source = ControlLeaseSource::from_home(home, &args.identity)?;
+    if let Ok(enrollment) = home.load_enrollment(&args.identity) {
+        let control = enrollment.addrs.join(", ");
+        tracing::info!(identity = %args.identity, "waiting for the first lease from {control}");
+    }
     if let Some(ttl) = args.ttl {
         source = source.with_ttl(Duration::from_secs(ttl));
     }
     let shutdown = CancellationToken::new();
     Signals::install()?.cancel_on_signal(shutdown.clone(), config.shutdown_grace());
-    let listener = bind(config.listen()).await?;
-    let admin = bind(config.admin_listen()).await?;
-    let running = leasehold_proxy::start(config, source, listener, admin, shutdown)?;
+    let proxy_flag = |addr: SocketAddr| {
+        if addr == config.listen() || config.config().extra_listen.iter().any(|l| l.addr == addr) {
+            "--listen"
+        } else {
+            "--admin-listen"
+        }
+    };
+    let bound = async {
+        let listeners =
+            leasehold_proxy::proxy::bind_all(config.listen(), &config.config().extra_listen)
+                .await?;
+        let admins = leasehold_proxy::proxy::bind_all(
+            config.admin_listen(),
+            &config.config().extra_admin_listen,
+        )
+        .await?;
+        Ok::<_, leasehold_proxy::ProxyError>((listeners, admins))
+    };
+    let (listeners, admins) = bound.await.map_err(|e| match e {
+        leasehold_proxy::ProxyError::Bind { addr, source } => {
+            address_in_use(addr, &source, proxy_flag(addr))
+        }
+        other => other.into(),
+    })?;
+    let running = leasehold_proxy::proxy::start_on(config, source, listeners, admins, shutdown)?;
     if let Some(path) = &args.ready_file {
         let addrs = [
             ("listen", running.proxy_addr()),
@@ -203,27 +246,47 @@ pub async fn run(home: &Home, args: ProxyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, leasehold_proxy::ProxyError> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| leasehold_proxy::ProxyError::Bind { addr, source })
+/// A listener that cannot bind, said once (not "cause: cause"), with the flag that
+/// moves it: on a host with its own InfluxDB, 8086 is taken.
+pub(crate) fn address_in_use(
+    addr: SocketAddr,
+    source: &std::io::Error,
+    flag: &str,
+) -> anyhow::Error {
+    if source.kind() == std::io::ErrorKind::AddrInUse {
+        anyhow::anyhow!(
+            "cannot listen on {addr}: the address is in use (by a local InfluxDB on 8086?): \
+             stop that process or choose another address with {flag}"
+        )
+    } else {
+        anyhow::anyhow!("cannot listen on {addr}: {source} (choose another address with {flag})")
+    }
 }
 
-pub async fn health(args: HealthArgs) -> anyhow::Result<()> {
-    let response = reqwest::Client::builder()
+pub async fn health(out: Output, args: HealthArgs) -> anyhow::Result<()> {
+    let answer = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()?
         .get(&args.url)
         .send()
-        .await
-        .with_context(|| format!("probing {}", args.url))?;
-    anyhow::ensure!(
-        response.status().is_success(),
-        "{} answered {}",
-        args.url,
-        response.status()
-    );
-    say!("ok");
+        .await;
+    let status = answer.as_ref().ok().map(|r| r.status().as_u16());
+    let healthy = status.is_some_and(|s| (200..300).contains(&s));
+    if out == Output::Json {
+        // Printed whether healthy or not, so a script reads one shape; the exit code
+        // still says which.
+        output::json(&serde_json::json!({
+            "url": args.url,
+            "healthy": healthy,
+            "status": status,
+            "error": answer.as_ref().err().map(|e| format!("{e:#}")),
+        }));
+    }
+    let response = answer.with_context(|| format!("probing {}", args.url))?;
+    anyhow::ensure!(healthy, "{} answered {}", args.url, response.status());
+    if out == Output::Plain {
+        say!("ok");
+    }
     Ok(())
 }
 

@@ -105,7 +105,12 @@ pub(crate) fn readme_documents_every_subcommand_flag_and_environment_variable() 
 pub(crate) fn parse_rejects_a_drifted_flag() {
     // The checks above must be able to fail: a misspelt flag and a missing required
     // value are both refused.
-    let argv = |s: &str| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+    // `x` stands for one well-formed privilege (a single argv word with spaces).
+    let argv = |s: &str| {
+        s.split_whitespace()
+            .map(|w| if w == "x" { "WRITE ON telemetry" } else { w }.to_owned())
+            .collect::<Vec<_>>()
+    };
     let bad = std::panic::catch_unwind(|| {
         parse(
             "test",
@@ -146,4 +151,64 @@ pub(crate) fn parse_rejects_a_drifted_flag() {
         )
     });
     assert!(secret.is_err(), "a password in argv is refused");
+}
+
+/// Subcommand path and flag names of a leasehold command line (values dropped).
+fn shape(argv: &[String]) -> (String, BTreeSet<String>) {
+    let root = cli_tree();
+    let mut cmd = &root;
+    let mut path = Vec::new();
+    let mut flags = BTreeSet::new();
+    for word in argv {
+        if let Some(flag) = word.strip_prefix("--") {
+            flags.insert(flag.split('=').next().unwrap_or(flag).to_owned());
+        } else if let Some(sub) = cmd.find_subcommand(word) {
+            path.push(word.clone());
+            cmd = sub;
+        }
+    }
+    (path.join(" "), flags)
+}
+
+#[test]
+pub(crate) fn the_readme_walk_through_is_what_examples_walkthrough_sh_runs() {
+    // The README's walk-through block (the one that starts with `control init`) ...
+    let block = readme_shell_blocks()
+        .into_iter()
+        .find(|b| b.contains("leasehold control init"))
+        .expect("a walk-through block");
+    let readme: Vec<_> = shell::commands(&block)
+        .into_iter()
+        .filter(|c| is_leasehold(&c.argv[0]))
+        .map(|c| shape(&c.argv[1..]))
+        .collect();
+    assert!(readme.len() >= 8, "{readme:?}");
+    // ... step by step, with the same flags, is what the script runs (which
+    // tests/demo.rs runs for real against the v2 test server).
+    let script: Vec<_> = shell::commands(&read("examples/walkthrough.sh"))
+        .into_iter()
+        .filter_map(|c| match c.argv[0].as_str() {
+            "on_control" | "on_client" | "\"$LEASEHOLD\"" | "$LEASEHOLD" => {
+                Some(shape(&c.argv[1..]))
+            }
+            _ => None,
+        })
+        .collect();
+    for (path, flags) in &readme {
+        assert!(
+            script.iter().any(|(p, f)| p == path && flags.is_subset(f)),
+            "the README runs `leasehold {path}` with {flags:?}, examples/walkthrough.sh does not:\n{script:?}"
+        );
+    }
+    // On one host: the proxy's listen address must not be InfluxDB's 8086, and the
+    // advertised address must be one a client on this host can reach.
+    assert!(block.contains("--advertise 127.0.0.1:"), "{block}");
+    let proxy = block
+        .lines()
+        .find(|l| l.contains("leasehold proxy"))
+        .unwrap();
+    assert!(
+        proxy.contains("--listen") && !proxy.contains(":8086 "),
+        "{proxy}"
+    );
 }
