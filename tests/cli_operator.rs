@@ -239,7 +239,7 @@ fn help_completions_and_the_man_page_cover_every_subcommand() {
     }
     let proxy = env.ok(&["proxy", "--help"]);
     for text in [
-        "[default: 127.0.0.1:8086]",
+        "[default: 127.0.0.1:8086 and [::1]:8086",
         "[env: LEASEHOLD_LISTEN=]",
         "[default: 10s]",
         "[default: the policy's]",

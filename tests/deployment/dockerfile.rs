@@ -152,9 +152,15 @@ impl Image {
     /// Whether a container's `image:` is this one, and the environment it starts with
     /// (this image's `ENV`, or nothing known for another image).
     pub(crate) fn base_env(&self, container_image: &Value) -> (bool, Env) {
-        let is_this_image = container_image
-            .as_str()
-            .is_some_and(|i| i.starts_with("leasehold"));
+        // `leasehold:TAG` or `${LEASEHOLD_IMAGE:-leasehold:TAG}`; not the
+        // `leasehold-influxdb1` or `leasehold-base` images made beside it.
+        let is_this_image = container_image.as_str().is_some_and(|image| {
+            let image = image
+                .strip_prefix("${")
+                .and_then(|rest| rest.split_once(":-"))
+                .map_or(image, |(_, default)| default.trim_end_matches('}'));
+            image.split(':').next() == Some("leasehold")
+        });
         let env = if is_this_image {
             self.env.clone()
         } else {
