@@ -3,7 +3,7 @@
 # footprint. See BENCHMARKS.md for what it measures, how, and one run's results.
 #
 #   bench/run.sh            # full run (~15 min): release builds, 3 rounds x 10 s
-#   bench/run.sh --smoke    # ~1 s per contender, one round: checks the harness works
+#   bench/run.sh --smoke    # ~3 s per contender, one round: checks the harness works (long enough that a loaded machine still completes requests)
 #
 # What runs:
 #   sink serve   the upstream: reads and discards each body, answers 204
@@ -54,7 +54,7 @@ for arg in "$@"; do
 done
 
 if [ "$SMOKE" = 1 ]; then
-  SECS=${BENCH_SECONDS:-1}; ROUNDS=${BENCH_ROUNDS:-1}; STARTUP_RUNS=${BENCH_STARTUP_RUNS:-2}
+  SECS=${BENCH_SECONDS:-3}; ROUNDS=${BENCH_ROUNDS:-1}; STARTUP_RUNS=${BENCH_STARTUP_RUNS:-2}
   WARMUP=0; LEASE_SECS=${BENCH_LEASE_SECONDS:-0}; INSTRUCTIONS=${BENCH_INSTRUCTIONS:-0}
 else
   SECS=${BENCH_SECONDS:-10}; ROUNDS=${BENCH_ROUNDS:-3}; STARTUP_RUNS=${BENCH_STARTUP_RUNS:-10}
