@@ -24,6 +24,8 @@
 //! - `server.rs`: accept loops, connection limit, graceful drain; `lobby.rs`: where new
 //!   connections wait for their first byte; `idle.rs`: closing quiet connections; `admin.rs`: probes and
 //!   metrics; [`metrics`]: lock-free counters rendered for Prometheus.
+//! - [`buffer`]: store and forward (`--buffer-dir`): writes that cannot be delivered
+//!   now are kept on disk, checksummed, and replayed in order.
 //! - [`proxy`]: wiring it all under one shutdown token.
 //!
 //! How the CLI runs it:
@@ -53,6 +55,7 @@
 
 mod admin;
 pub mod browser;
+pub mod buffer;
 pub mod config;
 mod connector;
 pub mod control_source;
