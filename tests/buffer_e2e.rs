@@ -97,7 +97,7 @@ async fn write_point(
     let buffered = response.headers().contains_key("x-leasehold-buffered");
     let text = response.text().await.unwrap_or_default();
     let sent = (status == 204).then(|| {
-        let (earliest, latest) = if id % 4 == 0 {
+        let (earliest, latest) = if id.is_multiple_of(4) {
             (before, before)
         } else {
             (before / unit * unit, after)
