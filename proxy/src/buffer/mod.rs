@@ -38,7 +38,7 @@ use http::{HeaderValue, Method, Request, StatusCode};
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -253,6 +253,9 @@ impl Buffer {
     /// its place on failure.
     pub async fn replay(self: Arc<Self>, store: Arc<CredentialStore>, shutdown: CancellationToken) {
         let mut failures = 0u32;
+        // A new lease (or its loss) ends a wait at once: replay resumes as soon as
+        // delivery can work, not at the end of a back-off.
+        let mut leases = store.subscribe_ready();
         loop {
             let log = Arc::clone(&self.log);
             let next = tokio::task::spawn_blocking(move || {
@@ -267,14 +270,17 @@ impl Buffer {
                     if self.is_empty() {
                         self.stats.oldest_ns.store(0, Ordering::Relaxed);
                     }
-                    if !self.pause(&shutdown, IDLE_POLL, true).await {
+                    if !self.pause(&shutdown, &mut leases, IDLE_POLL, true).await {
                         return;
                     }
                     continue;
                 }
                 Ok(Err(error)) => {
                     error!(%error, "reading the write buffer failed; retrying");
-                    if !self.pause(&shutdown, plan::MAX_RETRY, false).await {
+                    if !self
+                        .pause(&shutdown, &mut leases, plan::MAX_RETRY, false)
+                        .await
+                    {
                         return;
                     }
                     continue;
@@ -293,14 +299,14 @@ impl Buffer {
                     }
                     let pace = plan::paced(batch.body.len(), self.config.replay_rate)
                         .saturating_sub(started.elapsed());
-                    if !pace.is_zero() && !self.pause(&shutdown, pace, false).await {
+                    if !pace.is_zero() && !self.pause(&shutdown, &mut leases, pace, false).await {
                         return;
                     }
                 }
                 Delivery::Later => {
                     failures = failures.saturating_add(1);
                     if !self
-                        .pause(&shutdown, plan::retry_after(failures), false)
+                        .pause(&shutdown, &mut leases, plan::retry_after(failures), false)
                         .await
                     {
                         return;
@@ -310,11 +316,19 @@ impl Buffer {
         }
     }
 
-    /// Waits `wait` (or, when `on_append`, until something is appended); false on shutdown.
-    async fn pause(&self, shutdown: &CancellationToken, wait: Duration, on_append: bool) -> bool {
+    /// Waits `wait`, or until a lease is installed, or (when `on_append`) something is
+    /// appended; false on shutdown.
+    async fn pause(
+        &self,
+        shutdown: &CancellationToken,
+        leases: &mut watch::Receiver<bool>,
+        wait: Duration,
+        on_append: bool,
+    ) -> bool {
         tokio::select! {
             () = shutdown.cancelled() => false,
             () = self.appended.notified(), if on_append => true,
+            Ok(()) = leases.changed() => true,
             () = tokio::time::sleep(wait) => true,
         }
     }

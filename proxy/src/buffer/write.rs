@@ -50,10 +50,7 @@ pub async fn handle_write(
     let (mut parts, body) = request.into_parts();
     let query = parts.uri.query();
     let Some(precision) = Precision::from_query(query) else {
-        return invalid(
-            parts.version,
-            "invalid precision: use one of ns, us, ms, s, m, h",
-        );
+        return invalid("invalid precision: use one of ns, us, ms, s, m, h");
     };
     let limited = Limited::new(
         TimedBody::new(body, shared.body_read_timeout),
@@ -94,7 +91,7 @@ pub async fn handle_write(
             .target_path(target.clone())
             .and_then(|path| upstream.absolute_uri(path));
         let Ok(uri) = uri else {
-            return invalid(parts.version, "invalid request target");
+            return invalid("invalid request target");
         };
         let client_version = parts.version;
         let mut upstream_parts = parts.clone();
@@ -160,7 +157,7 @@ async fn store(
     let plain = if gzip {
         match gunzip(body) {
             Ok(plain) => std::borrow::Cow::Owned(plain),
-            Err(message) => return invalid(parts.version, message),
+            Err(message) => return invalid(message),
         }
     } else {
         std::borrow::Cow::Borrowed(&body[..])
@@ -222,7 +219,7 @@ fn gunzip(body: &[u8]) -> Result<Vec<u8>, &'static str> {
     Ok(plain)
 }
 
-fn invalid(_version: Version, message: &str) -> Response<ProxyBody> {
+fn invalid(message: &str) -> Response<ProxyBody> {
     responses::error(StatusCode::BAD_REQUEST, ErrorCode::Invalid, message)
 }
 
