@@ -196,6 +196,34 @@ impl Log {
         Ok(())
     }
 
+    /// The active segment for a write done outside the lock: its id, a handle, and its
+    /// durable length. Replay keeps reading and deleting meanwhile; the writer task is
+    /// the only writer, so nothing else moves the end of the file.
+    pub fn active(&self) -> io::Result<(u64, File, u64)> {
+        let back = self
+            .segments
+            .back()
+            .ok_or_else(|| io::Error::other("buffer log has no segment"))?;
+        Ok((back.id, self.active.try_clone()?, back.len))
+    }
+
+    /// Makes `records`, written and `fsync`ed to segment `id` by the caller, readable.
+    /// If replay emptied and replaced that segment meanwhile (the file is gone), they
+    /// are written again, here, to the new one.
+    pub fn commit(&mut self, id: u64, records: &[u8]) -> io::Result<()> {
+        let Some(back) = self.segments.back_mut() else {
+            return Err(io::Error::other("buffer log has no segment"));
+        };
+        if back.id != id {
+            return self.append(records);
+        }
+        back.len += records.len() as u64;
+        if back.len >= SEGMENT_BYTES {
+            self.start_segment()?;
+        }
+        Ok(())
+    }
+
     fn start_segment(&mut self) -> io::Result<()> {
         let id = self.segments.back().map_or(1, |s| s.id + 1);
         self.active = private_file(&segment_path(&self.dir, id), true)?;
@@ -402,6 +430,23 @@ mod tests {
             .filter(|e| e.as_ref().unwrap().path().extension().is_some())
             .count();
         assert_eq!(segments, 1);
+    }
+
+    #[test]
+    fn a_write_outside_the_lock_survives_replay_replacing_its_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = Log::open(dir.path()).unwrap();
+        log.append(&encoded(1, "/write", "m v=1 1\n")).unwrap();
+        let (id, mut file, _) = log.active().unwrap();
+        // Replay drains the segment (and replaces it) while the write is in flight.
+        let batch = log.next_batch().unwrap().unwrap();
+        log.consume(batch.disk_bytes).unwrap();
+        let record = encoded(2, "/write", "m v=2 2\n");
+        file.write_all(&record).unwrap();
+        file.sync_data().unwrap();
+        log.commit(id, &record).unwrap();
+        let batch = log.next_batch().unwrap().unwrap();
+        assert_eq!(&batch.body[..], b"m v=2 2\n");
     }
 
     #[test]

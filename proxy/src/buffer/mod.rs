@@ -24,7 +24,7 @@ pub mod record;
 pub mod stamp;
 mod write;
 
-use std::io;
+use std::io::{self, Write as _};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -478,10 +478,18 @@ async fn write_loop(
             bytes.extend_from_slice(&append.record);
         }
         let log = Arc::clone(&log);
+        // The write and its `fsync` run without the lock, so replay's reads and deletes
+        // do not wait for the disk.
         let written = tokio::task::spawn_blocking(move || {
-            log.lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .append(&bytes)
+            let lock = || log.lock().unwrap_or_else(PoisonError::into_inner);
+            let (id, mut file, durable) = lock().active()?;
+            if let Err(error) = file.write_all(&bytes).and_then(|()| file.sync_data()) {
+                // Not acknowledged: cut it, so the next group does not follow garbage
+                // (if even that fails, recovery cuts it).
+                let _ = file.set_len(durable);
+                return Err(error);
+            }
+            lock().commit(id, &bytes)
         })
         .await
         .unwrap_or_else(|_| Err(io::Error::other("the buffer writer panicked")));
