@@ -14,6 +14,10 @@
 //! concurrent requests on one connection a single HTTP/1 upstream connection could not
 //! carry. Both answer alike, including their 502s.
 //!
+//! **Store and forward** (`--buffer-dir`, `buffer/`): line-protocol writes then take
+//! `buffer::handle_write`, which reads the body whole so that a write InfluxDB cannot
+//! take now can be stored; without the flag this costs one `Option` check.
+//!
 //! **Web pages are kept out first** (`browser.rs`): a request with a foreign `Host`, or
 //! from a browser page whose origin is not allow-listed, gets 403 before anything else
 //! is looked at; an allow-listed origin's preflight is answered here.

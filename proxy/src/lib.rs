@@ -48,7 +48,7 @@
 //! thin async shell. One writer (the refresher) swaps an immutable credential snapshot;
 //! the request path takes that snapshot with one lock-free load and never holds it
 //! across an await, so renewals never disturb in-flight requests. Bodies are streamed,
-//! never buffered. Fail closed: without a valid credential the answer is 503, never a
+//! never buffered (except writes under `--buffer-dir`, see [`buffer`]). Fail closed: without a valid credential the answer is 503, never a
 //! request without (or with an expired) token.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
