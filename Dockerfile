@@ -47,12 +47,14 @@ RUN if ! dpkg-query -W -f '${Status}' ca-certificates 2>/dev/null | grep -q 'ok 
  && useradd --system --uid 10001 --gid leasehold --home-dir /var/lib/leasehold \
       --shell /usr/sbin/nologin leasehold \
  && install -d -o leasehold -g leasehold -m 0700 /var/lib/leasehold \
- && install -d -o leasehold -g leasehold -m 0750 /tickets
+ && install -d -o leasehold -g leasehold -m 0750 /tickets \
+ && install -d -o leasehold -g leasehold -m 0700 /var/lib/leasehold-buffer
 
 # JSON log lines for container log collectors; RUST_LOG sets the level.
 ENV LEASEHOLD_HOME=/var/lib/leasehold \
     LEASEHOLD_LOG_FORMAT=json
-# A named volume mounted here starts out owned by 10001, like the directory above.
+# A named volume mounted here starts out owned by 10001, like the directory above
+# (as does one on /var/lib/leasehold-buffer, for `proxy --buffer-dir`).
 VOLUME ["/var/lib/leasehold"]
 # Numeric, so that Kubernetes' runAsNonRoot can verify it.
 USER 10001:10001

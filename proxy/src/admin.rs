@@ -3,7 +3,9 @@
 //! Kept on its own address so probes and scrapes never compete with the application's
 //! connection limit and are never forwarded upstream. `/readyz` means exactly "a request
 //! sent now would carry a valid lease": it turns 503 before the first lease and again if
-//! the lease lapses without renewal.
+//! the lease lapses without renewal. With `--buffer-dir` it says "buffering" instead
+//! while writes are being stored on the device (200 with a lease while a backlog is
+//! replayed, 503 without one).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -33,9 +35,17 @@ pub async fn handle(
             StatusCode::SERVICE_UNAVAILABLE,
             "unhealthy: the lease refresher has stopped\n",
         ),
-        "/readyz" => match shared.store.current(Instant::now()) {
-            Some(_) => text(StatusCode::OK, "ready\n"),
-            None => text(
+        "/readyz" => match (shared.store.current(Instant::now()), &shared.buffer) {
+            (Some(_), Some(buffer)) if !buffer.is_empty() => text(
+                StatusCode::OK,
+                "buffering: replaying stored writes to InfluxDB; new writes are stored behind them\n",
+            ),
+            (Some(_), _) => text(StatusCode::OK, "ready\n"),
+            (None, Some(_)) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "buffering: no valid lease; writes are stored on this device until one is obtained\n",
+            ),
+            (None, None) => text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not ready: no valid lease\n",
             ),

@@ -73,6 +73,8 @@ pub struct Config {
     pub allow_origins: Vec<String>,
     /// Host names or addresses accepted in `Host` besides loopback and the listen address.
     pub allow_hosts: Vec<String>,
+    /// Store and forward for writes (`--buffer-dir`); off when `None`.
+    pub buffer: Option<crate::buffer::BufferConfig>,
 }
 
 impl Default for Config {
@@ -99,6 +101,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(10),
             allow_origins: Vec::new(),
             allow_hosts: Vec::new(),
+            buffer: None,
         }
     }
 }
@@ -191,6 +194,19 @@ impl Config {
             (self.http2_keepalive_timeout, "http2_keepalive_timeout"),
         ] {
             limit(!value.is_zero(), name, "more than zero")?;
+        }
+        if let Some(buffer) = &self.buffer {
+            limit(buffer.max_bytes > 0, "buffer_max_bytes", "more than zero")?;
+            limit(
+                buffer.replay_rate > 0,
+                "buffer_replay_rate",
+                "more than zero",
+            )?;
+            limit(
+                !buffer.upstream_timeout.is_zero(),
+                "buffer_upstream_timeout",
+                "more than zero",
+            )?;
         }
         let upstream = self
             .upstream

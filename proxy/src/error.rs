@@ -26,6 +26,9 @@ pub enum ProxyError {
     /// The proxy stopped before it became ready (shutdown requested first).
     #[error("the proxy stopped before it obtained a first lease")]
     StoppedBeforeReady,
+    /// The store-and-forward directory cannot be used.
+    #[error(transparent)]
+    Buffer(#[from] crate::buffer::LogError),
     /// A proxy task panicked.
     #[error("a proxy task failed: {0}")]
     Task(String),

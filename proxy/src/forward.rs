@@ -14,6 +14,10 @@
 //! concurrent requests on one connection a single HTTP/1 upstream connection could not
 //! carry. Both answer alike, including their 502s.
 //!
+//! **Store and forward** (`--buffer-dir`, `buffer/`): line-protocol writes then take
+//! `buffer::handle_write`, which reads the body whole so that a write InfluxDB cannot
+//! take now can be stored; without the flag this costs one `Option` check.
+//!
 //! **Web pages are kept out first** (`browser.rs`): a request with a foreign `Host`, or
 //! from a browser page whose origin is not allow-listed, gets 403 before anything else
 //! is looked at; an allow-listed origin's preflight is answered here.
@@ -41,6 +45,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::browser::{BrowserPolicy, Verdict};
+use crate::buffer::{self, Buffer};
 use crate::connector::{self, PlainConnector, UpstreamClient};
 use crate::dedicated::Dedicated;
 use crate::drain::{close_after, own_answer};
@@ -69,6 +74,8 @@ pub struct Shared {
     pub browser: BrowserPolicy,
     /// Longest wait for the next part of a request body.
     pub body_read_timeout: Duration,
+    /// Store and forward for writes (`--buffer-dir`); `None`: writes stream through.
+    pub buffer: Option<Arc<Buffer>>,
 }
 
 /// What the requests of one client connection share: [`Shared`], and that connection's
@@ -144,6 +151,17 @@ async fn forward(connection: &ConnectionState, request: Request<Incoming>) -> Re
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true")),
         );
         return answer(request, preflight).await;
+    }
+    // One `Option` check when the buffer is off: writes stream through as before.
+    if let Some(buffer) = &shared.buffer
+        && buffer::is_write(&request)
+    {
+        let mut response =
+            buffer::handle_write(buffer, shared, request, cors_origin.is_some()).await;
+        if let Some(origin) = cors_origin {
+            allow_origin(response.headers_mut(), origin);
+        }
+        return response;
     }
     let now = Instant::now();
     // The snapshot is an owned `Arc`: no guard is held across the upstream call.

@@ -24,6 +24,8 @@
 //! - `server.rs`: accept loops, connection limit, graceful drain; `lobby.rs`: where new
 //!   connections wait for their first byte; `idle.rs`: closing quiet connections; `admin.rs`: probes and
 //!   metrics; [`metrics`]: lock-free counters rendered for Prometheus.
+//! - [`buffer`]: store and forward (`--buffer-dir`): writes that cannot be delivered
+//!   now are kept on disk, checksummed, and replayed in order.
 //! - [`proxy`]: wiring it all under one shutdown token.
 //!
 //! How the CLI runs it:
@@ -46,13 +48,14 @@
 //! thin async shell. One writer (the refresher) swaps an immutable credential snapshot;
 //! the request path takes that snapshot with one lock-free load and never holds it
 //! across an await, so renewals never disturb in-flight requests. Bodies are streamed,
-//! never buffered. Fail closed: without a valid credential the answer is 503, never a
+//! never buffered (except writes under `--buffer-dir`, see [`buffer`]). Fail closed: without a valid credential the answer is 503, never a
 //! request without (or with an expired) token.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod admin;
 pub mod browser;
+pub mod buffer;
 pub mod config;
 mod connector;
 pub mod control_source;

@@ -31,6 +31,17 @@ pub const RENEWAL_FAILURES: &str = "leasehold_proxy_lease_renewal_failures";
 /// Name of the rejected-connection counter.
 pub const CONNECTIONS_REJECTED: &str = "leasehold_proxy_connections_rejected";
 
+/// Name of the store-and-forward limit gauge.
+pub const BUFFER_LIMIT: &str = "leasehold_proxy_buffer_limit_bytes";
+/// Name of the gauge of bytes waiting in the store-and-forward buffer.
+pub const BUFFER_BYTES: &str = "leasehold_proxy_buffer_bytes";
+/// Name of the gauge of the oldest buffered write's age.
+pub const BUFFER_OLDEST_AGE: &str = "leasehold_proxy_buffer_oldest_age_seconds";
+/// Name of the counter of buffered writes delivered on replay.
+pub const BUFFER_REPLAYED: &str = "leasehold_proxy_buffer_replayed_records";
+/// Name of the counter of buffered writes InfluxDB refused on replay.
+pub const BUFFER_DROPPED: &str = "leasehold_proxy_buffer_dropped_records";
+
 /// Upper bounds (seconds) of the latency buckets; a final `+Inf` bucket is implied.
 const LATENCY_BUCKETS: [f64; 13] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -128,6 +139,12 @@ impl Metrics {
         self.connections_rejected.inc();
     }
 
+    /// Adds the store-and-forward figures (read from `stats` at each scrape).
+    pub fn register_buffer(&mut self, stats: Arc<crate::buffer::BufferStats>) {
+        self.registry
+            .register_collector(Box::new(BufferCollector(stats)));
+    }
+
     /// The metrics as OpenMetrics text.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
@@ -182,6 +199,57 @@ impl Collector for StatusCounts {
             metric
                 .encode_family(&labels)?
                 .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
+        }
+        Ok(())
+    }
+}
+
+/// The store-and-forward buffer's figures, read at scrape time.
+#[derive(Debug)]
+struct BufferCollector(Arc<crate::buffer::BufferStats>);
+
+impl Collector for BufferCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let stats = &self.0;
+        let gauge = |encoder: &mut DescriptorEncoder, name, help, value: f64| {
+            encoder
+                .encode_descriptor(name, help, None, MetricType::Gauge)?
+                .encode_gauge(&value)
+        };
+        let to_f64 = |value: u64| value as f64;
+        gauge(
+            &mut encoder,
+            BUFFER_LIMIT,
+            "Most bytes the store-and-forward buffer may hold",
+            to_f64(stats.limit),
+        )?;
+        gauge(
+            &mut encoder,
+            BUFFER_BYTES,
+            "Bytes of writes waiting in the store-and-forward buffer",
+            to_f64(stats.bytes()),
+        )?;
+        gauge(
+            &mut encoder,
+            BUFFER_OLDEST_AGE,
+            "Age of the oldest write waiting in the buffer (0 when empty)",
+            stats.oldest_age().as_secs_f64(),
+        )?;
+        for (name, help, value) in [
+            (
+                BUFFER_REPLAYED,
+                "Buffered writes delivered to InfluxDB on replay",
+                stats.replayed(),
+            ),
+            (
+                BUFFER_DROPPED,
+                "Buffered writes InfluxDB refused on replay (dropped)",
+                stats.dropped(),
+            ),
+        ] {
+            encoder
+                .encode_descriptor(name, help, None, MetricType::Counter)?
+                .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
         }
         Ok(())
     }

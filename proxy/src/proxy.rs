@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::buffer::Buffer;
 use crate::config::{ListenAddr, ValidConfig};
 use crate::error::ProxyError;
 use crate::forward::{ConnectionState, Shared};
@@ -112,8 +113,17 @@ pub fn start_on<S: LeaseSource>(
     } = config;
 
     let store = Arc::new(CredentialStore::new());
-    let metrics = Arc::new(Metrics::new());
+    let mut metrics = Metrics::new();
     let connector = connector::upstream_connector(tls, config.upstream_connect_timeout);
+    let buffer = match config.buffer.clone() {
+        Some(settings) => {
+            let buffer = Buffer::open(settings, connector.clone())?;
+            metrics.register_buffer(Arc::clone(buffer.stats()));
+            Some(buffer)
+        }
+        None => None,
+    };
+    let metrics = Arc::new(metrics);
     let warmup = Warmup::new(connector::warmup_client(connector.clone()));
     let shared = Arc::new(Shared {
         store: Arc::clone(&store),
@@ -123,6 +133,7 @@ pub fn start_on<S: LeaseSource>(
         liveness: Arc::default(),
         browser,
         body_read_timeout: config.body_read_timeout,
+        buffer: buffer.clone(),
     });
     let ready = store.subscribe_ready();
     let builder = Arc::new(http_builder(&config));
@@ -189,6 +200,9 @@ pub fn start_on<S: LeaseSource>(
             let _alive = alive;
             refresher.run_and_hand_back(refresher_shutdown).await
         });
+        if let Some(buffer) = buffer {
+            tracker.spawn(buffer.replay(Arc::clone(&shared.store), shutdown.clone()));
+        }
         for server in admin_servers {
             tracker.spawn(server.run(tracker.clone(), shutdown.clone(), deadline.clone()));
         }

@@ -101,6 +101,46 @@ pub struct ProxyArgs {
         value_name = "HOST"
     )]
     pub allow_host: Vec<String>,
+    /// Store and forward: keep writes InfluxDB cannot take now (no lease, unreachable,
+    /// 5xx/429) in this directory and replay them later. Off when not given.
+    #[arg(long, env = "LEASEHOLD_BUFFER_DIR", value_name = "DIR")]
+    pub buffer_dir: Option<PathBuf>,
+    /// Most disk the write buffer may use (B, KiB, MiB, GiB); writes past it get 503.
+    #[arg(long, env = "LEASEHOLD_BUFFER_MAX_BYTES", default_value = "1GiB", value_parser = byte_size, value_name = "SIZE")]
+    pub buffer_max_bytes: u64,
+    /// Replay rate limit, in bytes of line protocol per second.
+    #[arg(long, default_value = "16MiB", value_parser = byte_size, value_name = "SIZE")]
+    pub buffer_replay_rate: u64,
+    /// How long a buffered-mode write waits for InfluxDB before it is stored instead.
+    #[arg(long, default_value = "10s", value_parser = duration_secs, value_name = "DURATION")]
+    pub buffer_upstream_timeout: u64,
+}
+
+/// Parses `1GiB`, `512MiB`, `64KiB`, `100B` or a plain number of bytes.
+fn byte_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (e.g. 1GiB, 512MiB)"))?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" | "k" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
+        "TiB" | "T" => 1 << 40,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?}: use B, KiB, MiB, GiB or TiB"
+            ));
+        }
+    };
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 /// `health` flags.
@@ -179,6 +219,14 @@ pub async fn run(home: &Home, args: ProxyArgs) -> anyhow::Result<()> {
         http2_keepalive_timeout: Duration::from_secs(args.http2_keepalive_timeout),
         allow_origins: args.allow_origin,
         allow_hosts: args.allow_host,
+        buffer: args
+            .buffer_dir
+            .map(|dir| leasehold_proxy::buffer::BufferConfig {
+                dir,
+                max_bytes: args.buffer_max_bytes,
+                replay_rate: args.buffer_replay_rate,
+                upstream_timeout: Duration::from_secs(args.buffer_upstream_timeout),
+            }),
         ..Config::default()
     }
     .validate()
@@ -318,5 +366,15 @@ mod tests {
                 optional: false
             }]
         );
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(byte_size("1GiB"), Ok(1 << 30));
+        assert_eq!(byte_size("512MiB"), Ok(512 << 20));
+        assert_eq!(byte_size("100"), Ok(100));
+        assert!(byte_size("1GB").is_err());
+        assert!(byte_size("lots").is_err());
+        assert!(byte_size("99999999999TiB").is_err());
     }
 }
