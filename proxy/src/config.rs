@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::browser::{AllowListError, BrowserPolicy};
+use crate::outlet::OutletRoute;
 use crate::upstream::{Upstream, UpstreamUrlError, redact_url};
 use crate::{tls, upstream};
 
@@ -57,6 +58,8 @@ pub struct Config {
     pub allow_origins: Vec<String>,
     /// Host names or addresses accepted in `Host` besides loopback and the listen address.
     pub allow_hosts: Vec<String>,
+    /// Send upstream connections through this outlet instead of TCP/TLS (`outlet/`).
+    pub outlet: Option<OutletRoute>,
 }
 
 impl Default for Config {
@@ -81,6 +84,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(10),
             allow_origins: Vec::new(),
             allow_hosts: Vec::new(),
+            outlet: None,
         }
     }
 }
@@ -196,6 +200,13 @@ impl Config {
 }
 
 impl ValidConfig {
+    /// Sends upstream connections through `route` (an outlet): known only once the
+    /// identity it authenticates as exists, which may be after validation.
+    pub fn with_outlet(mut self, route: OutletRoute) -> Self {
+        self.config.outlet = Some(route);
+        self
+    }
+
     /// The settings as given.
     pub fn config(&self) -> &Config {
         &self.config

@@ -64,6 +64,7 @@ mod idle;
 mod liveness;
 mod lobby;
 pub mod metrics;
+pub mod outlet;
 pub mod proxy;
 mod refresher;
 mod responses;

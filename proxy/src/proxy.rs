@@ -27,7 +27,7 @@ use crate::server::{Server, http_builder};
 use crate::source::LeaseSource;
 use crate::store::CredentialStore;
 use crate::warmup::Warmup;
-use crate::{admin, connector, forward};
+use crate::{admin, connector, forward, outlet};
 
 /// Concurrent admin connections (probes and scrapes are few and short).
 const ADMIN_MAX_CONNECTIONS: usize = 64;
@@ -88,12 +88,17 @@ pub fn start<S: LeaseSource>(
 
     let store = Arc::new(CredentialStore::new());
     let metrics = Arc::new(Metrics::new());
-    let connector = connector::upstream_connector(tls, config.upstream_connect_timeout);
+    // Through an outlet, when configured: the same clients, another transport.
+    let outlet = config.outlet.clone().map(|route| {
+        outlet::Dialer::new(route, Arc::clone(&store), config.upstream_connect_timeout)
+    });
+    let connector =
+        connector::upstream_connector_via(tls, config.upstream_connect_timeout, outlet.clone());
     let warmup = Warmup::new(connector::warmup_client(connector.clone()));
     let shared = Arc::new(Shared {
         store: Arc::clone(&store),
         client: connector::upstream_client(connector),
-        plain: connector::plain_connector(config.upstream_connect_timeout),
+        plain: connector::plain_connector_via(config.upstream_connect_timeout, outlet),
         metrics: Arc::clone(&metrics),
         liveness: Arc::default(),
         browser,

@@ -12,6 +12,7 @@ mod identity;
 mod lease;
 mod logging;
 mod open_files;
+mod outlet;
 mod proxy;
 mod ready;
 mod signal;
@@ -75,6 +76,9 @@ pub enum Command {
     Proxy(proxy::ProxyArgs),
     /// Probe a leasehold admin endpoint (for container health checks).
     Health(proxy::HealthArgs),
+    /// Run an outlet beside a private InfluxDB: members' sidecars reach it only
+    /// through authenticated channels.
+    Outlet(outlet::OutletArgs),
 }
 
 /// An error that is the user's input rather than a failure: exit code 2.
@@ -127,7 +131,9 @@ fn exit_code(error: &anyhow::Error) -> u8 {
 impl Command {
     fn default_log_level(&self) -> &'static str {
         match self {
-            Command::Control(control::ControlCommand::Serve(_)) | Command::Proxy(_) => "info",
+            Command::Control(control::ControlCommand::Serve(_))
+            | Command::Proxy(_)
+            | Command::Outlet(_) => "info",
             _ => "warn",
         }
     }
@@ -157,6 +163,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Lease(cmd) => lease::run(&home, out, cmd).await,
         Command::Proxy(args) => proxy::run(&home, args).await,
         Command::Health(args) => proxy::health(args).await,
+        Command::Outlet(args) => outlet::run(&home, args).await,
     }
 }
 

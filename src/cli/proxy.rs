@@ -97,6 +97,23 @@ pub struct ProxyArgs {
         value_name = "HOST"
     )]
     pub allow_host: Vec<String>,
+    /// Reach InfluxDB through the outlet at HOST:PORT (Noise channels, membership
+    /// checked) instead of connecting to it directly. Needs --outlet-identity.
+    #[arg(
+        long,
+        env = "LEASEHOLD_OUTLET",
+        value_name = "HOST:PORT",
+        requires = "outlet_identity"
+    )]
+    pub outlet: Option<String>,
+    /// The outlet's identity (`leasehold identity show` on its host), pinned.
+    #[arg(
+        long,
+        env = "LEASEHOLD_OUTLET_IDENTITY",
+        value_name = "ID",
+        requires = "outlet"
+    )]
+    pub outlet_identity: Option<leasehold_channel::PublicIdentity>,
 }
 
 /// `health` flags.
@@ -112,7 +129,7 @@ pub struct HealthArgs {
 }
 
 /// Enrolls from `ticket` unless `name` is enrolled already (idempotent for containers).
-async fn enroll_once(home: &Home, name: &str, ticket: &str) -> anyhow::Result<()> {
+pub(super) async fn enroll_once(home: &Home, name: &str, ticket: &str) -> anyhow::Result<()> {
     match home.load_enrollment(name) {
         Ok(_) => return Ok(()),
         Err(HomeError::NotEnrolled(_)) => {}
@@ -152,6 +169,14 @@ pub async fn run(home: &Home, args: ProxyArgs) -> anyhow::Result<()> {
     if let Some(ticket) = &args.ticket {
         enroll_once(home, &args.identity, ticket).await?;
     }
+    let config = match (args.outlet, args.outlet_identity) {
+        (Some(addr), Some(outlet)) => config.with_outlet(leasehold_proxy::outlet::OutletRoute {
+            addr,
+            outlet,
+            me: std::sync::Arc::new(home.load_identity(&args.identity)?),
+        }),
+        _ => config,
+    };
     let mut source = ControlLeaseSource::from_home(home, &args.identity)?;
     if let Some(ttl) = args.ttl {
         source = source.with_ttl(Duration::from_secs(ttl));
