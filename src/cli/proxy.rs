@@ -113,7 +113,7 @@ pub struct ProxyArgs {
         value_name = "ID",
         requires = "outlet"
     )]
-    pub outlet_identity: Option<leasehold_channel::PublicIdentity>,
+    pub outlet_identity: Option<String>,
 }
 
 /// `health` flags.
@@ -172,7 +172,11 @@ pub async fn run(home: &Home, args: ProxyArgs) -> anyhow::Result<()> {
     let config = match (args.outlet, args.outlet_identity) {
         (Some(addr), Some(outlet)) => config.with_outlet(leasehold_proxy::outlet::OutletRoute {
             addr,
-            outlet,
+            outlet: outlet.parse().map_err(|_| {
+                UsageError(format!(
+                    "--outlet-identity {outlet:?} is not an identity (leasehold identity show NAME prints one)"
+                ))
+            })?,
             me: std::sync::Arc::new(home.load_identity(&args.identity)?),
         }),
         _ => config,
