@@ -579,3 +579,75 @@ async fn official_v2_python_client_writes_through_the_outlet() {
     );
     drop(outlet);
 }
+
+/// The value of an outlet counter in its `/metrics`.
+async fn outlet_counter(outlet: &Outlet, name: &str) -> u64 {
+    let text = client()
+        .get(format!("http://{}/metrics", outlet.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn open_channels_outlive_their_first_credential_while_leases_renew() {
+    let db = Influxd::start()
+        .await
+        .expect("a real influxd (Debian package influxdb) is required");
+    let mut env = Env::new();
+    env.init_control();
+    let _control = env.serve();
+    env.configure_v1(&db, &[r#"WRITE ON "telemetry""#]);
+    let outlet = start_outlet(&env, "outlet", "127.0.0.1:0", db.url(), &[]);
+    env.enrolled_identity("app", &[]);
+    // 5 s leases, renewed at ~60%: the keep-alive channels below outlive several.
+    let sidecar = start_sidecar(
+        &env,
+        env.command(&["proxy", "--identity", "app"]),
+        "127.0.0.1",
+        &outlet,
+        "5s",
+    );
+    sidecar.wait_ready().await;
+    let client = client();
+    let mut sent = 0u64;
+    let mut failures = Vec::new();
+    // Until two renewals have reached the outlet on open channels.
+    let deadline = Instant::now() + EVENT_DEADLINE;
+    while outlet_counter(&outlet, "leasehold_outlet_renewals_total").await < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no renewals:\n{}",
+            outlet.process.log()
+        );
+        sent += 1;
+        match write(
+            &client,
+            &sidecar.url(),
+            format!("renewing v={sent} {sent}\n"),
+        )
+        .await
+        {
+            204 => {}
+            other => failures.push(other),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(failures.is_empty(), "non-204 answers: {failures:?}");
+    assert_eq!(
+        db.count("telemetry", "renewing").await.unwrap(),
+        sent,
+        "every 204 is a point"
+    );
+    assert_eq!(
+        outlet_counter(&outlet, "leasehold_outlet_channels_expired_total").await,
+        0,
+        "no channel in use lapsed"
+    );
+}
