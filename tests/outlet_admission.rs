@@ -3,7 +3,7 @@
 //! untampered credential about the channel's own identity, with the `--allow`
 //! attributes; a channel lives as long as its credential is renewed; tampered,
 //! replayed and reordered frames end the channel. After every refusal the outlet still
-//! serves members.
+//! serves members, and on shutdown lets open channels finish.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use leasehold_channel::conn::Channel;
 use leasehold_channel::membership::Membership;
 use leasehold_channel::{ChannelError, Identity, PublicIdentity};
-use leasehold_proxy::outlet::tunnel::{DATA, MAX_MESSAGE, MEMBERSHIP, REFUSED};
+use leasehold_proxy::outlet::tunnel::{DATA, END, MAX_MESSAGE, MEMBERSHIP, REFUSED};
 use leasehold_proxy::outlet::{self, OutletConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -314,4 +314,65 @@ async fn outlet_hangs_up_after_echo(tcp: &mut TcpStream) {
             }
         }
     }
+}
+
+#[tokio::test]
+async fn shutdown_stops_accepting_lets_open_channels_finish_then_ends() {
+    let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}", echo.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = echo.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let control = Identity::generate();
+    let me = Identity::generate();
+    let outlet_id = me.public();
+    let shutdown = CancellationToken::new();
+    let running = outlet::start(
+        OutletConfig {
+            upstream,
+            // Longer than the test: the drain must end because the channel does.
+            shutdown_grace: DEADLINE * 2,
+            ..OutletConfig::default()
+        },
+        me,
+        control.public(),
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        shutdown.clone(),
+    )
+    .unwrap();
+    let addr = running.listen_addr();
+    let f = Fixture {
+        control,
+        outlet_id,
+        addr,
+        _shutdown: CancellationToken::new().drop_guard(),
+    };
+    let member = Identity::generate();
+    let mut open = present(
+        &f,
+        &member,
+        &credential(&f.control, member.public(), "x", now() + 600),
+    )
+    .await;
+    echoes(&mut open, b"before").await;
+
+    shutdown.cancel();
+    // New connections are refused once the listener is gone...
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while TcpStream::connect(addr).await.is_ok() {
+        assert!(std::time::Instant::now() < deadline, "still accepting");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...the open channel still works, and once it ends the outlet stops.
+    echoes(&mut open, b"during the drain").await;
+    open.send(&[END]).await.unwrap();
+    tokio::time::timeout(DEADLINE, running.wait())
+        .await
+        .expect("the outlet stops once its last channel ended");
 }
