@@ -6,7 +6,8 @@
 #     (scripts/docker-base-images.sh, cached), for the Docker sidecar test; the Docker
 #     Engine and Compose (`docker-compose` or `docker compose`) must be there already.
 #   - wrk, nginx and HAProxy for the benchmark harness's smoke test;
-#   - faketime, to run a proxy whose wall clock is wrong.
+#   - faketime, to run a proxy whose wall clock is wrong;
+#   - iproute2 (`ip netns`), for the outlet's two-host test (run as root).
 # A missing prerequisite fails the run; no test is skipped for want of one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,8 @@ command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 [ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 [ -x /usr/sbin/debootstrap ] || command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 [ -x /usr/bin/faketime ] || missing+=(faketime)
+# The outlet's two-host test: network namespaces and veth pairs (needs root).
+[ -x /usr/sbin/ip ] || [ -x /usr/bin/ip ] || command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]} (Debian packages)"
   as_root apt-get update -qq

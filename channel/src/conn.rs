@@ -134,6 +134,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
         }
     }
 
+    /// Takes the channel apart, for a caller that drives both directions at once (the
+    /// outlet's byte tunnel): the stream, the session, the bytes already read past the
+    /// last frame, and the bytes queued but not sent (after [`Channel::connect`], the
+    /// identity proof).
+    pub fn into_parts(self) -> (S, Session, Vec<u8>, Vec<u8>) {
+        (self.io, self.session, self.inbox, self.outbox)
+    }
+
     /// Shuts the write side down.
     pub async fn shutdown(&mut self) -> Result<(), ChannelError> {
         self.io.shutdown().await?;
@@ -141,8 +149,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
     }
 }
 
-/// Reads one frame body, buffering any bytes past it in `inbox`.
-async fn read_frame<S: AsyncRead + Unpin>(
+/// Reads one frame body, buffering any bytes past it in `inbox`. Cancel-safe: bytes
+/// read stay in `inbox`.
+pub async fn read_frame<S: AsyncRead + Unpin>(
     io: &mut S,
     inbox: &mut Vec<u8>,
 ) -> Result<Vec<u8>, ChannelError> {

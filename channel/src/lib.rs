@@ -5,6 +5,7 @@
 //! - [`frame`], [`handshake`] and [`session`]: the Noise secure channel as a pure state
 //!   machine — bytes in, bytes out, no I/O — so every step is testable without sockets.
 //! - [`conn`]: the thin tokio shell that moves those bytes over a stream.
+//! - [`membership`]: the signed, short-lived proof of membership an outlet checks.
 //! - [`protocol`] and [`client`]: the typed, versioned request/response layer on top.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -16,6 +17,7 @@ pub mod frame;
 pub mod handshake;
 pub mod home;
 pub mod identity;
+pub mod membership;
 pub mod protocol;
 pub mod secret;
 pub mod session;

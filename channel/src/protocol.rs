@@ -360,6 +360,11 @@ pub struct LeaseRecord {
     /// from older controls; older clients ignore it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_ms: Option<u64>,
+    /// The member's membership credential (`membership.rs`), valid until `expires_at`:
+    /// what an outlet checks. Only in the answer to `lease create`; absent from older
+    /// controls; older clients ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub membership: Option<String>,
 }
 
 /// A member as shown to admins.

@@ -106,6 +106,7 @@ pub fn record(lease: &StoredLease, now: Timestamp) -> LeaseRecord {
         auth_scheme: lease.auth_scheme,
         endpoint_url: lease.endpoint_url.clone(),
         ttl_ms: None,
+        membership: None,
     }
 }
 

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use leasehold_channel::membership::Membership;
 use leasehold_channel::protocol::{
     AddonConfig, AddonSummary, Grant, LEASE_PAGE_MAX, LeaseStatus, MemberRecord, PolicyRecord,
     PolicySpec, Reply, Request, TicketInfo, TicketRecord, Timestamp,
@@ -193,6 +194,16 @@ impl<S: Store> Control<S> {
         record.token = Some(token);
         // Stated outright: the proxy counts it on its monotonic clock.
         record.ttl_ms = Some(millis_between(asked, expires_at));
+        // Membership for as long as the lease: an outlet stops admitting this member
+        // when it stops being renewed (`membership.rs`).
+        record.membership = Some(
+            Membership {
+                subject: peer,
+                attributes: member.attributes.clone(),
+                expires_at: expires_at.0,
+            }
+            .sign(&self.identity),
+        );
         Ok(Reply::Lease(record))
     }
 

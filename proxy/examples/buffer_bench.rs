@@ -51,6 +51,7 @@ impl LeaseSource for Source {
             auth_scheme: AuthScheme::Token,
             endpoint_url: self.endpoint.clone(),
             ttl_ms: Some(3_600_000),
+            membership: None,
         })
     }
 }

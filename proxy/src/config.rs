@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::browser::{AllowListError, BrowserPolicy};
+use crate::outlet::OutletRoute;
 use crate::upstream::{Upstream, UpstreamUrlError, redact_url};
 use crate::{tls, upstream};
 
@@ -75,6 +76,8 @@ pub struct Config {
     pub allow_hosts: Vec<String>,
     /// Store and forward for writes (`--buffer-dir`); off when `None`.
     pub buffer: Option<crate::buffer::BufferConfig>,
+    /// Send upstream connections through this outlet instead of TCP/TLS (`outlet/`).
+    pub outlet: Option<OutletRoute>,
 }
 
 impl Default for Config {
@@ -102,6 +105,7 @@ impl Default for Config {
             allow_origins: Vec::new(),
             allow_hosts: Vec::new(),
             buffer: None,
+            outlet: None,
         }
     }
 }
@@ -230,6 +234,13 @@ impl Config {
 }
 
 impl ValidConfig {
+    /// Sends upstream connections through `route` (an outlet): known only once the
+    /// identity it authenticates as exists, which may be after validation.
+    pub fn with_outlet(mut self, route: OutletRoute) -> Self {
+        self.config.outlet = Some(route);
+        self
+    }
+
     /// The settings as given.
     pub fn config(&self) -> &Config {
         &self.config

@@ -22,16 +22,20 @@ use http::Uri;
 use http_body_util::Empty;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::DuplexStream;
+use tokio::net::TcpStream;
 use tower_service::Service;
 
+use crate::outlet::Dialer;
 use crate::timed_body::TimedBody;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
-/// TCP, then TLS for `https` URIs, the whole connect bounded by one timeout.
-pub type UpstreamConnector = TimeoutConnector<HttpsConnector<HttpConnector>>;
+/// TCP (or an outlet channel), then TLS for `https` URIs, the whole connect bounded by
+/// one timeout.
+pub type UpstreamConnector = TimeoutConnector<HttpsConnector<Transport>>;
 
 /// The client type used to reach InfluxDB.
 pub type UpstreamClient = Client<UpstreamConnector, TimedBody>;
@@ -40,8 +44,9 @@ pub type UpstreamClient = Client<UpstreamConnector, TimedBody>;
 /// be built outside hyper, so it cannot share the request path's client).
 pub type WarmupClient = Client<UpstreamConnector, Empty<Bytes>>;
 
-/// Plain TCP to `http` upstreams, bounded by the connect timeout: the fast path's.
-pub type PlainConnector = TimeoutConnector<HttpConnector>;
+/// Plain TCP (or an outlet channel) to `http` upstreams, bounded by the connect timeout:
+/// the fast path's.
+pub type PlainConnector = TimeoutConnector<Transport>;
 
 /// How long pooled idle connections to InfluxDB are kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -56,16 +61,27 @@ fn http_connector(connect_timeout: Duration) -> HttpConnector {
 }
 
 /// The connector of the pooled clients.
+// Direct only: the tests' shorthand; the proxy itself picks its transport.
+#[cfg_attr(not(test), allow(dead_code))]
 pub fn upstream_connector(
     tls: rustls::ClientConfig,
     connect_timeout: Duration,
+) -> UpstreamConnector {
+    upstream_connector_via(tls, connect_timeout, None)
+}
+
+/// The connector of the pooled clients, through `outlet` when given.
+pub fn upstream_connector_via(
+    tls: rustls::ClientConfig,
+    connect_timeout: Duration,
+    outlet: Option<Dialer>,
 ) -> UpstreamConnector {
     let https = HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .enable_http2()
-        .wrap_connector(http_connector(connect_timeout));
+        .wrap_connector(transport(connect_timeout, outlet));
     TimeoutConnector {
         inner: https,
         timeout: connect_timeout,
@@ -92,10 +108,146 @@ pub fn warmup_client(connector: UpstreamConnector) -> WarmupClient {
 }
 
 /// Builds the fast path's plain TCP connector.
+#[cfg_attr(not(test), allow(dead_code))]
 pub fn plain_connector(connect_timeout: Duration) -> PlainConnector {
+    plain_connector_via(connect_timeout, None)
+}
+
+/// Builds the fast path's connector, through `outlet` when given.
+pub fn plain_connector_via(connect_timeout: Duration, outlet: Option<Dialer>) -> PlainConnector {
     TimeoutConnector {
-        inner: http_connector(connect_timeout),
+        inner: transport(connect_timeout, outlet),
         timeout: connect_timeout,
+    }
+}
+
+fn transport(connect_timeout: Duration, outlet: Option<Dialer>) -> Transport {
+    match outlet {
+        Some(dialer) => Transport::Outlet(dialer),
+        None => Transport::Tcp(http_connector(connect_timeout)),
+    }
+}
+
+/// How upstream bytes travel: TCP to the URI's host, or a Noise channel to an outlet
+/// (`outlet/`), whatever the URI says (its host still names InfluxDB in `Host`).
+#[derive(Clone, Debug)]
+pub enum Transport {
+    /// Direct TCP.
+    Tcp(HttpConnector),
+    /// Through an outlet.
+    Outlet(Dialer),
+}
+
+impl Service<Uri> for Transport {
+    type Response = TransportStream;
+    type Error = BoxError;
+    // One allocation per new connection, not per request.
+    type Future = Pin<Box<dyn Future<Output = Result<TransportStream, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        match self {
+            Self::Tcp(http) => http.poll_ready(cx).map_err(Into::into),
+            Self::Outlet(_) => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        match self {
+            Self::Tcp(http) => {
+                let connecting = http.call(uri);
+                Box::pin(async move {
+                    connecting
+                        .await
+                        .map(TransportStream::Tcp)
+                        .map_err(Into::into)
+                })
+            }
+            Self::Outlet(dialer) => {
+                let dialer = dialer.clone();
+                Box::pin(async move {
+                    dialer
+                        .dial()
+                        .await
+                        .map(|pipe| TransportStream::Outlet(TokioIo::new(pipe)))
+                        .map_err(Into::into)
+                })
+            }
+        }
+    }
+}
+
+/// A connection made by [`Transport`].
+pub enum TransportStream {
+    /// Direct TCP.
+    Tcp(TokioIo<TcpStream>),
+    /// hyper's end of the pipe into an outlet channel.
+    Outlet(TokioIo<DuplexStream>),
+}
+
+impl Connection for TransportStream {
+    fn connected(&self) -> Connected {
+        match self {
+            Self::Tcp(tcp) => tcp.connected(),
+            Self::Outlet(_) => Connected::new(),
+        }
+    }
+}
+
+impl hyper::rt::Read for TransportStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(io) => Pin::new(io).poll_read(cx, buf),
+            Self::Outlet(io) => Pin::new(io).poll_read(cx, buf),
+        }
+    }
+}
+
+impl hyper::rt::Write for TransportStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Tcp(io) => Pin::new(io).poll_write(cx, buf),
+            Self::Outlet(io) => Pin::new(io).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(io) => Pin::new(io).poll_flush(cx),
+            Self::Outlet(io) => Pin::new(io).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(io) => Pin::new(io).poll_shutdown(cx),
+            Self::Outlet(io) => Pin::new(io).poll_shutdown(cx),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Tcp(io) => io.is_write_vectored(),
+            Self::Outlet(io) => io.is_write_vectored(),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Tcp(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            Self::Outlet(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+        }
     }
 }
 

@@ -89,6 +89,8 @@ pub struct Credential {
     /// Our wall clock minus the control's, in milliseconds, when `ttl_ms` allowed
     /// measuring it (a few milliseconds of transit included).
     clock_skew_ms: Option<i64>,
+    /// The membership credential that came with the lease, for an outlet.
+    membership: Option<Box<str>>,
 }
 
 impl Credential {
@@ -157,7 +159,13 @@ impl Credential {
             received,
             generation,
             clock_skew_ms,
+            membership: lease.membership.as_deref().map(Into::into),
         })
+    }
+
+    /// The membership credential to present to an outlet, if the control issued one.
+    pub fn membership(&self) -> Option<&str> {
+        self.membership.as_deref()
     }
 
     /// The `Authorization` value to send (sensitive).
@@ -298,6 +306,7 @@ mod tests {
             auth_scheme: scheme,
             endpoint_url: "http://influx.test:8086".into(),
             ttl_ms: None,
+            membership: None,
         }
     }
 

@@ -67,6 +67,7 @@ mod idle;
 mod liveness;
 mod lobby;
 pub mod metrics;
+pub mod outlet;
 pub mod proxy;
 mod refresher;
 mod responses;

@@ -34,7 +34,7 @@ use crate::server::{Server, http_builder};
 use crate::source::LeaseSource;
 use crate::store::CredentialStore;
 use crate::warmup::Warmup;
-use crate::{admin, connector, forward};
+use crate::{admin, connector, forward, outlet};
 
 /// Concurrent admin connections (probes and scrapes are few and short).
 const ADMIN_MAX_CONNECTIONS: usize = 64;
@@ -114,7 +114,13 @@ pub fn start_on<S: LeaseSource>(
 
     let store = Arc::new(CredentialStore::new());
     let mut metrics = Metrics::new();
-    let connector = connector::upstream_connector(tls, config.upstream_connect_timeout);
+    // Through an outlet, when configured: the same clients, another transport.
+    let outlet = config.outlet.clone().map(|route| {
+        outlet::Dialer::new(route, Arc::clone(&store), config.upstream_connect_timeout)
+    });
+    let connector =
+        connector::upstream_connector_via(tls, config.upstream_connect_timeout, outlet.clone());
+    // Replays go the same way as live writes (through the outlet, when there is one).
     let buffer = match config.buffer.clone() {
         Some(settings) => {
             let buffer = Buffer::open(settings, connector.clone())?;
@@ -128,7 +134,7 @@ pub fn start_on<S: LeaseSource>(
     let shared = Arc::new(Shared {
         store: Arc::clone(&store),
         client: connector::upstream_client(connector),
-        plain: connector::plain_connector(config.upstream_connect_timeout),
+        plain: connector::plain_connector_via(config.upstream_connect_timeout, outlet),
         metrics: Arc::clone(&metrics),
         liveness: Arc::default(),
         browser,

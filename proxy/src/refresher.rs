@@ -338,6 +338,7 @@ mod tests {
                     .clone()
                     .unwrap_or_else(|| "http://127.0.0.1:1".into()),
                 ttl_ms: Some(100_000),
+                membership: None,
             })
         }
     }

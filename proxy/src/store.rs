@@ -165,6 +165,7 @@ mod tests {
             auth_scheme: AuthScheme::Token,
             endpoint_url: "http://h".into(),
             ttl_ms: None,
+            membership: None,
         };
         Arc::new(
             Credential::from_lease(&lease, None, now, now, SystemTime::now(), generation).unwrap(),

@@ -164,6 +164,7 @@ mod tests {
             auth_scheme: scheme,
             endpoint_url: endpoint.into(),
             ttl_ms: None,
+            membership: None,
         };
         Credential::from_lease(
             &lease,

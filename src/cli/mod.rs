@@ -14,6 +14,7 @@ mod identity;
 mod lease;
 mod logging;
 mod open_files;
+mod outlet;
 mod proxy;
 mod ready;
 mod signal;
@@ -84,6 +85,9 @@ pub enum Command {
     Completion(completion::CompletionArgs),
     /// Print the man page, leasehold(1), to stdout.
     Man,
+    /// Run an outlet beside a private InfluxDB: members' sidecars reach it only
+    /// through authenticated channels.
+    Outlet(outlet::OutletArgs),
 }
 
 /// An error that is the user's input rather than a failure: exit code 2.
@@ -183,7 +187,9 @@ fn exit_code(error: &anyhow::Error) -> u8 {
 impl Command {
     fn default_log_level(&self) -> &'static str {
         match self {
-            Command::Control(control::ControlCommand::Serve(_)) | Command::Proxy(_) => "info",
+            Command::Control(control::ControlCommand::Serve(_))
+            | Command::Proxy(_)
+            | Command::Outlet(_) => "info",
             _ => "warn",
         }
     }
@@ -215,6 +221,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Health(args) => proxy::health(out, args).await,
         Command::Completion(args) => completion::completion(&args),
         Command::Man => completion::man(),
+        Command::Outlet(args) => outlet::run(&home, args).await,
     }
 }
 

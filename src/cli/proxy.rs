@@ -114,6 +114,23 @@ pub struct ProxyArgs {
     /// How long a buffered-mode write waits for InfluxDB before it is stored instead.
     #[arg(long, default_value = "10s", value_parser = duration_secs, value_name = "DURATION")]
     pub buffer_upstream_timeout: u64,
+    /// Reach InfluxDB through the outlet at HOST:PORT (Noise channels, membership
+    /// checked) instead of connecting to it directly. Needs --outlet-identity.
+    #[arg(
+        long,
+        env = "LEASEHOLD_OUTLET",
+        value_name = "HOST:PORT",
+        requires = "outlet_identity"
+    )]
+    pub outlet: Option<String>,
+    /// The outlet's identity (`leasehold identity show` on its host), pinned.
+    #[arg(
+        long,
+        env = "LEASEHOLD_OUTLET_IDENTITY",
+        value_name = "ID",
+        requires = "outlet"
+    )]
+    pub outlet_identity: Option<String>,
 }
 
 /// Parses `1GiB`, `512MiB`, `64KiB`, `100B` or a plain number of bytes.
@@ -156,7 +173,7 @@ pub struct HealthArgs {
 }
 
 /// Enrolls from `ticket` unless `name` is enrolled already (idempotent for containers).
-async fn enroll_once(home: &Home, name: &str, ticket: &str) -> anyhow::Result<()> {
+pub(super) async fn enroll_once(home: &Home, name: &str, ticket: &str) -> anyhow::Result<()> {
     match home.load_enrollment(name) {
         Ok(_) => return Ok(()),
         Err(HomeError::NotEnrolled(_)) => {}
@@ -248,6 +265,18 @@ pub async fn run(home: &Home, args: ProxyArgs) -> anyhow::Result<()> {
         }
         _ => {}
     }
+    let config = match (args.outlet, args.outlet_identity) {
+        (Some(addr), Some(outlet)) => config.with_outlet(leasehold_proxy::outlet::OutletRoute {
+            addr,
+            outlet: outlet.parse().map_err(|_| {
+                UsageError(format!(
+                    "--outlet-identity {outlet:?} is not an identity (leasehold identity show NAME prints one)"
+                ))
+            })?,
+            me: std::sync::Arc::new(home.load_identity(&args.identity)?),
+        }),
+        _ => config,
+    };
     let mut source = ControlLeaseSource::from_home(home, &args.identity)?;
     if let Ok(enrollment) = home.load_enrollment(&args.identity) {
         let control = enrollment.addrs.join(", ");

@@ -481,3 +481,11 @@ impl Env {
         self.ok(&args);
     }
 }
+
+impl Process {
+    /// Spawns `command` with its output going to `log` (for commands the helpers above
+    /// do not build, e.g. run in another network namespace).
+    pub fn spawn_logged(command: &mut Command, log: PathBuf) -> Self {
+        Self::spawn(command, log)
+    }
+}

@@ -134,6 +134,7 @@ impl LeaseSource for FakeSource {
                     .duration_since(std::time::SystemTime::now())
                     .map_or(0, |left| left.as_millis() as u64),
             ),
+            membership: None,
         })
     }
 }
