@@ -8,41 +8,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
+use common::setup::{eventually, lease_users, start_influxd};
 use common::{Env, WRITE_BUCKETS, v2_addon_args};
-use leasehold_testkit::influxd::Influxd;
 use leasehold_testkit::v2server::V2Server;
 use serde_json::Value;
 
 const WRITE_TELEMETRY: &str = r#"WRITE ON "telemetry""#;
-
-async fn influxd() -> Influxd {
-    Influxd::start()
-        .await
-        .expect("a real influxd (Debian package influxdb) is required")
-}
-
-/// The lease users present on `db`.
-async fn lease_users(db: &Influxd) -> Vec<String> {
-    db.show_users()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(name, _)| name)
-        .filter(|name| name.starts_with("leasehold_"))
-        .collect()
-}
-
-/// Polls an async condition (the test thread may block; the runtime has workers).
-async fn eventually(timeout: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// A v1 lease for `app`: the record, its user and its password.
 fn lease(env: &Env, ttl: &str) -> (Value, String, String) {
@@ -71,7 +42,7 @@ fn kept_configurations(data_dir: &Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lease_is_revoked_where_it_was_issued_after_the_addon_is_re_pointed() {
-    let (a, b) = (influxd().await, influxd().await);
+    let (a, b) = (start_influxd().await, start_influxd().await);
     let mut env = Env::new();
     env.init_control();
     let control = env.serve();

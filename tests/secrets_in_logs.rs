@@ -8,8 +8,8 @@ mod common;
 
 use std::process::Output;
 
+use common::setup::start_influxd;
 use common::{EVENT_DEADLINE, Env, wait_until};
-use leasehold_testkit::influxd::Influxd;
 use leasehold_testkit::v2server::V2Server;
 
 /// Everything the CLI wrote to stderr, at trace level.
@@ -192,9 +192,7 @@ async fn v2_control_proxy_and_cli_at_trace() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn v1_passwords_stay_out_of_the_control_and_cli_logs_at_trace() {
-    let db = Influxd::start()
-        .await
-        .expect("a real influxd (Debian package influxdb) is required");
+    let db = start_influxd().await;
     let env = Env::new();
     let mut cli = CliLogs::default();
     cli.ok(
