@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use common::setup::{InProcessControl, start_in_process};
 use common::{Env, time, wait_until};
 use leasehold_channel::client::{Client, ClientError};
 use leasehold_channel::home::Home;
@@ -20,11 +21,11 @@ use leasehold_channel::protocol::{
 use leasehold_channel::{PublicIdentity, Secret};
 use leasehold_control::Control;
 use leasehold_control::datadir::{DataDir, Settings};
+use leasehold_control::server::Limits;
 use leasehold_control::store::{
     LeaseFilter, RedbStore, Store, StoreError, StoreResult, StoredLease, StoredTicket,
 };
 use leasehold_testkit::v2server::V2Server;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// A control running in this process, its admin client and home.
@@ -38,22 +39,13 @@ struct InProcess {
 
 impl InProcess {
     async fn start(v2: &V2Server, max_live_leases: Option<u32>) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let home = Home::new(dir.path());
-        let data = DataDir::new(home.control_dir());
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let settings = Settings {
-            listen: addr,
-            advertise: vec![addr.to_string()],
-        };
-        leasehold_control::init(&home, &data, &settings)
-            .await
-            .unwrap();
-        let shutdown = CancellationToken::new();
-        let running = leasehold_control::start(&data, listener, shutdown.clone())
-            .await
-            .unwrap();
+        let InProcessControl {
+            dir,
+            home,
+            addr,
+            running,
+            shutdown,
+        } = start_in_process(Limits::default()).await;
         let identity = home.load_identity("admin").unwrap();
         let mut admin = Client::connect_to(&[addr.to_string()], &running.identity, &identity)
             .await
