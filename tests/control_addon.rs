@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use common::setup::{eventually, lease_users, start_influxd};
+use common::setup::{eventually, lease_users, start_influxd, write_v2};
 use common::{Env, WRITE_BUCKETS, v2_addon_args};
 use leasehold_testkit::v2server::V2Server;
 use serde_json::Value;
@@ -201,24 +201,6 @@ async fn an_admin_token_that_is_not_a_header_value_is_refused_and_changes_nothin
     env.enrolled_identity("app", &[]);
     env.json(&["lease", "create", "--identity", "app"]);
     assert_eq!(v2.authorization_count(), 1);
-}
-
-/// Writes one point to a v2 test server with `token`; returns the status.
-async fn write_v2(v2: &V2Server, token: &str) -> u16 {
-    let url = format!(
-        "{}/api/v2/write?org={}&bucket=telemetry&precision=s",
-        v2.url(),
-        v2.org_name()
-    );
-    reqwest::Client::new()
-        .post(url)
-        .header("Authorization", format!("Token {token}"))
-        .body("cpu,host=a usage=1 1700000000\n")
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
 }
 
 #[tokio::test(flavor = "multi_thread")]

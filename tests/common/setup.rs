@@ -9,6 +9,7 @@ use leasehold_channel::home::Home;
 use leasehold_control::datadir::{DataDir, Settings};
 use leasehold_control::server::Limits;
 use leasehold_testkit::influxd::Influxd;
+use leasehold_testkit::v2server::V2Server;
 use tokio_util::sync::CancellationToken;
 
 use super::{ControlProcess, Env};
@@ -42,6 +43,24 @@ pub async fn eventually(timeout: Duration, what: &str, mut check: impl AsyncFnMu
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Writes one point to a v2 test server with `token`; returns the status.
+pub async fn write_v2(v2: &V2Server, token: &str) -> u16 {
+    let url = format!(
+        "{}/api/v2/write?org={}&bucket=telemetry&precision=s",
+        v2.url(),
+        v2.org_name()
+    );
+    reqwest::Client::new()
+        .post(url)
+        .header("Authorization", format!("Token {token}"))
+        .body("cpu,host=a usage=1 1700000000\n")
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
 }
 
 impl Env {
