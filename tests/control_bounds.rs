@@ -66,6 +66,28 @@ impl InProcess {
         }
     }
 
+    /// The first page (up to 100) of the leases with `status` held by `member`.
+    async fn first_lease_page(
+        &mut self,
+        status: Option<LeaseStatus>,
+        member: Option<String>,
+    ) -> (Vec<LeaseRecord>, Option<String>) {
+        let reply = self
+            .admin
+            .call(Request::LeasePage {
+                status,
+                member,
+                after: None,
+                limit: 100,
+            })
+            .await
+            .unwrap();
+        let Reply::LeasePage { leases, next } = reply else {
+            panic!("not a page");
+        };
+        (leases, next)
+    }
+
     async fn stop(self) {
         drop(self.admin);
         self.shutdown.cancel();
@@ -321,35 +343,15 @@ async fn a_thousand_leases_list_in_small_pages() {
     assert!(pages >= 10);
 
     // Filters: by status, and by member.
-    let Reply::LeasePage { leases, next } = control
-        .admin
-        .call(Request::LeasePage {
-            status: Some(LeaseStatus::Revoked),
-            member: None,
-            after: None,
-            limit: 100,
-        })
-        .await
-        .unwrap()
-    else {
-        panic!("not a page");
-    };
+    let (leases, next) = control
+        .first_lease_page(Some(LeaseStatus::Revoked), None)
+        .await;
     assert_eq!(leases.len(), 10);
     assert!(next.is_none());
     let stranger = leasehold_channel::Identity::generate().public();
-    let Reply::LeasePage { leases, .. } = control
-        .admin
-        .call(Request::LeasePage {
-            status: None,
-            member: Some(stranger.to_string()),
-            after: None,
-            limit: 100,
-        })
-        .await
-        .unwrap()
-    else {
-        panic!("not a page");
-    };
+    let (leases, _) = control
+        .first_lease_page(None, Some(stranger.to_string()))
+        .await;
     assert!(leases.is_empty());
 
     // The command line pages for the user: --limit above a page, and filters.
