@@ -95,6 +95,19 @@ impl InProcess {
     }
 }
 
+/// A policy for members with `role=admin`: write every bucket, with these limits.
+fn admin_write_policy(max_ttl_secs: Option<u64>, max_live_leases: Option<u32>) -> PolicySpec {
+    PolicySpec {
+        matches: [("role".to_owned(), "admin".to_owned())].into(),
+        grant: leasehold_channel::protocol::Grant::Permissions(
+            serde_json::json!([{"action":"write","resource":{"type":"buckets"}}]),
+        ),
+        default_ttl_secs: None,
+        max_ttl_secs,
+        max_live_leases,
+    }
+}
+
 fn v2_addon(v2: &V2Server, max_ttl: Option<u64>, max_live_leases: Option<u32>) -> AddonConfig {
     AddonConfig::Influxdb {
         endpoint_url: v2.url(),
@@ -185,15 +198,7 @@ async fn ttls_above_the_limit_are_refused_and_nothing_is_created() {
         control
             .admin
             .call(Request::PolicySet {
-                policy: PolicySpec {
-                    matches: [("role".to_owned(), "admin".to_owned())].into(),
-                    grant: leasehold_channel::protocol::Grant::Permissions(
-                        serde_json::json!([{"action":"write","resource":{"type":"buckets"}}]),
-                    ),
-                    default_ttl_secs: None,
-                    max_ttl_secs: Some(u64::MAX),
-                    max_live_leases: None,
-                },
+                policy: admin_write_policy(Some(u64::MAX), None),
             })
             .await,
     );
@@ -251,15 +256,7 @@ async fn a_members_live_leases_are_capped_even_when_pipelined() {
     control
         .admin
         .call(Request::PolicySet {
-            policy: PolicySpec {
-                matches: [("role".to_owned(), "admin".to_owned())].into(),
-                grant: leasehold_channel::protocol::Grant::Permissions(
-                    serde_json::json!([{"action":"write","resource":{"type":"buckets"}}]),
-                ),
-                default_ttl_secs: None,
-                max_ttl_secs: None,
-                max_live_leases: Some(11),
-            },
+            policy: admin_write_policy(None, Some(11)),
         })
         .await
         .unwrap();
