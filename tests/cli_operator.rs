@@ -370,13 +370,7 @@ async fn control_logs_are_for_operators() {
     env.configure_v2(&v2, &[]);
     env.enrolled_identity("app", &["service=iot-sensor"]);
     let lease = env.json(&["lease", "create", "--identity", "app"]);
-    env.ok(&[
-        "lease",
-        "revoke",
-        lease["id"].as_str().unwrap(),
-        "--identity",
-        "app",
-    ]);
+    env.revoke_as_app(&lease);
     // A backend failure is a WARN with the real cause, not an INFO "refused".
     v2.set_failing(true);
     let (code, _) = env.fails(&["lease", "create", "--identity", "app"]);

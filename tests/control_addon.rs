@@ -22,17 +22,6 @@ fn lease(env: &Env, ttl: &str) -> (Value, String, String) {
     (lease.clone(), user.to_owned(), password.to_owned())
 }
 
-/// `lease revoke` of `lease` by its holder `app`.
-fn revoke_as_app(env: &Env, lease: &Value) {
-    env.ok(&[
-        "lease",
-        "revoke",
-        lease["id"].as_str().unwrap(),
-        "--identity",
-        "app",
-    ]);
-}
-
 /// The earlier add-on configurations the control keeps, checked to be private.
 fn kept_configurations(data_dir: &Path) -> Vec<String> {
     let dir = data_dir.join("addons");
@@ -99,7 +88,7 @@ async fn a_lease_is_revoked_where_it_was_issued_after_the_addon_is_re_pointed() 
     assert!(!lease_users(&a).await.contains(&b_user));
 
     // A lease revoked by hand is dropped on A at once, not looked for on B.
-    revoke_as_app(&env, &revoked);
+    env.revoke_as_app(&revoked);
     assert!(!lease_users(&a).await.contains(&revoked_user));
     assert_eq!(
         a.write("telemetry", "m v=2\n", &revoked_user, &revoked_password)
@@ -226,7 +215,7 @@ async fn a_v2_authorization_is_deleted_on_the_server_that_issued_it() {
     // B answers 404 for A's authorizations: were revocations sent there, they would
     // count as done while A kept the credentials.
     env.configure_v2(&b, &[]);
-    revoke_as_app(&env, &revoked);
+    env.revoke_as_app(&revoked);
     assert_eq!(a.authorization_count(), 1, "revoked on A at once");
     common::wait_until(
         Duration::from_secs(30),

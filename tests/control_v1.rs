@@ -102,13 +102,7 @@ async fn expired_user_is_dropped_and_revoke_drops_at_once() {
     );
 
     let (lease, user, password) = lease(&env, None);
-    env.ok(&[
-        "lease",
-        "revoke",
-        lease["id"].as_str().unwrap(),
-        "--identity",
-        "app",
-    ]);
+    env.revoke_as_app(&lease);
     assert!(
         lease_users(&db).await.is_empty(),
         "revoke drops the user at once"

@@ -72,6 +72,17 @@ impl Env {
         self.configure_v1(db, privileges);
         control
     }
+
+    /// `lease revoke` of `lease` (a `lease create` record) by its holder `app`.
+    pub fn revoke_as_app(&self, lease: &serde_json::Value) {
+        self.ok(&[
+            "lease",
+            "revoke",
+            lease["id"].as_str().unwrap(),
+            "--identity",
+            "app",
+        ]);
+    }
 }
 
 /// A fresh env whose control serves the v1 add-on (`privileges` on `db`) and has the
