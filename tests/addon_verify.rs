@@ -8,18 +8,13 @@ mod common;
 
 use std::time::Duration;
 
+use common::setup::start_influxd;
 use common::{Env, WRITE_BUCKETS, v2_addon_args, wait_until};
 use leasehold_testkit::influxd::Influxd;
 use leasehold_testkit::tls::TestCa;
 use leasehold_testkit::v2server::V2Server;
 
 const WRITE_TELEMETRY: &str = r#"WRITE ON "telemetry""#;
-
-async fn influxd() -> Influxd {
-    Influxd::start()
-        .await
-        .expect("a real influxd (Debian package influxdb) is required")
-}
 
 fn v1_args<'a>(url: &'a str, user: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
@@ -44,7 +39,7 @@ fn addon_file(env: &Env) -> Option<Vec<u8>> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_admin_password_is_refused_and_skip_verify_installs_anyway() {
-    let db = influxd().await;
+    let db = start_influxd().await;
     let mut env = Env::new();
     env.init_control();
     let _control = env.serve();
@@ -115,7 +110,7 @@ fn an_unreachable_server_is_refused() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn each_addon_refuses_the_other_generation() {
-    let db = influxd().await;
+    let db = start_influxd().await;
     let v2 = V2Server::start_default().await.unwrap();
     let mut env = Env::new();
     env.init_control();
@@ -171,7 +166,7 @@ async fn the_v2_server_passes_with_its_admin_token_only() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_revocation_refused_with_401_is_an_error_counted_and_retried() {
-    let db = influxd().await;
+    let db = start_influxd().await;
     // The add-on's own admin, which the test can take away while the harness's stays.
     db.query("CREATE USER operator WITH PASSWORD 'operator-pw' WITH ALL PRIVILEGES")
         .await

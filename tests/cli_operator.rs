@@ -10,6 +10,20 @@ use std::time::Duration;
 use common::{Env, wait_until};
 use leasehold_testkit::v2server::V2Server;
 
+/// A complete `addon configure influxdb-v1` but for the admin password, which only
+/// the environment can carry.
+const V1_CONFIGURE_WITHOUT_PASSWORD: &[&str] = &[
+    "addon",
+    "configure",
+    "influxdb-v1",
+    "--endpoint-url",
+    "http://x:1",
+    "--username",
+    "admin",
+    "--privileges",
+    "WRITE ON \"t\"",
+];
+
 fn configured(v2: &V2Server) -> (Env, common::ControlProcess) {
     let mut env = Env::new();
     env.init_control();
@@ -76,21 +90,7 @@ async fn exit_codes_follow_one_rule_and_errors_point_the_right_way() {
             2,
             "16 hex digits",
         ),
-        (
-            &[
-                "addon",
-                "configure",
-                "influxdb-v1",
-                "--endpoint-url",
-                "http://x:1",
-                "--username",
-                "admin",
-                "--privileges",
-                "WRITE ON \"t\"",
-            ],
-            2,
-            "INFLUXDB_ADMIN_PASSWORD",
-        ),
+        (V1_CONFIGURE_WITHOUT_PASSWORD, 2, "INFLUXDB_ADMIN_PASSWORD"),
         // Refused by the control or the system at run time: 1.
         (
             &["lease", "create", "--identity", "app", "--ttl", "1h"],
@@ -170,17 +170,7 @@ async fn exit_codes_follow_one_rule_and_errors_point_the_right_way() {
     assert_eq!(health["healthy"], false, "{health}");
 
     // The hint names the variable of the flag that is missing, and only that one.
-    let (_, stderr) = env.fails(&[
-        "addon",
-        "configure",
-        "influxdb-v1",
-        "--endpoint-url",
-        "http://x:1",
-        "--username",
-        "admin",
-        "--privileges",
-        "WRITE ON \"t\"",
-    ]);
+    let (_, stderr) = env.fails(V1_CONFIGURE_WITHOUT_PASSWORD);
     assert!(
         stderr.contains("--password can also come from INFLUXDB_ADMIN_PASSWORD"),
         "{stderr}"
@@ -380,13 +370,7 @@ async fn control_logs_are_for_operators() {
     env.configure_v2(&v2, &[]);
     env.enrolled_identity("app", &["service=iot-sensor"]);
     let lease = env.json(&["lease", "create", "--identity", "app"]);
-    env.ok(&[
-        "lease",
-        "revoke",
-        lease["id"].as_str().unwrap(),
-        "--identity",
-        "app",
-    ]);
+    env.revoke_as_app(&lease);
     // A backend failure is a WARN with the real cause, not an INFO "refused".
     v2.set_failing(true);
     let (code, _) = env.fails(&["lease", "create", "--identity", "app"]);

@@ -8,41 +8,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
+use common::setup::{eventually, lease_users, start_influxd, write_v2};
 use common::{Env, WRITE_BUCKETS, v2_addon_args};
-use leasehold_testkit::influxd::Influxd;
 use leasehold_testkit::v2server::V2Server;
 use serde_json::Value;
 
 const WRITE_TELEMETRY: &str = r#"WRITE ON "telemetry""#;
-
-async fn influxd() -> Influxd {
-    Influxd::start()
-        .await
-        .expect("a real influxd (Debian package influxdb) is required")
-}
-
-/// The lease users present on `db`.
-async fn lease_users(db: &Influxd) -> Vec<String> {
-    db.show_users()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(name, _)| name)
-        .filter(|name| name.starts_with("leasehold_"))
-        .collect()
-}
-
-/// Polls an async condition (the test thread may block; the runtime has workers).
-async fn eventually(timeout: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// A v1 lease for `app`: the record, its user and its password.
 fn lease(env: &Env, ttl: &str) -> (Value, String, String) {
@@ -71,7 +42,7 @@ fn kept_configurations(data_dir: &Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lease_is_revoked_where_it_was_issued_after_the_addon_is_re_pointed() {
-    let (a, b) = (influxd().await, influxd().await);
+    let (a, b) = (start_influxd().await, start_influxd().await);
     let mut env = Env::new();
     env.init_control();
     let control = env.serve();
@@ -117,13 +88,7 @@ async fn a_lease_is_revoked_where_it_was_issued_after_the_addon_is_re_pointed() 
     assert!(!lease_users(&a).await.contains(&b_user));
 
     // A lease revoked by hand is dropped on A at once, not looked for on B.
-    env.ok(&[
-        "lease",
-        "revoke",
-        revoked["id"].as_str().unwrap(),
-        "--identity",
-        "app",
-    ]);
+    env.revoke_as_app(&revoked);
     assert!(!lease_users(&a).await.contains(&revoked_user));
     assert_eq!(
         a.write("telemetry", "m v=2\n", &revoked_user, &revoked_password)
@@ -237,24 +202,6 @@ async fn an_admin_token_that_is_not_a_header_value_is_refused_and_changes_nothin
     assert_eq!(v2.authorization_count(), 1);
 }
 
-/// Writes one point to a v2 test server with `token`; returns the status.
-async fn write_v2(v2: &V2Server, token: &str) -> u16 {
-    let url = format!(
-        "{}/api/v2/write?org={}&bucket=telemetry&precision=s",
-        v2.url(),
-        v2.org_name()
-    );
-    reqwest::Client::new()
-        .post(url)
-        .header("Authorization", format!("Token {token}"))
-        .body("cpu,host=a usage=1 1700000000\n")
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_v2_authorization_is_deleted_on_the_server_that_issued_it() {
     let a = V2Server::start_default().await.unwrap();
@@ -273,13 +220,7 @@ async fn a_v2_authorization_is_deleted_on_the_server_that_issued_it() {
     // B answers 404 for A's authorizations: were revocations sent there, they would
     // count as done while A kept the credentials.
     env.configure_v2(&b, &[]);
-    env.ok(&[
-        "lease",
-        "revoke",
-        revoked["id"].as_str().unwrap(),
-        "--identity",
-        "app",
-    ]);
+    env.revoke_as_app(&revoked);
     assert_eq!(a.authorization_count(), 1, "revoked on A at once");
     common::wait_until(
         Duration::from_secs(30),

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use common::setup::{InProcessControl, start_in_process};
 use common::{Env, time, wait_until};
 use leasehold_channel::client::{Client, ClientError};
 use leasehold_channel::home::Home;
@@ -20,11 +21,11 @@ use leasehold_channel::protocol::{
 use leasehold_channel::{PublicIdentity, Secret};
 use leasehold_control::Control;
 use leasehold_control::datadir::{DataDir, Settings};
+use leasehold_control::server::Limits;
 use leasehold_control::store::{
     LeaseFilter, RedbStore, Store, StoreError, StoreResult, StoredLease, StoredTicket,
 };
 use leasehold_testkit::v2server::V2Server;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// A control running in this process, its admin client and home.
@@ -38,22 +39,13 @@ struct InProcess {
 
 impl InProcess {
     async fn start(v2: &V2Server, max_live_leases: Option<u32>) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let home = Home::new(dir.path());
-        let data = DataDir::new(home.control_dir());
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let settings = Settings {
-            listen: addr,
-            advertise: vec![addr.to_string()],
-        };
-        leasehold_control::init(&home, &data, &settings)
-            .await
-            .unwrap();
-        let shutdown = CancellationToken::new();
-        let running = leasehold_control::start(&data, listener, shutdown.clone())
-            .await
-            .unwrap();
+        let InProcessControl {
+            dir,
+            home,
+            addr,
+            running,
+            shutdown,
+        } = start_in_process(Limits::default()).await;
         let identity = home.load_identity("admin").unwrap();
         let mut admin = Client::connect_to(&[addr.to_string()], &running.identity, &identity)
             .await
@@ -74,10 +66,45 @@ impl InProcess {
         }
     }
 
+    /// The first page (up to 100) of the leases with `status` held by `member`.
+    async fn first_lease_page(
+        &mut self,
+        status: Option<LeaseStatus>,
+        member: Option<String>,
+    ) -> (Vec<LeaseRecord>, Option<String>) {
+        let reply = self
+            .admin
+            .call(Request::LeasePage {
+                status,
+                member,
+                after: None,
+                limit: 100,
+            })
+            .await
+            .unwrap();
+        let Reply::LeasePage { leases, next } = reply else {
+            panic!("not a page");
+        };
+        (leases, next)
+    }
+
     async fn stop(self) {
         drop(self.admin);
         self.shutdown.cancel();
         self.running.wait().await;
+    }
+}
+
+/// A policy for members with `role=admin`: write every bucket, with these limits.
+fn admin_write_policy(max_ttl_secs: Option<u64>, max_live_leases: Option<u32>) -> PolicySpec {
+    PolicySpec {
+        matches: [("role".to_owned(), "admin".to_owned())].into(),
+        grant: leasehold_channel::protocol::Grant::Permissions(
+            serde_json::json!([{"action":"write","resource":{"type":"buckets"}}]),
+        ),
+        default_ttl_secs: None,
+        max_ttl_secs,
+        max_live_leases,
     }
 }
 
@@ -171,15 +198,7 @@ async fn ttls_above_the_limit_are_refused_and_nothing_is_created() {
         control
             .admin
             .call(Request::PolicySet {
-                policy: PolicySpec {
-                    matches: [("role".to_owned(), "admin".to_owned())].into(),
-                    grant: leasehold_channel::protocol::Grant::Permissions(
-                        serde_json::json!([{"action":"write","resource":{"type":"buckets"}}]),
-                    ),
-                    default_ttl_secs: None,
-                    max_ttl_secs: Some(u64::MAX),
-                    max_live_leases: None,
-                },
+                policy: admin_write_policy(Some(u64::MAX), None),
             })
             .await,
     );
@@ -237,15 +256,7 @@ async fn a_members_live_leases_are_capped_even_when_pipelined() {
     control
         .admin
         .call(Request::PolicySet {
-            policy: PolicySpec {
-                matches: [("role".to_owned(), "admin".to_owned())].into(),
-                grant: leasehold_channel::protocol::Grant::Permissions(
-                    serde_json::json!([{"action":"write","resource":{"type":"buckets"}}]),
-                ),
-                default_ttl_secs: None,
-                max_ttl_secs: None,
-                max_live_leases: Some(11),
-            },
+            policy: admin_write_policy(None, Some(11)),
         })
         .await
         .unwrap();
@@ -329,35 +340,15 @@ async fn a_thousand_leases_list_in_small_pages() {
     assert!(pages >= 10);
 
     // Filters: by status, and by member.
-    let Reply::LeasePage { leases, next } = control
-        .admin
-        .call(Request::LeasePage {
-            status: Some(LeaseStatus::Revoked),
-            member: None,
-            after: None,
-            limit: 100,
-        })
-        .await
-        .unwrap()
-    else {
-        panic!("not a page");
-    };
+    let (leases, next) = control
+        .first_lease_page(Some(LeaseStatus::Revoked), None)
+        .await;
     assert_eq!(leases.len(), 10);
     assert!(next.is_none());
     let stranger = leasehold_channel::Identity::generate().public();
-    let Reply::LeasePage { leases, .. } = control
-        .admin
-        .call(Request::LeasePage {
-            status: None,
-            member: Some(stranger.to_string()),
-            after: None,
-            limit: 100,
-        })
-        .await
-        .unwrap()
-    else {
-        panic!("not a page");
-    };
+    let (leases, _) = control
+        .first_lease_page(None, Some(stranger.to_string()))
+        .await;
     assert!(leases.is_empty());
 
     // The command line pages for the user: --limit above a page, and filters.

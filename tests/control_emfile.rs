@@ -6,18 +6,18 @@
 //! every descriptor, which would disturb any other test running beside it. Linux only
 //! (it recognises EMFILE by number).
 
+mod common;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::setup::{InProcessControl, start_in_process};
 use leasehold_channel::conn::Channel;
-use leasehold_channel::home::Home;
 use leasehold_channel::protocol::{
     Outcome, PROTOCOL_VERSION, Reply, Request, RequestEnvelope, ResponseEnvelope,
 };
-use leasehold_control::datadir::{DataDir, Settings};
 use leasehold_control::server::Limits;
-use tokio_util::sync::CancellationToken;
 
 const EMFILE: i32 = 24;
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -61,23 +61,13 @@ async fn the_accept_loop_backs_off_on_emfile_logs_once_and_keeps_serving() {
         .with_ansi(false)
         .init();
 
-    let dir = tempfile::tempdir().unwrap();
-    let home = Home::new(dir.path());
-    let data = DataDir::new(home.control_dir());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let settings = Settings {
-        listen: addr,
-        advertise: vec![addr.to_string()],
-    };
-    leasehold_control::init(&home, &data, &settings)
-        .await
-        .unwrap();
-    let shutdown = CancellationToken::new();
-    let running =
-        leasehold_control::start_with_limits(&data, listener, shutdown.clone(), Limits::default())
-            .await
-            .unwrap();
+    let InProcessControl {
+        dir: _dir,
+        home,
+        addr,
+        running,
+        shutdown,
+    } = start_in_process(Limits::default()).await;
     let admin = home.load_identity("admin").unwrap();
     let control = running.identity;
 

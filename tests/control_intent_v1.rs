@@ -9,7 +9,8 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{Env, wait_until};
+use common::setup::{start_influxd, v1_control_with_app};
+use common::wait_until;
 use leasehold_control::backend::parse_lease_user;
 use leasehold_control::failpoint;
 use leasehold_testkit::influxd::Influxd;
@@ -26,14 +27,8 @@ async fn lease_users(db: &Influxd) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_control_killed_after_creating_a_credential_drops_it_at_expiry_after_restart() {
-    let db = Influxd::start()
-        .await
-        .expect("a real influxd (Debian package influxdb) is required");
-    let mut env = Env::new();
-    env.init_control();
-    let control = env.serve();
-    env.configure_v1(&db, &[r#"WRITE ON "telemetry""#]);
-    env.enrolled_identity("app", &[]);
+    let db = start_influxd().await;
+    let (env, control) = v1_control_with_app(&db, &[r#"WRITE ON "telemetry""#]);
     assert!(control.stop().success());
 
     // A control that aborts right after InfluxDB created the lease's user.

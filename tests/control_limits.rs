@@ -4,17 +4,18 @@
 //! A real control on loopback, spoken to with the channel's own client pieces (and raw
 //! sockets where a peer must misbehave).
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::setup::start_in_process;
 use leasehold_channel::conn::Channel;
-use leasehold_channel::home::Home;
 use leasehold_channel::protocol::{
     ErrorCode, Outcome, PROTOCOL_VERSION, Reply, Request, RequestEnvelope, ResponseEnvelope,
 };
 use leasehold_channel::ticket::{Ticket, encode_secret};
 use leasehold_channel::{ChannelError, Identity, PublicIdentity};
-use leasehold_control::datadir::{DataDir, Settings};
 use leasehold_control::server::Limits;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpSocket, TcpStream};
@@ -38,28 +39,13 @@ impl Drop for Control {
 }
 
 async fn control(limits: Limits) -> Control {
-    let dir = tempfile::tempdir().unwrap();
-    let home = Home::new(dir.path());
-    let data = DataDir::new(home.control_dir());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let settings = Settings {
-        listen: addr,
-        advertise: vec![addr.to_string()],
-    };
-    leasehold_control::init(&home, &data, &settings)
-        .await
-        .unwrap();
-    let shutdown = CancellationToken::new();
-    let running = leasehold_control::start_with_limits(&data, listener, shutdown.clone(), limits)
-        .await
-        .unwrap();
+    let control = start_in_process(limits).await;
     Control {
-        addr,
-        identity: running.identity,
-        admin: home.load_identity("admin").unwrap(),
-        shutdown,
-        _dir: dir,
+        addr: control.addr,
+        identity: control.running.identity,
+        admin: control.home.load_identity("admin").unwrap(),
+        shutdown: control.shutdown,
+        _dir: control.dir,
     }
 }
 

@@ -2,36 +2,27 @@
 //! its own id, with leases issued concurrently (and group-committed), and a refused
 //! request among them gets its own refusal without disturbing the rest.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 
+use common::setup::{InProcessControl, start_in_process};
 use leasehold_channel::client::{Client, ClientError};
-use leasehold_channel::home::Home;
 use leasehold_channel::protocol::{AddonConfig, ErrorCode, Reply, Request};
 use leasehold_channel::{PublicIdentity, Secret};
-use leasehold_control::datadir::{DataDir, Settings};
+use leasehold_control::server::Limits;
 use leasehold_testkit::v2server::V2Server;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_on_one_channel_are_all_answered_by_id() {
     let v2 = V2Server::start_default().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let home = Home::new(dir.path());
-    let data = DataDir::new(home.control_dir());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let settings = Settings {
-        listen: addr,
-        advertise: vec![addr.to_string()],
-    };
-    leasehold_control::init(&home, &data, &settings)
-        .await
-        .unwrap();
-    let shutdown = CancellationToken::new();
-    let running = leasehold_control::start(&data, listener, shutdown.clone())
-        .await
-        .unwrap();
+    let InProcessControl {
+        dir: _dir,
+        home,
+        addr,
+        running,
+        shutdown,
+    } = start_in_process(Limits::default()).await;
     let control: PublicIdentity = running.identity;
     let admin = home.load_identity("admin").unwrap();
     let mut client = Client::connect_to(&[addr.to_string()], &control, &admin)

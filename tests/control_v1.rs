@@ -4,8 +4,7 @@
 
 mod common;
 
-use std::time::Duration;
-
+use common::setup::{eventually, lease_users, start_influxd, v1_control_with_app};
 use common::{EVENT_DEADLINE, Env, time, wait_until};
 use leasehold_testkit::influxd::Influxd;
 use serde_json::Value;
@@ -14,9 +13,7 @@ use serde_json::Value;
 const ODD_DB: &str = "we\"ird db";
 
 async fn influxd() -> Influxd {
-    let db = Influxd::start()
-        .await
-        .expect("a real influxd (Debian package influxdb) is required");
+    let db = start_influxd().await;
     db.create_database(ODD_DB).await.unwrap();
     db.create_database("other").await.unwrap();
     db
@@ -24,11 +21,8 @@ async fn influxd() -> Influxd {
 
 /// A serving control with the v1 add-on configured: WRITE on telemetry, READ on ODD_DB.
 fn configured(db: &Influxd) -> (Env, common::ControlProcess) {
-    let mut env = Env::new();
-    env.init_control();
-    let control = env.serve();
-    env.configure_v1(db, &[r#"WRITE ON "telemetry""#, r#"READ ON "we\"ird db""#]);
-    env.enrolled_identity("app", &[]);
+    let (env, control) =
+        v1_control_with_app(db, &[r#"WRITE ON "telemetry""#, r#"READ ON "we\"ird db""#]);
     (env, control)
 }
 
@@ -41,28 +35,6 @@ fn lease(env: &Env, ttl: Option<&str>) -> (Value, String, String) {
     assert_eq!(lease["auth_scheme"], "basic");
     let (user, password) = lease["token"].as_str().unwrap().split_once(':').unwrap();
     (lease.clone(), user.to_owned(), password.to_owned())
-}
-
-async fn lease_users(db: &Influxd) -> Vec<String> {
-    db.show_users()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(name, _)| name)
-        .filter(|name| name.starts_with("leasehold_"))
-        .collect()
-}
-
-/// Polls an async condition (the test thread may block; the runtime has workers).
-async fn eventually(timeout: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -130,13 +102,7 @@ async fn expired_user_is_dropped_and_revoke_drops_at_once() {
     );
 
     let (lease, user, password) = lease(&env, None);
-    env.ok(&[
-        "lease",
-        "revoke",
-        lease["id"].as_str().unwrap(),
-        "--identity",
-        "app",
-    ]);
+    env.revoke_as_app(&lease);
     assert!(
         lease_users(&db).await.is_empty(),
         "revoke drops the user at once"

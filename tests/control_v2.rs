@@ -6,6 +6,7 @@ mod common;
 use std::io::Write;
 use std::time::{Duration, SystemTime};
 
+use common::setup::write_v2;
 use common::{EVENT_DEADLINE, Env, WRITE_BUCKETS, time, wait_until};
 use leasehold_testkit::v2server::V2Server;
 use serde_json::Value;
@@ -17,24 +18,6 @@ fn configured(v2: &V2Server, extra: &[&str]) -> (Env, common::ControlProcess) {
     let control = env.serve();
     env.configure_v2(v2, extra);
     (env, control)
-}
-
-/// Writes one point to the v2 test server with `token`; returns the status.
-async fn write_v2(v2: &V2Server, token: &str) -> u16 {
-    let url = format!(
-        "{}/api/v2/write?org={}&bucket=telemetry&precision=s",
-        v2.url(),
-        v2.org_name()
-    );
-    reqwest::Client::new()
-        .post(url)
-        .header("Authorization", format!("Token {token}"))
-        .body("cpu,host=a usage=1 1700000000\n")
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
 }
 
 fn lease_create(env: &Env, identity: &str, ttl: Option<&str>) -> Value {

@@ -63,6 +63,28 @@ fn chunk(i: usize) -> Vec<u8> {
     format!("{:x}\r\n{line}\r\n", line.len()).into_bytes()
 }
 
+/// A proxy for `app` with shutdown grace `grace`, and a chunked upload through it whose
+/// first chunk the upstream is already reading.
+async fn upload_in_flight(
+    v2: &V2Server,
+    grace: &str,
+) -> (Env, common::ControlProcess, ProxyProcess, TcpStream) {
+    let (env, control) = control(v2);
+    env.enrolled_identity("app", &[]);
+    let proxy = env.proxy("app", &["--shutdown-grace", grace]);
+    proxy.wait_ready().await;
+
+    let seen = v2.requests_seen();
+    let mut upload = connect(&proxy);
+    start_upload(&mut upload, v2);
+    upload.write_all(&chunk(0)).unwrap();
+    // The proxy is forwarding it: the upstream has the request (and is reading its body).
+    common::wait_until(EVENT_DEADLINE, "the upload to reach InfluxDB", || {
+        v2.requests_seen() > seen
+    });
+    (env, control, proxy, upload)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn ticket_enrolls_on_first_start_and_a_restart_does_not_enroll_again() {
     let v2 = V2Server::start_default().await.unwrap();
@@ -105,19 +127,7 @@ async fn ticket_enrolls_on_first_start_and_a_restart_does_not_enroll_again() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_lets_a_slow_upload_finish_within_the_grace_period() {
     let v2 = V2Server::start_default().await.unwrap();
-    let (env, _control) = control(&v2);
-    env.enrolled_identity("app", &[]);
-    let mut proxy = env.proxy("app", &["--shutdown-grace", "60s"]);
-    proxy.wait_ready().await;
-
-    let seen = v2.requests_seen();
-    let mut upload = connect(&proxy);
-    start_upload(&mut upload, &v2);
-    upload.write_all(&chunk(0)).unwrap();
-    // The proxy is forwarding it: the upstream has the request (and is reading its body).
-    common::wait_until(EVENT_DEADLINE, "the upload to reach InfluxDB", || {
-        v2.requests_seen() > seen
-    });
+    let (_env, _control, mut proxy, mut upload) = upload_in_flight(&v2, "60s").await;
     proxy.process().signal("TERM");
     // The rest of the body trickles in after the signal.
     for i in 1..6 {
@@ -144,18 +154,7 @@ async fn sigterm_lets_a_slow_upload_finish_within_the_grace_period() {
 async fn sigterm_cuts_an_upload_still_running_when_the_grace_period_ends() {
     const GRACE: Duration = Duration::from_secs(2);
     let v2 = V2Server::start_default().await.unwrap();
-    let (env, _control) = control(&v2);
-    env.enrolled_identity("app", &[]);
-    let mut proxy = env.proxy("app", &["--shutdown-grace", "2s"]);
-    proxy.wait_ready().await;
-
-    let seen = v2.requests_seen();
-    let mut upload = connect(&proxy);
-    start_upload(&mut upload, &v2);
-    upload.write_all(&chunk(0)).unwrap();
-    common::wait_until(EVENT_DEADLINE, "the upload to reach InfluxDB", || {
-        v2.requests_seen() > seen
-    });
+    let (_env, _control, mut proxy, mut upload) = upload_in_flight(&v2, "2s").await;
     let signalled = Instant::now();
     proxy.process().signal("TERM");
     // An upload that never ends: a chunk every 100 ms until the proxy hangs up.

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::setup::start_influxd;
 use common::{Env, bin, free_port};
-use leasehold_testkit::influxd::Influxd;
 
 /// Lease lifetime the proxies ask for: short, so several renewals fit in the test.
 const TTL_SECS: u64 = 10;
@@ -132,13 +132,9 @@ fn secs(value: &serde_json::Value) -> f64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wall_clock_ten_minutes_off_either_way_still_holds_leases() {
-    let db = Influxd::start()
-        .await
-        .expect("a real influxd (Debian package influxdb) is required");
+    let db = start_influxd().await;
     let mut env = Env::new();
-    env.init_control();
-    let _control = env.serve();
-    env.configure_v1(&db, &[r#"WRITE ON "telemetry""#]);
+    let _control = env.serve_v1(&db, &[r#"WRITE ON "telemetry""#]);
     let mut proxies = Vec::new();
     for (name, offset) in [("ahead", "+10m"), ("behind", "-10m")] {
         env.enrolled_identity(name, &[]);

@@ -8,20 +8,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::setup::{start_influxd, v1_control_with_app};
 use common::{ControlProcess, EVENT_DEADLINE, Env};
 use leasehold_testkit::influxd::Influxd;
 
 /// A serving control with the v1 add-on (WRITE on telemetry) and an enrolled `app`.
 async fn setup() -> (Influxd, Env, ControlProcess) {
-    let db = Influxd::start()
-        .await
-        .expect("a real influxd (Debian package influxdb) is required");
+    let db = start_influxd().await;
     db.create_database("other").await.unwrap();
-    let mut env = Env::new();
-    env.init_control();
-    let control = env.serve();
-    env.configure_v1(&db, &[r#"WRITE ON "telemetry""#, r#"READ ON "telemetry""#]);
-    env.enrolled_identity("app", &[]);
+    let (env, control) =
+        v1_control_with_app(&db, &[r#"WRITE ON "telemetry""#, r#"READ ON "telemetry""#]);
     (db, env, control)
 }
 

@@ -7,18 +7,13 @@ mod common;
 use std::net::TcpStream;
 use std::process::Command;
 
+use common::setup::{start_influxd, v1_control_with_app};
 use common::{ControlProcess, Env};
 use leasehold_testkit::influxd::Influxd;
 
 async fn setup() -> (Influxd, Env, ControlProcess) {
-    let db = Influxd::start()
-        .await
-        .expect("a real influxd (Debian package influxdb) is required");
-    let mut env = Env::new();
-    env.init_control();
-    let control = env.serve();
-    env.configure_v1(&db, &[r#"WRITE ON "telemetry""#]);
-    env.enrolled_identity("app", &[]);
+    let db = start_influxd().await;
+    let (env, control) = v1_control_with_app(&db, &[r#"WRITE ON "telemetry""#]);
     (db, env, control)
 }
 

@@ -3,29 +3,12 @@
 
 mod common;
 
-use common::Env;
-use leasehold_testkit::influxd::Influxd;
-
-async fn lease_users(db: &Influxd) -> Vec<String> {
-    db.show_users()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(name, _)| name)
-        .filter(|name| name.starts_with("leasehold_"))
-        .collect()
-}
+use common::setup::{lease_users, start_influxd, v1_control_with_app};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_revokes_the_lease_the_proxy_holds() {
-    let db = Influxd::start()
-        .await
-        .expect("a real influxd (Debian package influxdb) is required");
-    let mut env = Env::new();
-    env.init_control();
-    let _control = env.serve();
-    env.configure_v1(&db, &[r#"WRITE ON "telemetry""#]);
-    env.enrolled_identity("app", &[]);
+    let db = start_influxd().await;
+    let (env, _control) = v1_control_with_app(&db, &[r#"WRITE ON "telemetry""#]);
 
     let proxy = env.proxy("app", &[]);
     proxy.wait_ready().await;

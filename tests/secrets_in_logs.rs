@@ -8,8 +8,8 @@ mod common;
 
 use std::process::Output;
 
+use common::setup::start_influxd;
 use common::{EVENT_DEADLINE, Env, wait_until};
-use leasehold_testkit::influxd::Influxd;
 use leasehold_testkit::v2server::V2Server;
 
 /// Everything the CLI wrote to stderr, at trace level.
@@ -39,6 +39,31 @@ impl CliLogs {
         self.0.push_str(&stderr);
         String::from_utf8(stdout).unwrap()
     }
+}
+
+/// Enrolls `app` with a fresh ticket, then presents the spent ticket again for `late`
+/// (refused), every CLI call logging into `cli`; returns the ticket line.
+fn enroll_app_then_replay_ticket(cli: &mut CliLogs, env: &Env) -> String {
+    cli.ok(env, &["identity", "create", "app"]);
+    let ticket = cli.ok(env, &["ticket", "create"]);
+    let ticket_path = env.home().join("app.ticket");
+    std::fs::write(&ticket_path, &ticket).unwrap();
+    cli.ok(
+        env,
+        &["enroll", ticket_path.to_str().unwrap(), "--identity", "app"],
+    );
+    // The spent ticket, again: refused.
+    cli.ok(env, &["identity", "create", "late"]);
+    cli.fails(
+        env,
+        &[
+            "enroll",
+            ticket_path.to_str().unwrap(),
+            "--identity",
+            "late",
+        ],
+    );
+    ticket
 }
 
 /// The secret part of a ticket line `lht1:<control>:<secret>@<addrs>`.
@@ -85,25 +110,7 @@ async fn v2_control_proxy_and_cli_at_trace() {
     assert!(out.status.success());
     cli.0.push_str(&String::from_utf8_lossy(&out.stderr));
 
-    cli.ok(&env, &["identity", "create", "app"]);
-    let ticket = cli.ok(&env, &["ticket", "create"]);
-    let ticket_path = env.home().join("app.ticket");
-    std::fs::write(&ticket_path, &ticket).unwrap();
-    cli.ok(
-        &env,
-        &["enroll", ticket_path.to_str().unwrap(), "--identity", "app"],
-    );
-    // The spent ticket, again: refused.
-    cli.ok(&env, &["identity", "create", "late"]);
-    cli.fails(
-        &env,
-        &[
-            "enroll",
-            ticket_path.to_str().unwrap(),
-            "--identity",
-            "late",
-        ],
-    );
+    let ticket = enroll_app_then_replay_ticket(&mut cli, &env);
     let lease: serde_json::Value = serde_json::from_str(&cli.ok(
         &env,
         &["--output", "json", "lease", "create", "--identity", "app"],
@@ -192,9 +199,7 @@ async fn v2_control_proxy_and_cli_at_trace() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn v1_passwords_stay_out_of_the_control_and_cli_logs_at_trace() {
-    let db = Influxd::start()
-        .await
-        .expect("a real influxd (Debian package influxdb) is required");
+    let db = start_influxd().await;
     let env = Env::new();
     let mut cli = CliLogs::default();
     cli.ok(
@@ -229,25 +234,7 @@ async fn v1_passwords_stay_out_of_the_control_and_cli_logs_at_trace() {
         String::from_utf8_lossy(&out.stderr)
     );
     cli.0.push_str(&String::from_utf8_lossy(&out.stderr));
-    cli.ok(&env, &["identity", "create", "app"]);
-    let ticket = cli.ok(&env, &["ticket", "create"]);
-    let ticket_path = env.home().join("app.ticket");
-    std::fs::write(&ticket_path, &ticket).unwrap();
-    cli.ok(
-        &env,
-        &["enroll", ticket_path.to_str().unwrap(), "--identity", "app"],
-    );
-    // The spent ticket, again: refused.
-    cli.ok(&env, &["identity", "create", "late"]);
-    cli.fails(
-        &env,
-        &[
-            "enroll",
-            ticket_path.to_str().unwrap(),
-            "--identity",
-            "late",
-        ],
-    );
+    let ticket = enroll_app_then_replay_ticket(&mut cli, &env);
 
     let mut secrets = vec![
         ("InfluxDB admin password", db.admin_password().to_owned()),

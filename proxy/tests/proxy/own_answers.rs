@@ -81,14 +81,7 @@ impl Body for LateBody {
 #[tokio::test]
 async fn five_hundred_writes_without_a_lease_get_503_on_one_connection() {
     let (upstream, _source, proxy) = leaseless().await;
-    // Without Nagle's delay: the body goes out as its own segment at once.
-    let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    stream.set_nodelay(true).unwrap();
-    let (mut connection, driver) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(driver);
+    let mut connection = proxy.connect_nodelay().await;
     let line = format!("cpu,host=a value=1 {}\n", "0".repeat(1024));
     let body = &line.as_bytes()[..1024];
     for i in 0..500 {
@@ -175,21 +168,8 @@ async fn a_client_that_writes_everything_first_reads_the_503() {
 #[tokio::test]
 async fn refusals_keep_the_connection_usable_too() {
     let upstream = FakeUpstream::start().await;
-    let proxy = Proxy::with_token(
-        leasehold_proxy::Config {
-            upstream: Some(format!("{}/influx", upstream.url())),
-            ..config()
-        },
-        &upstream.url(),
-    )
-    .await;
-    let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    stream.set_nodelay(true).unwrap();
-    let (mut connection, driver) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(driver);
+    let proxy = Proxy::under_base_path(&upstream).await;
+    let mut connection = proxy.connect_nodelay().await;
     let body = || LateBody::new(Bytes::from(vec![b'x'; 1024])).boxed();
     for i in 0..100 {
         let (path, origin, expected) = if i % 2 == 0 {
@@ -232,13 +212,7 @@ async fn an_unreachable_upstream_gets_502_on_one_connection() {
     let url = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
     let proxy = Proxy::with_token(config(), &url).await;
-    let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    stream.set_nodelay(true).unwrap();
-    let (mut connection, driver) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(driver);
+    let mut connection = proxy.connect_nodelay().await;
     for i in 0..50 {
         connection
             .ready()

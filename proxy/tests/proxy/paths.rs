@@ -24,14 +24,7 @@ async fn raw(proxy: &Proxy, request: &str) -> String {
 #[tokio::test]
 async fn dot_segments_under_a_base_path_get_400_and_never_reach_the_upstream() {
     let upstream = FakeUpstream::start().await;
-    let proxy = Proxy::with_token(
-        leasehold_proxy::Config {
-            upstream: Some(format!("{}/influx", upstream.url())),
-            ..config()
-        },
-        &upstream.url(),
-    )
-    .await;
+    let proxy = Proxy::under_base_path(&upstream).await;
     for path in [
         "/../admin",
         "/api/%2e%2e/%2E%2E/x",

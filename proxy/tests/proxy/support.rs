@@ -452,6 +452,28 @@ impl Proxy {
         sender
     }
 
+    /// [`Proxy::connect`] without Nagle's delay: each body chunk goes out as its own
+    /// segment at once.
+    pub async fn connect_nodelay(&self) -> hyper::client::conn::http1::SendRequest<TestBody> {
+        let stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        sender
+    }
+
+    /// A ready token-lease proxy in front of `upstream` served under the base path
+    /// `/influx`.
+    pub async fn under_base_path(upstream: &FakeUpstream) -> Self {
+        let config = Config {
+            upstream: Some(format!("{}/influx", upstream.url())),
+            ..config()
+        };
+        Self::with_token(config, &upstream.url()).await
+    }
+
     /// Stops the proxy and waits for it.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
