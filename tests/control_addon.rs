@@ -132,17 +132,18 @@ async fn a_lease_is_revoked_where_it_was_issued_after_the_addon_is_re_pointed() 
     );
 
     // Owed nothing any more, the configuration for A is dropped; B is untouched.
+    // The file goes first, the log line just after: wait for both.
     eventually(
         Duration::from_secs(30),
         "the configuration for A to be dropped",
-        async || kept_configurations(&env.data_dir()).is_empty(),
+        async || {
+            kept_configurations(&env.data_dir()).is_empty()
+                && control
+                    .log()
+                    .contains("earlier add-on configuration dropped")
+        },
     )
     .await;
-    assert!(
-        control
-            .log()
-            .contains("earlier add-on configuration dropped")
-    );
     assert_eq!(
         b.write("telemetry", "m v=4\n", &b_user, &b_password)
             .await

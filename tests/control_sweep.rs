@@ -86,11 +86,10 @@ async fn the_periodic_sweep_runs_at_the_configured_interval() {
         SystemTime::now() > time(&lease["expires_at"]),
         "not before expiry"
     );
-    assert!(
-        control.log().contains("swept expired lease credential"),
-        "{}",
-        control.log()
-    );
+    // Logged just after the deletion: wait for the line rather than race it.
+    wait_until(EVENT_DEADLINE, "the sweep to log the removal", || {
+        control.log().contains("swept expired lease credential")
+    });
     assert!(v2.authorization(&foreign.id).is_some(), "never others'");
     // The interval is the one asked for: sweeps keep coming, many more than the
     // start-up and configure sweeps (at the default 60 s this would take minutes).

@@ -172,10 +172,10 @@ fn shape(argv: &[String]) -> (String, BTreeSet<String>) {
 
 #[test]
 pub(crate) fn the_readme_walk_through_is_what_examples_walkthrough_sh_runs() {
-    // The README's walk-through block (the one that starts with `control init`) ...
+    // The README's walk-through block (`control init` "on the control host") ...
     let block = readme_shell_blocks()
         .into_iter()
-        .find(|b| b.contains("leasehold control init"))
+        .find(|b| b.contains("leasehold control init") && b.contains("# on the control host"))
         .expect("a walk-through block");
     let readme: Vec<_> = shell::commands(&block)
         .into_iter()
