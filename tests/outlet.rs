@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::setup::start_influxd;
 use common::{EVENT_DEADLINE, Env, Process, STARTUP_DEADLINE, path_str, unique_name};
 use leasehold_testkit::influxd::Influxd;
 
@@ -386,13 +387,9 @@ async fn two_hosts_writes_land_only_through_the_outlet() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deleted_member_is_cut_off_others_continue() {
-    let db = Influxd::start()
-        .await
-        .expect("a real influxd (Debian package influxdb) is required");
+    let db = start_influxd().await;
     let mut env = Env::new();
-    env.init_control();
-    let _control = env.serve();
-    env.configure_v1(&db, &[r#"WRITE ON "telemetry""#]);
+    let _control = env.serve_v1(&db, &[r#"WRITE ON "telemetry""#]);
     let outlet = start_outlet(&env, "outlet", "127.0.0.1:0", db.url(), &[]);
     env.enrolled_identity("kept", &[]);
     env.enrolled_identity("gone", &[]);
@@ -461,13 +458,9 @@ async fn a_deleted_member_is_cut_off_others_continue() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_proxy_answers_while_the_outlet_restarts_and_recovers_by_itself() {
-    let db = Influxd::start()
-        .await
-        .expect("a real influxd (Debian package influxdb) is required");
+    let db = start_influxd().await;
     let mut env = Env::new();
-    env.init_control();
-    let _control = env.serve();
-    env.configure_v1(&db, &[r#"WRITE ON "telemetry""#]);
+    let _control = env.serve_v1(&db, &[r#"WRITE ON "telemetry""#]);
     // A fixed port, so the restarted outlet is where the proxy looks.
     let port = common::reserve_port();
     let listen = format!("127.0.0.1:{port}");
@@ -597,13 +590,9 @@ async fn outlet_counter(outlet: &Outlet, name: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn open_channels_outlive_their_first_credential_while_leases_renew() {
-    let db = Influxd::start()
-        .await
-        .expect("a real influxd (Debian package influxdb) is required");
+    let db = start_influxd().await;
     let mut env = Env::new();
-    env.init_control();
-    let _control = env.serve();
-    env.configure_v1(&db, &[r#"WRITE ON "telemetry""#]);
+    let _control = env.serve_v1(&db, &[r#"WRITE ON "telemetry""#]);
     let outlet = start_outlet(&env, "outlet", "127.0.0.1:0", db.url(), &[]);
     env.enrolled_identity("app", &[]);
     // 5 s leases, renewed at ~60%: the keep-alive channels below outlive several.
