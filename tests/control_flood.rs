@@ -77,12 +77,16 @@ impl Tally {
 }
 
 fn vm_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    try_vm_rss_kib(pid).expect("VmRSS in /proc/PID/status")
+}
+
+/// The resident set of process `pid`; `None` once it has exited.
+fn try_vm_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status")
 }
 
 /// The soft and hard open-files limits of process `pid`.
@@ -119,7 +123,7 @@ async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> bool {
 
 /// One hostile connection of `kind`; returns how long the control took to close it,
 /// counted from the TCP connection (see [`deadline`]), or `None` if the control turned
-/// it away before the handshake.
+/// it away before the handshake or never received it.
 async fn hostile(kind: Kind, source: &str, port: u16, control: PublicIdentity) -> Option<Duration> {
     let within = deadline(kind) + SLACK;
     match kind {
@@ -131,11 +135,22 @@ async fn hostile(kind: Kind, source: &str, port: u16, control: PublicIdentity) -
                 sliver[..4].copy_from_slice(&65_535u32.to_be_bytes());
                 let _ = stream.write_all(&sliver).await;
             }
+            if read_until_closed(&mut stream, within).await {
+                return Some(start.elapsed());
+            }
+            // Still open long past the deadline. Under a burst the kernel itself may
+            // have lost the connection before handing it to the control (an ACK
+            // dropped while the accept queue was full): this side believes it is
+            // connected, the control never saw it, and a silent peer never learns.
+            // One byte tells: a connection the control never held is reset at once,
+            // one it was handed late is closed at its deadline, and one the control
+            // holds and fails to close stays open, which is the failure looked for.
+            let _ = stream.write_all(&[0]).await;
             assert!(
                 read_until_closed(&mut stream, within).await,
                 "{kind:?} connection still open"
             );
-            Some(start.elapsed())
+            None
         }
         Kind::IdleNonMember | Kind::BigMessage => {
             let stream = connect_from(source, port).await.expect("connect");
@@ -272,7 +287,11 @@ async fn a_thousand_hostile_connections_neither_starve_members_nor_bloat_the_con
         let (peak, sampling) = (peak.clone(), sampling.clone());
         std::thread::spawn(move || {
             while sampling.load(Ordering::Relaxed) {
-                peak.fetch_max(vm_rss_kib(pid), Ordering::Relaxed);
+                // A control gone before the end fails the test elsewhere.
+                let Some(rss) = try_vm_rss_kib(pid) else {
+                    break;
+                };
+                peak.fetch_max(rss, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(20));
             }
         })
@@ -336,7 +355,7 @@ async fn a_thousand_hostile_connections_neither_starve_members_nor_bloat_the_con
         "{LEASES} member leases created in {member_time:?} with {during} hostile connections open"
     );
     println!(
-        "{} connections closed before their handshake completed (over a cap while reconnecting, or past the deadline)",
+        "{} connections closed before their handshake completed (over a cap while reconnecting, past the deadline, or never handed to the control by the kernel)",
         refused.load(Ordering::Relaxed)
     );
     for (i, kind) in KINDS.iter().enumerate() {

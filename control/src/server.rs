@@ -68,6 +68,26 @@ pub const DEFAULT_MAX_UNAUTHENTICATED_PER_IP: usize = 64;
 /// Longest pause of the accept loop after a failed accept (out of file descriptors).
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
+/// Connections the kernel queues for the accept loop. Far above the usual 128 to 1,024:
+/// after a control restart a whole fleet of sidecars reconnects at once, and a full
+/// accept queue silently drops handshakes (the client sees a connection the control
+/// never received, and waits out its timeout). The kernel caps it at `somaxconn`.
+pub const ACCEPT_BACKLOG: u32 = 4096;
+
+/// Binds the control's listener on `addr` with [`ACCEPT_BACKLOG`].
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restarted control rebinds at once, even while
+    // connections of its previous run linger in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
+}
+
 /// What the listener lets a peer hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {

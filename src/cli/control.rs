@@ -8,7 +8,6 @@ use clap::{Args, Subcommand};
 use leasehold_channel::home::Home;
 use leasehold_control::datadir::{DataDir, Settings, local_address};
 use leasehold_control::server;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::output::{self, Output};
@@ -211,8 +210,7 @@ pub async fn run(home: &Home, out: Output, cmd: ControlCommand) -> anyhow::Resul
                 return Err(UsageError("--sweep-interval must be at least 1s".into()).into());
             }
             let listen = args.listen.unwrap_or(settings.listen);
-            let listener = TcpListener::bind(listen)
-                .await
+            let listener = leasehold_control::server::bind(listen)
                 .map_err(|e| super::proxy::address_in_use(listen, &e, "--listen"))?;
             let shutdown = CancellationToken::new();
             let signals = Signals::install()?;
