@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use leasehold_channel::protocol::{AddonConfig, LeaseRecord, LeaseStatus, Timestamp};
+use leasehold_channel::protocol::{AddonConfig, LeaseStatus, Timestamp};
 use leasehold_channel::{Identity, PublicIdentity};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -89,26 +89,7 @@ pub struct Control<S> {
     revocations_refused: std::sync::atomic::AtomicU64,
 }
 
-/// A stored lease's status at `now`.
-pub fn status(lease: &StoredLease, now: Timestamp) -> LeaseStatus {
-    lease.status_at(now)
-}
-
-/// A stored lease as users see it (never with a token: the control keeps none).
-pub fn record(lease: &StoredLease, now: Timestamp) -> LeaseRecord {
-    LeaseRecord {
-        id: lease.id.clone(),
-        issued_for: lease.member,
-        created_at: lease.created_at,
-        expires_at: lease.expires_at,
-        token: None,
-        status: status(lease, now),
-        auth_scheme: lease.auth_scheme,
-        endpoint_url: lease.endpoint_url.clone(),
-        ttl_ms: None,
-        membership: None,
-    }
-}
+pub use crate::lease::{record, status};
 
 impl<S: Store> Control<S> {
     /// Starts the control's background work (revocation queue, re-arming every lease
@@ -401,13 +382,7 @@ impl<S: Store> Control<S> {
         if !self.is_current(&issuer.id) {
             self.forget_now.notify_one();
         }
-        let reason = if !lease.issued {
-            "never issued"
-        } else if lease.revoked_at.is_some() {
-            "revoked"
-        } else {
-            "expired"
-        };
+        let reason = crate::lease::removal_reason(&lease);
         tracing::info!(
             lease.id = %lease.id,
             identity = %lease.member,

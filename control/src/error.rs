@@ -50,6 +50,9 @@ pub enum ControlError {
     /// New add-on settings failed the check against InfluxDB; nothing was changed.
     #[error("add-on settings refused: {0}")]
     Unverified(VerifyError),
+    /// The operating system's random source failed; nothing was created.
+    #[error(transparent)]
+    Random(#[from] crate::entropy::RandomError),
     /// The add-on configuration that issued a lease is not kept any more.
     #[error(
         "the add-on configuration {0} that issued this lease is missing (addons/{0}.json in the data directory)"
@@ -109,6 +112,10 @@ impl ControlError {
                 ErrorCode::Internal,
                 "InfluxDB refused the add-on's admin credential (fix it with `leasehold addon configure`); see the control's log".to_owned(),
             ),
+            Self::Backend(BackendError::Random(_)) => (
+                ErrorCode::Internal,
+                "internal error; see the control's log".to_owned(),
+            ),
             Self::Backend(e) if e.is_transient() => (
                 ErrorCode::Unavailable,
                 "InfluxDB is unavailable; try again later".to_owned(),
@@ -117,7 +124,10 @@ impl ControlError {
                 ErrorCode::Internal,
                 "InfluxDB refused the request; see the control's log".to_owned(),
             ),
-            Self::Store(_) | Self::DataDir(_) | Self::IssuerMissing(_) => (
+            Self::Store(_)
+            | Self::DataDir(_)
+            | Self::IssuerMissing(_)
+            | Self::Random(_) => (
                 ErrorCode::Internal,
                 "internal error; see the control's log".to_owned(),
             ),

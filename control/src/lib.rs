@@ -3,6 +3,8 @@
 //! - [`datadir`]: the control's files (identity, settings, store).
 //! - [`store`]: persistent state behind the [`store::Store`] interface; [`store::RedbStore`]
 //!   is the embedded default.
+//! - [`lease`]: lease ids, status, the record users see, and the plan for a new lease
+//!   (pure); [`entropy`] draws the random bits.
 //! - [`grant`] and [`policy`]: what a lease may do and for how long (pure).
 //! - [`backend`]: InfluxDB 2.x authorizations and 1.x users.
 //! - [`issuer`]: which add-on configuration issued a lease; earlier ones kept until
@@ -18,9 +20,11 @@ pub mod admission;
 pub mod backend;
 pub mod control;
 pub mod datadir;
+pub mod entropy;
 pub mod failpoint;
 pub mod grant;
 pub mod issuer;
+pub mod lease;
 pub mod live;
 pub mod policy;
 pub mod revoker;

@@ -13,11 +13,12 @@ use leasehold_channel::{PublicIdentity, Secret};
 
 use tracing::Instrument;
 
-use crate::backend::{LeaseSpec, new_lease_id};
-use crate::control::{Addon, Control, record, status};
+use crate::backend::LeaseSpec;
+use crate::control::{Addon, Control};
 use crate::error::ControlError;
 use crate::grant::{Privilege, normalize_permissions};
-use crate::policy::{self, MAX_LIVE_LEASES_LIMIT, MAX_TTL_SECS, lease_ttl, policy_id, terms_for};
+use crate::lease::{self, record, status};
+use crate::policy::{self, MAX_LIVE_LEASES_LIMIT, MAX_TTL_SECS, policy_id};
 use crate::store::{LeaseFilter, Store, StoredLease, StoredTicket};
 
 type Result<T> = std::result::Result<T, ControlError>;
@@ -156,16 +157,23 @@ impl<S: Store> Control<S> {
         let asked = std::time::SystemTime::now();
         let member = self.member(peer).await?;
         let addon = self.addon()?;
-        let terms = terms_for(
-            &addon.config,
-            &self.store.policies().await?,
+        let policies = self.store.policies().await?;
+        let now = std::time::SystemTime::now();
+        let planned = lease::plan(
             &member.attributes,
+            &addon.config,
+            &policies,
+            ttl_secs,
+            Timestamp::from_system(now),
+        )
+        .map_err(|e| ControlError::BadRequest(e.to_string()))?;
+        let id = crate::entropy::new_lease_id(now)?;
+        let (terms, ttl, created_at, expires_at) = (
+            &planned.terms,
+            planned.ttl_secs,
+            planned.created_at,
+            planned.expires_at,
         );
-        let ttl =
-            lease_ttl(&terms, ttl_secs).map_err(|e| ControlError::BadRequest(e.to_string()))?;
-        let id = new_lease_id();
-        let created_at = Timestamp::now();
-        let expires_at = created_at.plus_secs(ttl);
         // Counted before anything else happens, so creates that arrive together
         // cannot all pass the cap.
         self.live
@@ -193,7 +201,7 @@ impl<S: Store> Control<S> {
         let mut record = record(&lease, created_at);
         record.token = Some(token);
         // Stated outright: the proxy counts it on its monotonic clock.
-        record.ttl_ms = Some(millis_between(asked, expires_at));
+        record.ttl_ms = Some(lease::millis_until(asked, expires_at));
         // Membership for as long as the lease: an outlet stops admitting this member
         // when it stops being renewed (`membership.rs`).
         record.membership = Some(
@@ -473,7 +481,11 @@ impl<S: Store> Control<S> {
                 "invalid attribute name {key:?}"
             )));
         }
-        let ticket = Ticket::generate(self.advertise.clone(), self.identity.public());
+        let ticket = Ticket {
+            addrs: self.advertise.clone(),
+            control: self.identity.public(),
+            secret: crate::entropy::secret32()?,
+        };
         let expires_at = Timestamp::now().plus_secs(expires_in_secs);
         let hash = secret_hash(ticket.secret.as_ref());
         let id = ticket_id(&hash).to_owned();
@@ -711,11 +723,4 @@ fn validate_addon(addon: AddonConfig) -> Result<AddonConfig> {
             })
         }
     }
-}
-
-/// Milliseconds from `from` until `at`; 0 if `at` is not later.
-fn millis_between(from: std::time::SystemTime, at: Timestamp) -> u64 {
-    at.to_system().duration_since(from).map_or(0, |left| {
-        u64::try_from(left.as_millis()).unwrap_or(u64::MAX)
-    })
 }

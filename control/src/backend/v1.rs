@@ -143,7 +143,7 @@ impl V1Backend {
             .map_err(|e| BackendError::Config(e.to_string()))?;
         let privileges = merge(&privileges);
         let user = lease_user(spec.id, spec.expires_at);
-        let password = random_password();
+        let password = random_password()?;
         let mut q = format!(
             "CREATE USER {} WITH PASSWORD {}",
             quote_identifier(&user),
@@ -225,14 +225,13 @@ impl V1Backend {
 }
 
 /// 32 random bytes as lowercase base32: 52 characters that need no quoting.
-fn random_password() -> Zeroizing<String> {
-    let mut bytes = Zeroizing::new([0u8; 32]);
-    getrandom::fill(bytes.as_mut()).expect("the operating system's random source failed");
-    Zeroizing::new(
+fn random_password() -> Result<Zeroizing<String>, crate::entropy::RandomError> {
+    let bytes = crate::entropy::secret32()?;
+    Ok(Zeroizing::new(
         data_encoding::BASE32_NOPAD
             .encode(bytes.as_ref())
             .to_ascii_lowercase(),
-    )
+    ))
 }
 
 #[cfg(test)]
@@ -261,7 +260,7 @@ mod tests {
 
     #[test]
     fn passwords_are_long_and_quote_free() {
-        let p = random_password();
+        let p = random_password().unwrap();
         assert_eq!(p.len(), 52);
         assert!(p.chars().all(|c| c.is_ascii_alphanumeric()));
     }

@@ -79,6 +79,10 @@ impl VerifyError {
             BackendError::Refused(cause) | BackendError::Config(cause) => {
                 Self::Failed { url, cause }
             }
+            BackendError::Random(e) => Self::Failed {
+                url,
+                cause: e.to_string(),
+            },
         }
     }
 }
