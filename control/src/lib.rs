@@ -9,7 +9,9 @@
 //! - [`backend`]: InfluxDB 2.x authorizations and 1.x users.
 //! - [`issuer`]: which add-on configuration issued a lease; earlier ones kept until
 //!   their leases are revoked.
-//! - [`control`], [`service`] and [`revoker`]: issuing, revoking and expiring leases.
+//! - [`control`] and [`revoker`]: shared state, revoking and expiring leases; the
+//!   operations (one file each under `ops/`) and [`required_role`], the one table of
+//!   who may call what.
 //! - [`server`]: the secure-channel listener.
 //! - [`live`]: each member's live leases, for the per-member cap.
 //! - [`failpoint`]: test-only failure points (debug builds only).
@@ -33,7 +35,7 @@ pub mod store;
 
 mod error;
 mod log_throttle;
-mod service;
+mod ops;
 
 use std::collections::BTreeMap;
 
@@ -45,6 +47,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use control::Control;
 pub use error::ControlError;
+pub use ops::{Role, required_role};
 
 use crate::datadir::{DataDir, DataDirError, Settings, local_address};
 use crate::store::{RedbStore, Store, StoreError};
