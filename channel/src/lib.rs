@@ -7,9 +7,11 @@
 //! - [`conn`]: the thin tokio shell that moves those bytes over a stream.
 //! - [`membership`]: the signed, short-lived proof of membership an outlet checks.
 //! - [`protocol`] and [`client`]: the typed, versioned request/response layer on top.
+//! - [`backoff`]: the capped doubling every retry loop uses (proxy and control).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod backoff;
 pub mod client;
 pub mod conn;
 pub mod duration;

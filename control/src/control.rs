@@ -147,6 +147,7 @@ impl<S: Store> Control<S> {
         control.tasks.spawn(revoker::run_queue(
             rx,
             control.shutdown.clone(),
+            std::time::SystemTime::now,
             move |id| {
                 if let Some(control) = weak.upgrade() {
                     control.revoke_in_background(id);

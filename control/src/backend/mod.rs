@@ -1,12 +1,11 @@
 //! The InfluxDB side of a lease: create a credential, revoke it, and sweep for expired
 //! ones the control created. One implementation per InfluxDB generation.
 
+mod http;
 mod tls;
 mod v1;
 mod v2;
 mod verify;
-
-use std::time::Duration;
 
 use leasehold_channel::Secret;
 use leasehold_channel::protocol::{AddonConfig, AuthScheme, Grant, Timestamp};
@@ -85,51 +84,6 @@ impl BackendError {
     }
 }
 
-fn classify(status: reqwest::StatusCode, body: &[u8]) -> BackendError {
-    let message = serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| {
-            v.get("message")
-                .or_else(|| v.get("error"))
-                .and_then(|m| m.as_str().map(str::to_owned))
-        })
-        .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(200).collect());
-    if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-        BackendError::Unavailable(format!("HTTP {status}: {message}"))
-    } else if matches!(
-        status,
-        reqwest::StatusCode::UNAUTHORIZED | reqwest::StatusCode::FORBIDDEN
-    ) {
-        BackendError::CredentialRefused(format!("HTTP {status}: {message}"))
-    } else {
-        BackendError::Refused(format!("HTTP {status}: {message}"))
-    }
-}
-
-fn transport(error: reqwest::Error) -> BackendError {
-    if let Some(tls) = tls::tls_failure(&error) {
-        return BackendError::Tls(tls);
-    }
-    // reqwest errors carry the URL, never headers or bodies: safe to show. The top
-    // line alone ("error sending request") hides the cause, so the chain is joined.
-    BackendError::Unavailable(error_chain(&error.without_url()))
-}
-
-/// `error` and its causes, joined with `: `.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut next = error.source();
-    while let Some(cause) = next {
-        let line = cause.to_string();
-        if !text.contains(&line) {
-            text.push_str(": ");
-            text.push_str(&line);
-        }
-        next = cause.source();
-    }
-    text
-}
-
 /// The configured backend.
 #[derive(Debug, Clone)]
 pub enum Backend {
@@ -142,37 +96,25 @@ pub enum Backend {
 impl Backend {
     /// The backend the add-on settings describe.
     pub fn from_addon(addon: &AddonConfig) -> Result<Self, BackendError> {
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(10))
-            // The admin credential goes to the configured URL and nowhere else; an
-            // answer that points elsewhere is an error, not a request to repeat.
-            .redirect(reqwest::redirect::Policy::none());
-        let (AddonConfig::Influxdb { ca_pem, .. } | AddonConfig::InfluxdbV1 { ca_pem, .. }) = addon;
-        if let Some(pem) = ca_pem {
-            // Besides the system roots, not instead of them.
-            for cert in tls::parse_ca_pem(pem).map_err(BackendError::Config)? {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        let http = builder
-            .build()
-            .map_err(|e| BackendError::Config(e.to_string()))?;
+        let endpoint = |url: &str| http::Endpoint::for_addon(addon, url);
         Ok(match addon {
             AddonConfig::Influxdb {
                 endpoint_url,
                 token,
                 org_id,
                 ..
-            } => Self::V2(V2Backend::new(http, endpoint_url, token.clone(), org_id)?),
+            } => Self::V2(V2Backend::new(
+                endpoint(endpoint_url)?,
+                token.clone(),
+                org_id,
+            )?),
             AddonConfig::InfluxdbV1 {
                 endpoint_url,
                 username,
                 password,
                 ..
             } => Self::V1(V1Backend::new(
-                http,
-                endpoint_url,
+                endpoint(endpoint_url)?,
                 username,
                 password.clone(),
             )),
@@ -256,7 +198,7 @@ impl Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::SystemTime;
+    use std::time::{Duration, SystemTime};
 
     /// A redirect must not take the admin credential anywhere else: the answer is an
     /// error and the other address never hears from the control.

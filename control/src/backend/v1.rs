@@ -9,10 +9,9 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
+use super::http::{Endpoint, classify};
 use super::verify::{is_v1, ping_version};
-use super::{
-    BackendError, Issued, LeaseSpec, Verified, VerifyError, classify, is_lease_id, transport,
-};
+use super::{BackendError, Issued, LeaseSpec, Verified, VerifyError, is_lease_id};
 use crate::grant::{Privilege, merge, quote_identifier, quote_string};
 
 const USER_PREFIX: &str = "leasehold_";
@@ -30,22 +29,13 @@ pub fn parse_lease_user(name: &str) -> Option<(&str, Timestamp)> {
     is_lease_id(id).then_some((id, Timestamp(expires)))
 }
 
-/// The v1 backend.
-#[derive(Clone)]
+/// The v1 backend. Its `Debug` shows the endpoint and user; the password is a
+/// [`Secret`], which prints redacted.
+#[derive(Debug, Clone)]
 pub struct V1Backend {
-    http: reqwest::Client,
-    endpoint_url: String,
+    endpoint: Endpoint,
     username: String,
     password: Secret,
-}
-
-impl std::fmt::Debug for V1Backend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("V1Backend")
-            .field("endpoint_url", &self.endpoint_url)
-            .field("username", &self.username)
-            .finish_non_exhaustive()
-    }
 }
 
 #[derive(Deserialize)]
@@ -72,15 +62,9 @@ struct Series {
 
 impl V1Backend {
     /// A backend talking to `endpoint_url` as the admin `username`.
-    pub fn new(
-        http: reqwest::Client,
-        endpoint_url: &str,
-        username: &str,
-        password: Secret,
-    ) -> Self {
+    pub(super) fn new(endpoint: Endpoint, username: &str, password: Secret) -> Self {
         Self {
-            http,
-            endpoint_url: endpoint_url.trim_end_matches('/').to_owned(),
+            endpoint,
             username: username.to_owned(),
             password,
         }
@@ -88,7 +72,7 @@ impl V1Backend {
 
     /// The InfluxDB base URL.
     pub fn endpoint_url(&self) -> &str {
-        &self.endpoint_url
+        self.endpoint.url()
     }
 
     /// Runs `q` as the admin. Statement errors become [`BackendError::Refused`], with
@@ -102,17 +86,16 @@ impl V1Backend {
             Some(secret) if !secret.is_empty() => message.replace(secret, "<redacted>"),
             _ => message,
         };
-        let response = self
-            .http
-            .post(format!("{}/query", self.endpoint_url))
+        let request = self
+            .endpoint
+            .client()
+            .post(format!("{}/query", self.endpoint.url()))
             .basic_auth(&self.username, Some(self.password.expose()))
-            .form(&[("q", q)])
-            .send()
-            .await
-            .map_err(transport)?;
-        let status = response.status();
-        let body = response.bytes().await.map_err(transport)?;
+            .form(&[("q", q)]);
+        let answer = self.endpoint.exchange(request).await?;
+        let (status, body) = (answer.status, answer.body);
         if status != StatusCode::OK {
+            // Not `Answer::expect`: a message may quote the statement, password included.
             return Err(match classify(status, &body) {
                 BackendError::Refused(m) => BackendError::Refused(scrub(m)),
                 BackendError::Unavailable(m) => BackendError::Unavailable(scrub(m)),
@@ -169,9 +152,11 @@ impl V1Backend {
     /// The add-on check: `/ping` reports a 1.x version, and `SHOW USERS` (admin only)
     /// succeeds with the admin credential.
     pub(super) async fn verify(&self) -> Result<Verified, VerifyError> {
-        let url = &self.endpoint_url;
+        let url = &self.endpoint_url().to_owned();
         let refused = |e| VerifyError::from_backend(url, e);
-        let version = ping_version(&self.http, url).await.map_err(refused)?;
+        let version = ping_version(self.endpoint.client(), url)
+            .await
+            .map_err(refused)?;
         let version = match version {
             Some(v) if is_v1(&v) => v,
             Some(v) => {

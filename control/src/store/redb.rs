@@ -199,8 +199,10 @@ fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
 }
 
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).expect("stored records serialize")
+/// A record as stored: JSON. The records are plain data that always serialize; a
+/// failure is still an error for the caller, never a panic on a request path.
+fn encode<T: Serialize>(value: &T) -> StoreResult<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| StoreError(format!("cannot encode a record: {e}")))
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
@@ -292,7 +294,7 @@ impl RedbStore {
 
 impl Store for RedbStore {
     async fn put_member(&self, member: MemberRecord) -> StoreResult<()> {
-        self.put(MEMBERS, member.id.to_string(), encode(&member))
+        self.put(MEMBERS, member.id.to_string(), encode(&member)?)
             .await
     }
 
@@ -318,7 +320,7 @@ impl Store for RedbStore {
     }
 
     async fn put_ticket(&self, hash: String, ticket: StoredTicket) -> StoreResult<()> {
-        self.put(TICKETS, hash, encode(&ticket)).await
+        self.put(TICKETS, hash, encode(&ticket)?).await
     }
 
     async fn redeem_ticket(
@@ -361,7 +363,7 @@ impl Store for RedbStore {
                             tickets.remove(hash.as_str()).map_err(err)?;
                         } else {
                             tickets
-                                .insert(hash.as_str(), encode(&t).as_slice())
+                                .insert(hash.as_str(), encode(&t)?.as_slice())
                                 .map_err(err)?;
                         }
                         let record = MemberRecord {
@@ -371,7 +373,7 @@ impl Store for RedbStore {
                             enrolled_at: now,
                         };
                         members
-                            .insert(member_key.as_str(), encode(&record).as_slice())
+                            .insert(member_key.as_str(), encode(&record)?.as_slice())
                             .map_err(err)?;
                         Ok(record)
                     }
@@ -388,7 +390,8 @@ impl Store for RedbStore {
     }
 
     async fn put_policy(&self, policy: PolicyRecord) -> StoreResult<()> {
-        self.put(POLICIES, policy.id.clone(), encode(&policy)).await
+        self.put(POLICIES, policy.id.clone(), encode(&policy)?)
+            .await
     }
 
     async fn policies(&self) -> StoreResult<Vec<PolicyRecord>> {
@@ -401,7 +404,7 @@ impl Store for RedbStore {
     }
 
     async fn put_lease(&self, lease: StoredLease) -> StoreResult<()> {
-        self.put(LEASES, lease.id.clone(), encode(&lease)).await
+        self.put(LEASES, lease.id.clone(), encode(&lease)?).await
     }
 
     async fn lease(&self, id: String) -> StoreResult<Option<StoredLease>> {
@@ -468,7 +471,7 @@ impl Store for RedbStore {
                 };
                 txn.open_table(DENIED)
                     .map_err(err)?
-                    .insert(key.as_str(), encode(&record).as_slice())
+                    .insert(key.as_str(), encode(&record)?.as_slice())
                     .map_err(err)?;
             }
             txn.commit().map_err(err)?;
