@@ -155,6 +155,9 @@ impl<S: Store> Control<S> {
             },
         ));
         control.load_retired().await?;
+        // One scan of the store rebuilds both in-memory views: the live-lease counts
+        // (for the cap) and the revocation queue (every credential still owed removal,
+        // intents included, at its revocation or expiry time, whichever is first).
         let mut owed = 0;
         let now = Timestamp::now();
         for lease in control.store.leases().await? {
@@ -233,6 +236,9 @@ impl<S: Store> Control<S> {
         }
     }
 
+    /// The add-on in effect, or `NoAddon`. Loaded once per request: a concurrent
+    /// `addon configure` swaps it atomically, and the request finishes with the
+    /// configuration it started with (its lease records which one that was).
     pub(crate) fn addon(&self) -> Result<Arc<Addon>, ControlError> {
         self.addon.load_full().ok_or(ControlError::NoAddon)
     }
@@ -257,6 +263,8 @@ impl<S: Store> Control<S> {
         Duration::from_millis(self.sweep_interval_ms.load(Ordering::Relaxed))
     }
 
+    /// Tells the revocation queue to revoke lease `id` at `at`. Memory only: the
+    /// store's `removed: false` is what re-arms it after a restart.
     pub(crate) fn schedule(&self, at: Timestamp, id: String) {
         self.schedule.at(at, id);
     }
@@ -264,6 +272,12 @@ impl<S: Store> Control<S> {
     /// Sweeps InfluxDB for expired credentials this control created: at start-up, when
     /// the add-on is configured, and every [`SWEEP_INTERVAL`]; a failed sweep is
     /// retried with backoff.
+    ///
+    /// The sweep reads InfluxDB, not the store: it recognises our credentials by the
+    /// name (v1 user) or description (v2) that carries the lease id and expiry. That
+    /// is what lets it work when the store is lost or restored from an old backup, the
+    /// case the revocation queue (which trusts the store) cannot cover; other users'
+    /// credentials never match the pattern and are never touched.
     async fn sweep_loop(&self) {
         let mut attempt: u32 = 0;
         loop {
@@ -334,6 +348,8 @@ impl<S: Store> Control<S> {
         }
     }
 
+    /// One task per lease due: a revocation that retries while InfluxDB is down must
+    /// not hold up the others (nor the queue, which only hands out ids).
     fn revoke_in_background(self: Arc<Self>, id: String) {
         let control = self.clone();
         let span = tracing::info_span!("lease", lease.id = %id);
@@ -344,6 +360,9 @@ impl<S: Store> Control<S> {
     /// Removes lease `id`'s credential from InfluxDB, retrying with capped backoff
     /// until it succeeds or the control shuts down (the next start re-arms it).
     pub(crate) async fn revoke_until_done(&self, id: &str) {
+        // No give-up: a credential left in InfluxDB past its lease is the failure the
+        // control exists to prevent, so it retries (capped at a few seconds) until
+        // InfluxDB answers or the control stops; the next start re-arms it.
         let mut attempt = 0;
         loop {
             match self.revoke_once(id).await {
@@ -378,8 +397,11 @@ impl<S: Store> Control<S> {
                 .revoke_unrecorded(&lease.id, lease.expires_at)
                 .await?;
         }
+        // Recorded only once InfluxDB confirmed: dying before this line repeats the
+        // removal at the next start, which "already gone" makes harmless.
         lease.removed = true;
         self.store.put_lease(lease.clone()).await?;
+        // An earlier configuration may now be owed nothing; one coalesced check.
         if !self.is_current(&issuer.id) {
             self.forget_now.notify_one();
         }
@@ -402,6 +424,8 @@ impl<S: Store> Control<S> {
         by: PublicIdentity,
     ) -> Result<StoredLease, ControlError> {
         let now = Timestamp::now();
+        // Only an active lease gets a revocation time: revoking an expired or revoked
+        // one again changes nothing but still finishes a removal left owed.
         if status(&lease, now) == LeaseStatus::Active {
             lease.revoked_at = Some(now);
             self.store.put_lease(lease.clone()).await?;

@@ -125,6 +125,9 @@ impl V1Backend {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| BackendError::Config(e.to_string()))?;
         let privileges = merge(&privileges);
+        // The user, its password and its grants in one `/query`: InfluxDB runs the
+        // statements in order, so a user never exists without its grants for long,
+        // and a failure part-way is cleaned up below.
         let user = lease_user(spec.id, spec.expires_at);
         let password = random_password()?;
         let mut q = format!(
@@ -179,6 +182,8 @@ impl V1Backend {
         Ok(Verified { version })
     }
 
+    /// Drops a lease user. "User not found" counts as done: a retry after a lost
+    /// answer, or an intent whose user was never created, must not loop for ever.
     pub(super) async fn revoke(&self, user: &str) -> Result<(), BackendError> {
         match self
             .query(&format!("DROP USER {}", quote_identifier(user)), None)
@@ -190,6 +195,10 @@ impl V1Backend {
         }
     }
 
+    /// Drops every lease user whose name says it expired by `now`. The name is the
+    /// only record the sweep reads (1.x users have no expiry nor description), which
+    /// is why it carries both the expiry and the lease id: the sweep needs no store,
+    /// and a user not named by [`lease_user`] never matches.
     pub(super) async fn sweep(&self, now: Timestamp) -> Result<usize, BackendError> {
         let results = self.query("SHOW USERS", None).await?;
         let users = results

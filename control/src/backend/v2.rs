@@ -144,6 +144,8 @@ impl V2Backend {
             .expect(&[StatusCode::CREATED])?;
         let created: Authorization = serde_json::from_slice(&body)
             .map_err(|e| BackendError::Refused(format!("unexpected authorization answer: {e}")))?;
+        // An authorization without its token is useless to the member; refused, and
+        // the intent removes it at expiry.
         let token = created.token.filter(|t| !t.is_empty()).ok_or_else(|| {
             BackendError::Refused("the authorization answer carried no token".into())
         })?;
@@ -215,6 +217,9 @@ impl V2Backend {
             .map(drop)
     }
 
+    /// Removes every authorization whose description says it expired by `now`.
+    /// Authorizations have no expiry of their own; the description is the only place
+    /// it can live, and reading it needs no store.
     pub(super) async fn sweep(&self, now: Timestamp) -> Result<usize, BackendError> {
         self.remove_where(|_, expires| expires <= now).await
     }

@@ -34,6 +34,8 @@ impl<S: Store> Control<S> {
         };
         let summary = summary(&addon, verified_version);
         let id = addon.id.clone();
+        // Installing keeps the previous configuration (if another) until its leases
+        // are revoked through it, and starts a sweep with the new one.
         self.install_addon(addon).await?;
         tracing::info!(addon.id = %id, backend = %summary.backend, endpoint = %summary.endpoint_url, default_ttl_secs = summary.default_ttl_secs, max_ttl_secs = summary.max_ttl_secs, "add-on configured");
         Ok(Reply::Addon(summary))
@@ -67,6 +69,8 @@ fn summary(addon: &Addon, verified_version: Option<String>) -> AddonSummary {
     }
 }
 
+/// An `http(s)://host[:port]` URL. Checked here so that a typo is refused with the
+/// flag's name rather than surfacing later as every lease failing to connect.
 fn validate_url(url: &str) -> Result<()> {
     match reqwest::Url::parse(url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
@@ -76,7 +80,8 @@ fn validate_url(url: &str) -> Result<()> {
     }
 }
 
-/// A CA bundle given with the add-on must hold at least one certificate.
+/// A CA bundle given with the add-on must hold at least one certificate: an empty or
+/// garbled file would otherwise silently fall back to the system roots alone.
 fn check_ca_pem(pem: Option<&str>) -> Result<()> {
     match pem {
         Some(pem) => crate::backend::parse_ca_pem(pem)
@@ -112,12 +117,14 @@ fn validate_addon(addon: AddonConfig) -> Result<AddonConfig> {
                     crate::backend::INVALID_TOKEN_MESSAGE.into(),
                 ));
             }
+            // InfluxDB's org ids are 16 hex digits; permissions are scoped to it below.
             if org_id.len() != 16 || !org_id.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(ControlError::BadRequest(format!(
                     "invalid --org-id {org_id:?}: expected 16 hex digits"
                 )));
             }
             check_ttls(default_ttl_secs, max_ttl_secs)?;
+            // Normalized once here, so every lease sends the same, org-scoped grant.
             let permissions = normalize_permissions(&permissions, &org_id)
                 .map_err(|e| ControlError::BadRequest(e.to_string()))?;
             Ok(AddonConfig::Influxdb {
@@ -144,6 +151,7 @@ fn validate_addon(addon: AddonConfig) -> Result<AddonConfig> {
             validate_url(&endpoint_url)?;
             check_max_live_leases(max_live_leases)?;
             check_ca_pem(ca_pem.as_deref())?;
+            // An empty user would make every call anonymous: refused, not sent.
             if username.is_empty() {
                 return Err(ControlError::BadRequest(
                     "the admin username is empty".into(),

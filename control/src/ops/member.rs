@@ -62,6 +62,8 @@ impl<S: Store> Control<S> {
             .await?
             .ok_or(ControlError::NotFound("member"))?;
         tracing::info!(identity = %member.id, name = %member.name, by = %by, "member deleted and denied re-enrollment; revoking its leases");
+        // Its leases end now rather than at expiry: a deleted member's proxy must stop
+        // writing. Revocation continues in the background if InfluxDB is down.
         let now = Timestamp::now();
         for lease in self.store.leases().await? {
             if lease.member == id && lease.issued && status(&lease, now) == LeaseStatus::Active {

@@ -21,6 +21,8 @@ impl<S: Store> Control<S> {
         }
         check_ttls(spec.default_ttl_secs, spec.max_ttl_secs)?;
         check_max_live_leases(spec.max_live_leases)?;
+        // The grant's kind depends on the add-on (v2 permissions, v1 privileges), so
+        // there must be one to check against.
         let addon = self.addon.load_full().ok_or_else(|| {
             ControlError::BadRequest("configure the add-on before setting policies".into())
         })?;
@@ -43,6 +45,8 @@ impl<S: Store> Control<S> {
                 ));
             }
         };
+        // The id is the match set: setting a policy for the same matches replaces it,
+        // so there is never a question of which of two identical policies applies.
         let policy = PolicyRecord {
             id: policy_id(&spec.matches),
             spec: PolicySpec { grant, ..spec },

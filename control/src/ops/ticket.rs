@@ -22,6 +22,8 @@ impl<S: Store> Control<S> {
         usage_count: u32,
     ) -> Result<Reply> {
         validate_ticket(&attributes, expires_in_secs, usage_count)?;
+        // The secret is drawn here, not by `Ticket::generate`, so that a failing random
+        // source is an error for this request rather than a panic.
         let ticket = Ticket {
             addrs: self.advertise.clone(),
             control: self.identity.public(),
@@ -83,6 +85,7 @@ impl<S: Store> Control<S> {
             .map(|(hash, _)| hash)
             .find(|hash| ticket_id(hash) == id)
             .ok_or(ControlError::NotFound("ticket"))?;
+        // Redeemed or pruned between the scan and here: still "not found".
         if !self.store.delete_ticket(hash).await? {
             return Err(ControlError::NotFound("ticket"));
         }
