@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use leasehold_channel::protocol::{AddonConfig, LeaseStatus, Timestamp};
 use leasehold_channel::{Identity, PublicIdentity};
+use leasehold_protocol::{AddonConfig, LeaseStatus, Timestamp};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;

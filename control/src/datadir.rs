@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use leasehold_channel::Identity;
 use leasehold_channel::home::{self, HomeError};
-use leasehold_channel::protocol::AddonConfig;
+use leasehold_protocol::AddonConfig;
 use serde::{Deserialize, Serialize};
 
 /// Settings fixed at `control init`.

@@ -1,6 +1,6 @@
 //! The control's error type, and how much of it a peer gets to see.
 
-use leasehold_channel::protocol::{ErrorCode, WireError};
+use leasehold_protocol::{ErrorCode, WireError};
 
 use crate::backend::{BackendError, VerifyError};
 use crate::datadir::DataDirError;

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use leasehold_channel::PublicIdentity;
-use leasehold_channel::protocol::{
+use leasehold_protocol::{
     AddonConfig, AuthScheme, LeaseRecord, LeaseStatus, PolicyRecord, Timestamp,
 };
 
@@ -182,7 +182,7 @@ mod tests {
     use super::*;
     use crate::policy::{MAX_TTL_SECS, policy_id};
     use leasehold_channel::Secret;
-    use leasehold_channel::protocol::{Grant, PolicySpec};
+    use leasehold_protocol::{Grant, PolicySpec};
     use proptest::prelude::*;
     use std::time::{Duration, UNIX_EPOCH};
 

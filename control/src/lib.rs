@@ -41,7 +41,7 @@ use std::collections::BTreeMap;
 
 use leasehold_channel::Identity;
 use leasehold_channel::home::{Enrollment, Home};
-use leasehold_channel::protocol::{MemberRecord, Timestamp};
+use leasehold_protocol::{MemberRecord, Timestamp};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 

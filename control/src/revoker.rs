@@ -13,7 +13,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
-use leasehold_channel::protocol::Timestamp;
+use leasehold_protocol::Timestamp;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 

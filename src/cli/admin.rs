@@ -10,7 +10,7 @@ use anyhow::bail;
 use clap::{Args, Subcommand};
 use leasehold_channel::Secret;
 use leasehold_channel::home::Home;
-use leasehold_channel::protocol::{
+use leasehold_protocol::{
     AddonConfig, DeniedIdentity, Grant, MemberRecord, PolicyRecord, PolicySpec, Reply, Request,
     TicketInfo,
 };

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use leasehold_channel::protocol::AddonConfig;
+use leasehold_protocol::AddonConfig;
 use reqwest::StatusCode;
 
 use super::{BackendError, tls};

@@ -8,7 +8,7 @@ mod v2;
 mod verify;
 
 use leasehold_channel::Secret;
-use leasehold_channel::protocol::{AddonConfig, AuthScheme, Grant, Timestamp};
+use leasehold_protocol::{AddonConfig, AuthScheme, Grant, Timestamp};
 
 pub use tls::parse_ca_pem;
 pub use v1::{V1Backend, lease_user, parse_lease_user};

@@ -4,7 +4,7 @@
 //! answer's `results[].error` is read.
 
 use leasehold_channel::Secret;
-use leasehold_channel::protocol::{Grant, Timestamp};
+use leasehold_protocol::{Grant, Timestamp};
 use reqwest::StatusCode;
 use serde::Deserialize;
 use zeroize::Zeroizing;

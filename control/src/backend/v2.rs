@@ -3,7 +3,7 @@
 //! their own, so the description carries the lease id and expiry for the sweep.
 
 use leasehold_channel::Secret;
-use leasehold_channel::protocol::{Grant, Timestamp};
+use leasehold_protocol::{Grant, Timestamp};
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use serde::{Deserialize, Serialize};

@@ -1,7 +1,7 @@
 //! Configuring the add-on: the settings validated, checked against InfluxDB (unless
 //! `--skip-verify`), then installed. Refused settings change nothing.
 
-use leasehold_channel::protocol::{AddonConfig, AddonSummary, Reply};
+use leasehold_protocol::{AddonConfig, AddonSummary, Reply};
 
 use super::policy::{check_max_live_leases, check_ttls, validate_privileges};
 use super::{Admin, Result};

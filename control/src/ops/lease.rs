@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use leasehold_channel::membership::Membership;
-use leasehold_channel::protocol::{LEASE_PAGE_MAX, LeaseStatus, Reply, Timestamp};
 use leasehold_channel::{PublicIdentity, Secret};
+use leasehold_protocol::{LEASE_PAGE_MAX, LeaseStatus, Reply, Timestamp};
 use tracing::Instrument;
 
 use super::{Member, Result, parse_member_id};

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use leasehold_channel::protocol::{LeaseStatus, Reply, Timestamp};
 use leasehold_channel::ticket::{decode_secret, secret_hash};
 use leasehold_channel::{PublicIdentity, Secret};
+use leasehold_protocol::{LeaseStatus, Reply, Timestamp};
 
 use super::{Admin, Result, json_text, parse_member_id};
 use crate::control::Control;

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use leasehold_channel::PublicIdentity;
-use leasehold_channel::protocol::{MemberRecord, Reply, Request};
+use leasehold_protocol::{MemberRecord, Reply, Request};
 
 use crate::control::Control;
 use crate::error::ControlError;

@@ -1,7 +1,7 @@
 //! Policy operations (set, list, delete) and the bounds every lifetime and cap setting
 //! is held to, shared with the add-on's settings.
 
-use leasehold_channel::protocol::{AddonConfig, Grant, PolicyRecord, PolicySpec, Reply};
+use leasehold_protocol::{AddonConfig, Grant, PolicyRecord, PolicySpec, Reply};
 
 use super::{Admin, Result};
 use crate::control::Control;

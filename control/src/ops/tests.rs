@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use leasehold_channel::protocol::{
+use leasehold_channel::{Identity, PublicIdentity, Secret};
+use leasehold_protocol::{
     AddonConfig, Grant, LeaseStatus, MemberRecord, PolicySpec, Reply, Request, Timestamp,
 };
-use leasehold_channel::{Identity, PublicIdentity, Secret};
 use tokio_util::sync::CancellationToken;
 
 use super::{Role, required_role};

@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use leasehold_channel::protocol::{Reply, TicketInfo, TicketRecord, Timestamp};
 use leasehold_channel::ticket::{Ticket, secret_hash, ticket_id};
+use leasehold_protocol::{Reply, TicketInfo, TicketRecord, Timestamp};
 
 use super::{Admin, Result, json_text};
 use crate::control::Control;

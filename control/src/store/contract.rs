@@ -16,10 +16,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use leasehold_channel::protocol::{
+use leasehold_channel::{Identity, PublicIdentity};
+use leasehold_protocol::{
     AuthScheme, Grant, LeaseStatus, MemberRecord, PolicyRecord, PolicySpec, Timestamp,
 };
-use leasehold_channel::{Identity, PublicIdentity};
 
 use super::{LeaseFilter, RedeemError, Store, StoredLease, StoredTicket};
 

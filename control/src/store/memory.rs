@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use leasehold_channel::PublicIdentity;
-use leasehold_channel::protocol::{DeniedIdentity, MemberRecord, PolicyRecord, Timestamp};
+use leasehold_protocol::{DeniedIdentity, MemberRecord, PolicyRecord, Timestamp};
 
 use super::{LeaseFilter, RedeemError, Store, StoreResult, StoredLease, StoredTicket};
 

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 
 use leasehold_channel::PublicIdentity;
-use leasehold_channel::protocol::{
+use leasehold_protocol::{
     AuthScheme, DeniedIdentity, LeaseStatus, MemberRecord, PolicyRecord, Timestamp,
 };
 use serde::{Deserialize, Serialize};

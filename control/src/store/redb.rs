@@ -22,7 +22,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use leasehold_channel::PublicIdentity;
-use leasehold_channel::protocol::{DeniedIdentity, MemberRecord, PolicyRecord, Timestamp};
+use leasehold_protocol::{DeniedIdentity, MemberRecord, PolicyRecord, Timestamp};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -589,9 +589,9 @@ mod tests {
                     store
                         .put_policy(PolicyRecord {
                             id: format!("p{i}"),
-                            spec: leasehold_channel::protocol::PolicySpec {
+                            spec: leasehold_protocol::PolicySpec {
                                 matches: BTreeMap::from([("n".into(), i.to_string())]),
-                                grant: leasehold_channel::protocol::Grant::Privileges(vec![]),
+                                grant: leasehold_protocol::Grant::Privileges(vec![]),
                                 default_ttl_secs: None,
                                 max_ttl_secs: None,
                                 max_live_leases: None,
