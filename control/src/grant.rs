@@ -6,35 +6,8 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-/// Resource types of the v2 contract (`components.schemas.Resource.properties.type`).
-const RESOURCE_TYPES: &[&str] = &[
-    "authorizations",
-    "buckets",
-    "dashboards",
-    "orgs",
-    "tasks",
-    "telegrafs",
-    "users",
-    "variables",
-    "secrets",
-    "labels",
-    "views",
-    "documents",
-    "notificationRules",
-    "notificationEndpoints",
-    "checks",
-    "dbrp",
-    "annotations",
-    "sources",
-    "scrapers",
-    "notebooks",
-    "remotes",
-    "replications",
-    "instance",
-    "flows",
-    "functions",
-    "subscriptions",
-];
+use leasehold_protocol::influxdb::RESOURCE_TYPES;
+
 const RESOURCE_FIELDS: &[&str] = &["type", "id", "name", "orgID", "org"];
 
 /// A grant that failed validation; names the offending field.

@@ -9,6 +9,9 @@
 //! misreading it. Errors that reach the peer are coarse on purpose: a code and a short,
 //! fixed message; the details stay in the control's log.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -18,6 +21,7 @@ use leasehold_channel::{PublicIdentity, Secret};
 pub use leasehold_channel::time::Timestamp;
 
 pub mod client;
+pub mod influxdb;
 
 /// The request/response protocol version.
 pub const PROTOCOL_VERSION: u16 = 1;
