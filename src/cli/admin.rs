@@ -15,16 +15,9 @@ use leasehold_protocol::{
     TicketInfo,
 };
 
+use super::common::AsIdentity;
 use super::output::{self, Output};
 use super::{UsageError, check, connect, duration_secs, key_value, ttl_secs};
-
-/// Which identity to act as.
-#[derive(Debug, Args)]
-pub struct AsIdentity {
-    /// Local identity to act as.
-    #[arg(long, default_value = "admin", value_name = "NAME")]
-    pub identity: String,
-}
 
 /// `addon` subcommands.
 #[derive(Debug, Subcommand)]

@@ -11,7 +11,7 @@ use leasehold_protocol::{
     ErrorCode, LEASE_PAGE_MAX, LeaseRecord, LeaseStatus, Reply, Request, Timestamp,
 };
 
-use super::admin::AsIdentity;
+use super::common::AsIdentity;
 use super::output::{self, Output};
 use super::{connect, ttl_secs};
 

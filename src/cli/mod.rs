@@ -6,6 +6,7 @@ mod output;
 
 mod admin;
 mod check;
+mod common;
 mod completion;
 mod connect;
 mod control;
