@@ -34,8 +34,10 @@ pub mod server;
 pub mod store;
 
 mod error;
+mod housekeeping;
 mod log_throttle;
 mod ops;
+mod revocation;
 
 use std::collections::BTreeMap;
 
