@@ -89,6 +89,8 @@ impl ControlError {
                  (an admin can lift that: leasehold member allow ID)"
                     .to_owned(),
             ),
+            // Unknown, used up and expired read the same to the peer: telling them apart
+            // would let a holder of a guessed or stolen secret probe the ticket table.
             Self::Ticket(_) => (
                 ErrorCode::Unauthorized,
                 "ticket refused: unknown, used up or expired".to_owned(),
@@ -116,6 +118,7 @@ impl ControlError {
                 ErrorCode::Internal,
                 "internal error; see the control's log".to_owned(),
             ),
+            // Transient: the caller (a proxy's refresher) retries on Unavailable.
             Self::Backend(e) if e.is_transient() => (
                 ErrorCode::Unavailable,
                 "InfluxDB is unavailable; try again later".to_owned(),
@@ -124,6 +127,7 @@ impl ControlError {
                 ErrorCode::Internal,
                 "InfluxDB refused the request; see the control's log".to_owned(),
             ),
+            // Nothing of the store, the files or the system's state reaches a peer.
             Self::Store(_)
             | Self::DataDir(_)
             | Self::IssuerMissing(_)

@@ -40,6 +40,8 @@ impl<S: Store> Control<S> {
         // Refused, not clamped: the message names the maximum, so the caller can ask
         // again for what it may have.
         .map_err(|e| ControlError::BadRequest(e.to_string()))?;
+        // The id from the same instant as the plan: ids are time-ordered, so the
+        // store's inserts land at the right edge of its B-tree.
         let id = crate::entropy::new_lease_id(now)?;
         let expires_at = planned.expires_at;
         // Counted before anything else happens, so creates that arrive together
@@ -53,6 +55,8 @@ impl<S: Store> Control<S> {
                 planned.terms.max_live_leases,
             )
             .map_err(|at_cap| ControlError::TooManyLeases { max: at_cap.max })?;
+        // A failed issue gives its place under the cap back at once; its intent (if
+        // written) stays owed a revocation but is no lease the member holds.
         let (lease, token) = match self.issue(peer, &id, &planned, &addon).await {
             Ok(issued) => issued,
             Err(error) => {

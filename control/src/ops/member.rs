@@ -23,6 +23,8 @@ impl<S: Store> Control<S> {
         secret: &Secret,
         name: String,
     ) -> Result<Reply> {
+        // Malformed secrets and names are refused before the store is asked, so a
+        // bad request spends no use of a real ticket.
         let bytes = decode_secret(secret.expose())
             .map_err(|_| ControlError::BadRequest("malformed ticket secret".into()))?;
         validate_enrollment_name(&name)?;
@@ -34,6 +36,8 @@ impl<S: Store> Control<S> {
         Ok(Reply::Member(member))
     }
 
+    /// Members and, separately, the identities denied re-enrollment (deleted ones),
+    /// so an admin sees who could come back with `member allow`.
     pub(super) async fn list_members(&self, _: &Admin) -> Result<Reply> {
         Ok(Reply::Members {
             members: self.store.members().await?,

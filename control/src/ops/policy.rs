@@ -62,6 +62,8 @@ impl<S: Store> Control<S> {
         })
     }
 
+    /// Deletes a policy by id (its match set). Leases already issued under it keep
+    /// their terms until they expire; new ones get the next policy that matches.
     pub(super) async fn delete_policy(&self, _: &Admin, id: String) -> Result<Reply> {
         if self.store.delete_policy(id).await? {
             Ok(Reply::Done)

@@ -92,6 +92,7 @@ impl Store for MemoryStore {
                 t.attributes.clone()
             }
         };
+        // Used up: removed, as the redb store does, so `tickets` lists only live ones.
         if tables.tickets.get(&hash).is_some_and(|t| t.remaining == 0) {
             tables.tickets.remove(&hash);
         }
@@ -138,6 +139,7 @@ impl Store for MemoryStore {
         limit: usize,
     ) -> StoreResult<Vec<StoredLease>> {
         let tables = self.lock();
+        // Keys are lease ids, time-ordered: a page is a range scan after the cursor.
         let start = match after {
             Some(after) => std::ops::Bound::Excluded(after),
             None => std::ops::Bound::Unbounded,
