@@ -19,11 +19,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use leasehold_channel::client::Client;
 use leasehold_channel::home::Home;
-use leasehold_channel::protocol::{AddonConfig, Reply, Request};
 use leasehold_channel::{Identity, PublicIdentity, Secret};
 use leasehold_control::datadir::{DataDir, Settings};
+use leasehold_protocol::client::Client;
+use leasehold_protocol::{AddonConfig, Reply, Request};
 use leasehold_testkit::v2server::V2Server;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;

@@ -12,18 +12,18 @@ use std::time::Duration;
 
 use common::setup::{InProcessControl, start_in_process};
 use common::{Env, time, wait_until};
-use leasehold_channel::client::{Client, ClientError};
 use leasehold_channel::home::Home;
-use leasehold_channel::protocol::{
-    AddonConfig, ErrorCode, LEASE_PAGE_MAX, LeaseRecord, LeaseStatus, MemberRecord, PolicyRecord,
-    PolicySpec, Reply, Request, Timestamp,
-};
 use leasehold_channel::{PublicIdentity, Secret};
 use leasehold_control::Control;
 use leasehold_control::datadir::{DataDir, Settings};
 use leasehold_control::server::Limits;
 use leasehold_control::store::{
     LeaseFilter, RedbStore, Store, StoreError, StoreResult, StoredLease, StoredTicket,
+};
+use leasehold_protocol::client::{Client, ClientError};
+use leasehold_protocol::{
+    AddonConfig, ErrorCode, LEASE_PAGE_MAX, LeaseRecord, LeaseStatus, MemberRecord, PolicyRecord,
+    PolicySpec, Reply, Request, Timestamp,
 };
 use leasehold_testkit::v2server::V2Server;
 use tokio_util::sync::CancellationToken;
@@ -99,7 +99,7 @@ impl InProcess {
 fn admin_write_policy(max_ttl_secs: Option<u64>, max_live_leases: Option<u32>) -> PolicySpec {
     PolicySpec {
         matches: [("role".to_owned(), "admin".to_owned())].into(),
-        grant: leasehold_channel::protocol::Grant::Permissions(
+        grant: leasehold_protocol::Grant::Permissions(
             serde_json::json!([{"action":"write","resource":{"type":"buckets"}}]),
         ),
         default_ttl_secs: None,
@@ -121,7 +121,7 @@ fn v2_addon(v2: &V2Server, max_ttl: Option<u64>, max_live_leases: Option<u32>) -
     }
 }
 
-fn refusal(result: Result<Reply, ClientError>) -> leasehold_channel::protocol::WireError {
+fn refusal(result: Result<Reply, ClientError>) -> leasehold_protocol::WireError {
     match result {
         Err(ClientError::Remote(error)) => error,
         other => panic!("expected a refusal, got {other:?}"),
@@ -132,10 +132,7 @@ fn refusal(result: Result<Reply, ClientError>) -> leasehold_channel::protocol::W
 async fn pipelined_creates(
     client: &mut Client,
     n: usize,
-) -> (
-    Vec<LeaseRecord>,
-    Vec<leasehold_channel::protocol::WireError>,
-) {
+) -> (Vec<LeaseRecord>, Vec<leasehold_protocol::WireError>) {
     let mut ids = HashSet::new();
     for _ in 0..n {
         ids.insert(
@@ -454,7 +451,7 @@ impl Store for FailingStore {
     ) -> StoreResult<Option<MemberRecord>> {
         self.inner.deny_member(id, now).await
     }
-    async fn denied(&self) -> StoreResult<Vec<leasehold_channel::protocol::DeniedIdentity>> {
+    async fn denied(&self) -> StoreResult<Vec<leasehold_protocol::DeniedIdentity>> {
         self.inner.denied().await
     }
     async fn allow(&self, id: PublicIdentity) -> StoreResult<bool> {

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use common::setup::{InProcessControl, start_in_process};
 use leasehold_channel::conn::Channel;
-use leasehold_channel::protocol::{
+use leasehold_control::server::Limits;
+use leasehold_protocol::{
     Outcome, PROTOCOL_VERSION, Reply, Request, RequestEnvelope, ResponseEnvelope,
 };
-use leasehold_control::server::Limits;
 
 const EMFILE: i32 = 24;
 const PATIENCE: Duration = Duration::from_secs(30);

@@ -71,7 +71,7 @@ async fn a_control_killed_after_creating_a_credential_drops_it_at_expiry_after_r
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
-        leasehold_channel::protocol::Timestamp::now() >= expires,
+        leasehold_protocol::Timestamp::now() >= expires,
         "dropped at expiry, not before"
     );
     // By the intent (not only by a sweep): the removal is logged for this lease.

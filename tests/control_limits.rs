@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 
 use common::setup::start_in_process;
 use leasehold_channel::conn::Channel;
-use leasehold_channel::protocol::{
-    ErrorCode, Outcome, PROTOCOL_VERSION, Reply, Request, RequestEnvelope, ResponseEnvelope,
-};
 use leasehold_channel::ticket::{Ticket, encode_secret};
 use leasehold_channel::{ChannelError, Identity, PublicIdentity};
 use leasehold_control::server::Limits;
+use leasehold_protocol::{
+    ErrorCode, Outcome, PROTOCOL_VERSION, Reply, Request, RequestEnvelope, ResponseEnvelope,
+};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;

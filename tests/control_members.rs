@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use common::{Env, wait_until};
 use leasehold_channel::Identity;
-use leasehold_channel::client::{Client, ClientError};
-use leasehold_channel::protocol::{ErrorCode, Reply, Request};
 use leasehold_channel::ticket::{Ticket, encode_secret};
+use leasehold_protocol::client::{Client, ClientError};
+use leasehold_protocol::{ErrorCode, Reply, Request};
 use serde_json::Value;
 
 fn serving() -> (Env, common::ControlProcess) {

@@ -7,10 +7,10 @@ mod common;
 use std::collections::{HashMap, HashSet};
 
 use common::setup::{InProcessControl, start_in_process};
-use leasehold_channel::client::{Client, ClientError};
-use leasehold_channel::protocol::{AddonConfig, ErrorCode, Reply, Request};
 use leasehold_channel::{PublicIdentity, Secret};
 use leasehold_control::server::Limits;
+use leasehold_protocol::client::{Client, ClientError};
+use leasehold_protocol::{AddonConfig, ErrorCode, Reply, Request};
 use leasehold_testkit::v2server::V2Server;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,7 @@
 use std::io;
 
 /// Everything that can go wrong on the secure channel. The variants are precise for the
-/// local log; what reaches a peer is coarser (see `protocol::WireError`).
+/// local log; what reaches a peer is coarser (see `leasehold_protocol::WireError`).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ChannelError {

@@ -6,22 +6,25 @@
 //!   machine — bytes in, bytes out, no I/O — so every step is testable without sockets.
 //! - [`conn`]: the thin tokio shell that moves those bytes over a stream.
 //! - [`membership`]: the signed, short-lived proof of membership an outlet checks.
-//! - [`protocol`] and [`client`]: the typed, versioned request/response layer on top.
+//! - [`time`]: whole-second wall-clock times as exchanged (RFC 3339 UTC).
+//!
+//! The messages carried (requests, replies, records) and the typed client are the
+//! protocol crate's (`leasehold-protocol`), above this one.
+//! - [`backoff`]: the capped doubling every retry loop uses (proxy and control).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod client;
+pub mod backoff;
 pub mod conn;
-pub mod duration;
 pub mod frame;
 pub mod handshake;
 pub mod home;
 pub mod identity;
 pub mod membership;
-pub mod protocol;
 pub mod secret;
 pub mod session;
 pub mod ticket;
+pub mod time;
 
 mod error;
 

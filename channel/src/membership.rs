@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use data_encoding::BASE64URL_NOPAD;
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::Timestamp;
+use crate::time::Timestamp;
 use crate::{Identity, PublicIdentity};
 
 /// Keeps a membership signature from being accepted as any other signature the

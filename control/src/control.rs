@@ -6,18 +6,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use leasehold_channel::protocol::{AddonConfig, LeaseRecord, LeaseStatus, Timestamp};
-use leasehold_channel::{Identity, PublicIdentity};
+use leasehold_channel::Identity;
+use leasehold_protocol::{AddonConfig, LeaseStatus, Timestamp};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::Instrument;
 
 use crate::backend::Backend;
 use crate::datadir::DataDir;
 use crate::error::ControlError;
 use crate::live::LiveLeases;
 use crate::revoker::{self, Schedule};
-use crate::store::{Store, StoredLease};
+use crate::store::Store;
 
 /// How often the control sweeps InfluxDB for expired credentials it created, besides
 /// at start-up and whenever the add-on is configured. The sweep is one list call, and it
@@ -77,38 +76,19 @@ pub struct Control<S> {
     /// nothing; a burst of revocations coalesces into one check (one lease scan).
     pub(crate) forget_now: tokio::sync::Notify,
     pub(crate) advertise: Vec<String>,
-    sweep_now: tokio::sync::Notify,
+    pub(crate) sweep_now: tokio::sync::Notify,
     pub(crate) live: LiveLeases,
     /// The periodic sweep's interval in milliseconds ([`SWEEP_INTERVAL`] unless set).
-    sweep_interval_ms: AtomicU64,
-    schedule: Schedule,
-    tasks: TaskTracker,
-    shutdown: CancellationToken,
+    pub(crate) sweep_interval_ms: AtomicU64,
+    pub(crate) schedule: Schedule,
+    pub(crate) tasks: TaskTracker,
+    pub(crate) shutdown: CancellationToken,
     /// Revocation attempts InfluxDB refused with 401/403 (the add-on's admin
     /// credential no longer works), since start-up.
-    revocations_refused: std::sync::atomic::AtomicU64,
+    pub(crate) revocations_refused: std::sync::atomic::AtomicU64,
 }
 
-/// A stored lease's status at `now`.
-pub fn status(lease: &StoredLease, now: Timestamp) -> LeaseStatus {
-    lease.status_at(now)
-}
-
-/// A stored lease as users see it (never with a token: the control keeps none).
-pub fn record(lease: &StoredLease, now: Timestamp) -> LeaseRecord {
-    LeaseRecord {
-        id: lease.id.clone(),
-        issued_for: lease.member,
-        created_at: lease.created_at,
-        expires_at: lease.expires_at,
-        token: None,
-        status: status(lease, now),
-        auth_scheme: lease.auth_scheme,
-        endpoint_url: lease.endpoint_url.clone(),
-        ttl_ms: None,
-        membership: None,
-    }
-}
+pub use crate::lease::{record, status};
 
 impl<S: Store> Control<S> {
     /// Starts the control's background work (revocation queue, re-arming every lease
@@ -166,6 +146,7 @@ impl<S: Store> Control<S> {
         control.tasks.spawn(revoker::run_queue(
             rx,
             control.shutdown.clone(),
+            std::time::SystemTime::now,
             move |id| {
                 if let Some(control) = weak.upgrade() {
                     control.revoke_in_background(id);
@@ -173,6 +154,9 @@ impl<S: Store> Control<S> {
             },
         ));
         control.load_retired().await?;
+        // One scan of the store rebuilds both in-memory views: the live-lease counts
+        // (for the cap) and the revocation queue (every credential still owed removal,
+        // intents included, at its revocation or expiry time, whichever is first).
         let mut owed = 0;
         let now = Timestamp::now();
         for lease in control.store.leases().await? {
@@ -228,29 +212,9 @@ impl<S: Store> Control<S> {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Logs a failed revocation attempt: at ERROR, counted, when InfluxDB refused the
-    /// add-on's admin credential (retrying cannot help until an operator fixes it); at
-    /// WARN otherwise.
-    fn revocation_failed(&self, id: &str, error: &ControlError, attempt: u32, what: &str) {
-        if let ControlError::Backend(crate::backend::BackendError::CredentialRefused(_)) = error {
-            let refused_total = self
-                .revocations_refused
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                + 1;
-            tracing::error!(
-                lease.id = %id,
-                %error,
-                attempt,
-                revocations_refused_total = refused_total,
-                "{what}: InfluxDB refused the add-on's admin credential, so the lease's \
-                 credential stays in InfluxDB; fix the add-on (leasehold addon configure) \
-                 and the retries will remove it"
-            );
-        } else {
-            tracing::warn!(lease.id = %id, %error, attempt, "{what}; retrying");
-        }
-    }
-
+    /// The add-on in effect, or `NoAddon`. Loaded once per request: a concurrent
+    /// `addon configure` swaps it atomically, and the request finishes with the
+    /// configuration it started with (its lease records which one that was).
     pub(crate) fn addon(&self) -> Result<Arc<Addon>, ControlError> {
         self.addon.load_full().ok_or(ControlError::NoAddon)
     }
@@ -271,186 +235,13 @@ impl<S: Store> Control<S> {
         self.sweep_now.notify_one();
     }
 
-    fn sweep_interval(&self) -> Duration {
+    pub(crate) fn sweep_interval(&self) -> Duration {
         Duration::from_millis(self.sweep_interval_ms.load(Ordering::Relaxed))
     }
 
+    /// Tells the revocation queue to revoke lease `id` at `at`. Memory only: the
+    /// store's `removed: false` is what re-arms it after a restart.
     pub(crate) fn schedule(&self, at: Timestamp, id: String) {
         self.schedule.at(at, id);
-    }
-
-    /// Sweeps InfluxDB for expired credentials this control created: at start-up, when
-    /// the add-on is configured, and every [`SWEEP_INTERVAL`]; a failed sweep is
-    /// retried with backoff.
-    async fn sweep_loop(&self) {
-        let mut attempt: u32 = 0;
-        loop {
-            self.sweep_retired().await;
-            let wait = match self.addon.load_full() {
-                None => self.sweep_interval(),
-                Some(addon) => match addon.backend.sweep(Timestamp::now()).await {
-                    Ok(removed) => {
-                        tracing::debug!(removed, "sweep done");
-                        attempt = 0;
-                        self.sweep_interval()
-                    }
-                    Err(error @ crate::backend::BackendError::CredentialRefused(_)) => {
-                        tracing::error!(%error, attempt, "sweep refused: fix the add-on's admin credential (leasehold addon configure)");
-                        attempt = attempt.saturating_add(1);
-                        revoker::backoff(attempt - 1)
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, attempt, "sweep failed; retrying");
-                        attempt = attempt.saturating_add(1);
-                        revoker::backoff(attempt - 1)
-                    }
-                },
-            };
-            tokio::select! {
-                _ = self.shutdown.cancelled() => return,
-                _ = self.sweep_now.notified() => {}
-                _ = tokio::time::sleep(wait) => {}
-            }
-        }
-    }
-
-    /// Deletes the records of leases that ended more than the retention ago and whose
-    /// credential is gone, every prune interval (the first one an interval after
-    /// start-up). A failure is logged and tried again next time.
-    async fn prune_loop(&self, housekeeping: Housekeeping) {
-        loop {
-            tokio::select! {
-                _ = self.shutdown.cancelled() => return,
-                _ = tokio::time::sleep(housekeeping.prune_interval) => {}
-            }
-            let ended_by = Timestamp::from_system(
-                std::time::SystemTime::now()
-                    .checked_sub(housekeeping.retention)
-                    .unwrap_or(std::time::UNIX_EPOCH),
-            );
-            match self.store.prune_leases(ended_by).await {
-                Ok(0) => {}
-                Ok(pruned) => {
-                    tracing::info!(pruned, ended_by = %ended_by, "pruned the records of ended leases")
-                }
-                Err(error) => tracing::warn!(%error, "pruning ended leases failed"),
-            }
-        }
-    }
-
-    /// Removes expired and used-up enrollment tickets at start-up and every
-    /// [`SWEEP_INTERVAL`], so the ticket table holds only tickets that can be redeemed.
-    async fn ticket_prune_loop(&self) {
-        loop {
-            if let Err(error) = self.prune_tickets().await {
-                tracing::warn!(%error, "pruning tickets failed");
-            }
-            tokio::select! {
-                _ = self.shutdown.cancelled() => return,
-                _ = tokio::time::sleep(SWEEP_INTERVAL) => {}
-            }
-        }
-    }
-
-    fn revoke_in_background(self: Arc<Self>, id: String) {
-        let control = self.clone();
-        let span = tracing::info_span!("lease", lease.id = %id);
-        self.tasks
-            .spawn(async move { control.revoke_until_done(&id).await }.instrument(span));
-    }
-
-    /// Removes lease `id`'s credential from InfluxDB, retrying with capped backoff
-    /// until it succeeds or the control shuts down (the next start re-arms it).
-    pub(crate) async fn revoke_until_done(&self, id: &str) {
-        let mut attempt = 0;
-        loop {
-            match self.revoke_once(id).await {
-                Ok(()) => return,
-                Err(error) => self.revocation_failed(id, &error, attempt, "revocation failed"),
-            }
-            tokio::select! {
-                _ = self.shutdown.cancelled() => return,
-                _ = tokio::time::sleep(revoker::backoff(attempt)) => {}
-            }
-            attempt = attempt.saturating_add(1);
-        }
-    }
-
-    /// One attempt at removing lease `id`'s credential; records success in the store.
-    pub(crate) async fn revoke_once(&self, id: &str) -> Result<(), ControlError> {
-        let Some(mut lease) = self.store.lease(id.to_owned()).await? else {
-            return Ok(());
-        };
-        if lease.removed {
-            return Ok(());
-        }
-        // Where it was issued, with the credential that issued it.
-        let issuer = self.issuer_of(&lease).await?;
-        if lease.issued {
-            issuer.backend.revoke(&lease.credential_id).await?;
-        } else {
-            // An intent whose outcome was never recorded: InfluxDB may or may not
-            // have created the credential; remove it by the name it would carry.
-            issuer
-                .backend
-                .revoke_unrecorded(&lease.id, lease.expires_at)
-                .await?;
-        }
-        lease.removed = true;
-        self.store.put_lease(lease.clone()).await?;
-        if !self.is_current(&issuer.id) {
-            self.forget_now.notify_one();
-        }
-        let reason = if !lease.issued {
-            "never issued"
-        } else if lease.revoked_at.is_some() {
-            "revoked"
-        } else {
-            "expired"
-        };
-        tracing::info!(
-            lease.id = %lease.id,
-            identity = %lease.member,
-            expires_at = %lease.expires_at,
-            reason,
-            "lease credential removed from InfluxDB"
-        );
-        Ok(())
-    }
-
-    /// Marks lease `lease` revoked now and removes its credential, retrying in the
-    /// background if InfluxDB does not answer at once.
-    pub(crate) async fn revoke_now(
-        self: &Arc<Self>,
-        mut lease: StoredLease,
-        by: PublicIdentity,
-    ) -> Result<StoredLease, ControlError> {
-        let now = Timestamp::now();
-        if status(&lease, now) == LeaseStatus::Active {
-            lease.revoked_at = Some(now);
-            self.store.put_lease(lease.clone()).await?;
-            self.live.release(lease.member, &lease.id, lease.expires_at);
-            // The member's name beside its id, for the operator reading the log (none
-            // once the member is deleted).
-            let name = match self.store.member(lease.member).await {
-                Ok(Some(member)) => member.name,
-                _ => "-".to_owned(),
-            };
-            tracing::info!(lease.id = %lease.id, identity = %lease.member, %name, by = %by, "lease revoked");
-        }
-        if !lease.removed {
-            if let Err(error) = self.revoke_once(&lease.id).await {
-                self.revocation_failed(
-                    &lease.id,
-                    &error,
-                    0,
-                    "immediate revocation failed (continuing in the background)",
-                );
-                self.clone().revoke_in_background(lease.id.clone());
-            } else {
-                lease.removed = true;
-            }
-        }
-        Ok(lease)
     }
 }

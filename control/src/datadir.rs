@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use leasehold_channel::Identity;
 use leasehold_channel::home::{self, HomeError};
-use leasehold_channel::protocol::AddonConfig;
+use leasehold_protocol::AddonConfig;
 use serde::{Deserialize, Serialize};
 
 /// Settings fixed at `control init`.
@@ -123,7 +123,7 @@ impl DataDir {
             }
             Err(other) => return Err(other.into()),
         };
-        let json = serde_json::to_vec_pretty(settings).expect("settings serialize");
+        let json = to_json(&self.settings_path(), settings)?;
         // Written last: its presence marks a complete init.
         home::write_private(&self.settings_path(), &json)?;
         Ok(identity)
@@ -254,7 +254,7 @@ impl DataDir {
         let path = self.settings_path();
         let tmp = path.with_extension("json.tmp");
         let _ = fs::remove_file(&tmp);
-        let json = serde_json::to_vec_pretty(settings).expect("settings serialize");
+        let json = to_json(&path, settings)?;
         home::write_private(&tmp, &json)?;
         fs::rename(&tmp, &path).map_err(|e| DataDirError::Io {
             path,
@@ -263,13 +263,20 @@ impl DataDir {
     }
 }
 
+/// `value` as the JSON written to `path`. Plain settings always serialize; a failure
+/// is still an error (the request that asked fails), never a panic.
+fn to_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<Vec<u8>, DataDirError> {
+    serde_json::to_vec_pretty(value).map_err(|e| DataDirError::Io {
+        path: path.to_owned(),
+        reason: format!("cannot encode: {e}"),
+    })
+}
+
 /// Writes add-on settings to `path` atomically: a 0600 temporary, then a rename.
 fn replace_config(path: PathBuf, addon: &AddonConfig) -> Result<(), DataDirError> {
     let tmp = path.with_extension("json.tmp");
     let _ = fs::remove_file(&tmp);
-    let json = zeroize::Zeroizing::new(
-        serde_json::to_vec_pretty(addon).expect("add-on settings serialize"),
-    );
+    let json = zeroize::Zeroizing::new(to_json(&path, addon)?);
     home::write_private(&tmp, &json)?;
     fs::rename(&tmp, &path).map_err(|e| DataDirError::Io {
         path,

@@ -1,6 +1,6 @@
 //! The control's error type, and how much of it a peer gets to see.
 
-use leasehold_channel::protocol::{ErrorCode, WireError};
+use leasehold_protocol::{ErrorCode, WireError};
 
 use crate::backend::{BackendError, VerifyError};
 use crate::datadir::DataDirError;
@@ -50,6 +50,9 @@ pub enum ControlError {
     /// New add-on settings failed the check against InfluxDB; nothing was changed.
     #[error("add-on settings refused: {0}")]
     Unverified(VerifyError),
+    /// The operating system's random source failed; nothing was created.
+    #[error(transparent)]
+    Random(#[from] crate::entropy::RandomError),
     /// The add-on configuration that issued a lease is not kept any more.
     #[error(
         "the add-on configuration {0} that issued this lease is missing (addons/{0}.json in the data directory)"
@@ -86,6 +89,8 @@ impl ControlError {
                  (an admin can lift that: leasehold member allow ID)"
                     .to_owned(),
             ),
+            // Unknown, used up and expired read the same to the peer: telling them apart
+            // would let a holder of a guessed or stolen secret probe the ticket table.
             Self::Ticket(_) => (
                 ErrorCode::Unauthorized,
                 "ticket refused: unknown, used up or expired".to_owned(),
@@ -109,6 +114,11 @@ impl ControlError {
                 ErrorCode::Internal,
                 "InfluxDB refused the add-on's admin credential (fix it with `leasehold addon configure`); see the control's log".to_owned(),
             ),
+            Self::Backend(BackendError::Random(_)) => (
+                ErrorCode::Internal,
+                "internal error; see the control's log".to_owned(),
+            ),
+            // Transient: the caller (a proxy's refresher) retries on Unavailable.
             Self::Backend(e) if e.is_transient() => (
                 ErrorCode::Unavailable,
                 "InfluxDB is unavailable; try again later".to_owned(),
@@ -117,7 +127,11 @@ impl ControlError {
                 ErrorCode::Internal,
                 "InfluxDB refused the request; see the control's log".to_owned(),
             ),
-            Self::Store(_) | Self::DataDir(_) | Self::IssuerMissing(_) => (
+            // Nothing of the store, the files or the system's state reaches a peer.
+            Self::Store(_)
+            | Self::DataDir(_)
+            | Self::IssuerMissing(_)
+            | Self::Random(_) => (
                 ErrorCode::Internal,
                 "internal error; see the control's log".to_owned(),
             ),

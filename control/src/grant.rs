@@ -6,35 +6,8 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-/// Resource types of the v2 contract (`components.schemas.Resource.properties.type`).
-const RESOURCE_TYPES: &[&str] = &[
-    "authorizations",
-    "buckets",
-    "dashboards",
-    "orgs",
-    "tasks",
-    "telegrafs",
-    "users",
-    "variables",
-    "secrets",
-    "labels",
-    "views",
-    "documents",
-    "notificationRules",
-    "notificationEndpoints",
-    "checks",
-    "dbrp",
-    "annotations",
-    "sources",
-    "scrapers",
-    "notebooks",
-    "remotes",
-    "replications",
-    "instance",
-    "flows",
-    "functions",
-    "subscriptions",
-];
+use leasehold_protocol::influxdb::RESOURCE_TYPES;
+
 const RESOURCE_FIELDS: &[&str] = &["type", "id", "name", "orgID", "org"];
 
 /// A grant that failed validation; names the offending field.
@@ -69,6 +42,8 @@ pub fn normalize_permissions(value: &Value, org_id: &str) -> Result<Value, Grant
         let object = permission
             .as_object()
             .ok_or_else(|| bad(&at, "must be an object"))?;
+        // Unknown fields are refused, not ignored: a misspelt key would otherwise be
+        // dropped silently and the lease grant more (or less) than the admin meant.
         if let Some(key) = object
             .keys()
             .find(|k| !matches!(k.as_str(), "action" | "resource"))
@@ -103,6 +78,8 @@ pub fn normalize_permissions(value: &Value, org_id: &str) -> Result<Value, Grant
                 return Err(bad(format!("{at}.resource.{key}"), "must be a string"));
             }
         }
+        // Checked here rather than left to InfluxDB: a policy is set once and used
+        // for every lease, so a bad type must fail at `policy set`, not at each issue.
         match resource.get("type").and_then(Value::as_str) {
             Some(kind) if RESOURCE_TYPES.contains(&kind) => {}
             Some(kind) => {
@@ -113,6 +90,8 @@ pub fn normalize_permissions(value: &Value, org_id: &str) -> Result<Value, Grant
             }
             None => return Err(bad(format!("{at}.resource.type"), "required")),
         }
+        // A lease may only reach the add-on's org: another org is refused, a missing
+        // one filled in (InfluxDB needs it, and the admin need not repeat it).
         match resource.get("orgID").and_then(Value::as_str) {
             Some(id) if id != org_id => {
                 return Err(bad(

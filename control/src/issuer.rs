@@ -18,7 +18,7 @@
 use std::sync::Arc;
 
 use blake2::{Blake2s256, Digest};
-use leasehold_channel::protocol::{AddonConfig, Timestamp};
+use leasehold_protocol::{AddonConfig, Timestamp};
 
 use crate::control::{Addon, Control};
 use crate::error::ControlError;

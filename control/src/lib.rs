@@ -3,11 +3,15 @@
 //! - [`datadir`]: the control's files (identity, settings, store).
 //! - [`store`]: persistent state behind the [`store::Store`] interface; [`store::RedbStore`]
 //!   is the embedded default.
+//! - [`lease`]: lease ids, status, the record users see, and the plan for a new lease
+//!   (pure); [`entropy`] draws the random bits.
 //! - [`grant`] and [`policy`]: what a lease may do and for how long (pure).
 //! - [`backend`]: InfluxDB 2.x authorizations and 1.x users.
 //! - [`issuer`]: which add-on configuration issued a lease; earlier ones kept until
 //!   their leases are revoked.
-//! - [`control`], [`service`] and [`revoker`]: issuing, revoking and expiring leases.
+//! - [`control`] and [`revoker`]: shared state, revoking and expiring leases; the
+//!   operations (one file each under `ops/`) and [`required_role`], the one table of
+//!   who may call what.
 //! - [`server`]: the secure-channel listener.
 //! - [`live`]: each member's live leases, for the per-member cap.
 //! - [`failpoint`]: test-only failure points (debug builds only).
@@ -18,9 +22,11 @@ pub mod admission;
 pub mod backend;
 pub mod control;
 pub mod datadir;
+pub mod entropy;
 pub mod failpoint;
 pub mod grant;
 pub mod issuer;
+pub mod lease;
 pub mod live;
 pub mod policy;
 pub mod revoker;
@@ -28,19 +34,22 @@ pub mod server;
 pub mod store;
 
 mod error;
+mod housekeeping;
 mod log_throttle;
-mod service;
+mod ops;
+mod revocation;
 
 use std::collections::BTreeMap;
 
 use leasehold_channel::Identity;
 use leasehold_channel::home::{Enrollment, Home};
-use leasehold_channel::protocol::{MemberRecord, Timestamp};
+use leasehold_protocol::{MemberRecord, Timestamp};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use control::Control;
 pub use error::ControlError;
+pub use ops::{Role, required_role};
 
 use crate::datadir::{DataDir, DataDirError, Settings, local_address};
 use crate::store::{RedbStore, Store, StoreError};

@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use leasehold_channel::PublicIdentity;
-use leasehold_channel::protocol::Timestamp;
+use leasehold_protocol::Timestamp;
 
 /// A refused reservation: the member holds `max` live leases already.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use leasehold_channel::protocol::{AddonConfig, Grant, PolicyRecord};
+use leasehold_protocol::{AddonConfig, Grant, PolicyRecord};
 
 /// Default lease lifetime when neither the add-on nor a policy sets one: five minutes,
 /// as in the InfluxDB Cloud add-on this product mirrors.
@@ -171,7 +171,7 @@ pub fn policy_id(matches: &BTreeMap<String, String>) -> String {
 mod tests {
     use super::*;
     use leasehold_channel::Secret;
-    use leasehold_channel::protocol::PolicySpec;
+    use leasehold_protocol::PolicySpec;
 
     fn addon(default: Option<u64>, max: Option<u64>) -> AddonConfig {
         AddonConfig::InfluxdbV1 {

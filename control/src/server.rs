@@ -26,12 +26,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use leasehold_channel::conn::{Channel, HANDSHAKE_TIMEOUT};
-use leasehold_channel::protocol::{
+use leasehold_channel::session::MAX_MESSAGE;
+use leasehold_channel::{ChannelError, PublicIdentity};
+use leasehold_protocol::{
     ErrorCode, Outcome, PROTOCOL_VERSION, Reply, Request, RequestEnvelope, ResponseEnvelope,
     WireError,
 };
-use leasehold_channel::session::MAX_MESSAGE;
-use leasehold_channel::{ChannelError, PublicIdentity};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -441,7 +441,7 @@ fn encode(id: u64, outcome: Outcome) -> Zeroizing<Vec<u8>> {
 /// Requests whose answer grows with what the store holds: one at a time per channel, so
 /// the answers waiting to be sent stay bounded.
 fn is_list(req: &Request) -> bool {
-    use leasehold_channel::protocol::Request::*;
+    use leasehold_protocol::Request::*;
     matches!(
         req,
         LeaseList | LeasePage { .. } | PolicyList | MemberList | TicketList
@@ -449,7 +449,7 @@ fn is_list(req: &Request) -> bool {
 }
 
 fn op_name(req: &Request) -> &'static str {
-    use leasehold_channel::protocol::Request::*;
+    use leasehold_protocol::Request::*;
     match req {
         Ping => "ping",
         Enroll { .. } => "enroll",

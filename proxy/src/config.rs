@@ -160,6 +160,18 @@ pub enum ConfigError {
     },
 }
 
+/// The trust-root failures keep their names as config errors.
+impl From<tls::TlsError> for ConfigError {
+    fn from(error: tls::TlsError) -> Self {
+        match error {
+            tls::TlsError::CaFileRead { path, source } => Self::CaFileRead { path, source },
+            tls::TlsError::CaFileEmpty { path } => Self::CaFileEmpty { path },
+            tls::TlsError::CaFileInvalid { path, reason } => Self::CaFileInvalid { path, reason },
+            tls::TlsError::Tls(error) => Self::Tls(error),
+        }
+    }
+}
+
 /// Settings that passed validation, with the pieces they imply prepared.
 pub struct ValidConfig {
     pub(crate) config: Config,

@@ -12,9 +12,9 @@ use std::fmt;
 use std::time::Duration;
 
 use leasehold_channel::Identity;
-use leasehold_channel::client::{Client, ClientError};
 use leasehold_channel::home::{Enrollment, Home, HomeError};
-use leasehold_channel::protocol::{ErrorCode, LeaseRecord, Reply, Request};
+use leasehold_protocol::client::{Client, ClientError};
+use leasehold_protocol::{ErrorCode, LeaseRecord, Reply, Request};
 use tracing::{debug, info};
 
 use crate::source::{LeaseSource, SourceError};

@@ -28,7 +28,7 @@ use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use http::HeaderValue;
-use leasehold_channel::protocol::{AuthScheme, LeaseRecord, LeaseStatus, Timestamp};
+use leasehold_protocol::{AuthScheme, LeaseRecord, LeaseStatus, Timestamp};
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 

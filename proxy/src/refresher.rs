@@ -69,7 +69,7 @@ pub struct Refresher<S> {
     last_forced: Option<Instant>,
     /// Leases installed and not yet expired (the current one, and the one before it
     /// while it may still serve requests): what to give back at shutdown.
-    held: Vec<(String, leasehold_channel::protocol::Timestamp)>,
+    held: Vec<(String, leasehold_protocol::Timestamp)>,
 }
 
 impl<S: LeaseSource> Refresher<S> {
@@ -106,7 +106,7 @@ impl<S: LeaseSource> Refresher<S> {
     /// the leases still live, so the caller can release them once requests drained.
     pub async fn run_and_hand_back(mut self, shutdown: CancellationToken) -> (S, Vec<String>) {
         self.serve(shutdown).await;
-        let now = leasehold_channel::protocol::Timestamp::now();
+        let now = leasehold_protocol::Timestamp::now();
         let held = self
             .held
             .into_iter()
@@ -151,7 +151,7 @@ impl<S: LeaseSource> Refresher<S> {
     fn build(
         &self,
         asked: Instant,
-        fetched: Result<leasehold_channel::protocol::LeaseRecord, SourceError>,
+        fetched: Result<leasehold_protocol::LeaseRecord, SourceError>,
     ) -> Result<Credential, AttemptError> {
         let lease = fetched?;
         let credential = Credential::from_lease(
@@ -196,7 +196,7 @@ impl<S: LeaseSource> Refresher<S> {
             );
         }
         self.metrics.lease_installed(credential.expires_at().0);
-        let now_wall = leasehold_channel::protocol::Timestamp::now();
+        let now_wall = leasehold_protocol::Timestamp::now();
         self.held.retain(|(_, expires_at)| *expires_at > now_wall);
         self.held
             .push((credential.lease_id().to_owned(), credential.expires_at()));
@@ -280,8 +280,8 @@ impl<S: LeaseSource> Refresher<S> {
 mod tests {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-    use leasehold_channel::protocol::{AuthScheme, LeaseRecord, LeaseStatus, Timestamp};
     use leasehold_channel::{Identity, Secret};
+    use leasehold_protocol::{AuthScheme, LeaseRecord, LeaseStatus, Timestamp};
     use tokio::net::TcpListener;
     use tokio::task::JoinHandle;
 
@@ -309,9 +309,9 @@ mod tests {
             }
             if self.not_member.load(Ordering::SeqCst) {
                 return Err(SourceError::Control(
-                    leasehold_channel::client::ClientError::Remote(
-                        leasehold_channel::protocol::WireError::new(
-                            leasehold_channel::protocol::ErrorCode::Unauthorized,
+                    leasehold_protocol::client::ClientError::Remote(
+                        leasehold_protocol::WireError::new(
+                            leasehold_protocol::ErrorCode::Unauthorized,
                             "not an enrolled member",
                         ),
                     ),

@@ -46,8 +46,11 @@ pub fn renew_at(received: Instant, valid_until: Instant, jitter_sample: f64) -> 
 /// failures: `BACKOFF_BASE` doubling up to `BACKOFF_CAP`, reduced by up to
 /// `BACKOFF_JITTER` according to `jitter_sample` (uniform in `[0, 1)`).
 pub fn backoff(failures: u32, jitter_sample: f64) -> Duration {
-    let doublings = failures.saturating_sub(1).min(16);
-    let full = BACKOFF_BASE.saturating_mul(1 << doublings).min(BACKOFF_CAP);
+    let full = leasehold_channel::backoff::capped_doubling(
+        BACKOFF_BASE,
+        BACKOFF_CAP,
+        failures.saturating_sub(1),
+    );
     full.mul_f64(1.0 - BACKOFF_JITTER * clamp_sample(jitter_sample))
 }
 

@@ -7,8 +7,8 @@
 
 use std::future::Future;
 
-use leasehold_channel::client::ClientError;
-use leasehold_channel::protocol::LeaseRecord;
+use leasehold_protocol::LeaseRecord;
+use leasehold_protocol::client::ClientError;
 
 /// Why a source could not produce a lease. The refresher logs it and retries with
 /// backoff; it never reaches an HTTP client.
@@ -33,7 +33,7 @@ impl SourceError {
         matches!(
             self,
             Self::Control(ClientError::Remote(e))
-                if e.code == leasehold_channel::protocol::ErrorCode::Unauthorized
+                if e.code == leasehold_protocol::ErrorCode::Unauthorized
         )
     }
 }

@@ -148,8 +148,8 @@ impl CredentialStore {
 mod tests {
     use std::time::{Duration, SystemTime};
 
-    use leasehold_channel::protocol::{AuthScheme, LeaseRecord, LeaseStatus, Timestamp};
     use leasehold_channel::{Identity, Secret};
+    use leasehold_protocol::{AuthScheme, LeaseRecord, LeaseStatus, Timestamp};
 
     use super::*;
 

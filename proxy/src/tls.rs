@@ -13,10 +13,39 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use tracing::{debug, warn};
 
-use crate::config::ConfigError;
+/// Why the trust roots could not be built. Its own type, so this module depends on
+/// nothing of the config's; `config.rs` turns it into the matching `ConfigError`.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The CA file cannot be read.
+    #[error("cannot read the CA file {path}: {source}")]
+    CaFileRead {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The CA file holds no PEM certificate.
+    #[error("the CA file {path} contains no PEM certificate")]
+    CaFileEmpty {
+        /// The file.
+        path: std::path::PathBuf,
+    },
+    /// A certificate in the CA file is malformed.
+    #[error("the CA file {path} has an invalid certificate: {reason}")]
+    CaFileInvalid {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What the parser said.
+        reason: String,
+    },
+    /// The TLS library refused the configuration.
+    #[error("TLS configuration failed: {0}")]
+    Tls(rustls::Error),
+}
 
 /// A client TLS configuration trusting the system roots and the CAs in `ca_file`.
-pub fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, ConfigError> {
+pub fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, TlsError> {
     let mut roots = RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for error in &native.errors {
@@ -30,31 +59,31 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, Con
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(ConfigError::Tls)?
+        .map_err(TlsError::Tls)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(config)
 }
 
-fn add_ca_file(roots: &mut RootCertStore, path: &Path) -> Result<(), ConfigError> {
-    let pem = std::fs::read(path).map_err(|source| ConfigError::CaFileRead {
+fn add_ca_file(roots: &mut RootCertStore, path: &Path) -> Result<(), TlsError> {
+    let pem = std::fs::read(path).map_err(|source| TlsError::CaFileRead {
         path: path.to_owned(),
         source,
     })?;
     let mut count = 0;
     for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| ConfigError::CaFileInvalid {
+        let cert = cert.map_err(|e| TlsError::CaFileInvalid {
             path: path.to_owned(),
             reason: e.to_string(),
         })?;
-        roots.add(cert).map_err(|e| ConfigError::CaFileInvalid {
+        roots.add(cert).map_err(|e| TlsError::CaFileInvalid {
             path: path.to_owned(),
             reason: e.to_string(),
         })?;
         count += 1;
     }
     if count == 0 {
-        return Err(ConfigError::CaFileEmpty {
+        return Err(TlsError::CaFileEmpty {
             path: path.to_owned(),
         });
     }
@@ -66,7 +95,7 @@ fn add_ca_file(roots: &mut RootCertStore, path: &Path) -> Result<(), ConfigError
 mod tests {
     use super::*;
 
-    fn load(contents: &str) -> Result<usize, ConfigError> {
+    fn load(contents: &str) -> Result<usize, TlsError> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ca.pem");
         std::fs::write(&path, contents).unwrap();
@@ -79,17 +108,14 @@ mod tests {
     fn a_file_without_certificates_is_refused_as_empty() {
         assert!(matches!(
             load("not a certificate\n"),
-            Err(ConfigError::CaFileEmpty { .. })
+            Err(TlsError::CaFileEmpty { .. })
         ));
     }
 
     #[test]
     fn a_broken_certificate_section_is_refused_as_invalid() {
         let broken = "-----BEGIN CERTIFICATE-----\n!!!not base64!!!\n-----END CERTIFICATE-----\n";
-        assert!(matches!(
-            load(broken),
-            Err(ConfigError::CaFileInvalid { .. })
-        ));
+        assert!(matches!(load(broken), Err(TlsError::CaFileInvalid { .. })));
     }
 
     #[test]

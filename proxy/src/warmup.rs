@@ -29,7 +29,7 @@ use http::header::AUTHORIZATION;
 use http::uri::PathAndQuery;
 use http::{Request, StatusCode};
 use http_body_util::Empty;
-use leasehold_channel::protocol::AuthScheme;
+use leasehold_protocol::AuthScheme;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
@@ -146,8 +146,8 @@ fn request(credential: &Credential) -> Option<Request<Empty<Bytes>>> {
 mod tests {
     use std::time::SystemTime;
 
-    use leasehold_channel::protocol::{LeaseRecord, LeaseStatus, Timestamp};
     use leasehold_channel::{Identity, Secret};
+    use leasehold_protocol::{LeaseRecord, LeaseStatus, Timestamp};
     use tokio::net::TcpListener;
 
     use super::*;

@@ -10,21 +10,14 @@ use anyhow::bail;
 use clap::{Args, Subcommand};
 use leasehold_channel::Secret;
 use leasehold_channel::home::Home;
-use leasehold_channel::protocol::{
+use leasehold_protocol::{
     AddonConfig, DeniedIdentity, Grant, MemberRecord, PolicyRecord, PolicySpec, Reply, Request,
     TicketInfo,
 };
 
+use super::common::AsIdentity;
 use super::output::{self, Output};
 use super::{UsageError, check, connect, duration_secs, key_value, ttl_secs};
-
-/// Which identity to act as.
-#[derive(Debug, Args)]
-pub struct AsIdentity {
-    /// Local identity to act as.
-    #[arg(long, default_value = "admin", value_name = "NAME")]
-    pub identity: String,
-}
 
 /// `addon` subcommands.
 #[derive(Debug, Subcommand)]

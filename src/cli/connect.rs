@@ -2,9 +2,9 @@
 //! identity when the control refuses what it may do.
 
 use anyhow::Context;
-use leasehold_channel::client::{Client, ClientError};
 use leasehold_channel::home::{Home, HomeError};
-use leasehold_channel::protocol::{ErrorCode, Reply, Request};
+use leasehold_protocol::client::{Client, ClientError};
+use leasehold_protocol::{ErrorCode, Reply, Request};
 
 /// Connects to the control identity `name` enrolled with.
 pub async fn as_identity(home: &Home, name: &str) -> anyhow::Result<Client> {

@@ -211,7 +211,7 @@ pub async fn run(home: &Home, out: Output, cmd: ControlCommand) -> anyhow::Resul
             }
             let listen = args.listen.unwrap_or(settings.listen);
             let listener = leasehold_control::server::bind(listen)
-                .map_err(|e| super::proxy::address_in_use(listen, &e, "--listen"))?;
+                .map_err(|e| super::common::address_in_use(listen, &e, "--listen"))?;
             let shutdown = CancellationToken::new();
             let signals = Signals::install()?;
             let housekeeping = leasehold_control::control::Housekeeping {

@@ -5,10 +5,10 @@ use std::path::Path;
 
 use anyhow::Context;
 use clap::Args;
-use leasehold_channel::client::{Client, ClientError};
 use leasehold_channel::home::{Enrollment, Home};
-use leasehold_channel::protocol::{ErrorCode, Reply, Request};
 use leasehold_channel::ticket::{Ticket, encode_secret};
+use leasehold_protocol::client::{Client, ClientError};
+use leasehold_protocol::{ErrorCode, Reply, Request};
 
 use super::UsageError;
 use super::output::{self, Output};

@@ -5,13 +5,13 @@ use std::io::IsTerminal;
 
 use anyhow::bail;
 use clap::{Args, Subcommand, ValueEnum};
-use leasehold_channel::client::{Client, ClientError};
 use leasehold_channel::home::Home;
-use leasehold_channel::protocol::{
+use leasehold_protocol::client::{Client, ClientError};
+use leasehold_protocol::{
     ErrorCode, LEASE_PAGE_MAX, LeaseRecord, LeaseStatus, Reply, Request, Timestamp,
 };
 
-use super::admin::AsIdentity;
+use super::common::AsIdentity;
 use super::output::{self, Output};
 use super::{connect, ttl_secs};
 

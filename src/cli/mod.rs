@@ -6,9 +6,11 @@ mod output;
 
 mod admin;
 mod check;
+mod common;
 mod completion;
 mod connect;
 mod control;
+mod duration;
 mod enroll;
 mod identity;
 mod lease;
@@ -227,7 +229,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Parses a duration flag (`300`, `300s`, `5m`, `1h`).
 pub(crate) fn duration_secs(text: &str) -> Result<u64, String> {
-    leasehold_channel::duration::parse(text).map(|d| d.as_secs())
+    duration::parse(text).map(|d| d.as_secs())
 }
 
 /// Parses a lease lifetime flag: a duration no longer than any lease may live, so the

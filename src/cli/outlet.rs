@@ -56,7 +56,7 @@ pub struct OutletArgs {
 
 pub async fn run(home: &Home, args: OutletArgs) -> anyhow::Result<()> {
     if let Some(ticket) = &args.ticket {
-        super::proxy::enroll_once(home, &args.identity, ticket).await?;
+        super::common::enroll_once(home, &args.identity, ticket).await?;
     }
     let enrollment = home.load_enrollment(&args.identity)?;
     let me = home.load_identity(&args.identity)?;

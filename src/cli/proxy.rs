@@ -11,9 +11,10 @@ use leasehold_channel::home::{Home, HomeError};
 use leasehold_proxy::{Config, ControlLeaseSource, ListenAddr};
 use tokio_util::sync::CancellationToken;
 
+use super::common::{address_in_use, enroll_once};
 use super::output::{self, Output};
 use super::signal::Signals;
-use super::{UsageError, duration_secs, enroll};
+use super::{UsageError, duration_secs};
 
 /// `proxy` flags.
 #[derive(Debug, Args)]
@@ -172,26 +173,6 @@ pub struct HealthArgs {
     pub url: String,
 }
 
-/// Enrolls from `ticket` unless `name` is enrolled already (idempotent for containers).
-pub(super) async fn enroll_once(home: &Home, name: &str, ticket: &str) -> anyhow::Result<()> {
-    match home.load_enrollment(name) {
-        Ok(_) => return Ok(()),
-        Err(HomeError::NotEnrolled(_)) => {}
-        Err(other) => return Err(other.into()),
-    }
-    if !home.has_identity(name)? {
-        let identity = home.create_identity(name)?;
-        tracing::info!(identity = %name, id = %identity.public(), "created identity");
-    }
-    let ticket = enroll::read_ticket(ticket)?;
-    if enroll::enroll(home, name, &ticket).await? {
-        tracing::info!(identity = %name, control = %ticket.control, "enrolled");
-    } else {
-        tracing::info!(identity = %name, control = %ticket.control, "already a member: the ticket was not used");
-    }
-    Ok(())
-}
-
 /// The addresses to listen on: those given, else both loopbacks at `port` — many
 /// systems resolve `localhost` to ::1 first, and some clients do not fall back to
 /// 127.0.0.1 — with the IPv6 one optional, for hosts without IPv6.
@@ -321,23 +302,6 @@ pub async fn run(home: &Home, args: ProxyArgs) -> anyhow::Result<()> {
     }
     running.wait().await?;
     Ok(())
-}
-
-/// A listener that cannot bind, said once (not "cause: cause"), with the flag that
-/// moves it: on a host with its own InfluxDB, 8086 is taken.
-pub(crate) fn address_in_use(
-    addr: SocketAddr,
-    source: &std::io::Error,
-    flag: &str,
-) -> anyhow::Error {
-    if source.kind() == std::io::ErrorKind::AddrInUse {
-        anyhow::anyhow!(
-            "cannot listen on {addr}: the address is in use (by a local InfluxDB on 8086?): \
-             stop that process or choose another address with {flag}"
-        )
-    } else {
-        anyhow::anyhow!("cannot listen on {addr}: {source} (choose another address with {flag})")
-    }
 }
 
 pub async fn health(out: Output, args: HealthArgs) -> anyhow::Result<()> {

@@ -14,6 +14,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use crate::answer::status;
 use crate::issuer::Issuer;
 
 /// What the server answers.
@@ -83,21 +84,4 @@ async fn sink(request: Request<Incoming>, bits_per_sec: Option<u64>) -> Response
         }
     }
     status(StatusCode::NO_CONTENT)
-}
-
-/// An empty answer with `status`.
-pub fn status(status: StatusCode) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::new()));
-    *response.status_mut() = status;
-    response
-}
-
-/// Drains a request body, returning it whole (the issuer's bodies are small).
-pub async fn read_body(request: Request<Incoming>) -> Option<Bytes> {
-    request
-        .into_body()
-        .collect()
-        .await
-        .ok()
-        .map(|b| b.to_bytes())
 }

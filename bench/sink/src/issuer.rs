@@ -14,7 +14,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
-use crate::http_server::{read_body, status};
+use crate::answer::{read_body, status};
 
 const PATH: &str = "/api/v2/authorizations";
 

@@ -13,6 +13,7 @@
 //! - `sink ports`: prints free loopback ports for the harness to hand out.
 #![forbid(unsafe_code)]
 
+mod answer;
 mod http_server;
 mod issuer;
 mod load;

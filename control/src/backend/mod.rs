@@ -1,55 +1,22 @@
 //! The InfluxDB side of a lease: create a credential, revoke it, and sweep for expired
 //! ones the control created. One implementation per InfluxDB generation.
 
+mod http;
 mod tls;
 mod v1;
 mod v2;
 mod verify;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
 use leasehold_channel::Secret;
-use leasehold_channel::protocol::{AddonConfig, AuthScheme, Grant, Timestamp};
+use leasehold_protocol::{AddonConfig, AuthScheme, Grant, Timestamp};
 
 pub use tls::parse_ca_pem;
 pub use v1::{V1Backend, lease_user, parse_lease_user};
 pub use v2::{V2Backend, lease_description, parse_lease_description};
 pub use verify::{Verified, VerifyError};
 
-/// A fresh lease id: 16 lowercase hex digits, the issue time in milliseconds (44 bits)
-/// then 20 random bits, strictly increasing within the process.
-///
-/// Time-ordered ids keep the store's inserts at the right edge of its B-tree, so a
-/// group commit of many leases rewrites a few pages instead of one page per lease, and
-/// the lease table reads in issue order. The random bits keep ids from two processes
-/// (a restarted control, a clock stepped back) apart. Credentials carry the id in their
-/// name, which is how a sweep tells ours from everyone else's.
-pub fn new_lease_id() -> String {
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let mut random = [0u8; 4];
-    getrandom::fill(&mut random).expect("the operating system's random source failed");
-    let candidate = lease_id_at(millis, u32::from_le_bytes(random));
-    let previous = LAST
-        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
-            Some(candidate.max(last + 1))
-        })
-        .expect("the update closure always returns Some");
-    format!("{:016x}", candidate.max(previous + 1))
-}
-
-/// The id for a lease issued at `millis` since the epoch, with 20 of `random`'s bits.
-fn lease_id_at(millis: u64, random: u32) -> u64 {
-    (millis << 20) | u64::from(random >> 12)
-}
-
-/// Whether `id` has the form [`new_lease_id`] gives.
-pub fn is_lease_id(id: &str) -> bool {
-    id.len() == 16 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
+/// Whether `id` has the form of a lease id ([`crate::lease::is_id`]).
+pub use crate::lease::is_id as is_lease_id;
 
 /// Why an admin token is refused; says nothing of the token itself.
 pub const INVALID_TOKEN_MESSAGE: &str = "the admin token is not a valid header value: \
@@ -105,6 +72,9 @@ pub enum BackendError {
     /// names why: unknown issuer, name mismatch, expired).
     #[error("InfluxDB's TLS certificate was refused: {0}")]
     Tls(String),
+    /// No random password could be drawn for a v1 credential; nothing was created.
+    #[error(transparent)]
+    Random(#[from] crate::entropy::RandomError),
 }
 
 impl BackendError {
@@ -112,51 +82,6 @@ impl BackendError {
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Unavailable(_))
     }
-}
-
-fn classify(status: reqwest::StatusCode, body: &[u8]) -> BackendError {
-    let message = serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| {
-            v.get("message")
-                .or_else(|| v.get("error"))
-                .and_then(|m| m.as_str().map(str::to_owned))
-        })
-        .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(200).collect());
-    if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-        BackendError::Unavailable(format!("HTTP {status}: {message}"))
-    } else if matches!(
-        status,
-        reqwest::StatusCode::UNAUTHORIZED | reqwest::StatusCode::FORBIDDEN
-    ) {
-        BackendError::CredentialRefused(format!("HTTP {status}: {message}"))
-    } else {
-        BackendError::Refused(format!("HTTP {status}: {message}"))
-    }
-}
-
-fn transport(error: reqwest::Error) -> BackendError {
-    if let Some(tls) = tls::tls_failure(&error) {
-        return BackendError::Tls(tls);
-    }
-    // reqwest errors carry the URL, never headers or bodies: safe to show. The top
-    // line alone ("error sending request") hides the cause, so the chain is joined.
-    BackendError::Unavailable(error_chain(&error.without_url()))
-}
-
-/// `error` and its causes, joined with `: `.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut next = error.source();
-    while let Some(cause) = next {
-        let line = cause.to_string();
-        if !text.contains(&line) {
-            text.push_str(": ");
-            text.push_str(&line);
-        }
-        next = cause.source();
-    }
-    text
 }
 
 /// The configured backend.
@@ -171,37 +96,25 @@ pub enum Backend {
 impl Backend {
     /// The backend the add-on settings describe.
     pub fn from_addon(addon: &AddonConfig) -> Result<Self, BackendError> {
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(10))
-            // The admin credential goes to the configured URL and nowhere else; an
-            // answer that points elsewhere is an error, not a request to repeat.
-            .redirect(reqwest::redirect::Policy::none());
-        let (AddonConfig::Influxdb { ca_pem, .. } | AddonConfig::InfluxdbV1 { ca_pem, .. }) = addon;
-        if let Some(pem) = ca_pem {
-            // Besides the system roots, not instead of them.
-            for cert in tls::parse_ca_pem(pem).map_err(BackendError::Config)? {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        let http = builder
-            .build()
-            .map_err(|e| BackendError::Config(e.to_string()))?;
+        let endpoint = |url: &str| http::Endpoint::for_addon(addon, url);
         Ok(match addon {
             AddonConfig::Influxdb {
                 endpoint_url,
                 token,
                 org_id,
                 ..
-            } => Self::V2(V2Backend::new(http, endpoint_url, token.clone(), org_id)?),
+            } => Self::V2(V2Backend::new(
+                endpoint(endpoint_url)?,
+                token.clone(),
+                org_id,
+            )?),
             AddonConfig::InfluxdbV1 {
                 endpoint_url,
                 username,
                 password,
                 ..
             } => Self::V1(V1Backend::new(
-                http,
-                endpoint_url,
+                endpoint(endpoint_url)?,
                 username,
                 password.clone(),
             )),
@@ -285,28 +198,7 @@ impl Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lease_ids_are_well_formed_and_strictly_increasing() {
-        let ids: Vec<String> = (0..10_000).map(|_| new_lease_id()).collect();
-        assert!(ids.iter().all(|id| is_lease_id(id)), "{ids:?}");
-        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids out of order");
-    }
-
-    #[test]
-    fn lease_ids_order_by_issue_time_before_randomness() {
-        let first = lease_id_at(1_795_000_000_000, u32::MAX);
-        let next_millisecond = lease_id_at(1_795_000_000_001, 0);
-        assert!(first < next_millisecond);
-        assert_eq!(
-            lease_id_at(1, 0xfff),
-            1 << 20,
-            "only the top 20 random bits are kept"
-        );
-        // 44 bits of milliseconds last until the year 2527.
-        let year_2500 = 16_725_225_600_000;
-        assert_eq!(lease_id_at(year_2500, 0) >> 20, year_2500);
-    }
+    use std::time::{Duration, SystemTime};
 
     /// A redirect must not take the admin credential anywhere else: the answer is an
     /// error and the other address never hears from the control.
@@ -344,7 +236,7 @@ mod tests {
         ]));
         let error = backend
             .create(LeaseSpec {
-                id: &new_lease_id(),
+                id: &crate::entropy::new_lease_id(SystemTime::now()).unwrap(),
                 expires_at: Timestamp(4_000_000_000),
                 grant: &grant,
             })

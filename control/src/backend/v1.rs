@@ -4,15 +4,14 @@
 //! answer's `results[].error` is read.
 
 use leasehold_channel::Secret;
-use leasehold_channel::protocol::{Grant, Timestamp};
+use leasehold_protocol::{Grant, Timestamp};
 use reqwest::StatusCode;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
+use super::http::{Endpoint, classify};
 use super::verify::{is_v1, ping_version};
-use super::{
-    BackendError, Issued, LeaseSpec, Verified, VerifyError, classify, is_lease_id, transport,
-};
+use super::{BackendError, Issued, LeaseSpec, Verified, VerifyError, is_lease_id};
 use crate::grant::{Privilege, merge, quote_identifier, quote_string};
 
 const USER_PREFIX: &str = "leasehold_";
@@ -30,22 +29,13 @@ pub fn parse_lease_user(name: &str) -> Option<(&str, Timestamp)> {
     is_lease_id(id).then_some((id, Timestamp(expires)))
 }
 
-/// The v1 backend.
-#[derive(Clone)]
+/// The v1 backend. Its `Debug` shows the endpoint and user; the password is a
+/// [`Secret`], which prints redacted.
+#[derive(Debug, Clone)]
 pub struct V1Backend {
-    http: reqwest::Client,
-    endpoint_url: String,
+    endpoint: Endpoint,
     username: String,
     password: Secret,
-}
-
-impl std::fmt::Debug for V1Backend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("V1Backend")
-            .field("endpoint_url", &self.endpoint_url)
-            .field("username", &self.username)
-            .finish_non_exhaustive()
-    }
 }
 
 #[derive(Deserialize)]
@@ -72,15 +62,9 @@ struct Series {
 
 impl V1Backend {
     /// A backend talking to `endpoint_url` as the admin `username`.
-    pub fn new(
-        http: reqwest::Client,
-        endpoint_url: &str,
-        username: &str,
-        password: Secret,
-    ) -> Self {
+    pub(super) fn new(endpoint: Endpoint, username: &str, password: Secret) -> Self {
         Self {
-            http,
-            endpoint_url: endpoint_url.trim_end_matches('/').to_owned(),
+            endpoint,
             username: username.to_owned(),
             password,
         }
@@ -88,7 +72,7 @@ impl V1Backend {
 
     /// The InfluxDB base URL.
     pub fn endpoint_url(&self) -> &str {
-        &self.endpoint_url
+        self.endpoint.url()
     }
 
     /// Runs `q` as the admin. Statement errors become [`BackendError::Refused`], with
@@ -102,17 +86,16 @@ impl V1Backend {
             Some(secret) if !secret.is_empty() => message.replace(secret, "<redacted>"),
             _ => message,
         };
-        let response = self
-            .http
-            .post(format!("{}/query", self.endpoint_url))
+        let request = self
+            .endpoint
+            .client()
+            .post(format!("{}/query", self.endpoint.url()))
             .basic_auth(&self.username, Some(self.password.expose()))
-            .form(&[("q", q)])
-            .send()
-            .await
-            .map_err(transport)?;
-        let status = response.status();
-        let body = response.bytes().await.map_err(transport)?;
+            .form(&[("q", q)]);
+        let answer = self.endpoint.exchange(request).await?;
+        let (status, body) = (answer.status, answer.body);
         if status != StatusCode::OK {
+            // Not `Answer::expect`: a message may quote the statement, password included.
             return Err(match classify(status, &body) {
                 BackendError::Refused(m) => BackendError::Refused(scrub(m)),
                 BackendError::Unavailable(m) => BackendError::Unavailable(scrub(m)),
@@ -142,8 +125,11 @@ impl V1Backend {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| BackendError::Config(e.to_string()))?;
         let privileges = merge(&privileges);
+        // The user, its password and its grants in one `/query`: InfluxDB runs the
+        // statements in order, so a user never exists without its grants for long,
+        // and a failure part-way is cleaned up below.
         let user = lease_user(spec.id, spec.expires_at);
-        let password = random_password();
+        let password = random_password()?;
         let mut q = format!(
             "CREATE USER {} WITH PASSWORD {}",
             quote_identifier(&user),
@@ -169,9 +155,11 @@ impl V1Backend {
     /// The add-on check: `/ping` reports a 1.x version, and `SHOW USERS` (admin only)
     /// succeeds with the admin credential.
     pub(super) async fn verify(&self) -> Result<Verified, VerifyError> {
-        let url = &self.endpoint_url;
+        let url = &self.endpoint_url().to_owned();
         let refused = |e| VerifyError::from_backend(url, e);
-        let version = ping_version(&self.http, url).await.map_err(refused)?;
+        let version = ping_version(self.endpoint.client(), url)
+            .await
+            .map_err(refused)?;
         let version = match version {
             Some(v) if is_v1(&v) => v,
             Some(v) => {
@@ -194,6 +182,8 @@ impl V1Backend {
         Ok(Verified { version })
     }
 
+    /// Drops a lease user. "User not found" counts as done: a retry after a lost
+    /// answer, or an intent whose user was never created, must not loop for ever.
     pub(super) async fn revoke(&self, user: &str) -> Result<(), BackendError> {
         match self
             .query(&format!("DROP USER {}", quote_identifier(user)), None)
@@ -205,6 +195,10 @@ impl V1Backend {
         }
     }
 
+    /// Drops every lease user whose name says it expired by `now`. The name is the
+    /// only record the sweep reads (1.x users have no expiry nor description), which
+    /// is why it carries both the expiry and the lease id: the sweep needs no store,
+    /// and a user not named by [`lease_user`] never matches.
     pub(super) async fn sweep(&self, now: Timestamp) -> Result<usize, BackendError> {
         let results = self.query("SHOW USERS", None).await?;
         let users = results
@@ -225,14 +219,13 @@ impl V1Backend {
 }
 
 /// 32 random bytes as lowercase base32: 52 characters that need no quoting.
-fn random_password() -> Zeroizing<String> {
-    let mut bytes = Zeroizing::new([0u8; 32]);
-    getrandom::fill(bytes.as_mut()).expect("the operating system's random source failed");
-    Zeroizing::new(
+fn random_password() -> Result<Zeroizing<String>, crate::entropy::RandomError> {
+    let bytes = crate::entropy::secret32()?;
+    Ok(Zeroizing::new(
         data_encoding::BASE32_NOPAD
             .encode(bytes.as_ref())
             .to_ascii_lowercase(),
-    )
+    ))
 }
 
 #[cfg(test)]
@@ -261,7 +254,7 @@ mod tests {
 
     #[test]
     fn passwords_are_long_and_quote_free() {
-        let p = random_password();
+        let p = random_password().unwrap();
         assert_eq!(p.len(), 52);
         assert!(p.chars().all(|c| c.is_ascii_alphanumeric()));
     }

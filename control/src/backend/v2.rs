@@ -3,15 +3,14 @@
 //! their own, so the description carries the lease id and expiry for the sweep.
 
 use leasehold_channel::Secret;
-use leasehold_channel::protocol::{Grant, Timestamp};
+use leasehold_protocol::{Grant, Timestamp};
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use serde::{Deserialize, Serialize};
 
+use super::http::Endpoint;
 use super::verify::{is_v1, server_version};
-use super::{
-    BackendError, Issued, LeaseSpec, Verified, VerifyError, classify, is_lease_id, transport,
-};
+use super::{BackendError, Issued, LeaseSpec, Verified, VerifyError, is_lease_id};
 
 const DESCRIPTION_PREFIX: &str = "leasehold lease ";
 
@@ -36,24 +35,15 @@ pub fn parse_lease_description(description: &str) -> Option<(&str, Timestamp)> {
     is_lease_id(id).then_some((id, Timestamp(expires)))
 }
 
-/// The v2 backend.
-#[derive(Clone)]
+/// The v2 backend. Its `Debug` shows the endpoint and org; the admin token is a
+/// sensitive header value, which prints as `Sensitive`.
+#[derive(Debug, Clone)]
 pub struct V2Backend {
-    http: reqwest::Client,
-    endpoint_url: String,
+    endpoint: Endpoint,
     /// `{endpoint_url}/api/v2/authorizations`, parsed once: every lease posts to it.
     authorizations: reqwest::Url,
     admin: HeaderValue,
     org_id: String,
-}
-
-impl std::fmt::Debug for V2Backend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("V2Backend")
-            .field("endpoint_url", &self.endpoint_url)
-            .field("org_id", &self.org_id)
-            .finish_non_exhaustive()
-    }
 }
 
 /// The body of `POST /api/v2/authorizations`, serialized straight from borrowed parts.
@@ -96,21 +86,18 @@ pub(super) fn admin_header(token: &Secret) -> Result<HeaderValue, ()> {
 
 impl V2Backend {
     /// A backend talking to `endpoint_url` with the admin `token`.
-    pub fn new(
-        http: reqwest::Client,
-        endpoint_url: &str,
+    pub(super) fn new(
+        endpoint: Endpoint,
         token: Secret,
         org_id: &str,
     ) -> Result<Self, BackendError> {
         let admin = admin_header(&token)
             .map_err(|_| BackendError::Config(super::INVALID_TOKEN_MESSAGE.into()))?;
-        let endpoint_url = endpoint_url.trim_end_matches('/').to_owned();
-        let authorizations = format!("{endpoint_url}/api/v2/authorizations")
+        let authorizations = format!("{}/api/v2/authorizations", endpoint.url())
             .parse()
             .map_err(|e| BackendError::Config(format!("invalid endpoint URL: {e}")))?;
         Ok(Self {
-            http,
-            endpoint_url,
+            endpoint,
             authorizations,
             admin,
             org_id: org_id.to_owned(),
@@ -119,7 +106,21 @@ impl V2Backend {
 
     /// The InfluxDB base URL.
     pub fn endpoint_url(&self) -> &str {
-        &self.endpoint_url
+        self.endpoint.url()
+    }
+
+    /// A request as the admin to `url`.
+    fn admin_request(&self, method: reqwest::Method, url: reqwest::Url) -> reqwest::RequestBuilder {
+        self.endpoint
+            .client()
+            .request(method, url)
+            .header(AUTHORIZATION, self.admin.clone())
+    }
+
+    /// The org's authorizations (the sweep's list, and the add-on check's admin call).
+    fn list_request(&self) -> reqwest::RequestBuilder {
+        self.admin_request(reqwest::Method::GET, self.authorizations.clone())
+            .query(&[("orgID", self.org_id.as_str())])
     }
 
     pub(super) async fn create(&self, spec: LeaseSpec<'_>) -> Result<Issued, BackendError> {
@@ -133,21 +134,18 @@ impl V2Backend {
             description: lease_description(spec.id, spec.expires_at),
             permissions,
         };
-        let response = self
-            .http
-            .post(self.authorizations.clone())
-            .header(AUTHORIZATION, self.admin.clone())
-            .json(&body)
-            .send()
-            .await
-            .map_err(transport)?;
-        let status = response.status();
-        let body = response.bytes().await.map_err(transport)?;
-        if status != StatusCode::CREATED {
-            return Err(classify(status, &body));
-        }
+        let request = self
+            .admin_request(reqwest::Method::POST, self.authorizations.clone())
+            .json(&body);
+        let body = self
+            .endpoint
+            .exchange(request)
+            .await?
+            .expect(&[StatusCode::CREATED])?;
         let created: Authorization = serde_json::from_slice(&body)
             .map_err(|e| BackendError::Refused(format!("unexpected authorization answer: {e}")))?;
+        // An authorization without its token is useless to the member; refused, and
+        // the intent removes it at expiry.
         let token = created.token.filter(|t| !t.is_empty()).ok_or_else(|| {
             BackendError::Refused("the authorization answer carried no token".into())
         })?;
@@ -160,9 +158,11 @@ impl V2Backend {
     /// The add-on check: the server is not 1.x, and listing the org's authorizations
     /// (what the sweep does; it needs an all-access or operator token) succeeds.
     pub(super) async fn verify(&self) -> Result<Verified, VerifyError> {
-        let url = &self.endpoint_url;
+        let url = &self.endpoint_url().to_owned();
         let refused = |e| VerifyError::from_backend(url, e);
-        let version = server_version(&self.http, url).await.map_err(refused)?;
+        let version = server_version(self.endpoint.client(), url)
+            .await
+            .map_err(refused)?;
         if let Some(v) = version.as_deref().filter(|v| is_v1(v)) {
             return Err(VerifyError::WrongApi {
                 url: url.clone(),
@@ -170,16 +170,12 @@ impl V2Backend {
                 hint: "for InfluxDB 1.x use `addon configure influxdb-v1`",
             });
         }
-        let response = self
-            .http
-            .get(self.authorizations.clone())
-            .query(&[("orgID", self.org_id.as_str())])
-            .header(AUTHORIZATION, self.admin.clone())
-            .send()
+        let answer = self
+            .endpoint
+            .exchange(self.list_request())
             .await
-            .map_err(|e| refused(transport(e)))?;
-        let status = response.status();
-        let body = response.bytes().await.map_err(|e| refused(transport(e)))?;
+            .map_err(refused)?;
+        let status = answer.status;
         match status {
             StatusCode::OK => {}
             StatusCode::NOT_FOUND => {
@@ -190,12 +186,14 @@ impl V2Backend {
                            InfluxDB 2.x or Cloud)",
                 });
             }
-            _ => return Err(refused(classify(status, &body))),
+            _ => return Err(refused(super::http::classify(status, &answer.body))),
         }
-        serde_json::from_slice::<Authorizations>(&body).map_err(|e| VerifyError::WrongApi {
-            url: url.clone(),
-            found: format!("answered /api/v2/authorizations with something else ({e})"),
-            hint: "the influxdb add-on needs InfluxDB 2.x or Cloud",
+        serde_json::from_slice::<Authorizations>(&answer.body).map_err(|e| {
+            VerifyError::WrongApi {
+                url: url.clone(),
+                found: format!("answered /api/v2/authorizations with something else ({e})"),
+                hint: "the influxdb add-on needs InfluxDB 2.x or Cloud",
+            }
         })?;
         Ok(Verified {
             version: version.unwrap_or_else(|| "unknown".into()),
@@ -203,22 +201,25 @@ impl V2Backend {
     }
 
     pub(super) async fn revoke(&self, id: &str) -> Result<(), BackendError> {
-        let response = self
-            .http
-            .delete(format!("{}/api/v2/authorizations/{id}", self.endpoint_url))
-            .header(AUTHORIZATION, self.admin.clone())
-            .send()
-            .await
-            .map_err(transport)?;
-        match response.status() {
-            StatusCode::NO_CONTENT | StatusCode::OK | StatusCode::NOT_FOUND => Ok(()),
-            status => Err(classify(
-                status,
-                &response.bytes().await.unwrap_or_default(),
-            )),
-        }
+        let url = format!("{}/{id}", self.authorizations)
+            .parse()
+            .map_err(|e| BackendError::Config(format!("invalid authorization id: {e}")))?;
+        let request = self.admin_request(reqwest::Method::DELETE, url);
+        // Already gone counts as done: the credential is what must not outlive the lease.
+        self.endpoint
+            .exchange(request)
+            .await?
+            .expect(&[
+                StatusCode::NO_CONTENT,
+                StatusCode::OK,
+                StatusCode::NOT_FOUND,
+            ])
+            .map(drop)
     }
 
+    /// Removes every authorization whose description says it expired by `now`.
+    /// Authorizations have no expiry of their own; the description is the only place
+    /// it can live, and reading it needs no store.
     pub(super) async fn sweep(&self, now: Timestamp) -> Result<usize, BackendError> {
         self.remove_where(|_, expires| expires <= now).await
     }
@@ -235,19 +236,11 @@ impl V2Backend {
         &self,
         doomed: impl Fn(&str, Timestamp) -> bool,
     ) -> Result<usize, BackendError> {
-        let response = self
-            .http
-            .get(self.authorizations.clone())
-            .query(&[("orgID", self.org_id.as_str())])
-            .header(AUTHORIZATION, self.admin.clone())
-            .send()
-            .await
-            .map_err(transport)?;
-        let status = response.status();
-        let body = response.bytes().await.map_err(transport)?;
-        if status != StatusCode::OK {
-            return Err(classify(status, &body));
-        }
+        let body = self
+            .endpoint
+            .exchange(self.list_request())
+            .await?
+            .expect(&[StatusCode::OK])?;
         let list: Authorizations = serde_json::from_slice(&body)
             .map_err(|e| BackendError::Refused(format!("unexpected authorization list: {e}")))?;
         let mut removed = 0;
@@ -282,8 +275,7 @@ mod tests {
             "two words",
         ] {
             let error = V2Backend::new(
-                http.clone(),
-                "http://127.0.0.1:1",
+                Endpoint::new(http.clone(), "http://127.0.0.1:1"),
                 Secret::new(bad.to_owned()),
                 "0000000000000001",
             )
@@ -292,8 +284,7 @@ mod tests {
             assert!(!error.to_string().contains(bad));
         }
         V2Backend::new(
-            http,
-            "http://127.0.0.1:1",
+            Endpoint::new(http, "http://127.0.0.1:1"),
             Secret::new("a-token_with=signs==".to_owned()),
             "0000000000000001",
         )

@@ -79,6 +79,10 @@ impl VerifyError {
             BackendError::Refused(cause) | BackendError::Config(cause) => {
                 Self::Failed { url, cause }
             }
+            BackendError::Random(e) => Self::Failed {
+                url,
+                cause: e.to_string(),
+            },
         }
     }
 }
@@ -102,7 +106,7 @@ pub(super) async fn server_version(
         .get(format!("{endpoint_url}/health"))
         .send()
         .await
-        .map_err(super::transport)?;
+        .map_err(super::http::transport)?;
     if health.status().is_success() {
         let version = health
             .json::<serde_json::Value>()
@@ -125,7 +129,7 @@ pub(super) async fn ping_version(
         .get(format!("{endpoint_url}/ping"))
         .send()
         .await
-        .map_err(super::transport)?;
+        .map_err(super::http::transport)?;
     Ok(ping
         .headers()
         .get("x-influxdb-version")

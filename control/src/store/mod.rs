@@ -9,17 +9,23 @@
 //! [`crate::datadir`]): they hold the credential needed to sweep InfluxDB, which must
 //! work even when this state is lost.
 
+#[cfg(any(test, feature = "memory"))]
+pub mod contract;
+#[cfg(any(test, feature = "memory"))]
+mod memory;
 mod redb;
 
 use std::collections::BTreeMap;
 use std::future::Future;
 
 use leasehold_channel::PublicIdentity;
-use leasehold_channel::protocol::{
+use leasehold_protocol::{
     AuthScheme, DeniedIdentity, LeaseStatus, MemberRecord, PolicyRecord, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 
+#[cfg(any(test, feature = "memory"))]
+pub use self::memory::MemoryStore;
 pub use self::redb::RedbStore;
 
 /// A ticket as stored: the secret itself is not, only its hash (the key).
@@ -77,13 +83,7 @@ fn issued_by_default() -> bool {
 impl StoredLease {
     /// Its status at `now`.
     pub fn status_at(&self, now: Timestamp) -> LeaseStatus {
-        if self.revoked_at.is_some() {
-            LeaseStatus::Revoked
-        } else if self.expires_at <= now {
-            LeaseStatus::Expired
-        } else {
-            LeaseStatus::Active
-        }
+        crate::lease::status_at(self.revoked_at, self.expires_at, now)
     }
 
     /// When it stopped being usable: revoked, or else expired.

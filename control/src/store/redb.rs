@@ -22,7 +22,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use leasehold_channel::PublicIdentity;
-use leasehold_channel::protocol::{DeniedIdentity, MemberRecord, PolicyRecord, Timestamp};
+use leasehold_protocol::{DeniedIdentity, MemberRecord, PolicyRecord, Timestamp};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -199,8 +199,10 @@ fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
 }
 
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).expect("stored records serialize")
+/// A record as stored: JSON. The records are plain data that always serialize; a
+/// failure is still an error for the caller, never a panic on a request path.
+fn encode<T: Serialize>(value: &T) -> StoreResult<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| StoreError(format!("cannot encode a record: {e}")))
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
@@ -292,7 +294,7 @@ impl RedbStore {
 
 impl Store for RedbStore {
     async fn put_member(&self, member: MemberRecord) -> StoreResult<()> {
-        self.put(MEMBERS, member.id.to_string(), encode(&member))
+        self.put(MEMBERS, member.id.to_string(), encode(&member)?)
             .await
     }
 
@@ -318,7 +320,7 @@ impl Store for RedbStore {
     }
 
     async fn put_ticket(&self, hash: String, ticket: StoredTicket) -> StoreResult<()> {
-        self.put(TICKETS, hash, encode(&ticket)).await
+        self.put(TICKETS, hash, encode(&ticket)?).await
     }
 
     async fn redeem_ticket(
@@ -361,7 +363,7 @@ impl Store for RedbStore {
                             tickets.remove(hash.as_str()).map_err(err)?;
                         } else {
                             tickets
-                                .insert(hash.as_str(), encode(&t).as_slice())
+                                .insert(hash.as_str(), encode(&t)?.as_slice())
                                 .map_err(err)?;
                         }
                         let record = MemberRecord {
@@ -371,7 +373,7 @@ impl Store for RedbStore {
                             enrolled_at: now,
                         };
                         members
-                            .insert(member_key.as_str(), encode(&record).as_slice())
+                            .insert(member_key.as_str(), encode(&record)?.as_slice())
                             .map_err(err)?;
                         Ok(record)
                     }
@@ -388,7 +390,8 @@ impl Store for RedbStore {
     }
 
     async fn put_policy(&self, policy: PolicyRecord) -> StoreResult<()> {
-        self.put(POLICIES, policy.id.clone(), encode(&policy)).await
+        self.put(POLICIES, policy.id.clone(), encode(&policy)?)
+            .await
     }
 
     async fn policies(&self) -> StoreResult<Vec<PolicyRecord>> {
@@ -401,7 +404,7 @@ impl Store for RedbStore {
     }
 
     async fn put_lease(&self, lease: StoredLease) -> StoreResult<()> {
-        self.put(LEASES, lease.id.clone(), encode(&lease)).await
+        self.put(LEASES, lease.id.clone(), encode(&lease)?).await
     }
 
     async fn lease(&self, id: String) -> StoreResult<Option<StoredLease>> {
@@ -468,7 +471,7 @@ impl Store for RedbStore {
                 };
                 txn.open_table(DENIED)
                     .map_err(err)?
-                    .insert(key.as_str(), encode(&record).as_slice())
+                    .insert(key.as_str(), encode(&record)?.as_slice())
                     .map_err(err)?;
             }
             txn.commit().map_err(err)?;
@@ -561,103 +564,16 @@ mod tests {
     use leasehold_channel::Identity;
     use std::collections::BTreeMap;
 
+    async fn fresh() -> (tempfile::TempDir, RedbStore) {
+        store()
+    }
+
+    crate::store_contract!(fresh);
+
     fn store() -> (tempfile::TempDir, RedbStore) {
         let dir = tempfile::tempdir().unwrap();
         let store = RedbStore::open(&dir.path().join("store.redb")).unwrap();
         (dir, store)
-    }
-
-    fn ticket(remaining: u32, expires_at: u64) -> StoredTicket {
-        StoredTicket {
-            attributes: BTreeMap::from([("service".into(), "iot".into())]),
-            expires_at: Timestamp(expires_at),
-            remaining,
-        }
-    }
-
-    #[tokio::test]
-    async fn one_use_ticket_enrolls_exactly_one_of_many_concurrent_redeemers() {
-        let (_dir, store) = store();
-        store.put_ticket("h".into(), ticket(1, 2000)).await.unwrap();
-        let attempts = (0..16).map(|i| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                store
-                    .redeem_ticket(
-                        "h".into(),
-                        Timestamp(1000),
-                        Identity::generate().public(),
-                        format!("n{i}"),
-                    )
-                    .await
-                    .unwrap()
-            })
-        });
-        let mut wins = 0;
-        for attempt in attempts {
-            match attempt.await.unwrap() {
-                Ok(_) => wins += 1,
-                Err(e) => assert_eq!(e, RedeemError::Unknown),
-            }
-        }
-        assert_eq!(wins, 1);
-        assert_eq!(store.members().await.unwrap().len(), 1);
-    }
-
-    #[tokio::test]
-    async fn expired_and_reused_tickets_are_refused_and_change_nothing() {
-        let (_dir, store) = store();
-        store
-            .put_ticket("old".into(), ticket(1, 999))
-            .await
-            .unwrap();
-        let id = Identity::generate().public();
-        assert_eq!(
-            store
-                .redeem_ticket("old".into(), Timestamp(1000), id, "a".into())
-                .await
-                .unwrap()
-                .unwrap_err(),
-            RedeemError::Expired
-        );
-        assert!(store.members().await.unwrap().is_empty());
-        store
-            .put_ticket("two".into(), ticket(2, 2000))
-            .await
-            .unwrap();
-        store
-            .redeem_ticket("two".into(), Timestamp(1000), id, "a".into())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            store
-                .redeem_ticket("two".into(), Timestamp(1000), id, "a".into())
-                .await
-                .unwrap()
-                .unwrap_err(),
-            RedeemError::AlreadyMember
-        );
-        // The refused attempt did not consume the second use.
-        let other = Identity::generate().public();
-        store
-            .redeem_ticket("two".into(), Timestamp(1000), other, "b".into())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            store
-                .redeem_ticket(
-                    "two".into(),
-                    Timestamp(1000),
-                    Identity::generate().public(),
-                    "c".into()
-                )
-                .await
-                .unwrap()
-                .unwrap_err(),
-            RedeemError::Unknown
-        );
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -673,9 +589,9 @@ mod tests {
                     store
                         .put_policy(PolicyRecord {
                             id: format!("p{i}"),
-                            spec: leasehold_channel::protocol::PolicySpec {
+                            spec: leasehold_protocol::PolicySpec {
                                 matches: BTreeMap::from([("n".into(), i.to_string())]),
-                                grant: leasehold_channel::protocol::Grant::Privileges(vec![]),
+                                grant: leasehold_protocol::Grant::Privileges(vec![]),
                                 default_ttl_secs: None,
                                 max_ttl_secs: None,
                                 max_live_leases: None,
@@ -701,176 +617,6 @@ mod tests {
         let reopened = RedbStore::open(&path).unwrap();
         assert_eq!(reopened.policies().await.unwrap().len(), 100);
         assert_eq!(reopened.members().await.unwrap().len(), 100);
-    }
-
-    fn lease(n: u64, member: PublicIdentity, expires_at: u64) -> StoredLease {
-        StoredLease {
-            id: format!("{n:016x}"),
-            member,
-            created_at: Timestamp(1),
-            expires_at: Timestamp(expires_at),
-            credential_id: format!("c{n}"),
-            auth_scheme: leasehold_channel::protocol::AuthScheme::Token,
-            endpoint_url: "http://x".into(),
-            revoked_at: None,
-            removed: false,
-            issued: true,
-            addon_id: None,
-        }
-    }
-
-    #[tokio::test]
-    async fn lease_pages_follow_the_cursor_and_the_filter() {
-        use leasehold_channel::protocol::LeaseStatus;
-        let (_dir, store) = store();
-        let (a, b) = (Identity::generate().public(), Identity::generate().public());
-        for n in 0..250 {
-            // Every third lease is b's; leases 0-99 have expired at t=1000.
-            let member = if n % 3 == 0 { b } else { a };
-            let expires = if n < 100 { 500 } else { 5000 };
-            store.put_lease(lease(n, member, expires)).await.unwrap();
-        }
-        let mut intent = lease(999, a, 5000);
-        intent.issued = false;
-        store.put_lease(intent).await.unwrap();
-        let all = LeaseFilter {
-            member: None,
-            status: None,
-            now: Timestamp(1000),
-        };
-        let mut seen = Vec::new();
-        let mut after = None;
-        loop {
-            let page = store.lease_page(all, after.clone(), 40).await.unwrap();
-            assert!(page.len() <= 40);
-            let full = page.len() == 40;
-            seen.extend(page.into_iter().map(|l| l.id));
-            if !full {
-                break;
-            }
-            after = seen.last().cloned();
-        }
-        assert_eq!(seen.len(), 250, "every issued lease once, no intent");
-        assert!(seen.windows(2).all(|w| w[0] < w[1]));
-        let only = |member, status| LeaseFilter {
-            member,
-            status,
-            now: Timestamp(1000),
-        };
-        let active_b = store
-            .lease_page(only(Some(b), Some(LeaseStatus::Active)), None, 1000)
-            .await
-            .unwrap();
-        assert_eq!(active_b.len(), (100..250).filter(|n| n % 3 == 0).count());
-        assert!(active_b.iter().all(|l| l.member == b));
-        let expired = store
-            .lease_page(only(None, Some(LeaseStatus::Expired)), None, 1000)
-            .await
-            .unwrap();
-        assert_eq!(expired.len(), 100);
-    }
-
-    #[tokio::test]
-    async fn pruning_takes_only_ended_leases_whose_credential_is_gone() {
-        let (_dir, store) = store();
-        let member = Identity::generate().public();
-        let mut gone = lease(1, member, 500);
-        gone.removed = true;
-        let owed = lease(2, member, 500); // expired, credential not yet removed
-        let mut revoked = lease(3, member, 5000);
-        revoked.revoked_at = Some(Timestamp(400));
-        revoked.removed = true;
-        let mut recent = lease(4, member, 900);
-        recent.removed = true;
-        let live = lease(5, member, 5000);
-        for l in [gone, owed, revoked, recent, live] {
-            store.put_lease(l).await.unwrap();
-        }
-        assert_eq!(store.prune_leases(Timestamp(600)).await.unwrap(), 2);
-        let left: Vec<_> = store
-            .leases()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|l| l.id)
-            .collect();
-        assert_eq!(
-            left,
-            [2, 4, 5].map(|n| format!("{n:016x}")).to_vec(),
-            "owed, recently ended and live leases stay"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_denied_identity_cannot_redeem_until_allowed_and_spends_no_use() {
-        let (_dir, store) = store();
-        store.put_ticket("h".into(), ticket(3, 2000)).await.unwrap();
-        let id = Identity::generate().public();
-        let redeem = |id| store.redeem_ticket("h".into(), Timestamp(1000), id, "a".into());
-        redeem(id).await.unwrap().unwrap();
-        let removed = store.deny_member(id, Timestamp(1100)).await.unwrap();
-        assert_eq!(removed.unwrap().name, "a");
-        assert!(store.member(id).await.unwrap().is_none());
-        let denied = store.denied().await.unwrap();
-        assert_eq!(denied.len(), 1);
-        assert_eq!((denied[0].id, denied[0].denied_at), (id, Timestamp(1100)));
-        assert_eq!(redeem(id).await.unwrap().unwrap_err(), RedeemError::Denied);
-        let uses: Vec<u32> = store
-            .tickets()
-            .await
-            .unwrap()
-            .iter()
-            .map(|t| t.1.remaining)
-            .collect();
-        assert_eq!(uses, vec![2], "the refused redemption spent no use");
-        // Deleting someone who is not a member records nothing.
-        let stranger = Identity::generate().public();
-        assert!(
-            store
-                .deny_member(stranger, Timestamp(1))
-                .await
-                .unwrap()
-                .is_none()
-        );
-        assert_eq!(store.denied().await.unwrap().len(), 1);
-
-        assert!(store.allow(id).await.unwrap());
-        assert!(
-            !store.allow(id).await.unwrap(),
-            "allowing twice finds nothing"
-        );
-        redeem(id).await.unwrap().unwrap();
-        assert!(store.member(id).await.unwrap().is_some());
-    }
-
-    #[tokio::test]
-    async fn pruning_removes_expired_tickets_only() {
-        let (_dir, store) = store();
-        store
-            .put_ticket("old".into(), ticket(2, 999))
-            .await
-            .unwrap();
-        store
-            .put_ticket("live".into(), ticket(1, 1000))
-            .await
-            .unwrap();
-        store
-            .put_ticket("later".into(), ticket(5, 5000))
-            .await
-            .unwrap();
-        assert_eq!(store.prune_tickets(Timestamp(1000)).await.unwrap(), 1);
-        let mut left: Vec<String> = store
-            .tickets()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|t| t.0)
-            .collect();
-        left.sort();
-        assert_eq!(left, vec!["later".to_owned(), "live".to_owned()]);
-        assert!(store.delete_ticket("live".into()).await.unwrap());
-        assert!(!store.delete_ticket("live".into()).await.unwrap());
-        assert_eq!(store.prune_tickets(Timestamp(1000)).await.unwrap(), 0);
     }
 
     fn member(name: &str) -> MemberRecord {

@@ -1,6 +1,6 @@
 //! `/healthz`, `/readyz` and `/metrics`, and the 503 before the first lease.
 
-use leasehold_channel::protocol::AuthScheme;
+use leasehold_protocol::AuthScheme;
 
 use crate::support::*;
 
@@ -86,8 +86,7 @@ struct PanickingSource;
 impl leasehold_proxy::source::LeaseSource for PanickingSource {
     async fn fetch(
         &mut self,
-    ) -> Result<leasehold_channel::protocol::LeaseRecord, leasehold_proxy::source::SourceError>
-    {
+    ) -> Result<leasehold_protocol::LeaseRecord, leasehold_proxy::source::SourceError> {
         panic!("the refresher dies");
     }
 }

@@ -1,7 +1,7 @@
 //! What reaches InfluxDB, and what comes back, for every kind of request.
 
 use http::Request;
-use leasehold_channel::protocol::AuthScheme;
+use leasehold_protocol::AuthScheme;
 
 use crate::support::*;
 

@@ -11,7 +11,7 @@ use hyper::body::{Body, Frame, SizeHint};
 
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use leasehold_channel::protocol::AuthScheme;
+use leasehold_protocol::AuthScheme;
 
 use crate::support::*;
 

@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use http::Request;
-use leasehold_channel::protocol::AuthScheme;
+use leasehold_protocol::AuthScheme;
 
 use crate::support::*;
 

@@ -1,7 +1,7 @@
 //! New InfluxDB 1.x (`Basic`) credentials are sent upstream once before they are
 //! installed, so InfluxDB's bcrypt check is not paid by the application's requests.
 
-use leasehold_channel::protocol::AuthScheme;
+use leasehold_protocol::AuthScheme;
 
 use crate::support::*;
 

@@ -27,6 +27,7 @@ mod inspect;
 mod request;
 mod routes;
 mod server;
+mod shared;
 mod store;
 mod wire;
 mod write;
@@ -44,7 +45,7 @@ use tokio_util::task::TaskTracker;
 pub use inspect::{AuthorizationSnapshot, WrittenPoint};
 pub use store::RESOURCE_TYPES;
 
-use server::Shared;
+use shared::Shared;
 use store::Store;
 use wire::PermissionIn;
 

@@ -16,7 +16,7 @@ use serde_json::json;
 
 use super::ids::check_id;
 use super::request::{Query, header_token, read_body};
-use super::server::Shared;
+use super::shared::Shared;
 use super::store::{Action, ListFilter};
 use super::wire::{ApiError, PatchAuthorization, PostAuthorization, parse_json};
 use super::write;

@@ -16,35 +16,9 @@ use super::ids::{check_id, is_valid_id, random_id, random_token, rfc3339};
 use super::inspect::{AuthorizationSnapshot, WrittenPoint};
 use super::wire::{ApiError, PatchAuthorization, PermissionIn, PostAuthorization};
 
-/// `Resource.type` enum of the contract (identical in `oss.yml` and `cloud.yml`).
-pub const RESOURCE_TYPES: &[&str] = &[
-    "authorizations",
-    "buckets",
-    "dashboards",
-    "orgs",
-    "tasks",
-    "telegrafs",
-    "users",
-    "variables",
-    "secrets",
-    "labels",
-    "views",
-    "documents",
-    "notificationRules",
-    "notificationEndpoints",
-    "checks",
-    "dbrp",
-    "annotations",
-    "sources",
-    "scrapers",
-    "notebooks",
-    "remotes",
-    "replications",
-    "instance",
-    "flows",
-    "functions",
-    "subscriptions",
-];
+/// `Resource.type` enum of the contract (identical in `oss.yml` and `cloud.yml`); the
+/// one list, shared with the control.
+pub use leasehold_protocol::influxdb::RESOURCE_TYPES;
 
 /// Name of the single user every authorization belongs to (the operator, as after
 /// `influx setup`).

@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 
 use super::inspect::WrittenPoint;
 use super::request::{Query, header_token, read_body, v1_token};
-use super::server::Shared;
+use super::shared::Shared;
 use super::store::Action;
 use super::wire::ApiError;
 

@@ -5,12 +5,12 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use zeroize::Zeroizing;
 
-use crate::conn::{Channel, HANDSHAKE_TIMEOUT};
-use crate::home::Enrollment;
-use crate::protocol::{
+use crate::{
     Outcome, PROTOCOL_VERSION, Reply, Request, RequestEnvelope, ResponseEnvelope, WireError,
 };
-use crate::{ChannelError, Identity, PublicIdentity};
+use leasehold_channel::conn::{Channel, HANDSHAKE_TIMEOUT};
+use leasehold_channel::home::Enrollment;
+use leasehold_channel::{ChannelError, Identity, PublicIdentity};
 
 /// How long to wait for a TCP connection to one control address.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -122,7 +122,7 @@ impl Client {
             req,
         };
         // A request may carry a ticket secret or an admin credential.
-        let bytes = crate::secret::to_json_zeroizing(&envelope)
+        let bytes = leasehold_channel::secret::to_json_zeroizing(&envelope)
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         self.channel.send(&bytes).await?;
         Ok(id)

@@ -1,4 +1,7 @@
-//! The typed, versioned request/response layer the control and its clients share.
+//! The wire protocol above the secure channel: the typed, versioned requests, replies
+//! and records the control and its clients share, the InfluxDB add-on's settings, and
+//! the typed [`client`]. The channel (`leasehold-channel`) carries these messages and
+//! knows nothing of them.
 //!
 //! Every message is JSON inside one channel message: `{"v":1,"id":N,"req":{...}}` from
 //! the client, `{"v":1,"id":N,"ok":{...}}` or `{"v":1,"id":N,"err":{...}}` back. `v`
@@ -6,13 +9,19 @@
 //! misreading it. Errors that reach the peer are coarse on purpose: a code and a short,
 //! fixed message; the details stay in the control's log.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 use std::collections::BTreeMap;
-use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{PublicIdentity, Secret};
+use leasehold_channel::{PublicIdentity, Secret};
+
+pub use leasehold_channel::time::Timestamp;
+
+pub mod client;
+pub mod influxdb;
 
 /// The request/response protocol version.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -252,61 +261,6 @@ impl WireError {
             code,
             message: message.into(),
         }
-    }
-}
-
-/// Seconds since the Unix epoch, shown as RFC 3339 UTC.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Timestamp(pub u64);
-
-impl Timestamp {
-    /// The current time, truncated to seconds.
-    pub fn now() -> Self {
-        Self::from_system(SystemTime::now())
-    }
-
-    /// A system time, truncated to seconds.
-    pub fn from_system(time: SystemTime) -> Self {
-        Self(time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()))
-    }
-
-    /// This time as a `SystemTime`; times past the year 9999 (which nothing valid
-    /// reaches) read as its last second rather than overflowing.
-    pub fn to_system(self) -> SystemTime {
-        const LAST_SECOND_OF_9999: u64 = 253_402_300_799;
-        UNIX_EPOCH + Duration::from_secs(self.0.min(LAST_SECOND_OF_9999))
-    }
-
-    /// This time plus `secs` seconds, saturating.
-    pub fn plus_secs(self, secs: u64) -> Self {
-        Self(self.0.saturating_add(secs))
-    }
-}
-
-impl fmt::Display for Timestamp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", humantime::format_rfc3339_seconds(self.to_system()))
-    }
-}
-
-impl fmt::Debug for Timestamp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-impl Serialize for Timestamp {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Timestamp {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        humantime::parse_rfc3339(&text)
-            .map(Self::from_system)
-            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -583,27 +537,6 @@ mod tests {
         );
         let last: Reply = serde_json::from_str(r#"{"kind":"lease_page","leases":[]}"#).unwrap();
         assert!(matches!(last, Reply::LeasePage { leases, next: None } if leases.is_empty()));
-    }
-
-    #[test]
-    fn the_largest_timestamp_neither_panics_nor_overflows() {
-        let far = Timestamp(u64::MAX);
-        assert_eq!(far.to_string(), "9999-12-31T23:59:59Z");
-        assert_eq!(Timestamp(1).plus_secs(u64::MAX), far);
-        assert!(serde_json::to_string(&far).is_ok());
-    }
-
-    #[test]
-    fn timestamps_are_rfc3339_utc() {
-        let t = Timestamp(1_800_000_000);
-        assert_eq!(
-            serde_json::to_string(&t).unwrap(),
-            "\"2027-01-15T08:00:00Z\""
-        );
-        assert_eq!(
-            serde_json::from_str::<Timestamp>("\"2027-01-15T08:00:00Z\"").unwrap(),
-            t
-        );
     }
 
     #[test]

@@ -1,0 +1,90 @@
+//! The control's periodic work besides revocation: the sweep of InfluxDB for expired
+//! credentials it created, pruning the records of ended leases, and pruning dead
+//! tickets. Each loop stops on shutdown; a failure is logged and tried again.
+
+use leasehold_protocol::Timestamp;
+
+use crate::control::{Control, Housekeeping, SWEEP_INTERVAL};
+use crate::revoker;
+use crate::store::Store;
+
+impl<S: Store> Control<S> {
+    /// Sweeps InfluxDB for expired credentials this control created: at start-up, when
+    /// the add-on is configured, and every [`SWEEP_INTERVAL`]; a failed sweep is
+    /// retried with backoff.
+    ///
+    /// The sweep reads InfluxDB, not the store: it recognises our credentials by the
+    /// name (v1 user) or description (v2) that carries the lease id and expiry. That
+    /// is what lets it work when the store is lost or restored from an old backup, the
+    /// case the revocation queue (which trusts the store) cannot cover; other users'
+    /// credentials never match the pattern and are never touched.
+    pub(crate) async fn sweep_loop(&self) {
+        let mut attempt: u32 = 0;
+        loop {
+            self.sweep_retired().await;
+            let wait = match self.addon.load_full() {
+                None => self.sweep_interval(),
+                Some(addon) => match addon.backend.sweep(Timestamp::now()).await {
+                    Ok(removed) => {
+                        tracing::debug!(removed, "sweep done");
+                        attempt = 0;
+                        self.sweep_interval()
+                    }
+                    Err(error @ crate::backend::BackendError::CredentialRefused(_)) => {
+                        tracing::error!(%error, attempt, "sweep refused: fix the add-on's admin credential (leasehold addon configure)");
+                        attempt = attempt.saturating_add(1);
+                        revoker::backoff(attempt - 1)
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, attempt, "sweep failed; retrying");
+                        attempt = attempt.saturating_add(1);
+                        revoker::backoff(attempt - 1)
+                    }
+                },
+            };
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = self.sweep_now.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Deletes the records of leases that ended more than the retention ago and whose
+    /// credential is gone, every prune interval (the first one an interval after
+    /// start-up). A failure is logged and tried again next time.
+    pub(crate) async fn prune_loop(&self, housekeeping: Housekeeping) {
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(housekeeping.prune_interval) => {}
+            }
+            let ended_by = Timestamp::from_system(
+                std::time::SystemTime::now()
+                    .checked_sub(housekeeping.retention)
+                    .unwrap_or(std::time::UNIX_EPOCH),
+            );
+            match self.store.prune_leases(ended_by).await {
+                Ok(0) => {}
+                Ok(pruned) => {
+                    tracing::info!(pruned, ended_by = %ended_by, "pruned the records of ended leases")
+                }
+                Err(error) => tracing::warn!(%error, "pruning ended leases failed"),
+            }
+        }
+    }
+
+    /// Removes expired and used-up enrollment tickets at start-up and every
+    /// [`SWEEP_INTERVAL`], so the ticket table holds only tickets that can be redeemed.
+    pub(crate) async fn ticket_prune_loop(&self) {
+        loop {
+            if let Err(error) = self.prune_tickets().await {
+                tracing::warn!(%error, "pruning tickets failed");
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(SWEEP_INTERVAL) => {}
+            }
+        }
+    }
+}

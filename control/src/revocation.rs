@@ -1,0 +1,152 @@
+//! Revoking a lease's credential: once (recorded as removed only after InfluxDB
+//! confirmed), until done (retrying with capped backoff, never giving up while the
+//! control runs), and at once for `lease revoke` and `member delete`.
+
+use std::sync::Arc;
+
+use leasehold_channel::PublicIdentity;
+use leasehold_protocol::{LeaseStatus, Timestamp};
+use tracing::Instrument;
+
+use crate::control::Control;
+use crate::error::ControlError;
+use crate::lease::status;
+use crate::revoker;
+use crate::store::{Store, StoredLease};
+
+impl<S: Store> Control<S> {
+    /// Logs a failed revocation attempt: at ERROR, counted, when InfluxDB refused the
+    /// add-on's admin credential (retrying cannot help until an operator fixes it); at
+    /// WARN otherwise.
+    pub(crate) fn revocation_failed(
+        &self,
+        id: &str,
+        error: &ControlError,
+        attempt: u32,
+        what: &str,
+    ) {
+        if let ControlError::Backend(crate::backend::BackendError::CredentialRefused(_)) = error {
+            let refused_total = self
+                .revocations_refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1;
+            tracing::error!(
+                lease.id = %id,
+                %error,
+                attempt,
+                revocations_refused_total = refused_total,
+                "{what}: InfluxDB refused the add-on's admin credential, so the lease's \
+                 credential stays in InfluxDB; fix the add-on (leasehold addon configure) \
+                 and the retries will remove it"
+            );
+        } else {
+            tracing::warn!(lease.id = %id, %error, attempt, "{what}; retrying");
+        }
+    }
+
+    /// One task per lease due: a revocation that retries while InfluxDB is down must
+    /// not hold up the others (nor the queue, which only hands out ids).
+    pub(crate) fn revoke_in_background(self: Arc<Self>, id: String) {
+        let control = self.clone();
+        let span = tracing::info_span!("lease", lease.id = %id);
+        self.tasks
+            .spawn(async move { control.revoke_until_done(&id).await }.instrument(span));
+    }
+
+    /// Removes lease `id`'s credential from InfluxDB, retrying with capped backoff
+    /// until it succeeds or the control shuts down (the next start re-arms it).
+    pub(crate) async fn revoke_until_done(&self, id: &str) {
+        // No give-up: a credential left in InfluxDB past its lease is the failure the
+        // control exists to prevent, so it retries (capped at a few seconds) until
+        // InfluxDB answers or the control stops; the next start re-arms it.
+        let mut attempt = 0;
+        loop {
+            match self.revoke_once(id).await {
+                Ok(()) => return,
+                Err(error) => self.revocation_failed(id, &error, attempt, "revocation failed"),
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(revoker::backoff(attempt)) => {}
+            }
+            attempt = attempt.saturating_add(1);
+        }
+    }
+
+    /// One attempt at removing lease `id`'s credential; records success in the store.
+    pub(crate) async fn revoke_once(&self, id: &str) -> Result<(), ControlError> {
+        let Some(mut lease) = self.store.lease(id.to_owned()).await? else {
+            return Ok(());
+        };
+        if lease.removed {
+            return Ok(());
+        }
+        // Where it was issued, with the credential that issued it.
+        let issuer = self.issuer_of(&lease).await?;
+        if lease.issued {
+            issuer.backend.revoke(&lease.credential_id).await?;
+        } else {
+            // An intent whose outcome was never recorded: InfluxDB may or may not
+            // have created the credential; remove it by the name it would carry.
+            issuer
+                .backend
+                .revoke_unrecorded(&lease.id, lease.expires_at)
+                .await?;
+        }
+        // Recorded only once InfluxDB confirmed: dying before this line repeats the
+        // removal at the next start, which "already gone" makes harmless.
+        lease.removed = true;
+        self.store.put_lease(lease.clone()).await?;
+        // An earlier configuration may now be owed nothing; one coalesced check.
+        if !self.is_current(&issuer.id) {
+            self.forget_now.notify_one();
+        }
+        let reason = crate::lease::removal_reason(&lease);
+        tracing::info!(
+            lease.id = %lease.id,
+            identity = %lease.member,
+            expires_at = %lease.expires_at,
+            reason,
+            "lease credential removed from InfluxDB"
+        );
+        Ok(())
+    }
+
+    /// Marks lease `lease` revoked now and removes its credential, retrying in the
+    /// background if InfluxDB does not answer at once.
+    pub(crate) async fn revoke_now(
+        self: &Arc<Self>,
+        mut lease: StoredLease,
+        by: PublicIdentity,
+    ) -> Result<StoredLease, ControlError> {
+        let now = Timestamp::now();
+        // Only an active lease gets a revocation time: revoking an expired or revoked
+        // one again changes nothing but still finishes a removal left owed.
+        if status(&lease, now) == LeaseStatus::Active {
+            lease.revoked_at = Some(now);
+            self.store.put_lease(lease.clone()).await?;
+            self.live.release(lease.member, &lease.id, lease.expires_at);
+            // The member's name beside its id, for the operator reading the log (none
+            // once the member is deleted).
+            let name = match self.store.member(lease.member).await {
+                Ok(Some(member)) => member.name,
+                _ => "-".to_owned(),
+            };
+            tracing::info!(lease.id = %lease.id, identity = %lease.member, %name, by = %by, "lease revoked");
+        }
+        if !lease.removed {
+            if let Err(error) = self.revoke_once(&lease.id).await {
+                self.revocation_failed(
+                    &lease.id,
+                    &error,
+                    0,
+                    "immediate revocation failed (continuing in the background)",
+                );
+                self.clone().revoke_in_background(lease.id.clone());
+            } else {
+                lease.removed = true;
+            }
+        }
+        Ok(lease)
+    }
+}
