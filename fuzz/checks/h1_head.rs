@@ -34,7 +34,7 @@ pub fn check(data: &[u8]) {
     let Some((&mode, input)) = data.split_first() else {
         return;
     };
-    if mode % 2 == 0 {
+    if mode.is_multiple_of(2) {
         check_request(input);
     } else {
         check_response(input, mode & 2 != 0);
@@ -117,7 +117,7 @@ fn check_response(input: &[u8], head_request: bool) {
     };
     assert!(response.len <= input.len());
     assert!((200..1000).contains(&response.status));
-    let close_client = input.len() % 2 == 0;
+    let close_client = input.len().is_multiple_of(2);
     let mut out = Vec::new();
     response.write_client(close_client, &mut out);
     let mut headers = [httparse::EMPTY_HEADER; 128];

@@ -11,18 +11,21 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::*;
 
+/// Each request the raw upstream read: its head, and its body (decoded).
+type Recorded = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// An upstream on raw TCP that records each request (head and decoded body) and
 /// answers with `answer` (the same bytes for every request).
 struct RawUpstream {
     url: String,
-    requests: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    requests: Recorded,
 }
 
 impl RawUpstream {
     async fn start(answer: &'static [u8]) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let requests = Arc::new(Mutex::new(Vec::new()));
+        let requests: Recorded = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::clone(&requests);
         tokio::spawn(async move {
             loop {
