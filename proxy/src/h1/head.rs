@@ -346,16 +346,16 @@ pub fn parse_response<'h, 'b>(
     head_request: bool,
 ) -> Result<ParsedResponse<'h, 'b>, BadResponse> {
     let mut response = httparse::Response::new(&mut []);
-    // hyper's client settings: obs-fold and spaces after names tolerated in responses.
-    let mut config = ParserConfig::default();
-    config
-        .allow_obsolete_multiline_headers_in_responses(true)
-        .allow_spaces_after_header_name_in_responses(true);
-    let len = match config.parse_response_with_uninit_headers(&mut response, buf, slots) {
-        Ok(Status::Complete(len)) => len,
-        Ok(Status::Partial) => return Ok(ParsedResponse::Partial),
-        Err(_) => return Err(BadResponse::Malformed),
-    };
+    // hyper's client settings: the defaults, so obs-fold and a space before a colon are
+    // refused in responses too (copied through, a folded value would put a line break
+    // in the client's head).
+    let len =
+        match ParserConfig::default().parse_response_with_uninit_headers(&mut response, buf, slots)
+        {
+            Ok(Status::Complete(len)) => len,
+            Ok(Status::Partial) => return Ok(ParsedResponse::Partial),
+            Err(_) => return Err(BadResponse::Malformed),
+        };
     let (Some(version), Some(status)) = (response.version, response.code) else {
         return Err(BadResponse::Malformed);
     };
@@ -689,6 +689,18 @@ mod tests {
         assert_eq!(
             framing(b"HTTP/1.1 101 Switching\r\n\r\n", false),
             Err(BadResponse::Upgrade)
+        );
+        // Found by fuzzing: a folded value must not reach the client's head.
+        assert_eq!(
+            framing(
+                b"HTTP/1.1 200 OK\r\nx-a: 1\r\n connection: close\r\n\r\n",
+                false
+            ),
+            Err(BadResponse::Malformed)
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\ncontent-length : 1\r\n\r\n", false),
+            Err(BadResponse::Malformed)
         );
         let mut slots = header_slots();
         assert!(matches!(
