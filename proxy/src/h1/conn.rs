@@ -327,6 +327,26 @@ where
         }
         let started = Instant::now();
         if let Err(error) = self.send_request(prepared.framing).await {
+            // An upstream that stops reading a body it refuses (InfluxDB's 413 for an
+            // oversized write) answers first and then closes: that answer is what the
+            // client gets, with the connection closed after it (the body's rest unread).
+            if matches!(error, SendFail::Upstream(_)) {
+                let last = Prepared {
+                    client_close: true,
+                    ..prepared
+                };
+                let answered =
+                    tokio::time::timeout(DRAIN_TIME, self.relay_response(&last, started)).await;
+                if let Ok(Ok(_)) = answered {
+                    debug!(error = %error, "the upstream answered before reading the whole body");
+                    self.upstream = None;
+                    return Next::Close;
+                }
+                if let Ok(Err(RelayFail::Broken)) = answered {
+                    self.upstream = None;
+                    return Next::Close;
+                }
+            }
             // The rest of the body is unknown: nothing more can be read on either side.
             self.upstream = None;
             let unreachable = false;

@@ -358,3 +358,62 @@ async fn a_head_request_gets_its_length_and_no_body() {
     );
     assert!(answer.ends_with("\r\n\r\n"), "{answer}");
 }
+
+#[tokio::test]
+async fn an_upstream_that_refuses_a_body_midway_has_its_answer_delivered() {
+    // Reads the head, answers 413 at once and hangs up (as InfluxDB does for a body over
+    // its limit), never reading the body.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    if fill(&mut stream, &mut buf).await.is_none() {
+                        return;
+                    }
+                }
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 413 Request Entity Too Large\r\ncontent-length: 9\r\n\
+                          connection: close\r\n\r\ntoo large",
+                    )
+                    .await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    let proxy = Proxy::with_token(config(), &url).await;
+    let stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    const LEN: usize = 32 * 1024 * 1024;
+    let sender = tokio::spawn(async move {
+        let head = format!(
+            "POST /write?db=x HTTP/1.1\r\nhost: localhost\r\ncontent-length: {LEN}\r\n\r\n"
+        );
+        writer.write_all(head.as_bytes()).await.ok()?;
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..LEN / chunk.len() {
+            writer.write_all(&chunk).await.ok()?;
+        }
+        Some(())
+    });
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 4096];
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            match reader.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await
+    .expect("the proxy answers and closes");
+    let answer = String::from_utf8_lossy(&seen);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.ends_with("too large"), "{answer}");
+    sender.abort();
+}
