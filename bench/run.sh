@@ -445,7 +445,7 @@ fi
 declare -A INSTR=()
 N1=1000 N2=6000
 instructions() { # CONTENDER: sets INSTR[CONTENDER]
-  local c=$1 n ir=() pid cmd
+  local c=$1 n ir=() served=() pid cmd count
   for n in $N1 $N2; do
     case $c in
       leasehold) cmd=(env LEASEHOLD_HOME="$HOME1" "$LEASEHOLD" proxy --identity bench
@@ -461,12 +461,21 @@ instructions() { # CONTENDER: sets INSTR[CONTENDER]
     if [ "$c" = leasehold ]; then wait_ok "http://127.0.0.1:$P_LH_ADMIN/readyz" 3000; else wait_port "${PORT[$c]}" 3000; fi
     BENCH_PATH=$WRITE_PATH BENCH_BODY=$SMALL BENCH_LIMIT=$n taskset -c "$GEN_CPU" \
       wrk -t1 -c"$SMALL_CONNS" -d20s -s "$HERE/wrk/count.lua" "http://127.0.0.1:${PORT[$c]}" >"$WORK/cg-$c.$n.wrk" 2>&1
-    grep -q "RESULT requests=$n errors=0" "$WORK/cg-$c.$n.wrk" ||
-      die "$c under callgrind: not exactly $n clean answers (see $WORK/cg-$c.$n.wrk)"
+    # wrk stops after the event-loop pass in which the Nth answer came, so a proxy that
+    # answers several connections in one burst is counted a few answers past N.
+    count=$(sed -n 's/^RESULT requests=\([0-9]*\) errors=0$/\1/p' "$WORK/cg-$c.$n.wrk")
+    [ "${count:-0}" -ge "$n" ] ||
+      die "$c under callgrind: not $n clean answers (see $WORK/cg-$c.$n.wrk)"
+    # leasehold counts what it served (answers wrk stopped waiting for included).
+    if [ "$c" = leasehold ]; then
+      count=$(curl -fsS "http://127.0.0.1:$P_LH_ADMIN/metrics" |
+        awk '/^leasehold_proxy_requests_total/ {n += $2} END {print n}')
+    fi
     stop "$pid"
     ir+=("$(awk '/^(summary|totals):/ {print $2; exit}' "$WORK/cg-$c.$n")")
+    served+=("$count")
   done
-  INSTR[$c]=$(( (ir[1] - ir[0]) / (N2 - N1) ))
+  INSTR[$c]=$(( (ir[1] - ir[0]) / (served[1] - served[0]) ))
   log "$c: ${INSTR[$c]} user-space instructions per request"
 }
 if [ "$INSTRUCTIONS" = 1 ]; then

@@ -118,20 +118,35 @@ impl BrowserPolicy {
             Some(value) => Some(value.as_bytes()),
             None => uri.authority().map(|a| a.as_str().as_bytes()),
         };
+        self.judge(
+            host,
+            headers.get(ORIGIN),
+            headers.get(&SEC_FETCH_SITE).map(HeaderValue::as_bytes),
+        )
+    }
+
+    /// [`Self::check`] on the raw values of `Host`, `Origin` and `Sec-Fetch-Site` (the
+    /// HTTP/1 fast path's, which builds no `HeaderMap`).
+    pub fn judge(
+        &self,
+        host: Option<&[u8]>,
+        origin: Option<&HeaderValue>,
+        sec_fetch_site: Option<&[u8]>,
+    ) -> Verdict {
         // HTTP/1.0 may have no Host at all; browsers always send one.
         if let Some(host) = host
             && !self.host_allowed(host)
         {
             return Verdict::Refused(Refusal::Host);
         }
-        if let Some(origin) = headers.get(ORIGIN) {
+        if let Some(origin) = origin {
             return if self.origin_allowed(origin) {
                 Verdict::AllowedOrigin
             } else {
                 Verdict::Refused(Refusal::Origin)
             };
         }
-        match headers.get(&SEC_FETCH_SITE).map(HeaderValue::as_bytes) {
+        match sec_fetch_site {
             None | Some(b"none" | b"same-origin") => Verdict::Allowed,
             Some(_) => Verdict::Refused(Refusal::Origin),
         }

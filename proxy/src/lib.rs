@@ -17,8 +17,10 @@
 //! - `forward.rs`: the request path; `responses.rs`: the proxy's own InfluxDB-style errors;
 //!   `drain.rs`: leaving the connection usable after them; `timed_body.rs`: a request
 //!   body that fails when the client stops sending it.
-//! - `dedicated.rs`: each client connection's own upstream HTTP/1 connection, the fast
-//!   path to plain `http://` upstreams.
+//! - [`h1`]: the HTTP/1 fast path (plain `http://` upstreams, common-case heads): its own
+//!   head parser and chunked decoder, one task per connection; hyper takes the rest.
+//! - `dedicated.rs`: each client connection's own upstream HTTP/1 connection, for
+//!   requests hyper serves (after a hand-off from the fast path).
 //! - `connector.rs` and `tls.rs`: connecting upstream, the pooled HTTP/1.1 + HTTP/2
 //!   client (TLS upstreams, HTTP/2 clients) and its trust roots.
 //! - `server.rs`: accept loops, connection limit, graceful drain; `lobby.rs`: where new
@@ -63,6 +65,7 @@ pub mod credential;
 mod dedicated;
 mod drain;
 mod forward;
+pub mod h1;
 mod idle;
 mod liveness;
 mod lobby;

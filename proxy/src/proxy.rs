@@ -28,6 +28,7 @@ use crate::buffer::Buffer;
 use crate::config::{ListenAddr, ValidConfig};
 use crate::error::ProxyError;
 use crate::forward::{ConnectionState, Shared};
+use crate::h1::FastPath;
 use crate::metrics::Metrics;
 use crate::refresher::Refresher;
 use crate::server::{Server, http_builder};
@@ -143,6 +144,18 @@ pub fn start_on<S: LeaseSource>(
     });
     let ready = store.subscribe_ready();
     let builder = Arc::new(http_builder(&config));
+    // The HTTP/1 fast path (`h1/`), for direct upstreams. Store and forward reads write
+    // bodies whole, and the outlet's transport has its own tests on hyper's path: both
+    // keep hyper for every request.
+    let fast = (config.buffer.is_none() && config.outlet.is_none()).then(|| {
+        Arc::new(FastPath {
+            shared: Arc::clone(&shared),
+            dial: shared.plain.clone(),
+            max_head: config.max_header_bytes,
+            header_read_timeout: config.header_read_timeout,
+            idle_timeout: config.idle_timeout,
+        })
+    });
 
     // One accept loop per listener; all share the connection limit.
     let limit = Arc::new(Semaphore::new(config.max_connections));
@@ -164,6 +177,7 @@ pub fn start_on<S: LeaseSource>(
                 metrics: Arc::clone(&metrics),
                 first_byte_timeout: config.first_byte_timeout,
                 idle_timeout: config.idle_timeout,
+                fast: fast.clone(),
             }
         })
         .collect();
@@ -184,6 +198,7 @@ pub fn start_on<S: LeaseSource>(
                 metrics: Arc::clone(&metrics),
                 first_byte_timeout: config.first_byte_timeout,
                 idle_timeout: config.idle_timeout,
+                fast: None,
             }
         })
         .collect();

@@ -49,11 +49,7 @@ struct ErrorBody<'a> {
 
 /// An InfluxDB-style JSON error response.
 pub fn error(status: StatusCode, code: ErrorCode, message: &str) -> Response<ProxyBody> {
-    let body = serde_json::to_vec(&ErrorBody {
-        code: code.as_str(),
-        message,
-    })
-    .expect("error bodies serialize");
+    let body = error_body(code, message);
     let mut response = Response::new(Either::Right(Full::new(Bytes::from(body))));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -61,6 +57,16 @@ pub fn error(status: StatusCode, code: ErrorCode, message: &str) -> Response<Pro
         HeaderValue::from_static("application/json; charset=utf-8"),
     );
     response
+}
+
+/// The JSON body of an InfluxDB-style error (`Content-Type: application/json;
+/// charset=utf-8`).
+pub fn error_body(code: ErrorCode, message: &str) -> Vec<u8> {
+    serde_json::to_vec(&ErrorBody {
+        code: code.as_str(),
+        message,
+    })
+    .expect("error bodies serialize")
 }
 
 /// `503` while the proxy holds no valid credential.

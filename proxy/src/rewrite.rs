@@ -113,7 +113,7 @@ fn is_builtin_token(token: &str) -> bool {
 /// `db=x;u=me` must lose its `u` as surely as `db=x&u=me`. Kept pairs keep the separator
 /// that preceded them.
 pub fn strip_credential_params(query: &str) -> Option<String> {
-    if !query_pairs(query).any(is_credential_param) {
+    if !has_credential_param(query) {
         return None;
     }
     let mut out = String::with_capacity(query.len());
@@ -126,6 +126,26 @@ pub fn strip_credential_params(query: &str) -> Option<String> {
         out.push_str(pair);
     }
     Some(out)
+}
+
+/// Whether a pair of `query` is a credential: `query_pairs(query).any(is_credential_param)`
+/// in one pass over the bytes, a key looked at only when it starts with `u`, `p` or `%`.
+/// Runs on every request with a query; the iterator version (a two-character split
+/// pattern) was ~600 instructions for `db=telemetry&precision=s`.
+fn has_credential_param(query: &str) -> bool {
+    let bytes = query.as_bytes();
+    let mut start = 0;
+    while start < bytes.len() {
+        let end = bytes[start..]
+            .iter()
+            .position(|&b| b == b'&' || b == b';')
+            .map_or(bytes.len(), |at| start + at);
+        if matches!(bytes[start], b'u' | b'p' | b'%') && is_credential_param(&query[start..end]) {
+            return true;
+        }
+        start = end + 1;
+    }
+    false
 }
 
 /// The `key=value` pairs of a query, split on `&` and `;`.
@@ -150,6 +170,22 @@ mod tests {
     use http::header::HOST;
 
     use super::*;
+
+    #[test]
+    fn the_byte_scan_finds_what_the_pairs_hold() {
+        for (query, has) in [
+            ("", false),
+            ("db=x", false),
+            ("u=a", true),
+            ("db=x&p", true),
+            ("db=x;%75=a", true),
+            ("up=1&pu=2&%7=3", false),
+            ("&&u", true),
+            ("a&", false),
+        ] {
+            assert_eq!(has_credential_param(query), has, "{query}");
+        }
+    }
 
     #[test]
     fn queries_without_credentials_are_left_alone() {
@@ -249,6 +285,7 @@ mod tests {
         #[test]
         fn stripped_queries_never_hold_credentials(pairs in proptest::collection::vec(("[a-z%0-9]{0,3}", "[a-z0-9]{0,3}", "[&;]"), 0..8)) {
             let query: String = pairs.iter().map(|(k, v, sep)| format!("{k}={v}{sep}")).collect();
+            prop_assert_eq!(has_credential_param(&query), query_pairs(&query).any(is_credential_param));
             let out = strip_credential_params(&query);
             let kept = out.as_deref().unwrap_or(&query);
             prop_assert!(!query_pairs(kept).any(is_credential_param));

@@ -30,7 +30,8 @@ use hyper::body::{Body, Incoming};
 use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +39,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, debug_span, warn};
 
 use crate::config::Config;
+use crate::connector::PlainConnector;
+use crate::h1::{FastPath, Rewind, Served};
 use crate::idle::{Activity, Tracked};
 use crate::lobby::Lobby;
 use crate::metrics::Metrics;
@@ -86,6 +89,9 @@ pub struct Server<F> {
     pub first_byte_timeout: Duration,
     /// How long a connection may move no byte before it is closed gracefully.
     pub idle_timeout: Duration,
+    /// The HTTP/1 fast path (`h1/`), which serves a connection until it sends something
+    /// for hyper; `None`: hyper serves every connection.
+    pub fast: Option<Arc<FastPath<PlainConnector>>>,
 }
 
 impl<F, S, B> Server<F>
@@ -147,6 +153,7 @@ where
             let limit = Arc::clone(&self.limit);
             let metrics = Arc::clone(&self.metrics);
             let service = (self.new_service)();
+            let fast = self.fast.clone();
             let shutdown = shutdown.clone();
             let deadline = deadline.clone();
             let (name, first_byte_timeout, idle_timeout) =
@@ -184,6 +191,15 @@ where
                         metrics.connection_rejected();
                         return;
                     };
+                    let mut stream = stream;
+                    let prefix = match fast {
+                        Some(fast) => match fast.serve(&mut stream, &shutdown, &deadline).await {
+                            Served::Closed => return,
+                            Served::Handoff(prefix) => prefix,
+                        },
+                        None => bytes::BytesMut::new(),
+                    };
+                    let stream = Rewind::new(prefix, stream);
                     serve(builder, stream, service, idle_timeout, shutdown, deadline).await;
                 }
                 .instrument(span),
@@ -195,14 +211,15 @@ where
 
 /// Serves one connection until it ends, goes quiet for `idle_timeout` (then gracefully),
 /// or shutdown (gracefully, then by force at `deadline`).
-async fn serve<S, B>(
+async fn serve<I, S, B>(
     builder: Arc<auto::Builder<TokioExecutor>>,
-    stream: TcpStream,
+    stream: I,
     service: S,
     idle_timeout: Duration,
     shutdown: CancellationToken,
     deadline: CancellationToken,
 ) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Send
         + Sync

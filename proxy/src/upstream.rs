@@ -6,6 +6,7 @@
 //! scheme and authority are reference-counted clones, and the path is reused untouched
 //! unless a base path has to be prefixed or credentials stripped from the query.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use bytes::Bytes;
@@ -137,7 +138,20 @@ impl Upstream {
     }
 
     fn map_path(&self, pq: PathAndQuery) -> Result<PathAndQuery, TargetError> {
-        let path = pq.path();
+        match self.map_target(pq.as_str())? {
+            Cow::Borrowed(_) => Ok(pq),
+            Cow::Owned(out) => PathAndQuery::from_maybe_shared(Bytes::from(out))
+                .map_err(|_| TargetError::NotOriginForm),
+        }
+    }
+
+    /// [`Self::target_path`] on a target's text (the HTTP/1 fast path's, which has no
+    /// `PathAndQuery`): borrowed unless a base path is prefixed or credentials stripped.
+    pub fn map_target<'a>(&self, target: &'a str) -> Result<Cow<'a, str>, TargetError> {
+        let (path, query) = match target.find('?') {
+            Some(at) => (&target[..at], Some(&target[at + 1..])),
+            None => (target, None),
+        };
         if !path.starts_with('/') {
             return Err(TargetError::NotOriginForm);
         }
@@ -145,14 +159,14 @@ impl Upstream {
         if self.base_path.is_some() && has_dot_segment(path) {
             return Err(TargetError::DotSegment);
         }
-        let stripped = pq.query().and_then(rewrite::strip_credential_params);
+        let stripped = query.and_then(rewrite::strip_credential_params);
         if self.base_path.is_none() && stripped.is_none() {
-            return Ok(pq);
+            return Ok(Cow::Borrowed(target));
         }
         let base = self.base_path.as_deref().unwrap_or("");
         let query = match &stripped {
             Some(q) => q.as_str(),
-            None => pq.query().unwrap_or(""),
+            None => query.unwrap_or(""),
         };
         let mut out = String::with_capacity(base.len() + path.len() + 1 + query.len());
         out.push_str(base);
@@ -161,7 +175,7 @@ impl Upstream {
             out.push('?');
             out.push_str(query);
         }
-        PathAndQuery::from_maybe_shared(Bytes::from(out)).map_err(|_| TargetError::NotOriginForm)
+        Ok(Cow::Owned(out))
     }
 }
 

@@ -27,3 +27,19 @@ fn the_seeds_include_records_the_decoder_accepts() {
         .count();
     assert!(accepted >= 2, "{accepted} accepted seeds");
 }
+
+#[path = "../../fuzz/checks/h1_head.rs"]
+mod h1_head;
+
+#[path = "../../fuzz/checks/chunked_decoder.rs"]
+mod chunked_decoder;
+
+#[test]
+fn h1_head_corpus() {
+    replay("h1_head", h1_head::check);
+}
+
+#[test]
+fn chunked_decoder_corpus() {
+    replay("chunked_decoder", chunked_decoder::check);
+}

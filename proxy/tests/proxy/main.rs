@@ -5,6 +5,7 @@
 mod admin;
 mod browser;
 mod forwarding;
+mod framing;
 mod limits;
 mod own_answers;
 mod paths;
