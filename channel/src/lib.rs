@@ -4,12 +4,14 @@
 //! - [`ticket`]: the one-line enrollment ticket a control hands out.
 //! - [`frame`], [`handshake`] and [`session`]: the Noise secure channel as a pure state
 //!   machine — bytes in, bytes out, no I/O — so every step is testable without sockets.
+//!   (`cipher.rs`: the transport cipher, in place.)
 //! - [`conn`]: the thin tokio shell that moves those bytes over a stream.
 //! - [`membership`]: the signed, short-lived proof of membership an outlet checks.
 //! - [`protocol`] and [`client`]: the typed, versioned request/response layer on top.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod cipher;
 pub mod client;
 pub mod conn;
 pub mod duration;
