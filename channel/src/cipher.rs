@@ -5,8 +5,14 @@
 //! there, so every byte of a bulk transfer was copied once more at each end, and the
 //! plaintext had to sit in a buffer of its own first. The outlet tunnel moves whole
 //! InfluxDB batches, so the session now keeps the two keys snow's handshake produced
-//! (its `split`, taken with `dangerously_get_raw_split`) and runs the same cipher on the
+//! (its `split`, taken with `dangerously_get_raw_split`) and runs the cipher on the
 //! caller's buffer directly. The handshake itself stays snow's.
+//!
+//! **Why ring.** The cipher is ring's ChaCha20-Poly1305 (assembly, already built for
+//! rustls), measured at about twice the speed of the pure-Rust one snow uses; a 1 MiB
+//! batch is sealed once and opened once on its way to InfluxDB, so this is most of the
+//! outlet path's CPU. ring keeps no key between calls here: a key object is made per
+//! message from the zeroizing copy, as snow did.
 //!
 //! This is Noise's `CipherState` (specification §5.1) for `ChaChaPoly` and nothing
 //! more: the 96-bit nonce is 32 zero bits then the 64-bit counter, little-endian; the
@@ -15,8 +21,7 @@
 //! A test seals with this state and opens with snow's transport (and back), across
 //! rekeys, so both stay the same protocol.
 
-use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-use chacha20poly1305::{ChaCha20Poly1305, Tag};
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, Tag, UnboundKey};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::ChannelError;
@@ -43,8 +48,11 @@ impl CipherState {
         state
     }
 
-    fn aead(&self) -> ChaCha20Poly1305 {
-        ChaCha20Poly1305::new((&*self.key).into())
+    fn aead(&self) -> LessSafeKey {
+        // Cannot fail: the key has the algorithm's length.
+        LessSafeKey::new(
+            UnboundKey::new(&CHACHA20_POLY1305, &*self.key).expect("a 32-byte ChaCha20 key"),
+        )
     }
 
     /// Encrypts `buf` in place with the next nonce; returns the tag.
@@ -52,18 +60,27 @@ impl CipherState {
         let nonce = self.next_nonce()?;
         let tag = self
             .aead()
-            .encrypt_in_place_detached(&nonce.into(), &[], buf)
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), buf)
             .map_err(|_| ChannelError::Decrypt)?;
-        Ok(tag.into())
+        let mut out = [0u8; TAG_LEN];
+        out.copy_from_slice(tag.as_ref());
+        Ok(out)
     }
 
     /// Decrypts `buf` in place with the next nonce, if `tag` authenticates it. On
     /// failure `buf` holds garbage and the caller must give the session up.
     pub(crate) fn decrypt(&mut self, buf: &mut [u8], tag: &[u8]) -> Result<(), ChannelError> {
         let nonce = self.next_nonce()?;
-        let tag = Tag::from_slice(tag);
+        let tag = Tag::try_from(tag).map_err(|_| ChannelError::Decrypt)?;
         self.aead()
-            .decrypt_in_place_detached(&nonce.into(), &[], buf, tag)
+            .open_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::empty(),
+                tag,
+                buf,
+                0..,
+            )
+            .map(|_| ())
             .map_err(|_| ChannelError::Decrypt)
     }
 
@@ -72,9 +89,11 @@ impl CipherState {
     pub(crate) fn rekey(&mut self) {
         let mut next = [0u8; KEY_LEN];
         // Cannot fail: the buffer is far below ChaCha20's limit.
-        let _ =
-            self.aead()
-                .encrypt_in_place_detached(&nonce_bytes(u64::MAX).into(), &[], &mut next);
+        let _ = self.aead().seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(nonce_bytes(u64::MAX)),
+            Aad::empty(),
+            &mut next,
+        );
         self.key.copy_from_slice(&next);
         next.zeroize();
     }

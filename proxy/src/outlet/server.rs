@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::admin;
-use super::stream::{ChannelStream, Hooks, READ_MAX};
+use super::stream::{ChannelStream, Hooks};
 use super::tunnel::{CHUNK, MAX_MESSAGE, MEMBERSHIP, REFUSED, TunnelError};
 
 /// Outlet settings as given by the CLI.
@@ -363,9 +363,9 @@ async fn serve(shared: &Arc<Shared>, stream: TcpStream, peer_addr: SocketAddr) {
     }
 }
 
-/// Bytes read from the channel before they are written to InfluxDB in one go: several
+/// Bytes read from the channel before they are written to InfluxDB in one go: two
 /// full frames, so a large batch costs few system calls.
-const RELAY_DOWN: usize = READ_MAX;
+const RELAY_DOWN: usize = 128 << 10;
 
 /// Moves bytes both ways until both directions ended. Each direction half-closes the
 /// other side when its source ends (`END` from the sidecar, FIN from InfluxDB). The

@@ -349,6 +349,101 @@ fn into_io(error: TunnelError) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use leasehold_channel::Identity;
+    use leasehold_channel::conn::{Channel, HANDSHAKE_TIMEOUT};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    struct NoHooks;
+
+    impl Hooks for NoHooks {
+        fn control(&mut self, tag: u8, _: &[u8]) -> Result<(), TunnelError> {
+            Err(TunnelError::Unexpected(tag))
+        }
+
+        fn poll_renewal(&mut self, _: &mut Context<'_>) -> Poll<Option<String>> {
+            Poll::Pending
+        }
+    }
+
+    type Stream = ChannelStream<DuplexStream, NoHooks>;
+
+    /// Two ends of a channel over an in-memory pipe smaller than a frame, so both ends
+    /// see partial frames and full buffers.
+    async fn pair() -> (Stream, Stream) {
+        let (a, b) = tokio::io::duplex(40 << 10);
+        let (client, server) = (Identity::generate(), Identity::generate());
+        let pin = server.public();
+        let accepting =
+            tokio::spawn(async move { Channel::accept(b, &server, HANDSHAKE_TIMEOUT).await });
+        let channel = Channel::connect(a, &client, &pin, HANDSHAKE_TIMEOUT)
+            .await
+            .unwrap();
+        let (io, session, received, queued) = channel.into_parts();
+        let mut client = ChannelStream::new(io, session, received, queued, NoHooks);
+        // The proof queued by the handshake completes the other side's accept.
+        client.flush().await.unwrap();
+        let (io, session, received, _) = accepting.await.unwrap().unwrap().into_parts();
+        (
+            client,
+            ChannelStream::new(io, session, received, Vec::new(), NoHooks),
+        )
+    }
+
+    #[tokio::test]
+    async fn large_transfers_both_ways_then_an_authenticated_end() {
+        let (mut client, mut server) = pair().await;
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let small = b"HTTP/1.1 204 No Content\r\n\r\n".repeat(100);
+        let (client_side, server_side) = tokio::join!(
+            async {
+                // Vectored, as hyper writes a head and a body.
+                let mut rest = &big[..];
+                while !rest.is_empty() {
+                    let (head, body) = rest.split_at(rest.len().min(1000));
+                    let body = &body[..body.len().min(200_000)];
+                    let n = client
+                        .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
+                        .await?;
+                    rest = &rest[n..];
+                }
+                client.shutdown().await?;
+                let mut answer = Vec::new();
+                client.read_to_end(&mut answer).await?;
+                Ok::<_, io::Error>(answer)
+            },
+            async {
+                let mut got = Vec::new();
+                server.read_to_end(&mut got).await?;
+                server.write_all(&small).await?;
+                server.shutdown().await?;
+                Ok::<_, io::Error>(got)
+            }
+        );
+        assert_eq!(server_side.unwrap(), big);
+        assert_eq!(client_side.unwrap(), small);
+        assert!(server.inbox.len() <= READ_MAX);
+    }
+
+    #[tokio::test]
+    async fn a_bare_close_is_an_error_not_an_end() {
+        let (mut client, mut server) = pair().await;
+        client.write_all(b"partial request").await.unwrap();
+        client.flush().await.unwrap();
+        drop(client);
+        let mut got = Vec::new();
+        let error = server.read_to_end(&mut got).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(got, b"partial request");
+    }
+
+    #[tokio::test]
+    async fn an_unexpected_control_message_ends_the_stream() {
+        let (mut client, mut server) = pair().await;
+        client.queue(MEMBERSHIP, b"not for you").unwrap();
+        client.flush().await.unwrap();
+        let mut buf = [0u8; 16];
+        assert!(server.read(&mut buf).await.is_err());
+    }
 
     #[test]
     fn slices_are_taken_across_their_boundaries() {
