@@ -363,9 +363,10 @@ async fn serve(shared: &Arc<Shared>, stream: TcpStream, peer_addr: SocketAddr) {
     }
 }
 
-/// Bytes read from the channel before they are written to InfluxDB in one go: two
-/// full frames, so a large batch costs few system calls.
-const RELAY_DOWN: usize = 128 << 10;
+/// Bytes read from the channel before they are written to InfluxDB in one go: a full
+/// frame's data. Larger buffers (up to 256 KiB) measured no faster and cost more CPU
+/// per batch (cache misses with several batches in flight).
+const RELAY_DOWN: usize = 64 << 10;
 
 /// Moves bytes both ways until both directions ended. Each direction half-closes the
 /// other side when its source ends (`END` from the sidecar, FIN from InfluxDB). The
