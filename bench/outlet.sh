@@ -8,7 +8,8 @@
 # chain (proxy, plus the outlet or both stunnels); the sink and wrk share core
 # BENCH_GEN_CPU, the chain gets BENCH_PROXY_CPU.
 #
-#   bench/outlet.sh        # release builds; BENCH_SECONDS (5), BENCH_ROUNDS (3)
+#   bench/outlet.sh        # release builds; BENCH_SECONDS (5), BENCH_ROUNDS (3),
+#                          # BENCH_BATCH_CONNECTIONS (8)
 #
 # Needs: wrk stunnel4 openssl curl taskset gzip awk. See BENCHMARKS.md ("Outlet").
 set -euo pipefail
@@ -180,7 +181,7 @@ measure() { # SCENARIO ROUND CONTENDER BODY GZIP CONNECTIONS
 for c in direct outlet stunnel; do wrk_load "${PORT[$c]}" "$SMALL" 0 64 1 >/dev/null; done
 for round in $(seq "$ROUNDS"); do
   for c in direct outlet stunnel; do measure small "$round" "$c" "$SMALL" 0 64; done
-  for c in direct outlet stunnel; do measure batch "$round" "$c" "$BATCH" 1 8; done
+  for c in direct outlet stunnel; do measure batch "$round" "$c" "$BATCH" 1 "${BENCH_BATCH_CONNECTIONS:-8}"; done
 done
 
 echo "| scenario | path | req/s | p50 µs | p99 µs | CPU µs/request (whole chain) |"

@@ -123,11 +123,11 @@ impl Initiator {
         self.responder
             .verify(RESPONDER_PROOF, &self.h1, &payload[..len])?;
         let h2 = self.state.get_handshake_hash().to_vec();
-        let transport = self
-            .state
-            .into_transport_mode()
-            .map_err(|_| ChannelError::Handshake)?;
-        let mut session = Session::new(transport, self.responder);
+        if !self.state.is_handshake_finished() {
+            return Err(ChannelError::Handshake);
+        }
+        let keys = self.state.dangerously_get_raw_split();
+        let mut session = Session::new(keys, true, self.responder);
         let proof = prove(&h2);
         let mut frames = Vec::new();
         session.seal(&proof, &mut frames)?;
@@ -172,11 +172,12 @@ pub fn respond(identity: &Identity, msg1: &[u8]) -> Result<(PendingProof, Vec<u8
         .map_err(|_| ChannelError::Handshake)?;
     msg.truncate(len);
     let h2 = state.get_handshake_hash().to_vec();
-    let transport = state
-        .into_transport_mode()
-        .map_err(|_| ChannelError::Handshake)?;
+    if !state.is_handshake_finished() {
+        return Err(ChannelError::Handshake);
+    }
+    let keys = state.dangerously_get_raw_split();
     let pending = PendingProof {
-        session: Session::new(transport, claimed),
+        session: Session::new(keys, false, claimed),
         h2,
     };
     Ok((pending, msg))

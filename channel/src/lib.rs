@@ -4,6 +4,7 @@
 //! - [`ticket`]: the one-line enrollment ticket a control hands out.
 //! - [`frame`], [`handshake`] and [`session`]: the Noise secure channel as a pure state
 //!   machine — bytes in, bytes out, no I/O — so every step is testable without sockets.
+//!   (`cipher.rs`: the transport cipher, in place.)
 //! - [`conn`]: the thin tokio shell that moves those bytes over a stream.
 //! - [`membership`]: the signed, short-lived proof of membership an outlet checks.
 //! - [`time`]: whole-second wall-clock times as exchanged (RFC 3339 UTC).
@@ -15,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod backoff;
+mod cipher;
 pub mod conn;
 pub mod frame;
 pub mod handshake;

@@ -11,12 +11,19 @@
 //!   says whether more follow. A message may not exceed [`MAX_MESSAGE`], and a receiver
 //!   may lower its own limit ([`Session::set_max_message`]): the control lets a peer that
 //!   is not a member send far less.
+//! - **In place, for bulk**: a message of at most [`MAX_SINGLE`] bytes can be sealed as
+//!   one frame straight into the output buffer ([`Session::seal_single_with`]: the
+//!   plaintext is written there and encrypted where it lies) and opened in the receive
+//!   buffer ([`Session::open_in_place`]). The outlet tunnel moves InfluxDB batches this
+//!   way, one copy fewer at each end than through a separate plaintext buffer.
 //! - **Plaintext does not linger**: the buffers that held a decrypted chunk or a chunk
 //!   about to be encrypted are zeroized after use, and a message being reassembled is
-//!   never left behind in a freed allocation when it grows.
+//!   never left behind in a freed allocation when it grows. After
+//!   [`Session::open_in_place`] the caller owns that duty for the bytes it got.
 
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroize;
 
+use crate::cipher::{CipherState, KEY_LEN, TAG_LEN};
 use crate::{ChannelError, PublicIdentity, frame};
 
 /// The largest application message, after reassembly, in either direction: the
@@ -26,15 +33,19 @@ use crate::{ChannelError, PublicIdentity, frame};
 pub const MAX_MESSAGE: usize = 1 << 20;
 /// Frames sent (or received) per key before that direction rekeys.
 pub const REKEY_INTERVAL: u64 = 1024;
+/// The largest message that travels as a single frame.
+pub const MAX_SINGLE: usize = CHUNK_LEN;
+/// What a single-frame message adds on the wire: length prefix, chunk flag, tag.
+pub const FRAME_OVERHEAD: usize = frame::PREFIX_LEN + 1 + TAG_LEN;
 
-const TAG_LEN: usize = 16;
 const CHUNK_LEN: usize = frame::MAX_FRAME - TAG_LEN - 1;
 const FINAL: u8 = 0;
 const MORE: u8 = 1;
 
 /// One end of an established channel.
 pub struct Session {
-    transport: snow::TransportState,
+    send: CipherState,
+    recv: CipherState,
     peer: PublicIdentity,
     sent: u64,
     received: u64,
@@ -45,9 +56,22 @@ pub struct Session {
 }
 
 impl Session {
-    pub(crate) fn new(transport: snow::TransportState, peer: PublicIdentity) -> Self {
+    /// A session from the two keys of the handshake's split (initiator to responder
+    /// first), as seen by the initiator or the responder.
+    pub(crate) fn new(
+        keys: ([u8; KEY_LEN], [u8; KEY_LEN]),
+        initiator: bool,
+        peer: PublicIdentity,
+    ) -> Self {
+        let (to_responder, to_initiator) = (CipherState::new(keys.0), CipherState::new(keys.1));
+        let (send, recv) = if initiator {
+            (to_responder, to_initiator)
+        } else {
+            (to_initiator, to_responder)
+        };
         Self {
-            transport,
+            send,
+            recv,
             peer,
             sent: 0,
             received: 0,
@@ -75,27 +99,73 @@ impl Session {
             return Err(ChannelError::MessageTooLarge { max: MAX_MESSAGE });
         }
         let mut chunks = message.chunks(CHUNK_LEN).peekable();
-        // Holds a plaintext chunk: zeroized when dropped, whatever happens.
-        let mut plain = Zeroizing::new(Vec::with_capacity(message.len().min(CHUNK_LEN) + 1));
         // An empty message is still one (final, empty) chunk.
         loop {
             let chunk = chunks.next().unwrap_or(&[]);
             let more = chunks.peek().is_some();
-            plain.clear();
-            plain.push(if more { MORE } else { FINAL });
-            plain.extend_from_slice(chunk);
-            fit(&mut self.scratch, plain.len() + TAG_LEN);
-            let len = self
-                .transport
-                .write_message(&plain, &mut self.scratch)
-                .map_err(|_| self.fail(ChannelError::Decrypt))?;
-            frame::encode(&self.scratch[..len], out)?;
-            self.sent += 1;
-            if self.sent.is_multiple_of(REKEY_INTERVAL) {
-                self.transport.rekey_outgoing();
-            }
+            let flag = if more { MORE } else { FINAL };
+            self.seal_frame(flag, chunk.len(), out, |out| out.extend_from_slice(chunk))?;
             if !more {
                 return Ok(());
+            }
+        }
+    }
+
+    /// Appends one message of `len` bytes (at most [`MAX_SINGLE`]) to `out` as a single
+    /// sealed frame: `write` appends the plaintext to `out`, exactly `len` bytes, and it
+    /// is encrypted where it lies. Plaintext never stays in `out`: on any failure the
+    /// frame is wiped and cut off again.
+    pub fn seal_single_with(
+        &mut self,
+        len: usize,
+        out: &mut Vec<u8>,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), ChannelError> {
+        self.check()?;
+        if len > MAX_SINGLE || len > MAX_MESSAGE {
+            return Err(ChannelError::MessageTooLarge { max: MAX_SINGLE });
+        }
+        self.seal_frame(FINAL, len, out, write)
+    }
+
+    /// Appends one frame: prefix, then flag and plaintext encrypted in place, then tag.
+    fn seal_frame(
+        &mut self,
+        flag: u8,
+        len: usize,
+        out: &mut Vec<u8>,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), ChannelError> {
+        let start = out.len();
+        let body_len = 1 + len + TAG_LEN;
+        out.reserve(frame::PREFIX_LEN + body_len);
+        // `body_len` is at most MAX_FRAME, which fits the 4-byte prefix.
+        out.extend_from_slice(&(body_len as u32).to_be_bytes());
+        out.push(flag);
+        write(out);
+        let plain_end = out.len();
+        let sealed = if plain_end == start + frame::PREFIX_LEN + 1 + len {
+            self.send
+                .encrypt(&mut out[start + frame::PREFIX_LEN..plain_end])
+                .map_err(|e| self.fail(e))
+        } else {
+            Err(ChannelError::Malformed(
+                "plaintext of the wrong length".into(),
+            ))
+        };
+        match sealed {
+            Ok(tag) => {
+                out.extend_from_slice(&tag);
+                self.sent += 1;
+                if self.sent.is_multiple_of(REKEY_INTERVAL) {
+                    self.send.rekey();
+                }
+                Ok(())
+            }
+            Err(error) => {
+                out[start..].zeroize();
+                out.truncate(start);
+                Err(error)
             }
         }
     }
@@ -105,34 +175,73 @@ impl Session {
     pub fn open(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, ChannelError> {
         self.check()?;
         fit(&mut self.scratch, body.len());
-        let len = match self.transport.read_message(body, &mut self.scratch) {
-            Ok(len) => len,
-            Err(_) => return Err(self.fail(ChannelError::Decrypt)),
-        };
-        self.received += 1;
-        if self.received.is_multiple_of(REKEY_INTERVAL) {
-            self.transport.rekey_incoming();
-        }
-        let result = self.take_chunk(len);
-        self.scratch[..len].zeroize();
+        self.scratch[..body.len()].copy_from_slice(body);
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let result = self
+            .decrypt(&mut scratch[..body.len()])
+            .and_then(|len| self.take_chunk(&scratch[..len]));
+        scratch[..body.len()].zeroize();
+        self.scratch = scratch;
         result
     }
 
-    /// Appends the decrypted chunk in `scratch[..len]` to the message being reassembled.
-    fn take_chunk(&mut self, len: usize) -> Result<Option<Vec<u8>>, ChannelError> {
-        let Some(&flag) = self.scratch[..len].first() else {
+    /// Decrypts one frame body where it lies and returns the message in it. The tunnel's
+    /// messages are single frames: a chunked one is refused here. Any error leaves the
+    /// session unusable. The returned bytes are plaintext: the caller zeroizes them
+    /// once used.
+    pub fn open_in_place<'a>(&mut self, body: &'a mut [u8]) -> Result<&'a mut [u8], ChannelError> {
+        self.check()?;
+        let len = self.decrypt(body)?;
+        let plain = &mut body[..len];
+        let Some((&mut flag, message)) = plain.split_first_mut() else {
+            return Err(self.fail(ChannelError::Malformed("empty chunk".into())));
+        };
+        if flag != FINAL || !self.partial.is_empty() {
+            message.zeroize();
+            return Err(self.fail(ChannelError::Malformed(
+                "a chunked message where single frames are expected".into(),
+            )));
+        }
+        if message.len() > self.max_message {
+            message.zeroize();
+            return Err(self.fail(ChannelError::MessageTooLarge {
+                max: self.max_message,
+            }));
+        }
+        Ok(message)
+    }
+
+    /// Decrypts a frame body in place; the plaintext is then its first `len` bytes.
+    fn decrypt(&mut self, body: &mut [u8]) -> Result<usize, ChannelError> {
+        let Some(len) = body.len().checked_sub(TAG_LEN) else {
+            return Err(self.fail(ChannelError::Decrypt));
+        };
+        let (text, tag) = body.split_at_mut(len);
+        if let Err(error) = self.recv.decrypt(text, tag) {
+            return Err(self.fail(error));
+        }
+        self.received += 1;
+        if self.received.is_multiple_of(REKEY_INTERVAL) {
+            self.recv.rekey();
+        }
+        Ok(len)
+    }
+
+    /// Appends a decrypted chunk (flag byte first) to the message being reassembled.
+    fn take_chunk(&mut self, chunk: &[u8]) -> Result<Option<Vec<u8>>, ChannelError> {
+        let Some((&flag, data)) = chunk.split_first() else {
             return Err(self.fail(ChannelError::Malformed("empty chunk".into())));
         };
         if flag != FINAL && flag != MORE {
             return Err(self.fail(ChannelError::Malformed("bad chunk flag".into())));
         }
-        if self.partial.len() + len - 1 > self.max_message {
+        if self.partial.len() + data.len() > self.max_message {
             self.partial.zeroize();
             return Err(self.fail(ChannelError::MessageTooLarge {
                 max: self.max_message,
             }));
         }
-        append_zeroizing(&mut self.partial, &self.scratch[1..len], self.max_message);
+        append_zeroizing(&mut self.partial, data, self.max_message);
         Ok((flag == FINAL).then(|| std::mem::take(&mut self.partial)))
     }
 
@@ -286,6 +395,164 @@ mod tests {
         assert_eq!(deliver(&mut client, &mut server, &big), big);
         assert!(server.scratch.iter().all(|&b| b == 0));
         assert!(server.partial.is_empty());
+    }
+
+    /// A snow transport pair (initiator, responder) and, for the initiator's side, the
+    /// raw keys snow split: what [`Session::new`] is built from.
+    fn snow_pair() -> (
+        ([u8; KEY_LEN], [u8; KEY_LEN]),
+        snow::TransportState,
+        snow::TransportState,
+    ) {
+        let params: snow::params::NoiseParams = crate::handshake::NOISE_PARAMS.parse().unwrap();
+        let responder_keys = snow::Builder::new(params.clone())
+            .generate_keypair()
+            .unwrap();
+        let initiator_keys = snow::Builder::new(params.clone())
+            .generate_keypair()
+            .unwrap();
+        let mut initiator = snow::Builder::new(params.clone())
+            .local_private_key(&initiator_keys.private)
+            .and_then(|b| b.remote_public_key(&responder_keys.public))
+            .and_then(|b| b.build_initiator())
+            .unwrap();
+        let mut responder = snow::Builder::new(params)
+            .local_private_key(&responder_keys.private)
+            .and_then(|b| b.build_responder())
+            .unwrap();
+        let (mut msg, mut payload) = (vec![0u8; 1024], vec![0u8; 1024]);
+        let len = initiator.write_message(b"", &mut msg).unwrap();
+        responder.read_message(&msg[..len], &mut payload).unwrap();
+        let len = responder.write_message(b"", &mut msg).unwrap();
+        initiator.read_message(&msg[..len], &mut payload).unwrap();
+        let keys = initiator.dangerously_get_raw_split();
+        (
+            keys,
+            initiator.into_transport_mode().unwrap(),
+            responder.into_transport_mode().unwrap(),
+        )
+    }
+
+    #[test]
+    fn the_in_place_cipher_is_snows_transport_across_rekeys() {
+        let (keys, mut snow_initiator, mut snow_responder) = snow_pair();
+        let peer = crate::Identity::generate().public();
+        let mut ours = Session::new(keys, true, peer);
+        let mut buf = vec![0u8; frame::MAX_FRAME];
+        for i in 0..(2 * REKEY_INTERVAL + 5) {
+            let message = format!("message {i}").into_bytes();
+            // Ours → snow (as the initiator), both message shapes.
+            let mut wire = Vec::new();
+            if i % 2 == 0 {
+                ours.seal(&message, &mut wire).unwrap();
+            } else {
+                ours.seal_single_with(message.len(), &mut wire, |out| {
+                    out.extend_from_slice(&message)
+                })
+                .unwrap();
+            }
+            let body = &bodies(&wire)[0];
+            let len = snow_responder.read_message(body, &mut buf).unwrap();
+            assert_eq!(buf[0], FINAL);
+            assert_eq!(&buf[1..len], &message[..]);
+            // Snow → ours (as the initiator's receiver).
+            let mut plain = vec![FINAL];
+            plain.extend_from_slice(&message);
+            let len = snow_responder.write_message(&plain, &mut buf).unwrap();
+            let mut body = buf[..len].to_vec();
+            if i % 2 == 0 {
+                assert_eq!(ours.open(&body).unwrap().unwrap(), message);
+            } else {
+                assert_eq!(ours.open_in_place(&mut body).unwrap(), &message[..]);
+            }
+            // Snow rekeys only when told, on the same schedule.
+            if (i + 1) % REKEY_INTERVAL == 0 {
+                snow_responder.rekey_incoming();
+                snow_responder.rekey_outgoing();
+            }
+        }
+        let _ = &mut snow_initiator;
+    }
+
+    #[test]
+    fn single_frames_are_sealed_and_opened_in_place() {
+        let (mut client, mut server) = pair();
+        let data: Vec<u8> = (0..MAX_SINGLE).map(|i| i as u8).collect();
+        let mut wire = Vec::new();
+        client
+            .seal_single_with(data.len(), &mut wire, |out| {
+                out.extend_from_slice(&data[..10]);
+                out.extend_from_slice(&data[10..]);
+            })
+            .unwrap();
+        assert_eq!(wire.len(), data.len() + FRAME_OVERHEAD);
+        assert_eq!(wire.len(), frame::PREFIX_LEN + frame::MAX_FRAME);
+        assert!(
+            !wire.windows(64).any(|w| data.windows(64).next() == Some(w)),
+            "no plaintext on the wire"
+        );
+        let mut body = wire[frame::PREFIX_LEN..].to_vec();
+        assert_eq!(server.open_in_place(&mut body).unwrap(), &data[..]);
+        // One byte more does not fit a frame.
+        assert!(matches!(
+            client.seal_single_with(MAX_SINGLE + 1, &mut wire, |_| {}),
+            Err(ChannelError::MessageTooLarge { .. })
+        ));
+        // A writer that lies about the length leaves nothing behind.
+        let before = wire.len();
+        assert!(
+            client
+                .seal_single_with(4, &mut wire, |out| out.extend_from_slice(b"abc"))
+                .is_err()
+        );
+        assert_eq!(wire.len(), before);
+    }
+
+    #[test]
+    fn in_place_opening_refuses_chunks_tampering_and_replay() {
+        let (mut client, mut server) = pair();
+        let mut wire = Vec::new();
+        client.seal(&vec![3; MAX_SINGLE + 1], &mut wire).unwrap();
+        let mut first = bodies(&wire).remove(0);
+        assert!(matches!(
+            server.open_in_place(&mut first),
+            Err(ChannelError::Malformed(_))
+        ));
+        let (mut client, mut server) = pair();
+        let mut wire = Vec::new();
+        client
+            .seal_single_with(5, &mut wire, |out| out.extend_from_slice(b"hello"))
+            .unwrap();
+        let body = bodies(&wire).remove(0);
+        let mut tampered = body.clone();
+        tampered[2] ^= 1;
+        assert!(matches!(
+            server.open_in_place(&mut tampered),
+            Err(ChannelError::Decrypt)
+        ));
+        assert!(server.open_in_place(&mut body.clone()).is_err(), "closed");
+        let (mut client, mut server) = pair();
+        let mut wire = Vec::new();
+        client
+            .seal_single_with(5, &mut wire, |out| out.extend_from_slice(b"hello"))
+            .unwrap();
+        let body = bodies(&wire).remove(0);
+        assert_eq!(server.open_in_place(&mut body.clone()).unwrap(), b"hello");
+        assert!(matches!(
+            server.open_in_place(&mut body.clone()),
+            Err(ChannelError::Decrypt)
+        ));
+        // A lowered limit holds for single frames too.
+        let (mut client, mut server) = pair();
+        server.set_max_message(4);
+        let mut wire = Vec::new();
+        client
+            .seal_single_with(5, &mut wire, |out| out.extend_from_slice(b"hello"))
+            .unwrap();
+        assert!(matches!(
+            server.open_in_place(&mut bodies(&wire).remove(0)),
+            Err(ChannelError::MessageTooLarge { max: 4 })
+        ));
     }
 
     #[test]

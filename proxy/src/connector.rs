@@ -24,11 +24,10 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::DuplexStream;
 use tokio::net::TcpStream;
 use tower_service::Service;
 
-use crate::outlet::Dialer;
+use crate::outlet::{Dialer, OutletStream};
 use crate::timed_body::TimedBody;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
@@ -168,7 +167,7 @@ impl Service<Uri> for Transport {
                     dialer
                         .dial()
                         .await
-                        .map(|pipe| TransportStream::Outlet(TokioIo::new(pipe)))
+                        .map(|stream| TransportStream::Outlet(Box::new(TokioIo::new(stream))))
                         .map_err(Into::into)
                 })
             }
@@ -180,8 +179,8 @@ impl Service<Uri> for Transport {
 pub enum TransportStream {
     /// Direct TCP.
     Tcp(TokioIo<TcpStream>),
-    /// hyper's end of the pipe into an outlet channel.
-    Outlet(TokioIo<DuplexStream>),
+    /// A channel to an outlet (boxed: its buffers and keys make it large).
+    Outlet(Box<TokioIo<OutletStream>>),
 }
 
 impl Connection for TransportStream {

@@ -1,5 +1,5 @@
 //! The byte streams around the fast path: the upstream connection it opens (TCP, or
-//! the pipe into an outlet channel), and the client connection handed to hyper with the
+//! a channel to an outlet), and the client connection handed to hyper with the
 //! bytes already read put back in front.
 
 use std::error::Error as StdError;
@@ -11,16 +11,17 @@ use std::task::{Context, Poll, Waker};
 use bytes::{Buf, BytesMut};
 use http::Uri;
 use http::uri::{Authority, Scheme};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tower_service::Service;
 
 use crate::connector::{PlainConnector, TransportStream};
+use crate::outlet::OutletStream;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// Opens upstream connections for the fast path. Generic so that any byte stream can
-/// carry it (the outlet's pipe as well as TCP).
+/// carry it (an outlet's channel as well as TCP).
 pub trait Dial: Send + Sync {
     /// The connection.
     type Io: AsyncRead + AsyncWrite + Unpin + Send;
@@ -44,7 +45,7 @@ impl Dial for PlainConnector {
         poll_fn(|cx| connector.poll_ready(cx)).await?;
         Ok(match connector.call(uri).await? {
             TransportStream::Tcp(tcp) => UpstreamIo::Tcp(tcp.into_inner()),
-            TransportStream::Outlet(pipe) => UpstreamIo::Pipe(pipe.into_inner()),
+            TransportStream::Outlet(outlet) => UpstreamIo::Outlet(Box::new(outlet.into_inner())),
         })
     }
 }
@@ -53,8 +54,8 @@ impl Dial for PlainConnector {
 pub enum UpstreamIo {
     /// Direct TCP.
     Tcp(TcpStream),
-    /// The pipe into an outlet channel.
-    Pipe(DuplexStream),
+    /// A channel to an outlet.
+    Outlet(Box<OutletStream>),
 }
 
 impl AsyncRead for UpstreamIo {
@@ -65,7 +66,7 @@ impl AsyncRead for UpstreamIo {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Tcp(io) => Pin::new(io).poll_read(cx, buf),
-            Self::Pipe(io) => Pin::new(io).poll_read(cx, buf),
+            Self::Outlet(io) => Pin::new(io).poll_read(cx, buf),
         }
     }
 }
@@ -78,7 +79,7 @@ impl AsyncWrite for UpstreamIo {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Tcp(io) => Pin::new(io).poll_write(cx, buf),
-            Self::Pipe(io) => Pin::new(io).poll_write(cx, buf),
+            Self::Outlet(io) => Pin::new(io).poll_write(cx, buf),
         }
     }
 
@@ -89,28 +90,28 @@ impl AsyncWrite for UpstreamIo {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Tcp(io) => Pin::new(io).poll_write_vectored(cx, bufs),
-            Self::Pipe(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            Self::Outlet(io) => Pin::new(io).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
             Self::Tcp(io) => io.is_write_vectored(),
-            Self::Pipe(io) => io.is_write_vectored(),
+            Self::Outlet(io) => io.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Tcp(io) => Pin::new(io).poll_flush(cx),
-            Self::Pipe(io) => Pin::new(io).poll_flush(cx),
+            Self::Outlet(io) => Pin::new(io).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Tcp(io) => Pin::new(io).poll_shutdown(cx),
-            Self::Pipe(io) => Pin::new(io).poll_shutdown(cx),
+            Self::Outlet(io) => Pin::new(io).poll_shutdown(cx),
         }
     }
 }

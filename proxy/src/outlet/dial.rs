@@ -1,28 +1,33 @@
 //! The sidecar's side: each upstream connection becomes one Noise channel to the
 //! outlet, opened with the current membership credential.
 //!
-//! hyper gets one end of an in-memory pipe; a task per connection moves bytes between
-//! the other end and the channel (`tunnel.rs`), and sends the renewed credential each
-//! time the refresher installs a lease, so a long-lived pooled connection stays
-//! admitted for as long as this member's leases are renewed.
+//! hyper drives the channel itself (`stream.rs`): its connection is the channel, with
+//! no pipe or task in between. The stream sends the renewed credential each time the
+//! refresher installs a lease, so a long-lived connection (the fast path keeps one per
+//! client connection; the pooled client keeps idle ones) stays admitted for as long as
+//! this member's leases are renewed.
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use leasehold_channel::conn::Channel;
 use leasehold_channel::{Identity, PublicIdentity};
-use tokio::io::{AsyncWriteExt, DuplexStream};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::warn;
 
-use super::tunnel::{self, MAX_MESSAGE, MEMBERSHIP, REFUSED, Renewals, TunnelError};
+use super::stream::{ChannelStream, Hooks};
+use super::tunnel::{MAX_MESSAGE, MEMBERSHIP, REFUSED, TunnelError};
 use crate::store::CredentialStore;
 
-/// Bytes buffered in the in-memory pipe in each direction.
-const PIPE_BYTES: usize = 64 << 10;
+/// A connection through the outlet, as hyper sees it.
+pub type OutletStream = ChannelStream<TcpStream, SidecarHooks>;
 
 /// Where and how to reach an outlet: `--outlet HOST:PORT` and `--outlet-identity ID`,
 /// plus this sidecar's own identity.
@@ -102,10 +107,10 @@ impl Dialer {
         }
     }
 
-    /// Connects, authenticates, presents the credential and starts the tunnel task;
-    /// returns hyper's end of the pipe.
-    pub async fn dial(&self) -> Result<DuplexStream, DialError> {
-        let credential = self
+    /// Connects, authenticates and presents the credential; returns the channel as
+    /// hyper's connection.
+    pub async fn dial(&self) -> Result<OutletStream, DialError> {
+        let (generation, credential) = self
             .store
             .current(Instant::now())
             .and_then(|c| c.membership().map(|m| (c.generation(), m.to_owned())))
@@ -125,60 +130,62 @@ impl Dialer {
         )
         .await?;
         channel.set_max_message(MAX_MESSAGE);
-        let (tcp, session, inbox, mut pending) = channel.into_parts();
-        let session = Mutex::new(session);
-        let mut first = Vec::with_capacity(credential.1.len() + 1);
-        first.push(MEMBERSHIP);
-        first.extend_from_slice(credential.1.as_bytes());
-        let (read, mut write) = tcp.into_split();
+        let (tcp, session, received, queued) = channel.into_parts();
+        let hooks = SidecarHooks {
+            store: Arc::clone(&self.store),
+            sent: generation,
+            change: changed(self.store.subscribe_ready()),
+        };
+        let mut stream = ChannelStream::new(tcp, session, received, queued, hooks);
         // The identity proof still queued from the handshake goes first, the credential
         // right behind it, in one write.
-        tunnel::seal(&session, &first, &mut pending)?;
-        write.write_all(&pending).await.map_err(TunnelError::Io)?;
-        let (ours, theirs) = tokio::io::duplex(PIPE_BYTES);
-        let renewals = StoreRenewals {
-            ready: self.store.subscribe_ready(),
-            store: Arc::clone(&self.store),
-            sent: credential.0,
-        };
-        tokio::spawn(async move {
-            let (plain_read, plain_write) = tokio::io::split(theirs);
-            let result = tokio::try_join!(
-                tunnel::outbound(&session, plain_read, write, Some(renewals)),
-                tunnel::inbound(&session, read, inbox, plain_write, |tag, body| {
-                    if tag == REFUSED {
-                        Err(TunnelError::Refused(
-                            String::from_utf8_lossy(body).into_owned(),
-                        ))
-                    } else {
-                        Err(TunnelError::Unexpected(tag))
-                    }
-                }),
-            );
-            match result {
-                Ok(_) => debug!("outlet channel closed"),
-                Err(TunnelError::Refused(reason)) => {
-                    warn!(%reason, "the outlet refused the channel")
-                }
-                Err(error) => debug!(%error, "outlet channel ended"),
-            }
-        });
-        Ok(ours)
+        stream.queue(MEMBERSHIP, credential.as_bytes())?;
+        stream.flush().await.map_err(TunnelError::Io)?;
+        Ok(stream)
     }
 }
 
-/// Renewed credentials from the store: one per installed lease.
-struct StoreRenewals {
-    ready: watch::Receiver<bool>,
-    store: Arc<CredentialStore>,
-    sent: u64,
+type Change = Pin<Box<dyn Future<Output = Option<watch::Receiver<bool>>> + Send + Sync>>;
+
+/// Resolves at the store's next install (every install marks the value changed, even
+/// when it stays `true`); `None` once the store is gone.
+fn changed(mut ready: watch::Receiver<bool>) -> Change {
+    Box::pin(async move {
+        ready.changed().await.ok()?;
+        Some(ready)
+    })
 }
 
-impl Renewals for StoreRenewals {
-    async fn next(&mut self) -> Option<String> {
+/// The sidecar's hooks: renewed credentials from the store, one per installed lease;
+/// a refusal ends the connection (and is logged once, here).
+pub struct SidecarHooks {
+    store: Arc<CredentialStore>,
+    sent: u64,
+    change: Change,
+}
+
+impl Hooks for SidecarHooks {
+    fn control(&mut self, tag: u8, body: &[u8]) -> Result<(), TunnelError> {
+        if tag == REFUSED {
+            let reason = String::from_utf8_lossy(body).into_owned();
+            warn!(%reason, "the outlet refused the channel");
+            Err(TunnelError::Refused(reason))
+        } else {
+            Err(TunnelError::Unexpected(tag))
+        }
+    }
+
+    fn poll_renewal(&mut self, cx: &mut Context<'_>) -> Poll<Option<String>> {
         loop {
-            // Every install marks the value changed, even when it stays `true`.
-            self.ready.changed().await.ok()?;
+            let ready = match self.change.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(ready)) => ready,
+                Poll::Ready(None) => {
+                    self.change = Box::pin(std::future::pending());
+                    return Poll::Pending;
+                }
+            };
+            self.change = changed(ready);
             let Some(current) = self.store.current(Instant::now()) else {
                 continue;
             };
@@ -187,7 +194,7 @@ impl Renewals for StoreRenewals {
             }
             self.sent = current.generation();
             if let Some(membership) = current.membership() {
-                return Some(membership.to_owned());
+                return Poll::Ready(Some(membership.to_owned()));
             }
         }
     }
