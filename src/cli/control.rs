@@ -35,8 +35,9 @@ pub enum ControlCommand {
 /// `control set-advertise` arguments.
 #[derive(Debug, Args)]
 pub struct SetAdvertiseArgs {
-    /// Addresses clients use to reach the control, in order of preference.
-    #[arg(required = true, value_parser = host_port, value_name = "HOST:PORT")]
+    /// Addresses clients use to reach the control: every replica's (also as a comma
+    /// list). Clients start at a random one and move on from one that does not answer.
+    #[arg(required = true, value_delimiter = ',', value_parser = host_port, value_name = "HOST:PORT")]
     pub addrs: Vec<String>,
     /// Data directory [default: $LEASEHOLD_HOME/control].
     #[arg(long, env = "LEASEHOLD_DATA_DIR", value_name = "DIR")]
@@ -64,9 +65,11 @@ pub struct InitArgs {
     /// Address the control listens on.
     #[arg(long, default_value = DEFAULT_LISTEN, value_name = "ADDR")]
     pub listen: SocketAddr,
-    /// Address clients use to reach the control, written into tickets (repeatable)
-    /// [default: the listen address, loopback if it is unspecified].
-    #[arg(long, value_parser = host_port, value_name = "HOST:PORT")]
+    /// Address clients use to reach the control, written into tickets: with several
+    /// replicas, every replica's (repeatable, or a comma list); clients start at a
+    /// random one and move on from one that does not answer [default: the listen
+    /// address, loopback if it is unspecified].
+    #[arg(long, value_delimiter = ',', value_parser = host_port, value_name = "HOST:PORT")]
     pub advertise: Vec<String>,
 }
 
