@@ -87,6 +87,8 @@ pub struct Control<S> {
     /// Revocation attempts InfluxDB refused with 401/403 (the add-on's admin
     /// credential no longer works), since start-up.
     revocations_refused: std::sync::atomic::AtomicU64,
+    /// What `/metrics` shows ([`crate::admin`]).
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 /// A stored lease's status at `now`.
@@ -161,6 +163,7 @@ impl<S: Store> Control<S> {
             tasks: TaskTracker::new(),
             shutdown,
             revocations_refused: std::sync::atomic::AtomicU64::new(0),
+            metrics: crate::metrics::Metrics::new(),
         });
         let weak = Arc::downgrade(&control);
         control.tasks.spawn(revoker::run_queue(
@@ -222,6 +225,11 @@ impl<S: Store> Control<S> {
         &self.shutdown
     }
 
+    /// The control's metrics.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
+
     /// How many revocation attempts InfluxDB refused with 401/403 since start-up.
     pub fn revocations_refused(&self) -> u64 {
         self.revocations_refused
@@ -232,6 +240,7 @@ impl<S: Store> Control<S> {
     /// add-on's admin credential (retrying cannot help until an operator fixes it); at
     /// WARN otherwise.
     fn revocation_failed(&self, id: &str, error: &ControlError, attempt: u32, what: &str) {
+        self.metrics.revocation_failed(error);
         if let ControlError::Backend(crate::backend::BackendError::CredentialRefused(_)) = error {
             let refused_total = self
                 .revocations_refused
@@ -288,8 +297,13 @@ impl<S: Store> Control<S> {
             self.sweep_retired().await;
             let wait = match self.addon.load_full() {
                 None => self.sweep_interval(),
-                Some(addon) => match addon.backend.sweep(Timestamp::now()).await {
+                Some(addon) => match self
+                    .metrics
+                    .backend("sweep", addon.backend.sweep(Timestamp::now()))
+                    .await
+                {
                     Ok(removed) => {
+                        self.metrics.swept(removed);
                         tracing::debug!(removed, "sweep done");
                         attempt = 0;
                         self.sweep_interval()
@@ -328,7 +342,11 @@ impl<S: Store> Control<S> {
                     .checked_sub(housekeeping.retention)
                     .unwrap_or(std::time::UNIX_EPOCH),
             );
-            match self.store.prune_leases(ended_by).await {
+            match self
+                .metrics
+                .store("prune_leases", self.store.prune_leases(ended_by))
+                .await
+            {
                 Ok(0) => {}
                 Ok(pruned) => {
                     tracing::info!(pruned, ended_by = %ended_by, "pruned the records of ended leases")
@@ -363,9 +381,10 @@ impl<S: Store> Control<S> {
     /// until it succeeds or the control shuts down (the next start re-arms it).
     pub(crate) async fn revoke_until_done(&self, id: &str) {
         let mut attempt = 0;
+        self.metrics.revocation_due(id);
         loop {
             match self.revoke_once(id).await {
-                Ok(()) => return,
+                Ok(()) => return self.metrics.revocation_settled(id),
                 Err(error) => self.revocation_failed(id, &error, attempt, "revocation failed"),
             }
             tokio::select! {
@@ -378,7 +397,11 @@ impl<S: Store> Control<S> {
 
     /// One attempt at removing lease `id`'s credential; records success in the store.
     pub(crate) async fn revoke_once(&self, id: &str) -> Result<(), ControlError> {
-        let Some(mut lease) = self.store.lease(id.to_owned()).await? else {
+        let Some(mut lease) = self
+            .metrics
+            .store("lease", self.store.lease(id.to_owned()))
+            .await?
+        else {
             return Ok(());
         };
         if lease.removed {
@@ -387,17 +410,22 @@ impl<S: Store> Control<S> {
         // Where it was issued, with the credential that issued it.
         let issuer = self.issuer_of(&lease).await?;
         if lease.issued {
-            issuer.backend.revoke(&lease.credential_id).await?;
+            self.metrics
+                .backend("revoke", issuer.backend.revoke(&lease.credential_id))
+                .await?;
         } else {
             // An intent whose outcome was never recorded: InfluxDB may or may not
             // have created the credential; remove it by the name it would carry.
-            issuer
+            let unrecorded = issuer
                 .backend
-                .revoke_unrecorded(&lease.id, lease.expires_at)
-                .await?;
+                .revoke_unrecorded(&lease.id, lease.expires_at);
+            self.metrics.backend("revoke", unrecorded).await?;
         }
         lease.removed = true;
-        self.store.put_lease(lease.clone()).await?;
+        self.metrics
+            .store("put_lease", self.store.put_lease(lease.clone()))
+            .await?;
+        self.metrics.revocation_done(&lease.id);
         if !self.is_current(&issuer.id) {
             self.forget_now.notify_one();
         }

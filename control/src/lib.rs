@@ -12,8 +12,10 @@
 //! - [`live`]: each member's live leases, for the per-member cap.
 //! - [`failpoint`]: test-only failure points (debug builds only).
 //! - [`admission`]: how many connections may be open before proving membership.
+//! - [`admin`] and [`metrics`]: `/healthz`, `/readyz` and `/metrics`.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod admission;
 pub mod backend;
 pub mod control;
@@ -22,6 +24,7 @@ pub mod failpoint;
 pub mod grant;
 pub mod issuer;
 pub mod live;
+pub mod metrics;
 pub mod policy;
 pub mod revoker;
 pub mod server;
@@ -117,6 +120,12 @@ impl Running {
     /// Changes how often the periodic sweep runs (default [`control::SWEEP_INTERVAL`]).
     pub fn set_sweep_interval(&self, interval: std::time::Duration) {
         self.control.set_sweep_interval(interval);
+    }
+
+    /// Serves `/healthz`, `/readyz` and `/metrics` on `listener` until the control
+    /// shuts down; returns the bound address.
+    pub fn serve_admin(&self, listener: TcpListener) -> std::io::Result<std::net::SocketAddr> {
+        admin::spawn(&self.control, listener)
     }
 
     /// Waits until the control has shut down (after the shutdown signal) and every

@@ -20,6 +20,8 @@ const CONTROL_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The default control listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4100";
+/// The default address of the control's `/healthz`, `/readyz` and `/metrics`.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:4101";
 
 /// Control subcommands.
 #[derive(Debug, Subcommand)]
@@ -103,7 +105,12 @@ pub struct ServeArgs {
     /// The same, from one source address (an IPv6 /64 counts as one).
     #[arg(long, default_value_t = server::DEFAULT_MAX_UNAUTHENTICATED_PER_IP, value_name = "N")]
     pub max_unauthenticated_per_ip: usize,
-    /// Once listening, write `listen=ADDR` (the bound address) to this file.
+    /// Where /healthz, /readyz (store reachable, add-on configured) and /metrics
+    /// (Prometheus) are served.
+    #[arg(long, env = "LEASEHOLD_CONTROL_ADMIN_LISTEN", default_value = DEFAULT_ADMIN_LISTEN, value_name = "ADDR")]
+    pub admin_listen: SocketAddr,
+    /// Once listening, write `listen=ADDR` and `admin=ADDR` (the bound addresses) to
+    /// this file.
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
     /// How often to sweep InfluxDB for expired credentials of ours (also swept at
@@ -217,6 +224,9 @@ pub async fn run(home: &Home, out: Output, cmd: ControlCommand) -> anyhow::Resul
             let listener = TcpListener::bind(listen)
                 .await
                 .map_err(|e| super::proxy::address_in_use(listen, &e, "--listen"))?;
+            let admin = TcpListener::bind(args.admin_listen).await.map_err(|e| {
+                super::proxy::address_in_use(args.admin_listen, &e, "--admin-listen")
+            })?;
             let shutdown = CancellationToken::new();
             let signals = Signals::install()?;
             let housekeeping = leasehold_control::control::Housekeeping {
@@ -235,9 +245,13 @@ pub async fn run(home: &Home, out: Output, cmd: ControlCommand) -> anyhow::Resul
             if sweep_interval != leasehold_control::control::SWEEP_INTERVAL {
                 running.set_sweep_interval(sweep_interval);
             }
+            let admin_addr = running.serve_admin(admin)?;
             signals.cancel_on_signal(shutdown, CONTROL_GRACE);
             if let Some(path) = &args.ready_file {
-                super::ready::write(path, &[("listen", running.local_addr)])?;
+                super::ready::write(
+                    path,
+                    &[("listen", running.local_addr), ("admin", admin_addr)],
+                )?;
             }
             running.wait().await;
             Ok(())
