@@ -42,7 +42,6 @@ async fn a_dead_replica_costs_the_cli_a_second_and_the_proxy_no_503() {
     // Idle channels closed after a second: every proxy renewal opens a new channel, so
     // each one starts over at a random address.
     let _control = env.serve_with("info", &["--idle-timeout", "1s"]);
-    env.configure_v2(&v2, &[]);
 
     // The ticket carries both addresses; enrollment itself fails over.
     let ticket = env.ticket(&[], &[]);
@@ -53,6 +52,13 @@ async fn a_dead_replica_costs_the_cli_a_second_and_the_proxy_no_503() {
     );
     env.ok(&["identity", "create", "app"]);
     env.ok(&["enroll", ticket.to_str().unwrap(), "--identity", "app"]);
+
+    // "Unavailable" is worth a try on the other replica; when that one is dead too, the
+    // control's own refusal is what the user reads.
+    let (code, stderr) = env.fails(&["lease", "create", "--identity", "app"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("no InfluxDB add-on"), "{stderr}");
+    env.configure_v2(&v2, &[]);
 
     // Several creates, so that both starting points are taken (each is a coin toss).
     for attempt in 1..=4 {

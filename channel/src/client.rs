@@ -8,7 +8,8 @@ use zeroize::Zeroizing;
 use crate::conn::{Channel, HANDSHAKE_TIMEOUT};
 use crate::home::Enrollment;
 use crate::protocol::{
-    Outcome, PROTOCOL_VERSION, Reply, Request, RequestEnvelope, ResponseEnvelope, WireError,
+    ErrorCode, Outcome, PROTOCOL_VERSION, Reply, Request, RequestEnvelope, ResponseEnvelope,
+    WireError,
 };
 use crate::{ChannelError, Identity, PublicIdentity};
 
@@ -53,6 +54,8 @@ pub enum ClientError {
 pub struct Client {
     channel: Channel<TcpStream>,
     next_id: u64,
+    /// Which of the addresses it was given it is connected to.
+    addr_index: usize,
 }
 
 impl Client {
@@ -89,7 +92,9 @@ impl Client {
         control: &PublicIdentity,
         identity: &Identity,
     ) -> Result<Self, ClientError> {
-        let order: Vec<&String> = rotation(addrs.len(), first).map(|i| &addrs[i]).collect();
+        let order: Vec<(usize, &String)> = rotation(addrs.len(), first)
+            .map(|i| (i, &addrs[i]))
+            .collect();
         let mut last = Failure::Unreachable("no address given".into());
         let mut slow = Vec::new();
         let first_pass = if order.len() > 1 {
@@ -97,19 +102,19 @@ impl Client {
         } else {
             (CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT)
         };
-        for addr in &order {
+        for &(index, addr) in &order {
             match attempt(addr, control, identity, first_pass).await {
-                Ok(channel) => return Ok(Self::over(channel)),
+                Ok(channel) => return Ok(Self::over(channel, index)),
                 Err(failure) => {
                     tracing::debug!(addr = %addr, error = %failure, "control address did not answer; trying the next");
                     if order.len() > 1 && failure.timed_out() {
-                        slow.push(*addr);
+                        slow.push((index, addr));
                     }
                     last = failure;
                 }
             }
         }
-        for addr in slow {
+        for (index, addr) in slow {
             match attempt(
                 addr,
                 control,
@@ -118,7 +123,7 @@ impl Client {
             )
             .await
             {
-                Ok(channel) => return Ok(Self::over(channel)),
+                Ok(channel) => return Ok(Self::over(channel, index)),
                 Err(failure) => last = failure,
             }
         }
@@ -131,11 +136,29 @@ impl Client {
         })
     }
 
-    fn over(channel: Channel<TcpStream>) -> Self {
+    fn over(channel: Channel<TcpStream>, addr_index: usize) -> Self {
         Self {
             channel,
             next_id: 1,
+            addr_index,
         }
+    }
+
+    /// The index, in the addresses it was given, of the one this client reached.
+    pub fn addr_index(&self) -> usize {
+        self.addr_index
+    }
+
+    /// A new connection to another of `addrs` than this one: starting at the next
+    /// address, this one last. For a refusal that another replica may not give
+    /// ([`worth_another_replica`]).
+    pub async fn connect_elsewhere(
+        &self,
+        addrs: &[String],
+        control: &PublicIdentity,
+        identity: &Identity,
+    ) -> Result<Self, ClientError> {
+        Self::connect_starting_at(addrs, self.addr_index + 1, control, identity).await
     }
 
     /// Sends `req` and waits for its answer.
@@ -188,6 +211,15 @@ impl Client {
         };
         Ok((response.id, reply))
     }
+}
+
+/// Whether a call that failed with `error` is worth one more try on another replica
+/// (when there is one): the control said it cannot serve right now
+/// ([`ErrorCode::Unavailable`]: say, that replica's store is unreachable, or InfluxDB
+/// is, from there). A refusal on the merits (not a member, a TTL too long) would be
+/// the same everywhere, and a broken channel is retried by reconnecting anyway.
+pub fn worth_another_replica(error: &ClientError) -> bool {
+    matches!(error, ClientError::Remote(e) if e.code == ErrorCode::Unavailable)
 }
 
 /// Why one address failed.

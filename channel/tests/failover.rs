@@ -6,16 +6,23 @@
 
 use std::time::{Duration, Instant};
 
-use leasehold_channel::client::{Client, ClientError, FAILOVER_TIMEOUT};
+use leasehold_channel::client::{Client, ClientError, FAILOVER_TIMEOUT, worth_another_replica};
 use leasehold_channel::conn::Channel;
 use leasehold_channel::protocol::{
-    Outcome, PROTOCOL_VERSION, Reply, Request, RequestEnvelope, ResponseEnvelope,
+    ErrorCode, Outcome, PROTOCOL_VERSION, Reply, Request, RequestEnvelope, ResponseEnvelope,
+    WireError,
 };
 use leasehold_channel::{ChannelError, Identity};
 use tokio::net::TcpListener;
 
 /// A control stand-in that answers every request with `Pong`.
 async fn live_control(control: Identity) -> String {
+    stand_in(control, true).await
+}
+
+/// A control stand-in that answers every request with `Pong`, or if not `serving`,
+/// with "unavailable" (a replica that lost its store).
+async fn stand_in(control: Identity, serving: bool) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move {
@@ -32,12 +39,17 @@ async fn live_control(control: Identity) -> String {
                         other => other.unwrap(),
                     };
                     let request: RequestEnvelope = serde_json::from_slice(&message).unwrap();
+                    let outcome = if serving {
+                        Outcome::Ok(Reply::Pong {
+                            control: control.public(),
+                        })
+                    } else {
+                        Outcome::Err(WireError::new(ErrorCode::Unavailable, "store unavailable"))
+                    };
                     let answer = ResponseEnvelope {
                         v: PROTOCOL_VERSION,
                         id: request.id,
-                        outcome: Outcome::Ok(Reply::Pong {
-                            control: control.public(),
-                        }),
+                        outcome,
                     };
                     channel
                         .send(&serde_json::to_vec(&answer).unwrap())
@@ -116,4 +128,30 @@ async fn every_address_dead_names_them_all() {
         text.contains(&addrs[0]) && text.contains(&addrs[1]),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn a_replica_that_cannot_serve_is_worth_a_try_elsewhere() {
+    let control = Identity::generate();
+    let me = Identity::generate();
+    let addrs = vec![
+        stand_in(control.clone(), false).await,
+        live_control(control.clone()).await,
+    ];
+    let mut refusing = Client::connect_starting_at(&addrs, 0, &control.public(), &me)
+        .await
+        .unwrap();
+    assert_eq!(refusing.addr_index(), 0);
+    let refusal = refusing.call(Request::Ping).await.expect_err("unavailable");
+    assert!(worth_another_replica(&refusal), "{refusal:?}");
+    let mut other = refusing
+        .connect_elsewhere(&addrs, &control.public(), &me)
+        .await
+        .unwrap();
+    assert_eq!(other.addr_index(), 1);
+    ping(&mut other).await;
+
+    // A refusal on the merits is the same everywhere; a broken channel reconnects.
+    let not_member = ClientError::Remote(WireError::new(ErrorCode::Unauthorized, "no"));
+    assert!(!worth_another_replica(&not_member));
 }
