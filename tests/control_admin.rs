@@ -1,6 +1,6 @@
 //! The control's admin listener (`control serve --admin-listen`): `/readyz` is not ready
-//! until an add-on is configured, `/metrics` counts what the control did, and
-//! `leasehold health --url` probes it.
+//! until an add-on is configured, `/metrics` counts what the control did (revocations
+//! owed while InfluxDB is down among it), and `leasehold health --url` probes it.
 
 mod common;
 
@@ -88,6 +88,39 @@ async fn readiness_follows_the_addon_and_metrics_count_leases() {
         Some(0.0),
         "{text}"
     );
+    // InfluxDB down: a revocation is owed (the backlog) and its attempts fail, until
+    // InfluxDB is back.
+    let lease = env.json(&["lease", "create", "--identity", "app"]);
+    v2.set_failing(true);
+    env.ok(&[
+        "lease",
+        "revoke",
+        lease["id"].as_str().unwrap(),
+        "--identity",
+        "app",
+    ]);
+    eventually(
+        EVENT_DEADLINE,
+        "a revocation owed and failing",
+        async || {
+            let text = get(admin, "/metrics").await.1;
+            sample(&text, "leasehold_control_revocations_owed") == Some(1.0)
+                && sample(
+                    &text,
+                    r#"leasehold_control_revocations_failed_total{reason="influxdb"}"#,
+                )
+                .is_some_and(|n| n >= 1.0)
+        },
+    )
+    .await;
+    v2.set_failing(false);
+    eventually(EVENT_DEADLINE, "the backlog to clear", async || {
+        let text = get(admin, "/metrics").await.1;
+        sample(&text, "leasehold_control_revocations_owed") == Some(0.0)
+            && sample(&text, "leasehold_control_revocations_done_total") == Some(2.0)
+    })
+    .await;
+
     // The CLI's channels are closed once each command exits.
     eventually(EVENT_DEADLINE, "the CLI's channels to close", async || {
         let text = get(admin, "/metrics").await.1;
