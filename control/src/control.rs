@@ -86,6 +86,8 @@ pub struct Control<S> {
     /// Revocation attempts InfluxDB refused with 401/403 (the add-on's admin
     /// credential no longer works), since start-up.
     pub(crate) revocations_refused: std::sync::atomic::AtomicU64,
+    /// What `/metrics` shows ([`crate::admin`]).
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 pub use crate::lease::{record, status};
@@ -141,6 +143,7 @@ impl<S: Store> Control<S> {
             tasks: TaskTracker::new(),
             shutdown,
             revocations_refused: std::sync::atomic::AtomicU64::new(0),
+            metrics: crate::metrics::Metrics::new(),
         });
         let weak = Arc::downgrade(&control);
         control.tasks.spawn(revoker::run_queue(
@@ -204,6 +207,11 @@ impl<S: Store> Control<S> {
     /// The shutdown signal.
     pub fn shutdown(&self) -> &CancellationToken {
         &self.shutdown
+    }
+
+    /// The control's metrics.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
     }
 
     /// How many revocation attempts InfluxDB refused with 401/403 since start-up.

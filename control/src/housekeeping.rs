@@ -24,8 +24,13 @@ impl<S: Store> Control<S> {
             self.sweep_retired().await;
             let wait = match self.addon.load_full() {
                 None => self.sweep_interval(),
-                Some(addon) => match addon.backend.sweep(Timestamp::now()).await {
+                Some(addon) => match self
+                    .metrics
+                    .backend("sweep", addon.backend.sweep(Timestamp::now()))
+                    .await
+                {
                     Ok(removed) => {
+                        self.metrics.swept(removed);
                         tracing::debug!(removed, "sweep done");
                         attempt = 0;
                         self.sweep_interval()
@@ -64,7 +69,11 @@ impl<S: Store> Control<S> {
                     .checked_sub(housekeeping.retention)
                     .unwrap_or(std::time::UNIX_EPOCH),
             );
-            match self.store.prune_leases(ended_by).await {
+            match self
+                .metrics
+                .store("prune_leases", self.store.prune_leases(ended_by))
+                .await
+            {
                 Ok(0) => {}
                 Ok(pruned) => {
                     tracing::info!(pruned, ended_by = %ended_by, "pruned the records of ended leases")

@@ -16,8 +16,10 @@
 //! - [`live`]: each member's live leases, for the per-member cap.
 //! - [`failpoint`]: test-only failure points (debug builds only).
 //! - [`admission`]: how many connections may be open before proving membership.
+//! - [`admin`] and [`metrics`]: `/healthz`, `/readyz` and `/metrics`.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod admission;
 pub mod backend;
 pub mod control;
@@ -28,6 +30,7 @@ pub mod grant;
 pub mod issuer;
 pub mod lease;
 pub mod live;
+pub mod metrics;
 pub mod policy;
 pub mod revoker;
 pub mod server;
@@ -126,6 +129,12 @@ impl Running {
     /// Changes how often the periodic sweep runs (default [`control::SWEEP_INTERVAL`]).
     pub fn set_sweep_interval(&self, interval: std::time::Duration) {
         self.control.set_sweep_interval(interval);
+    }
+
+    /// Serves `/healthz`, `/readyz` and `/metrics` on `listener` until the control
+    /// shuts down; returns the bound address.
+    pub fn serve_admin(&self, listener: TcpListener) -> std::io::Result<std::net::SocketAddr> {
+        admin::spawn(&self.control, listener)
     }
 
     /// Waits until the control has shut down (after the shutdown signal) and every

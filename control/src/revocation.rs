@@ -25,6 +25,7 @@ impl<S: Store> Control<S> {
         attempt: u32,
         what: &str,
     ) {
+        self.metrics.revocation_failed(error);
         if let ControlError::Backend(crate::backend::BackendError::CredentialRefused(_)) = error {
             let refused_total = self
                 .revocations_refused
@@ -60,9 +61,10 @@ impl<S: Store> Control<S> {
         // control exists to prevent, so it retries (capped at a few seconds) until
         // InfluxDB answers or the control stops; the next start re-arms it.
         let mut attempt = 0;
+        self.metrics.revocation_due(id);
         loop {
             match self.revoke_once(id).await {
-                Ok(()) => return,
+                Ok(()) => return self.metrics.revocation_settled(id),
                 Err(error) => self.revocation_failed(id, &error, attempt, "revocation failed"),
             }
             tokio::select! {
@@ -75,7 +77,11 @@ impl<S: Store> Control<S> {
 
     /// One attempt at removing lease `id`'s credential; records success in the store.
     pub(crate) async fn revoke_once(&self, id: &str) -> Result<(), ControlError> {
-        let Some(mut lease) = self.store.lease(id.to_owned()).await? else {
+        let Some(mut lease) = self
+            .metrics
+            .store("lease", self.store.lease(id.to_owned()))
+            .await?
+        else {
             return Ok(());
         };
         if lease.removed {
@@ -84,19 +90,24 @@ impl<S: Store> Control<S> {
         // Where it was issued, with the credential that issued it.
         let issuer = self.issuer_of(&lease).await?;
         if lease.issued {
-            issuer.backend.revoke(&lease.credential_id).await?;
+            self.metrics
+                .backend("revoke", issuer.backend.revoke(&lease.credential_id))
+                .await?;
         } else {
             // An intent whose outcome was never recorded: InfluxDB may or may not
             // have created the credential; remove it by the name it would carry.
-            issuer
+            let unrecorded = issuer
                 .backend
-                .revoke_unrecorded(&lease.id, lease.expires_at)
-                .await?;
+                .revoke_unrecorded(&lease.id, lease.expires_at);
+            self.metrics.backend("revoke", unrecorded).await?;
         }
         // Recorded only once InfluxDB confirmed: dying before this line repeats the
         // removal at the next start, which "already gone" makes harmless.
         lease.removed = true;
-        self.store.put_lease(lease.clone()).await?;
+        self.metrics
+            .store("put_lease", self.store.put_lease(lease.clone()))
+            .await?;
+        self.metrics.revocation_done(&lease.id);
         // An earlier configuration may now be owed nothing; one coalesced check.
         if !self.is_current(&issuer.id) {
             self.forget_now.notify_one();

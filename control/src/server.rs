@@ -162,8 +162,9 @@ async fn connection<S: Store>(
     pass: Pass,
 ) {
     let _ = stream.set_nodelay(true);
-    let accepted = Channel::accept(stream, control.identity(), limits.handshake_timeout);
-    let mut channel = match accepted.await {
+    let accepted = Channel::accept(stream, control.identity(), limits.handshake_timeout).await;
+    let _open = control.metrics().handshake(accepted.is_ok());
+    let mut channel = match accepted {
         Ok(channel) => channel,
         Err(error) => {
             tracing::debug!(%error, %addr, "handshake failed");
@@ -171,7 +172,11 @@ async fn connection<S: Store>(
         }
     };
     let peer = channel.peer();
-    let member = match control.store.member(peer).await {
+    let member = match control
+        .metrics()
+        .store("member", control.store.member(peer))
+        .await
+    {
         Ok(member) => member.is_some(),
         Err(error) => {
             tracing::error!(%error, identity = %peer, "cannot look the peer up");
@@ -382,7 +387,11 @@ async fn respond<S: Store>(
     envelope: RequestEnvelope,
 ) -> (u64, Outcome) {
     let op = op_name(&envelope.req);
-    let outcome = match control.handle(peer, envelope.req).await {
+    let result = control.handle(peer, envelope.req).await;
+    if op == "lease_create" {
+        control.metrics().lease_outcome(&result);
+    }
+    let outcome = match result {
         Ok(reply) => Outcome::Ok(reply),
         Err(error @ crate::ControlError::Backend(_)) => {
             // InfluxDB failed, not the peer: the operator needs the real cause (the

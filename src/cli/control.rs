@@ -20,6 +20,8 @@ const CONTROL_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The default control listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4100";
+/// The default address of the control's `/healthz`, `/readyz` and `/metrics`.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:4101";
 
 /// Control subcommands.
 #[derive(Debug, Subcommand)]
@@ -35,8 +37,9 @@ pub enum ControlCommand {
 /// `control set-advertise` arguments.
 #[derive(Debug, Args)]
 pub struct SetAdvertiseArgs {
-    /// Addresses clients use to reach the control, in order of preference.
-    #[arg(required = true, value_parser = host_port, value_name = "HOST:PORT")]
+    /// Addresses clients use to reach the control: every replica's (also as a comma
+    /// list). Clients start at a random one and move on from one that does not answer.
+    #[arg(required = true, value_delimiter = ',', value_parser = host_port, value_name = "HOST:PORT")]
     pub addrs: Vec<String>,
     /// Data directory [default: $LEASEHOLD_HOME/control].
     #[arg(long, env = "LEASEHOLD_DATA_DIR", value_name = "DIR")]
@@ -64,9 +67,11 @@ pub struct InitArgs {
     /// Address the control listens on.
     #[arg(long, default_value = DEFAULT_LISTEN, value_name = "ADDR")]
     pub listen: SocketAddr,
-    /// Address clients use to reach the control, written into tickets (repeatable)
-    /// [default: the listen address, loopback if it is unspecified].
-    #[arg(long, value_parser = host_port, value_name = "HOST:PORT")]
+    /// Address clients use to reach the control, written into tickets: with several
+    /// replicas, every replica's (repeatable, or a comma list); clients start at a
+    /// random one and move on from one that does not answer [default: the listen
+    /// address, loopback if it is unspecified].
+    #[arg(long, value_delimiter = ',', value_parser = host_port, value_name = "HOST:PORT")]
     pub advertise: Vec<String>,
 }
 
@@ -100,7 +105,12 @@ pub struct ServeArgs {
     /// The same, from one source address (an IPv6 /64 counts as one).
     #[arg(long, default_value_t = server::DEFAULT_MAX_UNAUTHENTICATED_PER_IP, value_name = "N")]
     pub max_unauthenticated_per_ip: usize,
-    /// Once listening, write `listen=ADDR` (the bound address) to this file.
+    /// Where /healthz, /readyz (store reachable, add-on configured) and /metrics
+    /// (Prometheus) are served.
+    #[arg(long, env = "LEASEHOLD_CONTROL_ADMIN_LISTEN", default_value = DEFAULT_ADMIN_LISTEN, value_name = "ADDR")]
+    pub admin_listen: SocketAddr,
+    /// Once listening, write `listen=ADDR` and `admin=ADDR` (the bound addresses) to
+    /// this file.
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
     /// How often to sweep InfluxDB for expired credentials of ours (also swept at
@@ -214,6 +224,9 @@ pub async fn run(home: &Home, out: Output, cmd: ControlCommand) -> anyhow::Resul
             let listener = TcpListener::bind(listen)
                 .await
                 .map_err(|e| super::common::address_in_use(listen, &e, "--listen"))?;
+            let admin = TcpListener::bind(args.admin_listen).await.map_err(|e| {
+                super::common::address_in_use(args.admin_listen, &e, "--admin-listen")
+            })?;
             let shutdown = CancellationToken::new();
             let signals = Signals::install()?;
             let housekeeping = leasehold_control::control::Housekeeping {
@@ -232,9 +245,13 @@ pub async fn run(home: &Home, out: Output, cmd: ControlCommand) -> anyhow::Resul
             if sweep_interval != leasehold_control::control::SWEEP_INTERVAL {
                 running.set_sweep_interval(sweep_interval);
             }
+            let admin_addr = running.serve_admin(admin)?;
             signals.cancel_on_signal(shutdown, CONTROL_GRACE);
             if let Some(path) = &args.ready_file {
-                super::ready::write(path, &[("listen", running.local_addr)])?;
+                super::ready::write(
+                    path,
+                    &[("listen", running.local_addr), ("admin", admin_addr)],
+                )?;
             }
             running.wait().await;
             Ok(())
