@@ -124,6 +124,11 @@ impl ControlError {
                 ErrorCode::Internal,
                 "InfluxDB refused the request; see the control's log".to_owned(),
             ),
+            Self::Store(e) if e.is_unavailable() => (
+                ErrorCode::Unavailable,
+                "store unavailable: this control replica cannot reach its database; try another"
+                    .to_owned(),
+            ),
             Self::Store(_)
             | Self::DataDir(_)
             | Self::IssuerMissing(_)

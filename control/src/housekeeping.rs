@@ -26,7 +26,7 @@ impl<S: Store> Control<S> {
                 None => self.sweep_interval(),
                 Some(addon) => match self
                     .metrics
-                    .backend("sweep", addon.backend.sweep(Timestamp::now()))
+                    .backend("sweep", self.sweep_alone(&addon))
                     .await
                 {
                     Ok(removed) => {
@@ -69,6 +69,9 @@ impl<S: Store> Control<S> {
                     .checked_sub(housekeeping.retention)
                     .unwrap_or(std::time::UNIX_EPOCH),
             );
+            let Some(_alone) = self.alone("prune_leases").await else {
+                continue;
+            };
             match self
                 .metrics
                 .store("prune_leases", self.store.prune_leases(ended_by))
@@ -87,12 +90,43 @@ impl<S: Store> Control<S> {
     /// [`SWEEP_INTERVAL`], so the ticket table holds only tickets that can be redeemed.
     pub(crate) async fn ticket_prune_loop(&self) {
         loop {
-            if let Err(error) = self.prune_tickets().await {
+            if let Some(_alone) = self.alone("prune_tickets").await
+                && let Err(error) = self.prune_tickets().await
+            {
                 tracing::warn!(%error, "pruning tickets failed");
             }
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
                 _ = tokio::time::sleep(SWEEP_INTERVAL) => {}
+            }
+        }
+    }
+
+    /// The sweep, by one replica at a time (a replica sharing its store with others
+    /// skips a round another one is doing: nothing is left for it).
+    async fn sweep_alone(
+        &self,
+        addon: &crate::control::Addon,
+    ) -> Result<usize, crate::backend::BackendError> {
+        match self.alone("sweep").await {
+            Some(_alone) => addon.backend.sweep(Timestamp::now()).await,
+            None => Ok(0),
+        }
+    }
+
+    /// The right to run housekeeping job `name` now: always for a store of one
+    /// process; for a shared one, unless another replica holds it (or the store cannot
+    /// be reached, and then the job could not work anyway).
+    pub(crate) async fn alone(&self, name: &'static str) -> Option<crate::store::Exclusive> {
+        match self.store.exclusive(name).await {
+            Ok(Some(alone)) => Some(alone),
+            Ok(None) => {
+                tracing::debug!(job = name, "another control replica is doing it");
+                None
+            }
+            Err(error) => {
+                tracing::warn!(%error, job = name, "cannot take the housekeeping lock; skipped");
+                None
             }
         }
     }

@@ -77,6 +77,17 @@ impl<S: Store> Control<S> {
 
     /// One attempt at removing lease `id`'s credential; records success in the store.
     pub(crate) async fn revoke_once(&self, id: &str) -> Result<(), ControlError> {
+        // With replicas sharing the store, only the one holding the claim revokes (and
+        // renews its claim at each attempt); the others leave the lease alone.
+        if self.store.shared() {
+            let now = Timestamp::now();
+            let until = Timestamp(now.0 + crate::control::CLAIM_FOR.as_secs());
+            let claim = self.store.claim_revocation(id.to_owned(), now, until);
+            if !self.metrics.store("claim_revocation", claim).await? {
+                tracing::debug!(lease.id = %id, "another replica revokes it, or it is done");
+                return Ok(());
+            }
+        }
         let Some(mut lease) = self
             .metrics
             .store("lease", self.store.lease(id.to_owned()))
@@ -160,4 +171,30 @@ impl<S: Store> Control<S> {
         }
         Ok(lease)
     }
+
+    /// With a shared store: claims the revocations due (any replica's leases, intents
+    /// left by a replica killed mid-issue, revocations a dead replica did not finish)
+    /// every [`crate::control::CLAIM_POLL`], and does them.
+    pub(crate) async fn claim_loop(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(crate::control::CLAIM_POLL) => {}
+            }
+            let now = Timestamp::now();
+            let until = Timestamp(now.0 + crate::control::CLAIM_FOR.as_secs());
+            let due = self.store.claim_due(now, until, CLAIM_BATCH);
+            match self.metrics.store("claim_due", due).await {
+                Ok(ids) => {
+                    for id in ids {
+                        self.clone().revoke_in_background(id);
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "cannot claim the revocations due"),
+            }
+        }
+    }
 }
+
+/// Revocations claimed per poll at most (the rest wait for the next poll).
+const CLAIM_BATCH: usize = 256;

@@ -180,6 +180,9 @@ async fn connection<S: Store>(
         Ok(member) => member.is_some(),
         Err(error) => {
             tracing::error!(%error, identity = %peer, "cannot look the peer up");
+            // Told why (a store out of reach is "unavailable": worth another replica)
+            // rather than cut off.
+            refuse_first_request(&mut channel, peer, ControlError::Store(error), limits).await;
             return;
         }
     };
@@ -191,6 +194,31 @@ async fn connection<S: Store>(
     channel.set_max_message(MAX_MESSAGE);
     tracing::debug!(identity = %peer, "channel established");
     member_channel(control, channel, peer, limits).await;
+}
+
+/// Answers the peer's first request with `error`, then the channel ends.
+async fn refuse_first_request(
+    channel: &mut Channel<TcpStream>,
+    peer: PublicIdentity,
+    error: ControlError,
+    limits: Limits,
+) {
+    channel.set_max_message(NON_MEMBER_MAX_MESSAGE);
+    let Ok(Ok(message)) = tokio::time::timeout(limits.handshake_timeout, channel.recv()).await
+    else {
+        return;
+    };
+    let message = Zeroizing::new(message);
+    let id = match parse(&message) {
+        Ok(envelope) => envelope.id,
+        Err((id, _)) => id,
+    };
+    if let Err(error) = channel
+        .send(&encode(id, Outcome::Err(error.to_wire())))
+        .await
+    {
+        tracing::debug!(%error, identity = %peer, "could not answer");
+    }
 }
 
 /// The one request a peer that is not a member may send. Whether it enrolled (and the

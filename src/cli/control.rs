@@ -73,6 +73,16 @@ pub struct InitArgs {
     /// address, loopback if it is unspecified].
     #[arg(long, value_delimiter = ',', value_parser = host_port, value_name = "HOST:PORT")]
     pub advertise: Vec<String>,
+    /// Where the control's state lives: `redb` (the default: embedded, in the data
+    /// directory) or a PostgreSQL URL (`postgres://USER:PASSWORD@HOST/DB`) shared by
+    /// several control replicas. Best given in the environment: it holds a password.
+    #[arg(
+        long,
+        env = "LEASEHOLD_STORE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub store: Option<String>,
 }
 
 /// `control serve` flags.
@@ -84,6 +94,16 @@ pub struct ServeArgs {
     /// Listen here instead of the address chosen at init.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+    /// Where the control's state lives: `redb` (the default: embedded, in the data
+    /// directory) or a PostgreSQL URL (`postgres://USER:PASSWORD@HOST/DB`) shared by
+    /// several control replicas. Best given in the environment: it holds a password.
+    #[arg(
+        long,
+        env = "LEASEHOLD_STORE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub store: Option<String>,
     /// How long the records of expired or revoked leases (whose credential is gone
     /// from InfluxDB) are kept before they are pruned.
     #[arg(long, env = "LEASEHOLD_RETENTION", default_value = "7d", value_parser = duration_secs, value_name = "DURATION")]
@@ -171,7 +191,9 @@ pub async fn run(home: &Home, out: Output, cmd: ControlCommand) -> anyhow::Resul
                 listen: args.listen,
                 advertise,
             };
-            let identity = leasehold_control::init(home, &data, &settings).await?;
+            let location = store_location(args.store.as_deref())?;
+            let identity =
+                leasehold_control::init_with_store(home, &data, &settings, &location).await?;
             let view = serde_json::json!({
                 "control": identity.public().to_string(),
                 "data_dir": data.path(),
@@ -214,6 +236,7 @@ pub async fn run(home: &Home, out: Output, cmd: ControlCommand) -> anyhow::Resul
         }
         ControlCommand::Serve(args) => {
             let limits = args.limits()?;
+            let location = store_location(args.store.as_deref())?;
             let data = DataDir::new(args.data_dir.unwrap_or_else(|| home.control_dir()));
             let (_, settings) = data.load().map_err(|e| UsageError(e.to_string()))?;
             super::open_files::raise_to_hard_limit();
@@ -233,8 +256,9 @@ pub async fn run(home: &Home, out: Output, cmd: ControlCommand) -> anyhow::Resul
                 retention: std::time::Duration::from_secs(args.retention),
                 prune_interval: std::time::Duration::from_secs(args.prune_interval),
             };
-            let running = leasehold_control::start_with(
+            let running = leasehold_control::start_with_store(
                 &data,
+                &location,
                 listener,
                 shutdown.clone(),
                 housekeeping,
@@ -257,4 +281,14 @@ pub async fn run(home: &Home, out: Output, cmd: ControlCommand) -> anyhow::Resul
             Ok(())
         }
     }
+}
+
+/// `--store`: absent or `redb` is the embedded store; a PostgreSQL URL the shared one.
+/// The value is never repeated in an error (it may hold a password).
+fn store_location(value: Option<&str>) -> Result<leasehold_control::StoreLocation, UsageError> {
+    value
+        .map_or(Ok(leasehold_control::StoreLocation::Embedded), |v| {
+            v.parse()
+        })
+        .map_err(|e| UsageError(format!("--store (LEASEHOLD_STORE_URL): {e}")))
 }
