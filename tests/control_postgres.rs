@@ -218,5 +218,11 @@ async fn two_replicas_share_the_store_and_each_credential_is_removed_once_whoeve
         v2.authorization_count() == 0
     })
     .await;
+    for log in [replica_b.log(), aborting.log()] {
+        assert!(
+            !log.contains(pg.password()),
+            "the store's password logged:\n{log}"
+        );
+    }
     drop(replica_b);
 }

@@ -8,6 +8,12 @@ use crate::control::{Control, Housekeeping, SWEEP_INTERVAL};
 use crate::revoker;
 use crate::store::Store;
 
+/// With replicas sharing the store, how long past its expiry a credential is left to
+/// the revocation claims before the sweep removes it: a lapsed claim and a poll.
+const SHARED_SWEEP_GRACE: std::time::Duration = std::time::Duration::from_secs(
+    crate::control::CLAIM_FOR.as_secs() + 2 * crate::control::CLAIM_POLL.as_secs(),
+);
+
 impl<S: Store> Control<S> {
     /// Sweeps InfluxDB for expired credentials this control created: at start-up, when
     /// the add-on is configured, and every [`SWEEP_INTERVAL`]; a failed sweep is
@@ -108,8 +114,17 @@ impl<S: Store> Control<S> {
         &self,
         addon: &crate::control::Addon,
     ) -> Result<usize, crate::backend::BackendError> {
+        let now = Timestamp::now();
+        // Replicas revoke through claims within a second or two of a lease's end; the
+        // sweep leaves them that time (and a lapsed claim's) rather than race them to
+        // the same credential, which would remove it twice.
+        let before = if self.store.shared() {
+            Timestamp(now.0.saturating_sub(SHARED_SWEEP_GRACE.as_secs()))
+        } else {
+            now
+        };
         match self.alone("sweep").await {
-            Some(_alone) => addon.backend.sweep(Timestamp::now()).await,
+            Some(_alone) => addon.backend.sweep(before).await,
             None => Ok(0),
         }
     }

@@ -176,6 +176,8 @@ impl<S: Store> Control<S> {
     /// left by a replica killed mid-issue, revocations a dead replica did not finish)
     /// every [`crate::control::CLAIM_POLL`], and does them.
     pub(crate) async fn claim_loop(self: Arc<Self>) {
+        // A database out of reach fails every poll: one line per interval, not per second.
+        let mut quiet = crate::log_throttle::LogThrottle::new(crate::log_throttle::LOG_INTERVAL);
         loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
@@ -190,7 +192,11 @@ impl<S: Store> Control<S> {
                         self.clone().revoke_in_background(id);
                     }
                 }
-                Err(error) => tracing::warn!(%error, "cannot claim the revocations due"),
+                Err(error) => {
+                    if let Some(unlogged) = quiet.hit(std::time::Instant::now()) {
+                        tracing::warn!(%error, unlogged, "cannot claim the revocations due");
+                    }
+                }
             }
         }
     }

@@ -1,9 +1,10 @@
 //! The control's persistent state, behind a small interface.
 //!
-//! [`Store`] is the seam for a shared PostgreSQL store (several control replicas) later:
-//! the rest of the control only sees these methods. Every method is one transaction;
+//! The rest of the control only sees these methods. Every method is one transaction;
 //! [`Store::redeem_ticket`] in particular checks and consumes a ticket atomically.
-//! The default implementation is [`RedbStore`], an embedded, crash-safe B-tree file.
+//! The default implementation is [`RedbStore`], an embedded, crash-safe B-tree file;
+//! [`PostgresStore`] is shared by several control replicas, with the claims and locks
+//! that decide which replica does what ([`Store::shared`] and after).
 //!
 //! The add-on settings are not here but in the data directory (see
 //! [`crate::datadir`]): they hold the credential needed to sweep InfluxDB, which must
