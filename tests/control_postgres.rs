@@ -1,5 +1,5 @@
 //! A replicated control on a real PostgreSQL (a server of the test's own): two
-//! replicas with one identity share members, tickets and leases; each lease's
+//! replicas with one identity share members, tickets, add-on settings and leases; each lease's
 //! credential is removed by exactly one of them; a replica killed (`kill -9`) or
 //! aborted mid-issue leaves nothing behind, the other finishing its revocations.
 
@@ -99,12 +99,23 @@ async fn two_replicas_share_the_store_and_each_credential_is_removed_once_whoeve
         &format!("{a},{b}"),
     ]);
     assert!(!init.to_string().contains(pg.password()), "{init}");
-    let replica_a = env.serve_with("info", &[]);
-    env.configure_v2(&v2, &[]);
-    // The second replica: the same identity key and add-on settings.
+    // The second replica: the same identity key, copied before any add-on exists.
     let data_b = env.dir.path().join("replica-b");
     copy_dir(&env.data_dir(), &data_b);
+    let replica_a = env.serve_with("info", &[]);
     let (replica_b, admin_b) = replica(&env, &data_b, &b, None);
+    // Configured through A: B learns of it from the store (sealed there).
+    assert_eq!(readyz(admin_b).await, 503, "no add-on yet");
+    env.configure_v2(&v2, &[]);
+    eventually(EVENT_DEADLINE, "B to follow the add-on", async || {
+        readyz(admin_b).await == 200
+    })
+    .await;
+    let followed = std::fs::read_to_string(data_b.join("addon.json")).unwrap();
+    assert!(
+        followed.contains(v2.org_id()),
+        "B's add-on is the one configured on A"
+    );
 
     // A ticket redeemed on whichever replica the client starts at; the member is
     // everyone's.

@@ -41,6 +41,7 @@ mod housekeeping;
 mod log_throttle;
 mod ops;
 mod revocation;
+pub mod sealed;
 
 use std::collections::BTreeMap;
 

@@ -178,10 +178,17 @@ impl<S: Store> Control<S> {
     pub(crate) async fn claim_loop(self: Arc<Self>) {
         // A database out of reach fails every poll: one line per interval, not per second.
         let mut quiet = crate::log_throttle::LogThrottle::new(crate::log_throttle::LOG_INTERVAL);
+        let mut quiet_addon =
+            crate::log_throttle::LogThrottle::new(crate::log_throttle::LOG_INTERVAL);
         loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
                 _ = tokio::time::sleep(crate::control::CLAIM_POLL) => {}
+            }
+            if let Err(error) = self.follow_shared_addon().await
+                && let Some(unlogged) = quiet_addon.hit(std::time::Instant::now())
+            {
+                tracing::warn!(%error, unlogged, "cannot follow the shared add-on settings");
             }
             let now = Timestamp::now();
             let until = Timestamp(now.0 + crate::control::CLAIM_FOR.as_secs());

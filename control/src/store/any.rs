@@ -123,6 +123,15 @@ impl Store for AnyStore {
     ) -> StoreResult<Vec<String>> {
         each!(self.claim_due(now, until, limit))
     }
+    async fn put_addon(&self, id: String, sealed: Vec<u8>, current: bool) -> StoreResult<()> {
+        each!(self.put_addon(id, sealed, current))
+    }
+    async fn current_addon(&self) -> StoreResult<Option<String>> {
+        each!(self.current_addon())
+    }
+    async fn addon(&self, id: String) -> StoreResult<Option<Vec<u8>>> {
+        each!(self.addon(id))
+    }
     async fn exclusive(&self, name: &'static str) -> StoreResult<Option<Exclusive>> {
         each!(self.exclusive(name))
     }

@@ -281,6 +281,30 @@ pub trait Store: Send + Sync + 'static {
         async { Ok(Vec::new()) }
     }
 
+    /// Keeps add-on configuration `id` (sealed, see [`crate::sealed`]) and, if
+    /// `current`, makes it the one in effect. Only a shared store keeps them: one
+    /// process has them in its data directory.
+    fn put_addon(
+        &self,
+        id: String,
+        sealed: Vec<u8>,
+        current: bool,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        let _ = (id, sealed, current);
+        async { Ok(()) }
+    }
+
+    /// The id of the add-on configuration in effect, if the store keeps one.
+    fn current_addon(&self) -> impl Future<Output = StoreResult<Option<String>>> + Send {
+        async { Ok(None) }
+    }
+
+    /// Add-on configuration `id`, sealed, if the store keeps it.
+    fn addon(&self, id: String) -> impl Future<Output = StoreResult<Option<Vec<u8>>>> + Send {
+        let _ = id;
+        async { Ok(None) }
+    }
+
     /// The right to run housekeeping job `name` alone among the replicas, held until
     /// the guard drops; `None` when another replica holds it.
     fn exclusive(

@@ -36,6 +36,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const POOL_WAIT: Duration = Duration::from_secs(5);
 /// The `leasehold_meta` key of the control identity every replica must share.
 const IDENTITY_KEY: &str = "control_identity";
+/// The `leasehold_meta` key of the add-on configuration in effect.
+const CURRENT_ADDON_KEY: &str = "current_addon";
 /// Rows read per round trip when a page is filtered here rather than in SQL.
 const SCAN_BATCH: i64 = 512;
 
@@ -638,6 +640,51 @@ impl Store for PostgresStore {
         limit: usize,
     ) -> StoreResult<Vec<String>> {
         claims::claim_due(self, now, until, limit).await
+    }
+
+    async fn put_addon(&self, id: String, sealed: Vec<u8>, current: bool) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let txn = client.transaction().await.map_err(store_err)?;
+        txn.execute(
+            "INSERT INTO addons (id, sealed) VALUES ($1, $2)
+             ON CONFLICT (id) DO UPDATE SET sealed = EXCLUDED.sealed",
+            &[&id, &sealed],
+        )
+        .await
+        .map_err(store_err)?;
+        if current {
+            txn.execute(
+                "INSERT INTO leasehold_meta (key, value) VALUES ($1, $2)
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                &[&CURRENT_ADDON_KEY, &id],
+            )
+            .await
+            .map_err(store_err)?;
+        }
+        txn.commit().await.map_err(store_err)
+    }
+
+    async fn current_addon(&self) -> StoreResult<Option<String>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT value FROM leasehold_meta WHERE key = $1",
+                &[&CURRENT_ADDON_KEY],
+            )
+            .await
+            .map_err(store_err)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn addon(&self, id: String) -> StoreResult<Option<Vec<u8>>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt("SELECT sealed FROM addons WHERE id = $1", &[&id])
+            .await
+            .map_err(store_err)?;
+        Ok(row.map(|r| r.get(0)))
     }
 
     async fn exclusive(&self, name: &'static str) -> StoreResult<Option<super::Exclusive>> {

@@ -37,6 +37,9 @@ pub const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX leases_owed ON leases (ended_at) WHERE NOT removed;
      CREATE INDEX leases_by_member ON leases (member, id);",
+    // 2: the add-on configurations, sealed with the identity's key; the current one's
+    // id in leasehold_meta.
+    "CREATE TABLE addons (id TEXT PRIMARY KEY, sealed BYTEA NOT NULL);",
 ];
 
 /// The schema version this build writes and reads.
