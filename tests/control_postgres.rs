@@ -99,6 +99,28 @@ async fn two_replicas_share_the_store_and_each_credential_is_removed_once_whoeve
         &format!("{a},{b}"),
     ]);
     assert!(!init.to_string().contains(pg.password()), "{init}");
+    // Another `control init` on the same database, and one asking for TLS: refused,
+    // with nothing created (so each can be run again once fixed).
+    let mut other = Env::new();
+    other.set_env("LEASEHOLD_STORE_URL", &pg.url());
+    let (code, stderr) = other.fails(&["control", "init"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("already belongs to control"), "{stderr}");
+    assert!(
+        !other.data_dir().exists(),
+        "a refused init created {:?}",
+        other.data_dir()
+    );
+    let mut tls = Env::new();
+    tls.set_env(
+        "LEASEHOLD_STORE_URL",
+        &format!("{}?sslmode=require", pg.url()),
+    );
+    let (code, stderr) = tls.fails(&["control", "init"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("sslmode=require"), "{stderr}");
+    assert!(!stderr.contains(pg.password()), "{stderr}");
+    assert!(!tls.data_dir().exists());
     // The second replica: the same identity key, copied before any add-on exists.
     let data_b = env.dir.path().join("replica-b");
     copy_dir(&env.data_dir(), &data_b);

@@ -153,11 +153,17 @@ pub async fn init_with_store(
     settings: &Settings,
     location: &StoreLocation,
 ) -> Result<Identity, StartError> {
+    // The database is checked before the data directory is created: a refused init
+    // leaves nothing behind, and can be run again.
+    let prepared = match location {
+        StoreLocation::Embedded => None,
+        StoreLocation::Postgres(url) => Some(PostgresStore::prepare(url).await?),
+    };
     let identity = data.init(settings)?;
-    let store = match location {
-        StoreLocation::Embedded => AnyStore::Redb(RedbStore::open(&data.store_path())?),
-        StoreLocation::Postgres(url) => {
-            AnyStore::Postgres(Box::new(PostgresStore::init(url, identity.public()).await?))
+    let store = match prepared {
+        None => AnyStore::Redb(RedbStore::open(&data.store_path())?),
+        Some(prepared) => {
+            AnyStore::Postgres(Box::new(prepared.claim_for(identity.public()).await?))
         }
     };
     let admin = if home.has_identity("admin")? {

@@ -91,6 +91,16 @@ pub enum PgError {
         /// The database's.
         recorded: String,
     },
+    /// `control init` on a database another control identity already owns.
+    #[error(
+        "the database already belongs to control {recorded}: nothing was changed; for \
+         another replica, copy the data directory of the one that ran `control init` (its \
+         identity key) instead of running init again"
+    )]
+    AlreadyInitialized {
+        /// The database's.
+        recorded: String,
+    },
     /// `control init` never recorded an identity in this database.
     #[error(
         "no control identity is recorded in the database: run `leasehold control init --store URL` first"
@@ -217,6 +227,27 @@ impl PostgresStore {
         }
         store.record_identity(identity).await?;
         Ok(store)
+    }
+
+    /// The first half of `control init`, before any identity exists: connects, applies
+    /// the migrations, and refuses a database that already records a control identity.
+    pub async fn prepare(url: &str) -> Result<Self, PgError> {
+        let store = Self::connect(url)?;
+        {
+            let mut client = store.client_for_setup().await?;
+            schema::migrate(&mut client).await?;
+        }
+        if let Some(recorded) = store.recorded_identity().await? {
+            return Err(PgError::AlreadyInitialized { recorded });
+        }
+        Ok(store)
+    }
+
+    /// The second half: records `identity` as the control's (or refuses when another
+    /// init recorded its own meanwhile).
+    pub async fn claim_for(self, identity: PublicIdentity) -> Result<Self, PgError> {
+        self.record_identity(identity).await?;
+        Ok(self)
     }
 
     /// `control serve`: checks the schema and the identity; changes nothing.

@@ -237,6 +237,12 @@ async fn serve_refuses_another_identity_a_newer_schema_and_an_uninitialized_data
         matches!(refused, PgError::IdentityMismatch { .. }),
         "{refused}"
     );
+    // Nor does a second `control init` (refused before it creates anything).
+    let refused = PostgresStore::prepare(&pg.url()).await.unwrap_err();
+    assert!(
+        matches!(refused, PgError::AlreadyInitialized { .. }),
+        "{refused}"
+    );
 
     let empty = pg.create_database("empty").unwrap();
     let refused = PostgresStore::open(&empty, stranger).await.unwrap_err();
