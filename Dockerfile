@@ -11,10 +11,11 @@
 # control, its store: keep it on a volume. The image runs as the unprivileged user
 # 10001 and writes nothing outside that volume, so a read-only root filesystem works.
 # The HEALTHCHECK probes the proxy's admin listener with the binary itself, and the
-# ENTRYPOINT is the binary: the image needs no shell. The control has no HTTP listener,
-# so disable the check there (`docker run --no-healthcheck`, compose
-# `healthcheck: {disable: true}`). On SIGTERM the sidecar drains in-flight requests for
-# up to `--shutdown-grace` (10s): give the container a longer stop timeout.
+# ENTRYPOINT is the binary: the image needs no shell. The control's admin listener is
+# elsewhere (127.0.0.1:4101), so disable the check there (`docker run --no-healthcheck`,
+# compose `healthcheck: {disable: true}`) or probe that instead. On SIGTERM the sidecar
+# drains in-flight requests for up to `--shutdown-grace` (10s): give the container a
+# longer stop timeout.
 #
 # Two targets make the same runtime image (both are `runtime-base` plus the binary):
 #   runtime   (the default) compiles leasehold in the Rust image; needs BuildKit

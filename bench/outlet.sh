@@ -93,7 +93,7 @@ wait_port "$P_ISSUER"
 H=$WORK/home
 lh() { LEASEHOLD_HOME=$H "$LEASEHOLD" "$@"; }
 lh control init --listen "127.0.0.1:$P_CONTROL" >/dev/null
-start control - env LEASEHOLD_HOME="$H" "$LEASEHOLD" control serve
+start control - env LEASEHOLD_HOME="$H" LEASEHOLD_CONTROL_ADMIN_LISTEN=127.0.0.1:0 "$LEASEHOLD" control serve
 wait_port "$P_CONTROL"
 INFLUXDB_ADMIN_TOKEN=bench-admin-token lh addon configure influxdb \
   --endpoint-url "http://127.0.0.1:$P_ISSUER" --org-id 0000000000000001 \

@@ -212,7 +212,7 @@ wait_port "$P_ISSUER"
 HOME1=$WORK/home
 lh() { LEASEHOLD_HOME=$HOME1 "$LEASEHOLD" "$@"; }
 lh control init --listen "127.0.0.1:$P_CONTROL" >/dev/null
-start control - env LEASEHOLD_HOME="$HOME1" "$LEASEHOLD" control serve
+start control - env LEASEHOLD_HOME="$HOME1" LEASEHOLD_CONTROL_ADMIN_LISTEN=127.0.0.1:0 "$LEASEHOLD" control serve
 wait_port "$P_CONTROL"
 # Every proxy start (start-up timing, callgrind runs) takes a fresh 15-minute lease for
 # the one `bench` identity: lift the per-member live-lease cap. The issuer is a stub of
@@ -389,7 +389,7 @@ curl -fsS -o /dev/null -u "admin:$INFLUX_PW" "$INFLUX/query" --data-urlencode "q
 HOME2=$WORK/home2
 lh2() { LEASEHOLD_HOME=$HOME2 "$LEASEHOLD" "$@"; }
 lh2 control init --listen "127.0.0.1:$P_CONTROL2" >/dev/null
-start control2 - env LEASEHOLD_HOME="$HOME2" "$LEASEHOLD" control serve
+start control2 - env LEASEHOLD_HOME="$HOME2" LEASEHOLD_CONTROL_ADMIN_LISTEN=127.0.0.1:0 "$LEASEHOLD" control serve
 wait_port "$P_CONTROL2"
 INFLUXDB_ADMIN_PASSWORD=$INFLUX_PW lh2 addon configure influxdb-v1 --endpoint-url "$INFLUX" \
   --username admin --privileges 'WRITE ON "telemetry"' --default-ttl 900 --max-live-leases 1000 >/dev/null

@@ -8,6 +8,9 @@
 #   - wrk, nginx and HAProxy for the benchmark harness's smoke test;
 #   - faketime, to run a proxy whose wall clock is wrong;
 #   - iproute2 (`ip netns`), for the outlet's two-host test (run as root).
+#   - PostgreSQL (Debian package `postgresql`) for the shared-store tests: they run
+#     servers of their own (`initdb` + `pg_ctl` from /usr/lib/postgresql/*/bin, as the
+#     unprivileged `postgres` user), never the system service.
 # A missing prerequisite fails the run; no test is skipped for want of one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +26,7 @@ command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 [ -x /usr/bin/faketime ] || missing+=(faketime)
 # The outlet's two-host test: network namespaces and veth pairs (needs root).
 [ -x /usr/sbin/ip ] || [ -x /usr/bin/ip ] || command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]} (Debian packages)"
   as_root apt-get update -qq
@@ -34,6 +38,9 @@ if command -v systemctl >/dev/null 2>&1; then as_root systemctl stop nginx hapro
 # harmless, but stop it so it does not hold 8086 for the demo.
 if command -v systemctl >/dev/null 2>&1; then as_root systemctl stop influxdb >/dev/null 2>&1 || true; fi
 influxd version
+# Likewise Debian's PostgreSQL cluster service: the tests start their own servers.
+if command -v systemctl >/dev/null 2>&1; then as_root systemctl stop postgresql >/dev/null 2>&1 || true; fi
+"$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)/pg_ctl" --version
 
 # The Docker test runs on the engine here; it needs no registry.
 docker version --format 'Docker Engine {{.Server.Version}}' \

@@ -423,7 +423,7 @@ impl Store for FailingStore {
     async fn put_lease(&self, lease: StoredLease) -> StoreResult<()> {
         if lease.issued && !lease.removed && self.fail.load(Ordering::SeqCst) {
             (self.on_failure)();
-            return Err(StoreError("injected failure".into()));
+            return Err(StoreError::new("injected failure"));
         }
         self.inner.put_lease(lease).await
     }

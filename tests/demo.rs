@@ -54,6 +54,8 @@ fn run_script(path: &str, env: &[(&str, String)], timeout: Duration) -> (Option<
     cmd.arg(script(path))
         .env_remove("RUST_LOG")
         .env_remove("LEASEHOLD_HOME")
+        // The scripts run side by side: each control's admin listener on a port of its own.
+        .env("LEASEHOLD_CONTROL_ADMIN_LISTEN", "127.0.0.1:0")
         .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
         .stderr(out);

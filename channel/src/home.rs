@@ -20,7 +20,7 @@ use crate::{Identity, PublicIdentity};
 /// Where an identity is enrolled: enough to reach and pin the control.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Enrollment {
-    /// Control addresses, in order of preference.
+    /// Control addresses (every replica's); clients start at a random one.
     pub addrs: Vec<String>,
     /// The control's pinned identity.
     pub control: PublicIdentity,

@@ -17,7 +17,7 @@ const PREFIX: &str = "lht1";
 /// A parsed ticket. `Debug` redacts the secret.
 #[derive(Clone)]
 pub struct Ticket {
-    /// Where the control listens, in order of preference.
+    /// Where the control listens: every replica's address; clients start at a random one.
     pub addrs: Vec<String>,
     /// The control's identity, to pin.
     pub control: PublicIdentity,

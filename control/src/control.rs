@@ -22,6 +22,13 @@ use crate::store::Store;
 /// at start-up and whenever the add-on is configured. The sweep is one list call, and it
 /// bounds how long a credential can outlive a lost store.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// How long a replica sharing its store holds the claim on a revocation it is doing
+/// (renewed at every attempt): a replica killed mid-revocation leaves the lease to
+/// the others this long after its last attempt. Longer than an attempt can take.
+pub const CLAIM_FOR: Duration = Duration::from_secs(30);
+/// How often a replica sharing its store looks for revocations due: at most this late
+/// past a lease's end, whichever replica issued it (or died issuing it).
+pub const CLAIM_POLL: Duration = Duration::from_secs(1);
 
 /// How long the records of ended leases are kept, and how often they are pruned.
 #[derive(Debug, Clone, Copy)]
@@ -86,6 +93,8 @@ pub struct Control<S> {
     /// Revocation attempts InfluxDB refused with 401/403 (the add-on's admin
     /// credential no longer works), since start-up.
     pub(crate) revocations_refused: std::sync::atomic::AtomicU64,
+    /// What `/metrics` shows ([`crate::admin`]).
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 pub use crate::lease::{record, status};
@@ -141,6 +150,7 @@ impl<S: Store> Control<S> {
             tasks: TaskTracker::new(),
             shutdown,
             revocations_refused: std::sync::atomic::AtomicU64::new(0),
+            metrics: crate::metrics::Metrics::new(),
         });
         let weak = Arc::downgrade(&control);
         control.tasks.spawn(revoker::run_queue(
@@ -165,7 +175,8 @@ impl<S: Store> Control<S> {
                     .live
                     .restore(lease.member, lease.id.clone(), lease.expires_at);
             }
-            if !lease.removed {
+            // A shared store's revocations are claimed from the store instead (below).
+            if !lease.removed && !control.store.shared() {
                 let at = lease.revoked_at.unwrap_or(lease.expires_at);
                 control.schedule.at(at.min(lease.expires_at), lease.id);
                 owed += 1;
@@ -184,6 +195,12 @@ impl<S: Store> Control<S> {
         control
             .tasks
             .spawn(async move { forgetter.forget_loop().await });
+        if control.store.shared() {
+            let claimer = control.clone();
+            control
+                .tasks
+                .spawn(async move { claimer.claim_loop().await });
+        }
         let ticket_pruner = control.clone();
         control
             .tasks
@@ -204,6 +221,11 @@ impl<S: Store> Control<S> {
     /// The shutdown signal.
     pub fn shutdown(&self) -> &CancellationToken {
         &self.shutdown
+    }
+
+    /// The control's metrics.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
     }
 
     /// How many revocation attempts InfluxDB refused with 401/403 since start-up.
@@ -242,6 +264,11 @@ impl<S: Store> Control<S> {
     /// Tells the revocation queue to revoke lease `id` at `at`. Memory only: the
     /// store's `removed: false` is what re-arms it after a restart.
     pub(crate) fn schedule(&self, at: Timestamp, id: String) {
+        // With a shared store, whichever replica claims it first revokes it
+        // ([`Control::claim_loop`]): the issuing one may be gone by then.
+        if self.store.shared() {
+            return;
+        }
         self.schedule.at(at, id);
     }
 }

@@ -127,6 +127,11 @@ impl ControlError {
                 ErrorCode::Internal,
                 "InfluxDB refused the request; see the control's log".to_owned(),
             ),
+            Self::Store(e) if e.is_unavailable() => (
+                ErrorCode::Unavailable,
+                "store unavailable: this control replica cannot reach its database; try another"
+                    .to_owned(),
+            ),
             // Nothing of the store, the files or the system's state reaches a peer.
             Self::Store(_)
             | Self::DataDir(_)

@@ -8,6 +8,12 @@ use crate::control::{Control, Housekeeping, SWEEP_INTERVAL};
 use crate::revoker;
 use crate::store::Store;
 
+/// With replicas sharing the store, how long past its expiry a credential is left to
+/// the revocation claims before the sweep removes it: a lapsed claim and a poll.
+const SHARED_SWEEP_GRACE: std::time::Duration = std::time::Duration::from_secs(
+    crate::control::CLAIM_FOR.as_secs() + 2 * crate::control::CLAIM_POLL.as_secs(),
+);
+
 impl<S: Store> Control<S> {
     /// Sweeps InfluxDB for expired credentials this control created: at start-up, when
     /// the add-on is configured, and every [`SWEEP_INTERVAL`]; a failed sweep is
@@ -24,8 +30,13 @@ impl<S: Store> Control<S> {
             self.sweep_retired().await;
             let wait = match self.addon.load_full() {
                 None => self.sweep_interval(),
-                Some(addon) => match addon.backend.sweep(Timestamp::now()).await {
+                Some(addon) => match self
+                    .metrics
+                    .backend("sweep", self.sweep_alone(&addon))
+                    .await
+                {
                     Ok(removed) => {
+                        self.metrics.swept(removed);
                         tracing::debug!(removed, "sweep done");
                         attempt = 0;
                         self.sweep_interval()
@@ -64,7 +75,14 @@ impl<S: Store> Control<S> {
                     .checked_sub(housekeeping.retention)
                     .unwrap_or(std::time::UNIX_EPOCH),
             );
-            match self.store.prune_leases(ended_by).await {
+            let Some(_alone) = self.alone("prune_leases").await else {
+                continue;
+            };
+            match self
+                .metrics
+                .store("prune_leases", self.store.prune_leases(ended_by))
+                .await
+            {
                 Ok(0) => {}
                 Ok(pruned) => {
                     tracing::info!(pruned, ended_by = %ended_by, "pruned the records of ended leases")
@@ -78,12 +96,52 @@ impl<S: Store> Control<S> {
     /// [`SWEEP_INTERVAL`], so the ticket table holds only tickets that can be redeemed.
     pub(crate) async fn ticket_prune_loop(&self) {
         loop {
-            if let Err(error) = self.prune_tickets().await {
+            if let Some(_alone) = self.alone("prune_tickets").await
+                && let Err(error) = self.prune_tickets().await
+            {
                 tracing::warn!(%error, "pruning tickets failed");
             }
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
                 _ = tokio::time::sleep(SWEEP_INTERVAL) => {}
+            }
+        }
+    }
+
+    /// The sweep, by one replica at a time (a replica sharing its store with others
+    /// skips a round another one is doing: nothing is left for it).
+    async fn sweep_alone(
+        &self,
+        addon: &crate::control::Addon,
+    ) -> Result<usize, crate::backend::BackendError> {
+        let now = Timestamp::now();
+        // Replicas revoke through claims within a second or two of a lease's end; the
+        // sweep leaves them that time (and a lapsed claim's) rather than race them to
+        // the same credential, which would remove it twice.
+        let before = if self.store.shared() {
+            Timestamp(now.0.saturating_sub(SHARED_SWEEP_GRACE.as_secs()))
+        } else {
+            now
+        };
+        match self.alone("sweep").await {
+            Some(_alone) => addon.backend.sweep(before).await,
+            None => Ok(0),
+        }
+    }
+
+    /// The right to run housekeeping job `name` now: always for a store of one
+    /// process; for a shared one, unless another replica holds it (or the store cannot
+    /// be reached, and then the job could not work anyway).
+    pub(crate) async fn alone(&self, name: &'static str) -> Option<crate::store::Exclusive> {
+        match self.store.exclusive(name).await {
+            Ok(Some(alone)) => Some(alone),
+            Ok(None) => {
+                tracing::debug!(job = name, "another control replica is doing it");
+                None
+            }
+            Err(error) => {
+                tracing::warn!(%error, job = name, "cannot take the housekeeping lock; skipped");
+                None
             }
         }
     }

@@ -87,6 +87,56 @@ impl<S: Store> Control<S> {
     /// first) if it is another server or principal, and a kept one that `new` supersedes
     /// is dropped. Then drops every kept configuration that is owed nothing.
     pub(crate) async fn install_addon(&self, new: Addon) -> Result<(), ControlError> {
+        // Replicas sharing the store learn of it there (first: a configuration the
+        // others cannot learn of is not installed here either).
+        if self.store.shared() {
+            self.share_addon(&new, true).await?;
+        }
+        self.install_addon_here(new).await
+    }
+
+    /// Keeps `addon` in the shared store, sealed with the identity's key.
+    async fn share_addon(&self, addon: &Addon, current: bool) -> Result<(), ControlError> {
+        let sealed = crate::sealed::seal(self.identity(), &addon.id, &addon.config)
+            .map_err(|e| crate::store::StoreError::new(e.to_string()))?;
+        self.store
+            .put_addon(addon.id.clone(), sealed, current)
+            .await?;
+        Ok(())
+    }
+
+    /// Add-on configuration `id` from the shared store, if it keeps it.
+    async fn shared_addon(&self, id: &str) -> Result<Option<Addon>, ControlError> {
+        let Some(sealed) = self.store.addon(id.to_owned()).await? else {
+            return Ok(None);
+        };
+        let config = crate::sealed::open(self.identity(), id, &sealed)
+            .map_err(|e| crate::store::StoreError::new(e.to_string()))?;
+        Ok(Some(Addon::new(config)?))
+    }
+
+    /// With a shared store: installs the configuration another replica made current,
+    /// if it is not the one in effect here. Called every claim poll.
+    pub(crate) async fn follow_shared_addon(&self) -> Result<(), ControlError> {
+        let Some(id) = self.store.current_addon().await? else {
+            // None shared yet: this replica's own (from its data directory) is offered.
+            if let Some(current) = self.addon.load_full() {
+                self.share_addon(&current, true).await?;
+            }
+            return Ok(());
+        };
+        if self.is_current(&id) {
+            return Ok(());
+        }
+        let Some(addon) = self.shared_addon(&id).await? else {
+            return Ok(());
+        };
+        tracing::info!(addon.id = %id, endpoint = %addon.backend.endpoint_url(), "add-on configured on another replica: installed here");
+        self.install_addon_here(addon).await
+    }
+
+    /// [`Self::install_addon`] on this replica only.
+    async fn install_addon_here(&self, new: Addon) -> Result<(), ControlError> {
         let mut retired = self.retired.lock().await;
         if let Some(previous) = self.addon.load_full().filter(|p| p.id != new.id) {
             self.data
@@ -122,6 +172,14 @@ impl<S: Store> Control<S> {
             .find(|a| issued_under(lease, a))
         {
             return Ok(kept.clone());
+        }
+        // Issued by another replica under a configuration this one never had.
+        if let Some(id) = lease.addon_id.as_ref().filter(|_| self.store.shared())
+            && let Some(addon) = self.shared_addon(id).await?
+        {
+            let addon = Arc::new(addon);
+            self.keep_issuer(&addon).await?;
+            return Ok(addon);
         }
         match (&lease.addon_id, current) {
             // A lease from before ids, for a URL no configuration has: as before.

@@ -16,8 +16,10 @@
 //! - [`live`]: each member's live leases, for the per-member cap.
 //! - [`failpoint`]: test-only failure points (debug builds only).
 //! - [`admission`]: how many connections may be open before proving membership.
+//! - [`admin`] and [`metrics`]: `/healthz`, `/readyz` and `/metrics`.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod admission;
 pub mod backend;
 pub mod control;
@@ -28,6 +30,7 @@ pub mod grant;
 pub mod issuer;
 pub mod lease;
 pub mod live;
+pub mod metrics;
 pub mod policy;
 pub mod revoker;
 pub mod server;
@@ -38,6 +41,7 @@ mod housekeeping;
 mod log_throttle;
 mod ops;
 mod revocation;
+pub mod sealed;
 
 use std::collections::BTreeMap;
 
@@ -52,7 +56,8 @@ pub use error::ControlError;
 pub use ops::{Role, required_role};
 
 use crate::datadir::{DataDir, DataDirError, Settings, local_address};
-use crate::store::{RedbStore, Store, StoreError};
+use crate::store::postgres::{PgError, is_postgres_url};
+use crate::store::{AnyStore, PostgresStore, RedbStore, Store, StoreError};
 
 /// Why the control could not start.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +69,9 @@ pub enum StartError {
     /// The store.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The shared PostgreSQL store (unreachable, schema, identity).
+    #[error(transparent)]
+    Postgres(#[from] PgError),
     /// The local admin identity.
     #[error(transparent)]
     Home(#[from] leasehold_channel::home::HomeError),
@@ -80,6 +88,52 @@ pub enum StartError {
     },
 }
 
+/// Where the control keeps its state (`--store`).
+#[derive(Clone, Default)]
+pub enum StoreLocation {
+    /// The embedded store in the data directory (the default; one process).
+    #[default]
+    Embedded,
+    /// Shared PostgreSQL at this URL (several replicas). The URL may hold a password:
+    /// never shown.
+    Postgres(zeroize::Zeroizing<String>),
+}
+
+impl std::fmt::Debug for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Embedded => f.write_str("Embedded"),
+            Self::Postgres(_) => f.write_str("Postgres(..)"),
+        }
+    }
+}
+
+impl std::str::FromStr for StoreLocation {
+    type Err = String;
+
+    /// Absent, empty or `redb`: embedded; `postgres://…` or `postgresql://…`: shared.
+    fn from_str(value: &str) -> Result<Self, String> {
+        match value {
+            "" | "redb" => Ok(Self::Embedded),
+            url if is_postgres_url(url) => Ok(Self::Postgres(zeroize::Zeroizing::new(url.into()))),
+            _ => Err("expected `redb` or a postgres:// (postgresql://) URL".into()),
+        }
+    }
+}
+
+impl StoreLocation {
+    /// Opens it for `control serve`: the embedded store, or PostgreSQL after checking
+    /// its schema and that it belongs to `identity`.
+    async fn open(&self, data: &DataDir, identity: &Identity) -> Result<AnyStore, StartError> {
+        Ok(match self {
+            Self::Embedded => AnyStore::Redb(RedbStore::open(&data.store_path())?),
+            Self::Postgres(url) => {
+                AnyStore::Postgres(Box::new(PostgresStore::open(url, identity.public()).await?))
+            }
+        })
+    }
+}
+
 /// `control init`: creates the data directory, the control identity and store, and the
 /// local `admin` identity (if missing) enrolled with `role=admin`.
 pub async fn init(
@@ -87,8 +141,31 @@ pub async fn init(
     data: &DataDir,
     settings: &Settings,
 ) -> Result<Identity, StartError> {
+    init_with_store(home, data, settings, &StoreLocation::Embedded).await
+}
+
+/// [`init`] with the store at `location`. For PostgreSQL: applies the schema's
+/// migrations and records the control identity there (or checks it is the one
+/// already recorded: every replica shares one identity).
+pub async fn init_with_store(
+    home: &Home,
+    data: &DataDir,
+    settings: &Settings,
+    location: &StoreLocation,
+) -> Result<Identity, StartError> {
+    // The database is checked before the data directory is created: a refused init
+    // leaves nothing behind, and can be run again.
+    let prepared = match location {
+        StoreLocation::Embedded => None,
+        StoreLocation::Postgres(url) => Some(PostgresStore::prepare(url).await?),
+    };
     let identity = data.init(settings)?;
-    let store = RedbStore::open(&data.store_path())?;
+    let store = match prepared {
+        None => AnyStore::Redb(RedbStore::open(&data.store_path())?),
+        Some(prepared) => {
+            AnyStore::Postgres(Box::new(prepared.claim_for(identity.public()).await?))
+        }
+    };
     let admin = if home.has_identity("admin")? {
         home.load_identity("admin")?
     } else {
@@ -119,13 +196,19 @@ pub struct Running {
     /// The control identity.
     pub identity: leasehold_channel::PublicIdentity,
     task: tokio::task::JoinHandle<()>,
-    control: std::sync::Arc<Control<RedbStore>>,
+    control: std::sync::Arc<Control<AnyStore>>,
 }
 
 impl Running {
     /// Changes how often the periodic sweep runs (default [`control::SWEEP_INTERVAL`]).
     pub fn set_sweep_interval(&self, interval: std::time::Duration) {
         self.control.set_sweep_interval(interval);
+    }
+
+    /// Serves `/healthz`, `/readyz` and `/metrics` on `listener` until the control
+    /// shuts down; returns the bound address.
+    pub fn serve_admin(&self, listener: TcpListener) -> std::io::Result<std::net::SocketAddr> {
+        admin::spawn(&self.control, listener)
     }
 
     /// Waits until the control has shut down (after the shutdown signal) and every
@@ -179,8 +262,28 @@ pub async fn start_with(
     housekeeping: control::Housekeeping,
     limits: server::Limits,
 ) -> Result<Running, StartError> {
+    start_with_store(
+        data,
+        &StoreLocation::Embedded,
+        listener,
+        shutdown,
+        housekeeping,
+        limits,
+    )
+    .await
+}
+
+/// [`start_with`], with the store at `location`.
+pub async fn start_with_store(
+    data: &DataDir,
+    location: &StoreLocation,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    housekeeping: control::Housekeeping,
+    limits: server::Limits,
+) -> Result<Running, StartError> {
     let (identity, settings) = data.load()?;
-    let store = RedbStore::open(&data.store_path())?;
+    let store = location.open(data, &identity).await?;
     let local_addr = listener.local_addr().map_err(|source| StartError::Listen {
         addr: settings.listen.to_string(),
         source,

@@ -25,6 +25,7 @@ impl<S: Store> Control<S> {
         attempt: u32,
         what: &str,
     ) {
+        self.metrics.revocation_failed(error);
         if let ControlError::Backend(crate::backend::BackendError::CredentialRefused(_)) = error {
             let refused_total = self
                 .revocations_refused
@@ -60,9 +61,10 @@ impl<S: Store> Control<S> {
         // control exists to prevent, so it retries (capped at a few seconds) until
         // InfluxDB answers or the control stops; the next start re-arms it.
         let mut attempt = 0;
+        self.metrics.revocation_due(id);
         loop {
             match self.revoke_once(id).await {
-                Ok(()) => return,
+                Ok(()) => return self.metrics.revocation_settled(id),
                 Err(error) => self.revocation_failed(id, &error, attempt, "revocation failed"),
             }
             tokio::select! {
@@ -75,7 +77,22 @@ impl<S: Store> Control<S> {
 
     /// One attempt at removing lease `id`'s credential; records success in the store.
     pub(crate) async fn revoke_once(&self, id: &str) -> Result<(), ControlError> {
-        let Some(mut lease) = self.store.lease(id.to_owned()).await? else {
+        // With replicas sharing the store, only the one holding the claim revokes (and
+        // renews its claim at each attempt); the others leave the lease alone.
+        if self.store.shared() {
+            let now = Timestamp::now();
+            let until = Timestamp(now.0 + crate::control::CLAIM_FOR.as_secs());
+            let claim = self.store.claim_revocation(id.to_owned(), now, until);
+            if !self.metrics.store("claim_revocation", claim).await? {
+                tracing::debug!(lease.id = %id, "another replica revokes it, or it is done");
+                return Ok(());
+            }
+        }
+        let Some(mut lease) = self
+            .metrics
+            .store("lease", self.store.lease(id.to_owned()))
+            .await?
+        else {
             return Ok(());
         };
         if lease.removed {
@@ -84,19 +101,24 @@ impl<S: Store> Control<S> {
         // Where it was issued, with the credential that issued it.
         let issuer = self.issuer_of(&lease).await?;
         if lease.issued {
-            issuer.backend.revoke(&lease.credential_id).await?;
+            self.metrics
+                .backend("revoke", issuer.backend.revoke(&lease.credential_id))
+                .await?;
         } else {
             // An intent whose outcome was never recorded: InfluxDB may or may not
             // have created the credential; remove it by the name it would carry.
-            issuer
+            let unrecorded = issuer
                 .backend
-                .revoke_unrecorded(&lease.id, lease.expires_at)
-                .await?;
+                .revoke_unrecorded(&lease.id, lease.expires_at);
+            self.metrics.backend("revoke", unrecorded).await?;
         }
         // Recorded only once InfluxDB confirmed: dying before this line repeats the
         // removal at the next start, which "already gone" makes harmless.
         lease.removed = true;
-        self.store.put_lease(lease.clone()).await?;
+        self.metrics
+            .store("put_lease", self.store.put_lease(lease.clone()))
+            .await?;
+        self.metrics.revocation_done(&lease.id);
         // An earlier configuration may now be owed nothing; one coalesced check.
         if !self.is_current(&issuer.id) {
             self.forget_now.notify_one();
@@ -149,4 +171,43 @@ impl<S: Store> Control<S> {
         }
         Ok(lease)
     }
+
+    /// With a shared store: claims the revocations due (any replica's leases, intents
+    /// left by a replica killed mid-issue, revocations a dead replica did not finish)
+    /// every [`crate::control::CLAIM_POLL`], and does them.
+    pub(crate) async fn claim_loop(self: Arc<Self>) {
+        // A database out of reach fails every poll: one line per interval, not per second.
+        let mut quiet = crate::log_throttle::LogThrottle::new(crate::log_throttle::LOG_INTERVAL);
+        let mut quiet_addon =
+            crate::log_throttle::LogThrottle::new(crate::log_throttle::LOG_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(crate::control::CLAIM_POLL) => {}
+            }
+            if let Err(error) = self.follow_shared_addon().await
+                && let Some(unlogged) = quiet_addon.hit(std::time::Instant::now())
+            {
+                tracing::warn!(%error, unlogged, "cannot follow the shared add-on settings");
+            }
+            let now = Timestamp::now();
+            let until = Timestamp(now.0 + crate::control::CLAIM_FOR.as_secs());
+            let due = self.store.claim_due(now, until, CLAIM_BATCH);
+            match self.metrics.store("claim_due", due).await {
+                Ok(ids) => {
+                    for id in ids {
+                        self.clone().revoke_in_background(id);
+                    }
+                }
+                Err(error) => {
+                    if let Some(unlogged) = quiet.hit(std::time::Instant::now()) {
+                        tracing::warn!(%error, unlogged, "cannot claim the revocations due");
+                    }
+                }
+            }
+        }
+    }
 }
+
+/// Revocations claimed per poll at most (the rest wait for the next poll).
+const CLAIM_BATCH: usize = 256;

@@ -182,8 +182,9 @@ async fn connection<S: Store>(
     pass: Pass,
 ) {
     let _ = stream.set_nodelay(true);
-    let accepted = Channel::accept(stream, control.identity(), limits.handshake_timeout);
-    let mut channel = match accepted.await {
+    let accepted = Channel::accept(stream, control.identity(), limits.handshake_timeout).await;
+    let _open = control.metrics().handshake(accepted.is_ok());
+    let mut channel = match accepted {
         Ok(channel) => channel,
         Err(error) => {
             tracing::debug!(%error, %addr, "handshake failed");
@@ -191,10 +192,17 @@ async fn connection<S: Store>(
         }
     };
     let peer = channel.peer();
-    let member = match control.store.member(peer).await {
+    let member = match control
+        .metrics()
+        .store("member", control.store.member(peer))
+        .await
+    {
         Ok(member) => member.is_some(),
         Err(error) => {
             tracing::error!(%error, identity = %peer, "cannot look the peer up");
+            // Told why (a store out of reach is "unavailable": worth another replica)
+            // rather than cut off.
+            refuse_first_request(&mut channel, peer, ControlError::Store(error), limits).await;
             return;
         }
     };
@@ -206,6 +214,31 @@ async fn connection<S: Store>(
     channel.set_max_message(MAX_MESSAGE);
     tracing::debug!(identity = %peer, "channel established");
     member_channel(control, channel, peer, limits).await;
+}
+
+/// Answers the peer's first request with `error`, then the channel ends.
+async fn refuse_first_request(
+    channel: &mut Channel<TcpStream>,
+    peer: PublicIdentity,
+    error: ControlError,
+    limits: Limits,
+) {
+    channel.set_max_message(NON_MEMBER_MAX_MESSAGE);
+    let Ok(Ok(message)) = tokio::time::timeout(limits.handshake_timeout, channel.recv()).await
+    else {
+        return;
+    };
+    let message = Zeroizing::new(message);
+    let id = match parse(&message) {
+        Ok(envelope) => envelope.id,
+        Err((id, _)) => id,
+    };
+    if let Err(error) = channel
+        .send(&encode(id, Outcome::Err(error.to_wire())))
+        .await
+    {
+        tracing::debug!(%error, identity = %peer, "could not answer");
+    }
 }
 
 /// The one request a peer that is not a member may send. Whether it enrolled (and the
@@ -402,7 +435,11 @@ async fn respond<S: Store>(
     envelope: RequestEnvelope,
 ) -> (u64, Outcome) {
     let op = op_name(&envelope.req);
-    let outcome = match control.handle(peer, envelope.req).await {
+    let result = control.handle(peer, envelope.req).await;
+    if op == "lease_create" {
+        control.metrics().lease_outcome(&result);
+    }
+    let outcome = match result {
         Ok(reply) => Outcome::Ok(reply),
         Err(error @ crate::ControlError::Backend(_)) => {
             // InfluxDB failed, not the peer: the operator needs the real cause (the

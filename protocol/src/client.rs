@@ -6,14 +6,21 @@ use tokio::net::TcpStream;
 use zeroize::Zeroizing;
 
 use crate::{
-    Outcome, PROTOCOL_VERSION, Reply, Request, RequestEnvelope, ResponseEnvelope, WireError,
+    ErrorCode, Outcome, PROTOCOL_VERSION, Reply, Request, RequestEnvelope, ResponseEnvelope,
+    WireError,
 };
 use leasehold_channel::conn::{Channel, HANDSHAKE_TIMEOUT};
 use leasehold_channel::home::Enrollment;
 use leasehold_channel::{ChannelError, Identity, PublicIdentity};
 
-/// How long to wait for a TCP connection to one control address.
+/// How long to wait for a TCP connection to one control address (and then for its
+/// handshake) when it is the only address, or on the second pass over several.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one of several control addresses has, on the first pass, to accept the
+/// connection and finish the handshake before the next one is tried. A dead replica
+/// (a host that drops packets, a stopped process whose socket still accepts) costs a
+/// client at most this; a healthy control on a LAN answers in milliseconds.
+pub const FAILOVER_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long to wait for an answer; the control may itself be waiting on InfluxDB.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -47,6 +54,8 @@ pub enum ClientError {
 pub struct Client {
     channel: Channel<TcpStream>,
     next_id: u64,
+    /// Which of the addresses it was given it is connected to.
+    addr_index: usize,
 }
 
 impl Client {
@@ -58,38 +67,98 @@ impl Client {
         Self::connect_to(&enrollment.addrs, &enrollment.control, identity).await
     }
 
-    /// Connects to the first reachable of `addrs`, pinning `control`.
+    /// Connects to one of `addrs` (a control's replicas), pinning `control`: starting
+    /// at a random one, so that clients spread over the replicas, and moving on to the
+    /// next when one does not answer.
     pub async fn connect_to(
         addrs: &[String],
         control: &PublicIdentity,
         identity: &Identity,
     ) -> Result<Self, ClientError> {
-        let mut last = String::from("no address given");
-        for addr in addrs {
-            let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await
-            {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    last = e.to_string();
-                    continue;
+        Self::connect_starting_at(addrs, random_index(addrs.len()), control, identity).await
+    }
+
+    /// [`Client::connect_to`], trying `addrs[first]` first and the others after it in
+    /// order (wrapping around).
+    ///
+    /// With several addresses, the first pass gives each [`FAILOVER_TIMEOUT`] to accept
+    /// and complete the handshake; only if none did are those that timed out (not
+    /// those that refused) tried again with the full [`CONNECT_TIMEOUT`] and
+    /// [`HANDSHAKE_TIMEOUT`], so a control that is merely slow (a thundering herd after
+    /// a restart) is still reached. A single address gets the full timeouts at once.
+    pub async fn connect_starting_at(
+        addrs: &[String],
+        first: usize,
+        control: &PublicIdentity,
+        identity: &Identity,
+    ) -> Result<Self, ClientError> {
+        let order: Vec<(usize, &String)> = rotation(addrs.len(), first)
+            .map(|i| (i, &addrs[i]))
+            .collect();
+        let mut last = Failure::Unreachable("no address given".into());
+        let mut slow = Vec::new();
+        let first_pass = if order.len() > 1 {
+            (FAILOVER_TIMEOUT, FAILOVER_TIMEOUT)
+        } else {
+            (CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT)
+        };
+        for &(index, addr) in &order {
+            match attempt(addr, control, identity, first_pass).await {
+                Ok(channel) => return Ok(Self::over(channel, index)),
+                Err(failure) => {
+                    tracing::debug!(addr = %addr, error = %failure, "control address did not answer; trying the next");
+                    if order.len() > 1 && failure.timed_out() {
+                        slow.push((index, addr));
+                    }
+                    last = failure;
                 }
-                Err(_) => {
-                    last = "connection timed out".into();
-                    continue;
-                }
-            };
-            // Requests are small and latency-bound: do not let Nagle hold them back.
-            let _ = stream.set_nodelay(true);
-            let channel = Channel::connect(stream, identity, control, HANDSHAKE_TIMEOUT).await?;
-            return Ok(Self {
-                channel,
-                next_id: 1,
-            });
+            }
         }
-        Err(ClientError::Unreachable {
-            addrs: addrs.join(", "),
-            last,
+        for (index, addr) in slow {
+            match attempt(
+                addr,
+                control,
+                identity,
+                (CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT),
+            )
+            .await
+            {
+                Ok(channel) => return Ok(Self::over(channel, index)),
+                Err(failure) => last = failure,
+            }
+        }
+        Err(match last {
+            Failure::Channel(e) => ClientError::Channel(e),
+            Failure::Unreachable(last) => ClientError::Unreachable {
+                addrs: addrs.join(", "),
+                last,
+            },
         })
+    }
+
+    fn over(channel: Channel<TcpStream>, addr_index: usize) -> Self {
+        Self {
+            channel,
+            next_id: 1,
+            addr_index,
+        }
+    }
+
+    /// The index, in the addresses it was given, of the one this client reached.
+    pub fn addr_index(&self) -> usize {
+        self.addr_index
+    }
+
+    /// A new connection to another of `addrs` than this one: starting at the next
+    /// address, this one last. For a refusal that another replica may not give
+    /// ([`worth_another_replica`]).
+    pub async fn connect_elsewhere(
+        &self,
+        addrs: &[String],
+        control: &PublicIdentity,
+        identity: &Identity,
+    ) -> Result<Self, ClientError> {
+        Self::connect_starting_at(addrs, self.addr_index + 1, control, identity).await
     }
 
     /// Sends `req` and waits for its answer.
@@ -141,5 +210,101 @@ impl Client {
             Outcome::Err(error) => Err(ClientError::Remote(error)),
         };
         Ok((response.id, reply))
+    }
+}
+
+/// Whether a call that failed with `error` is worth one more try on another replica
+/// (when there is one): the control said it cannot serve right now
+/// ([`ErrorCode::Unavailable`]: say, that replica's store is unreachable, or InfluxDB
+/// is, from there). A refusal on the merits (not a member, a TTL too long) would be
+/// the same everywhere, and a broken channel is retried by reconnecting anyway.
+pub fn worth_another_replica(error: &ClientError) -> bool {
+    matches!(error, ClientError::Remote(e) if e.code == ErrorCode::Unavailable)
+}
+
+/// Why one address failed.
+#[derive(Debug)]
+enum Failure {
+    /// No TCP connection (refused, unreachable, timed out).
+    Unreachable(String),
+    /// Connected, but the handshake failed or timed out.
+    Channel(ChannelError),
+}
+
+impl Failure {
+    fn timed_out(&self) -> bool {
+        match self {
+            Self::Unreachable(text) => text == TIMED_OUT,
+            Self::Channel(e) => matches!(e, ChannelError::HandshakeTimeout),
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unreachable(text) => f.write_str(text),
+            Self::Channel(e) => e.fmt(f),
+        }
+    }
+}
+
+const TIMED_OUT: &str = "connection timed out";
+
+/// One TCP connection and handshake to `addr`, each within its timeout.
+async fn attempt(
+    addr: &str,
+    control: &PublicIdentity,
+    identity: &Identity,
+    (connect, handshake): (Duration, Duration),
+) -> Result<Channel<TcpStream>, Failure> {
+    let stream = match tokio::time::timeout(connect, TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return Err(Failure::Unreachable(e.to_string())),
+        Err(_) => return Err(Failure::Unreachable(TIMED_OUT.into())),
+    };
+    // Requests are small and latency-bound: do not let Nagle hold them back.
+    let _ = stream.set_nodelay(true);
+    Channel::connect(stream, identity, control, handshake)
+        .await
+        .map_err(Failure::Channel)
+}
+
+/// The indices `0..len`, starting at `first` (taken modulo `len`) and wrapping around.
+pub fn rotation(len: usize, first: usize) -> impl Iterator<Item = usize> {
+    let start = if len == 0 { 0 } else { first % len };
+    (0..len).map(move |step| (start + step) % len)
+}
+
+/// A uniformly random index below `len` (0 when `len` is 0 or 1).
+fn random_index(len: usize) -> usize {
+    if len < 2 {
+        return 0;
+    }
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the operating system's random source failed");
+    // The modulo bias over 2^64 is negligible for a handful of replicas.
+    (u64::from_le_bytes(bytes) % len as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_visits_every_address_once_from_the_first() {
+        assert_eq!(rotation(3, 1).collect::<Vec<_>>(), [1, 2, 0]);
+        assert_eq!(rotation(3, 0).collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(rotation(3, 5).collect::<Vec<_>>(), [2, 0, 1]);
+        assert_eq!(rotation(1, 7).collect::<Vec<_>>(), [0]);
+        assert_eq!(rotation(0, 3).count(), 0);
+    }
+
+    #[test]
+    fn the_random_start_stays_in_range_and_varies() {
+        let seen: std::collections::BTreeSet<usize> = (0..200).map(|_| random_index(3)).collect();
+        assert_eq!(seen, [0, 1, 2].into());
+        assert_eq!(random_index(1), 0);
+        assert_eq!(random_index(0), 0);
     }
 }

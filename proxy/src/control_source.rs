@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use leasehold_channel::Identity;
 use leasehold_channel::home::{Enrollment, Home, HomeError};
-use leasehold_protocol::client::{Client, ClientError};
+use leasehold_protocol::client::{Client, ClientError, worth_another_replica};
 use leasehold_protocol::{ErrorCode, LeaseRecord, Reply, Request};
 use tracing::{debug, info};
 
@@ -78,6 +78,31 @@ impl ControlLeaseSource {
                 other => other,
             },
             None => self.connect().await?.call(request()).await,
+        };
+        let reply = match (reply, self.client.take()) {
+            (Err(refusal), Some(refused))
+                if worth_another_replica(&refusal) && self.enrollment.addrs.len() > 1 =>
+            {
+                // This replica cannot serve now (its store unreachable, say): another
+                // may, and waiting for the next renewal would spend the lease's margin.
+                debug!(error = %refusal, "the control replica cannot serve; trying another");
+                let elsewhere = refused
+                    .connect_elsewhere(
+                        &self.enrollment.addrs,
+                        &self.enrollment.control,
+                        &self.identity,
+                    )
+                    .await;
+                match elsewhere {
+                    Ok(client) => self.client.insert(client).call(request()).await,
+                    // Keep the refusal: it says more than the failed reconnect.
+                    Err(_) => Err(refusal),
+                }
+            }
+            (reply, client) => {
+                self.client = client;
+                reply
+            }
         };
         match reply {
             Ok(reply) => Ok(reply),

@@ -41,8 +41,14 @@ pub async fn enroll_once(home: &Home, name: &str, ticket: &str) -> anyhow::Resul
 /// moves it: on a host with its own InfluxDB, 8086 is taken.
 pub fn address_in_use(addr: SocketAddr, source: &std::io::Error, flag: &str) -> anyhow::Error {
     if source.kind() == std::io::ErrorKind::AddrInUse {
+        // The usual culprit for the proxy's default port.
+        let hint = if addr.port() == 8086 {
+            " (by a local InfluxDB on 8086?)"
+        } else {
+            " (by another leasehold process?)"
+        };
         anyhow::anyhow!(
-            "cannot listen on {addr}: the address is in use (by a local InfluxDB on 8086?): \
+            "cannot listen on {addr}: the address is in use{hint}: \
              stop that process or choose another address with {flag}"
         )
     } else {

@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use leasehold_channel::home::{Home, HomeError};
-use leasehold_protocol::client::{Client, ClientError};
+use leasehold_protocol::client::{Client, ClientError, worth_another_replica};
 use leasehold_protocol::{ErrorCode, Reply, Request};
 
 /// Connects to the control identity `name` enrolled with.
@@ -21,6 +21,37 @@ pub async fn call(home: &Home, name: &str, req: Request) -> anyhow::Result<Reply
     let mut client = as_identity(home, name).await?;
     let id = client_identity(home, name);
     client.call(req).await.map_err(|e| acting_as(e, name, &id))
+}
+
+/// [`call`] for a request worth repeating on another of the control's replicas when
+/// the first one says it cannot serve now (e.g. `lease create`): `make` builds it again.
+pub async fn call_any_replica(
+    home: &Home,
+    name: &str,
+    make: impl Fn() -> Request,
+) -> anyhow::Result<Reply> {
+    let mut client = as_identity(home, name).await?;
+    let id = client_identity(home, name);
+    let refusal = match client.call(make()).await {
+        Err(e) if worth_another_replica(&e) => e,
+        other => return other.map_err(|e| acting_as(e, name, &id)),
+    };
+    let enrollment = home.load_enrollment(name)?;
+    if enrollment.addrs.len() < 2 {
+        return Err(acting_as(refusal, name, &id));
+    }
+    let identity = home.load_identity(name).map_err(|e| in_home(home, e))?;
+    tracing::info!(error = %refusal, "the control replica cannot serve; trying another");
+    let elsewhere = client
+        .connect_elsewhere(&enrollment.addrs, &enrollment.control, &identity)
+        .await;
+    match elsewhere {
+        Ok(mut other) => other
+            .call(make())
+            .await
+            .map_err(|e| acting_as(e, name, &id)),
+        Err(_) => Err(acting_as(refusal, name, &id)),
+    }
 }
 
 /// Adds the acting identity to a "forbidden" refusal; other errors pass unchanged.

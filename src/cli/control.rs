@@ -19,6 +19,8 @@ const CONTROL_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The default control listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4100";
+/// The default address of the control's `/healthz`, `/readyz` and `/metrics`.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:4101";
 
 /// Control subcommands.
 #[derive(Debug, Subcommand)]
@@ -34,8 +36,9 @@ pub enum ControlCommand {
 /// `control set-advertise` arguments.
 #[derive(Debug, Args)]
 pub struct SetAdvertiseArgs {
-    /// Addresses clients use to reach the control, in order of preference.
-    #[arg(required = true, value_parser = host_port, value_name = "HOST:PORT")]
+    /// Addresses clients use to reach the control: every replica's (also as a comma
+    /// list). Clients start at a random one and move on from one that does not answer.
+    #[arg(required = true, value_delimiter = ',', value_parser = host_port, value_name = "HOST:PORT")]
     pub addrs: Vec<String>,
     /// Data directory [default: $LEASEHOLD_HOME/control].
     #[arg(long, env = "LEASEHOLD_DATA_DIR", value_name = "DIR")]
@@ -63,10 +66,22 @@ pub struct InitArgs {
     /// Address the control listens on.
     #[arg(long, default_value = DEFAULT_LISTEN, value_name = "ADDR")]
     pub listen: SocketAddr,
-    /// Address clients use to reach the control, written into tickets (repeatable)
-    /// [default: the listen address, loopback if it is unspecified].
-    #[arg(long, value_parser = host_port, value_name = "HOST:PORT")]
+    /// Address clients use to reach the control, written into tickets: with several
+    /// replicas, every replica's (repeatable, or a comma list); clients start at a
+    /// random one and move on from one that does not answer [default: the listen
+    /// address, loopback if it is unspecified].
+    #[arg(long, value_delimiter = ',', value_parser = host_port, value_name = "HOST:PORT")]
     pub advertise: Vec<String>,
+    /// Where the control's state lives: `redb` (the default: embedded, in the data
+    /// directory) or a PostgreSQL URL (`postgres://USER:PASSWORD@HOST/DB`) shared by
+    /// several control replicas. Best given in the environment: it holds a password.
+    #[arg(
+        long,
+        env = "LEASEHOLD_STORE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub store: Option<String>,
 }
 
 /// `control serve` flags.
@@ -78,6 +93,16 @@ pub struct ServeArgs {
     /// Listen here instead of the address chosen at init.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+    /// Where the control's state lives: `redb` (the default: embedded, in the data
+    /// directory) or a PostgreSQL URL (`postgres://USER:PASSWORD@HOST/DB`) shared by
+    /// several control replicas. Best given in the environment: it holds a password.
+    #[arg(
+        long,
+        env = "LEASEHOLD_STORE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub store: Option<String>,
     /// How long the records of expired or revoked leases (whose credential is gone
     /// from InfluxDB) are kept before they are pruned.
     #[arg(long, env = "LEASEHOLD_RETENTION", default_value = "7d", value_parser = duration_secs, value_name = "DURATION")]
@@ -99,7 +124,12 @@ pub struct ServeArgs {
     /// The same, from one source address (an IPv6 /64 counts as one).
     #[arg(long, default_value_t = server::DEFAULT_MAX_UNAUTHENTICATED_PER_IP, value_name = "N")]
     pub max_unauthenticated_per_ip: usize,
-    /// Once listening, write `listen=ADDR` (the bound address) to this file.
+    /// Where /healthz, /readyz (store reachable, add-on configured) and /metrics
+    /// (Prometheus) are served.
+    #[arg(long, env = "LEASEHOLD_CONTROL_ADMIN_LISTEN", default_value = DEFAULT_ADMIN_LISTEN, value_name = "ADDR")]
+    pub admin_listen: SocketAddr,
+    /// Once listening, write `listen=ADDR` and `admin=ADDR` (the bound addresses) to
+    /// this file.
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
     /// How often to sweep InfluxDB for expired credentials of ours (also swept at
@@ -160,7 +190,9 @@ pub async fn run(home: &Home, out: Output, cmd: ControlCommand) -> anyhow::Resul
                 listen: args.listen,
                 advertise,
             };
-            let identity = leasehold_control::init(home, &data, &settings).await?;
+            let location = store_location(args.store.as_deref())?;
+            let identity =
+                leasehold_control::init_with_store(home, &data, &settings, &location).await?;
             let view = serde_json::json!({
                 "control": identity.public().to_string(),
                 "data_dir": data.path(),
@@ -203,6 +235,7 @@ pub async fn run(home: &Home, out: Output, cmd: ControlCommand) -> anyhow::Resul
         }
         ControlCommand::Serve(args) => {
             let limits = args.limits()?;
+            let location = store_location(args.store.as_deref())?;
             let data = DataDir::new(args.data_dir.unwrap_or_else(|| home.control_dir()));
             let (_, settings) = data.load().map_err(|e| UsageError(e.to_string()))?;
             super::open_files::raise_to_hard_limit();
@@ -212,14 +245,20 @@ pub async fn run(home: &Home, out: Output, cmd: ControlCommand) -> anyhow::Resul
             let listen = args.listen.unwrap_or(settings.listen);
             let listener = leasehold_control::server::bind(listen)
                 .map_err(|e| super::common::address_in_use(listen, &e, "--listen"))?;
+            let admin = tokio::net::TcpListener::bind(args.admin_listen)
+                .await
+                .map_err(|e| {
+                    super::common::address_in_use(args.admin_listen, &e, "--admin-listen")
+                })?;
             let shutdown = CancellationToken::new();
             let signals = Signals::install()?;
             let housekeeping = leasehold_control::control::Housekeeping {
                 retention: std::time::Duration::from_secs(args.retention),
                 prune_interval: std::time::Duration::from_secs(args.prune_interval),
             };
-            let running = leasehold_control::start_with(
+            let running = leasehold_control::start_with_store(
                 &data,
+                &location,
                 listener,
                 shutdown.clone(),
                 housekeeping,
@@ -230,12 +269,26 @@ pub async fn run(home: &Home, out: Output, cmd: ControlCommand) -> anyhow::Resul
             if sweep_interval != leasehold_control::control::SWEEP_INTERVAL {
                 running.set_sweep_interval(sweep_interval);
             }
+            let admin_addr = running.serve_admin(admin)?;
             signals.cancel_on_signal(shutdown, CONTROL_GRACE);
             if let Some(path) = &args.ready_file {
-                super::ready::write(path, &[("listen", running.local_addr)])?;
+                super::ready::write(
+                    path,
+                    &[("listen", running.local_addr), ("admin", admin_addr)],
+                )?;
             }
             running.wait().await;
             Ok(())
         }
     }
+}
+
+/// `--store`: absent or `redb` is the embedded store; a PostgreSQL URL the shared one.
+/// The value is never repeated in an error (it may hold a password).
+fn store_location(value: Option<&str>) -> Result<leasehold_control::StoreLocation, UsageError> {
+    value
+        .map_or(Ok(leasehold_control::StoreLocation::Embedded), |v| {
+            v.parse()
+        })
+        .map_err(|e| UsageError(format!("--store (LEASEHOLD_STORE_URL): {e}")))
 }

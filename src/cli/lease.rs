@@ -197,7 +197,15 @@ pub async fn run(home: &Home, out: Output, cmd: LeaseCommand) -> anyhow::Result<
         Request::LeaseShow { id } | Request::LeaseRevoke { id } => Some(id.clone()),
         _ => None,
     };
-    let reply = connect::call(home, &who.identity, req).await.map_err(|e| {
+    let reply = match req {
+        // Worth repeating on another replica if the first cannot issue right now.
+        Request::LeaseCreate { ttl_secs } => {
+            connect::call_any_replica(home, &who.identity, || Request::LeaseCreate { ttl_secs })
+                .await
+        }
+        req => connect::call(home, &who.identity, req).await,
+    };
+    let reply = reply.map_err(|e| {
         match (lease_id, e.downcast_ref::<ClientError>()) {
             // Echo the id: with several leases at hand, which one was not found matters.
             (Some(id), Some(ClientError::Remote(w))) if w.code == ErrorCode::NotFound => {

@@ -109,6 +109,8 @@ impl Env {
             .env_remove("RUST_LOG")
             .env_remove("INFLUXDB_ADMIN_TOKEN")
             .env_remove("INFLUXDB_ADMIN_PASSWORD")
+            // Every control's admin listener on a port of its own (the default is fixed).
+            .env("LEASEHOLD_CONTROL_ADMIN_LISTEN", "127.0.0.1:0")
             .stdin(Stdio::null());
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
@@ -175,6 +177,19 @@ impl Env {
     /// Starts `control serve` with `extra` flags at log level `level` and waits until
     /// it reports that it listens on this env's control port.
     pub fn serve_with(&self, level: &str, extra: &[&str]) -> ControlProcess {
+        self.serve_reporting(level, extra).0
+    }
+
+    /// [`Env::serve_with`], also returning the addresses the control reported
+    /// (`listen`, `admin`).
+    pub fn serve_reporting(
+        &self,
+        level: &str,
+        extra: &[&str],
+    ) -> (
+        ControlProcess,
+        std::collections::BTreeMap<String, SocketAddr>,
+    ) {
         let name = unique_name("control");
         let log = self.home().join(format!("{name}.log"));
         let ready = self.home().join(format!("{name}.ready"));
@@ -188,7 +203,7 @@ impl Env {
             Some(self.control_port),
             "the control reported {addrs:?}"
         );
-        process
+        (process, addrs)
     }
 
     /// Creates identity `name` and enrolls it with a fresh ticket carrying `attributes`.

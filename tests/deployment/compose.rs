@@ -258,7 +258,7 @@ pub(crate) fn compose_file_has_the_services_and_every_command_parses() {
     expect("leasehold", &["proxy", "health"]);
 
     // The sidecar shares the app's network namespace and keeps its identity on a volume;
-    // the control's healthcheck is off (it serves no HTTP).
+    // the control's healthcheck is off (the image's probes a proxy's port).
     let sidecar = &compose["services"]["leasehold"];
     assert_eq!(sidecar["network_mode"].as_str(), Some("service:app"));
     let volumes = yaml_strings(&sidecar["volumes"]);

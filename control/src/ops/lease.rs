@@ -111,7 +111,9 @@ impl<S: Store> Control<S> {
             addon_id: addon.id.clone(),
         };
         let mut lease = lease::intent(id, peer, planned, issuer);
-        self.store.put_lease(lease.clone()).await?;
+        self.metrics
+            .store("put_lease", self.store.put_lease(lease.clone()))
+            .await?;
         if let Err(error) = self.keep_issuer(addon).await {
             // Recorded, so the next start tries again; the sweep covers the rest.
             tracing::error!(lease.id = %id, %error, "could not keep the add-on configuration that issued this lease");
@@ -123,19 +125,24 @@ impl<S: Store> Control<S> {
         let span = tracing::info_span!("lease", lease.id = %id, identity = %peer);
         // A failure leaves the intent in place: InfluxDB may have created the
         // credential before failing to answer (a timeout), and the intent removes it.
-        let issued = backend
-            .create(LeaseSpec {
-                id,
-                expires_at,
-                grant: &planned.terms.grant,
-            })
-            .instrument(span)
+        let create = backend.create(LeaseSpec {
+            id,
+            expires_at,
+            grant: &planned.terms.grant,
+        });
+        let issued = self
+            .metrics
+            .backend("create", create.instrument(span))
             .await?;
         crate::failpoint::after_credential_created();
         lease.credential_id = issued.credential_id;
         lease.issued = true;
         // Durable before the token leaves: a crash from here on still revokes it.
-        if let Err(error) = self.store.put_lease(lease.clone()).await {
+        if let Err(error) = self
+            .metrics
+            .store("put_lease", self.store.put_lease(lease.clone()))
+            .await
+        {
             match backend.revoke(&lease.credential_id).await {
                 Ok(()) => {
                     tracing::warn!(lease.id = %id, "could not record an issued lease; its credential was removed")

@@ -1,6 +1,6 @@
 //! The store contract: what every [`Store`] must do, written once and run against each
-//! implementation ([`super::MemoryStore`], [`super::RedbStore`]; a shared PostgreSQL
-//! store joins the same way). The rest of the control relies on exactly this, so a new
+//! implementation ([`super::MemoryStore`], [`super::RedbStore`], and the shared
+//! [`super::PostgresStore`] against a real server). The rest of the control relies on exactly this, so a new
 //! store that passes it can replace the others.
 //!
 //! Each check is a generic async function taking a fresh, empty store. To run the whole

@@ -1,18 +1,21 @@
 //! The control's persistent state, behind a small interface.
 //!
-//! [`Store`] is the seam for a shared PostgreSQL store (several control replicas) later:
-//! the rest of the control only sees these methods. Every method is one transaction;
+//! The rest of the control only sees these methods. Every method is one transaction;
 //! [`Store::redeem_ticket`] in particular checks and consumes a ticket atomically.
-//! The default implementation is [`RedbStore`], an embedded, crash-safe B-tree file.
+//! The default implementation is [`RedbStore`], an embedded, crash-safe B-tree file;
+//! [`PostgresStore`] is shared by several control replicas, with the claims and locks
+//! that decide which replica does what ([`Store::shared`] and after).
 //!
 //! The add-on settings are not here but in the data directory (see
 //! [`crate::datadir`]): they hold the credential needed to sweep InfluxDB, which must
 //! work even when this state is lost.
 
+mod any;
 #[cfg(any(test, feature = "memory"))]
 pub mod contract;
 #[cfg(any(test, feature = "memory"))]
 mod memory;
+pub mod postgres;
 mod redb;
 
 use std::collections::BTreeMap;
@@ -24,8 +27,10 @@ use leasehold_protocol::{
 };
 use serde::{Deserialize, Serialize};
 
+pub use self::any::AnyStore;
 #[cfg(any(test, feature = "memory"))]
 pub use self::memory::MemoryStore;
+pub use self::postgres::PostgresStore;
 pub use self::redb::RedbStore;
 
 /// A ticket as stored: the secret itself is not, only its hash (the key).
@@ -133,8 +138,35 @@ pub enum RedeemError {
 
 /// A storage failure.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("store: {0}")]
-pub struct StoreError(pub String);
+#[error("store: {message}")]
+pub struct StoreError {
+    message: String,
+    unavailable: bool,
+}
+
+impl StoreError {
+    /// A failure of the store itself (a corrupt record, a refused write).
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            unavailable: false,
+        }
+    }
+
+    /// The store could not be reached (a shared database down or cut off): another
+    /// control replica may well reach it, so clients are told to try one.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            unavailable: true,
+        }
+    }
+
+    /// Whether the store could not be reached.
+    pub fn is_unavailable(&self) -> bool {
+        self.unavailable
+    }
+}
 
 /// Result of store operations.
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -216,4 +248,85 @@ pub trait Store: Send + Sync + 'static {
     fn delete_ticket(&self, hash: String) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Removes every ticket that expired before `now` or has no use left; how many.
     fn prune_tickets(&self, now: Timestamp) -> impl Future<Output = StoreResult<usize>> + Send;
+
+    /// Whether other control replicas share this store. A store of one process
+    /// (embedded) needs none of the claims below: its in-process revocation queue
+    /// already does each revocation once.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Claims the revocation of lease `id` for this process until `until`: true
+    /// unless another replica holds a claim still current at `now`, or the credential
+    /// is already removed. A process renews its own claim by claiming again.
+    fn claim_revocation(
+        &self,
+        id: String,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> impl Future<Output = StoreResult<bool>> + Send {
+        let _ = (id, now, until);
+        async { Ok(true) }
+    }
+
+    /// Claims (until `until`) up to `limit` leases whose credential is owed a removal
+    /// at `now` and that nobody holds a current claim on; their ids.
+    fn claim_due(
+        &self,
+        now: Timestamp,
+        until: Timestamp,
+        limit: usize,
+    ) -> impl Future<Output = StoreResult<Vec<String>>> + Send {
+        let _ = (now, until, limit);
+        async { Ok(Vec::new()) }
+    }
+
+    /// Keeps add-on configuration `id` (sealed, see [`crate::sealed`]) and, if
+    /// `current`, makes it the one in effect. Only a shared store keeps them: one
+    /// process has them in its data directory.
+    fn put_addon(
+        &self,
+        id: String,
+        sealed: Vec<u8>,
+        current: bool,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        let _ = (id, sealed, current);
+        async { Ok(()) }
+    }
+
+    /// The id of the add-on configuration in effect, if the store keeps one.
+    fn current_addon(&self) -> impl Future<Output = StoreResult<Option<String>>> + Send {
+        async { Ok(None) }
+    }
+
+    /// Add-on configuration `id`, sealed, if the store keeps it.
+    fn addon(&self, id: String) -> impl Future<Output = StoreResult<Option<Vec<u8>>>> + Send {
+        let _ = id;
+        async { Ok(None) }
+    }
+
+    /// The right to run housekeeping job `name` alone among the replicas, held until
+    /// the guard drops; `None` when another replica holds it.
+    fn exclusive(
+        &self,
+        name: &'static str,
+    ) -> impl Future<Output = StoreResult<Option<Exclusive>>> + Send {
+        let _ = name;
+        async { Ok(Some(Exclusive::alone())) }
+    }
+}
+
+/// The right to run a housekeeping job alone ([`Store::exclusive`]), until dropped.
+pub struct Exclusive(#[allow(dead_code)] Option<Box<dyn Send + Sync>>);
+
+impl Exclusive {
+    /// In a store of one process: nothing to hold.
+    pub fn alone() -> Self {
+        Self(None)
+    }
+
+    /// Held by `guard` (a lock's session, say) until dropped.
+    pub fn held(guard: Box<dyn Send + Sync>) -> Self {
+        Self(Some(guard))
+    }
 }

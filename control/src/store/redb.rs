@@ -151,7 +151,7 @@ fn commit_queued(db: Arc<Database>, queue: &Mutex<Queue>) {
             (queue.inserts.drain(..take).collect::<Vec<_>>(), injected)
         };
         let result = match injected {
-            Some(_) => Err(StoreError("injected failure".into())),
+            Some(_) => Err(StoreError::new("injected failure")),
             None => commit_batch(handle, &batch),
         };
         {
@@ -196,17 +196,17 @@ fn scan<T: DeserializeOwned>(db: &Database, table: Table) -> StoreResult<Vec<T>>
 }
 
 fn err(e: impl std::fmt::Display) -> StoreError {
-    StoreError(e.to_string())
+    StoreError::new(e.to_string())
 }
 
 /// A record as stored: JSON. The records are plain data that always serialize; a
 /// failure is still an error for the caller, never a panic on a request path.
 fn encode<T: Serialize>(value: &T) -> StoreResult<Vec<u8>> {
-    serde_json::to_vec(value).map_err(|e| StoreError(format!("cannot encode a record: {e}")))
+    serde_json::to_vec(value).map_err(|e| StoreError::new(format!("cannot encode a record: {e}")))
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError(format!("corrupt record: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| StoreError::new(format!("corrupt record: {e}")))
 }
 
 impl RedbStore {
@@ -252,7 +252,7 @@ impl RedbStore {
         }
         answer
             .await
-            .map_err(|_| StoreError("the store commit was abandoned".into()))?
+            .map_err(|_| StoreError::new("the store commit was abandoned"))?
     }
 
     /// A point read, in place (see the module comment).

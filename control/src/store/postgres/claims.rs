@@ -1,0 +1,116 @@
+//! Which replica does what, decided in the database.
+//!
+//! - A revocation is done by the replica holding the lease's claim: a row-level
+//!   `claimed_by` / `claimed_until` pair, taken only while no other replica's claim is
+//!   current. A replica renews its own claim at every attempt; one killed mid-revocation
+//!   stops renewing, its claim lapses ([`crate::control::CLAIM_FOR`]), and the next
+//!   replica's poll for due revocations takes the lease over.
+//! - Due revocations are found with `FOR UPDATE SKIP LOCKED`: replicas polling at the
+//!   same moment take disjoint sets instead of waiting on each other's rows.
+//! - The periodic sweep and pruning run under a PostgreSQL advisory lock held by a
+//!   connection of their own: one replica at a time, and a replica that dies releases
+//!   it with its connection.
+
+use leasehold_protocol::Timestamp;
+use tokio_postgres::NoTls;
+
+use super::{PostgresStore, pg, secs, store_err};
+use crate::store::{Exclusive, StoreError, StoreResult};
+
+/// Claims lease `id`'s revocation for this replica until `until`, unless another
+/// replica's claim is current or the credential is already gone.
+pub(super) async fn claim_one(
+    store: &PostgresStore,
+    id: String,
+    now: Timestamp,
+    until: Timestamp,
+) -> StoreResult<bool> {
+    let claimed = store
+        .execute(
+            "UPDATE leases SET claimed_by = $2, claimed_until = $4
+             WHERE id = $1 AND NOT removed
+               AND (claimed_by IS NULL OR claimed_by = $2 OR claimed_until <= $3)",
+            &[&id, &store.replica, &secs(now), &secs(until)],
+        )
+        .await?;
+    Ok(claimed == 1)
+}
+
+/// Claims up to `limit` leases whose credential is owed a removal by `now` (ended, or
+/// an intent past its expiry) and that no replica holds a current claim on.
+pub(super) async fn claim_due(
+    store: &PostgresStore,
+    now: Timestamp,
+    until: Timestamp,
+    limit: usize,
+) -> StoreResult<Vec<String>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = store
+        .client()
+        .await?
+        .query(
+            "UPDATE leases SET claimed_by = $2, claimed_until = $3
+             WHERE id IN (
+                 SELECT id FROM leases
+                 WHERE NOT removed AND ended_at <= $1
+                   AND (claimed_until IS NULL OR claimed_until <= $1)
+                 ORDER BY ended_at
+                 LIMIT $4
+                 FOR UPDATE SKIP LOCKED
+             )
+             RETURNING id",
+            &[&secs(now), &store.replica, &secs(until), &limit],
+        )
+        .await
+        .map_err(store_err)?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+/// The advisory lock named `name`, if no other replica holds it. Held by a connection
+/// of its own, closed when the returned guard drops (which releases the lock).
+pub(super) async fn exclusive(
+    store: &PostgresStore,
+    name: &'static str,
+) -> StoreResult<Option<Exclusive>> {
+    let (client, connection) = store
+        .config
+        .connect(NoTls)
+        .await
+        .map_err(|e| StoreError::from(pg(e)))?;
+    let driver = tokio::spawn(connection);
+    let held: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&lock_key(name)])
+        .await
+        .map_err(store_err)?
+        .get(0);
+    if !held {
+        return Ok(None);
+    }
+    Ok(Some(Exclusive::held(Box::new(Held {
+        _client: client,
+        driver,
+    }))))
+}
+
+/// A held advisory lock: its session.
+struct Held {
+    _client: tokio_postgres::Client,
+    driver: tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // Ends the session, which releases the lock.
+        self.driver.abort();
+    }
+}
+
+/// A stable 64-bit key for lock `name` (FNV-1a), within leasehold's own range of keys.
+fn lock_key(name: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in b"leasehold:".iter().chain(name.as_bytes()) {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash as i64
+}

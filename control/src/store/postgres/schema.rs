@@ -1,0 +1,116 @@
+//! The PostgreSQL schema, as numbered migrations.
+//!
+//! `control init` applies the ones a database lacks ([`migrate`]); `control serve` only
+//! checks ([`check`]) and refuses a schema newer than this build knows, so an older
+//! replica left running during a rolling upgrade stops rather than writing records it
+//! does not understand. A migration is never edited once released: a change is a new
+//! entry at the end.
+//!
+//! Records are kept whole as JSON text (the same serde forms the embedded store
+//! keeps), beside the few columns the queries select or order on. Times are whole
+//! seconds since the Unix epoch (`BIGINT`).
+
+use super::{PgError, pg};
+
+/// The migrations, in order: migration `i` brings the schema to version `i + 1`.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: everything the replicas share.
+    "CREATE TABLE leasehold_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+     CREATE TABLE members (id TEXT PRIMARY KEY, record TEXT NOT NULL);
+     CREATE TABLE denied (id TEXT PRIMARY KEY, record TEXT NOT NULL);
+     CREATE TABLE tickets (
+         hash TEXT PRIMARY KEY,
+         expires_at BIGINT NOT NULL,
+         remaining BIGINT NOT NULL,
+         record TEXT NOT NULL
+     );
+     CREATE TABLE policies (id TEXT PRIMARY KEY, record TEXT NOT NULL);
+     CREATE TABLE leases (
+         id TEXT PRIMARY KEY,
+         member TEXT NOT NULL,
+         issued BOOLEAN NOT NULL,
+         removed BOOLEAN NOT NULL,
+         ended_at BIGINT NOT NULL,
+         record TEXT NOT NULL,
+         claimed_by TEXT,
+         claimed_until BIGINT
+     );
+     CREATE INDEX leases_owed ON leases (ended_at) WHERE NOT removed;
+     CREATE INDEX leases_by_member ON leases (member, id);",
+    // 2: the add-on configurations, sealed with the identity's key; the current one's
+    // id in leasehold_meta.
+    "CREATE TABLE addons (id TEXT PRIMARY KEY, sealed BYTEA NOT NULL);",
+];
+
+/// The schema version this build writes and reads.
+pub const CURRENT: i32 = MIGRATIONS.len() as i32;
+
+/// A constant key for the advisory lock that serializes concurrent `control init`s.
+const MIGRATION_LOCK: i64 = 0x6c65_6173_6568_6f6c; // "leasehol"
+
+/// The version a database's schema is at (0 for an empty database).
+pub async fn version(client: &tokio_postgres::Client) -> Result<i32, PgError> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('leasehold_schema') IS NOT NULL", &[])
+        .await
+        .map_err(pg)?
+        .get(0);
+    if !exists {
+        return Ok(0);
+    }
+    let row = client
+        .query_opt("SELECT max(version) FROM leasehold_schema", &[])
+        .await
+        .map_err(pg)?;
+    Ok(row.and_then(|r| r.get::<_, Option<i32>>(0)).unwrap_or(0))
+}
+
+/// Brings the schema to [`CURRENT`], each migration in its own transaction, under a
+/// lock so that two replicas initializing at once do not both apply one.
+pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<i32, PgError> {
+    client
+        .batch_execute("CREATE TABLE IF NOT EXISTS leasehold_schema (version INTEGER NOT NULL)")
+        .await
+        .map_err(pg)?;
+    loop {
+        let txn = client.transaction().await.map_err(pg)?;
+        txn.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(pg)?;
+        let at: i32 = txn
+            .query_one(
+                "SELECT coalesce(max(version), 0) FROM leasehold_schema",
+                &[],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        if at > CURRENT {
+            return Err(PgError::Newer { found: at });
+        }
+        if at == CURRENT {
+            txn.commit().await.map_err(pg)?;
+            return Ok(at);
+        }
+        txn.batch_execute(MIGRATIONS[at as usize])
+            .await
+            .map_err(pg)?;
+        txn.execute(
+            "INSERT INTO leasehold_schema (version) VALUES ($1)",
+            &[&(at + 1)],
+        )
+        .await
+        .map_err(pg)?;
+        txn.commit().await.map_err(pg)?;
+        tracing::info!(version = at + 1, "PostgreSQL schema migrated");
+    }
+}
+
+/// Checks that the schema is the one this build knows (what `serve` does).
+pub async fn check(client: &tokio_postgres::Client) -> Result<(), PgError> {
+    match version(client).await? {
+        at if at > CURRENT => Err(PgError::Newer { found: at }),
+        at if at < CURRENT => Err(PgError::Older { found: at }),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,395 @@
+//! A replicated control on a real PostgreSQL (a server of the test's own): two
+//! replicas with one identity share members, tickets, add-on settings and leases; each lease's
+//! credential is removed by exactly one of them; a replica killed (`kill -9`) or
+//! aborted mid-issue leaves nothing behind, the other finishing its revocations.
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+
+use common::setup::eventually;
+use common::{EVENT_DEADLINE, Env, Process, path_str, unique_name};
+use leasehold_control::failpoint;
+use leasehold_testkit::postgres::Postgres;
+use leasehold_testkit::v2server::V2Server;
+
+/// Copies the data directory (identity key, settings, add-on) to another replica's.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A replica serving `data` on `listen`, ready once it listens; with its admin address.
+fn replica(
+    env: &Env,
+    data: &Path,
+    listen: &str,
+    failpoint: Option<&str>,
+) -> (Process, std::net::SocketAddr) {
+    let name = unique_name("replica");
+    let ready = env.home().join(format!("{name}.ready"));
+    let mut command = env.command(&[
+        "control",
+        "serve",
+        "--data-dir",
+        path_str(data),
+        "--listen",
+        listen,
+        "--ready-file",
+        path_str(&ready),
+    ]);
+    command.env("RUST_LOG", "info").stdout(Stdio::null());
+    if let Some(point) = failpoint {
+        command.env(failpoint::ENV, point);
+    }
+    let mut process = Process::spawn_logged(&mut command, env.home().join(format!("{name}.log")));
+    let addrs = process.wait_ready_file(&ready, "the replica to listen");
+    (process, addrs["admin"])
+}
+
+async fn readyz(admin: std::net::SocketAddr) -> u16 {
+    match reqwest::get(format!("http://{admin}/readyz")).await {
+        Ok(answer) => answer.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+/// The lease ids each log says it removed the credential of.
+fn removals(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains("lease credential removed from InfluxDB"))
+        .filter_map(|l| {
+            let at = l.find("lease.id=")? + "lease.id=".len();
+            Some(
+                l[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_hexdigit())
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_share_the_store_and_each_credential_is_removed_once_whoever_dies() {
+    let mut pg = tokio::task::spawn_blocking(Postgres::start)
+        .await
+        .unwrap()
+        .expect("PostgreSQL (Debian package postgresql) is required: scripts/test.sh installs it");
+    let v2 = V2Server::start_default().await.unwrap();
+    let mut env = Env::new();
+    env.set_env("LEASEHOLD_STORE_URL", &pg.url());
+    let a = format!("127.0.0.1:{}", env.control_port);
+    let b = format!("127.0.0.1:{}", common::free_port());
+    let init = env.json(&[
+        "control",
+        "init",
+        "--listen",
+        &a,
+        "--advertise",
+        &format!("{a},{b}"),
+    ]);
+    assert!(!init.to_string().contains(pg.password()), "{init}");
+    // Another `control init` on the same database, and one asking for TLS: refused,
+    // with nothing created (so each can be run again once fixed).
+    let mut other = Env::new();
+    other.set_env("LEASEHOLD_STORE_URL", &pg.url());
+    let (code, stderr) = other.fails(&["control", "init"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("already belongs to control"), "{stderr}");
+    assert!(
+        !other.data_dir().exists(),
+        "a refused init created {:?}",
+        other.data_dir()
+    );
+    let mut tls = Env::new();
+    tls.set_env(
+        "LEASEHOLD_STORE_URL",
+        &format!("{}?sslmode=require", pg.url()),
+    );
+    let (code, stderr) = tls.fails(&["control", "init"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("sslmode=require"), "{stderr}");
+    assert!(!stderr.contains(pg.password()), "{stderr}");
+    assert!(!tls.data_dir().exists());
+    // The second replica: the same identity key, copied before any add-on exists.
+    let data_b = env.dir.path().join("replica-b");
+    copy_dir(&env.data_dir(), &data_b);
+    let replica_a = env.serve_with("info", &[]);
+    let (replica_b, admin_b) = replica(&env, &data_b, &b, None);
+    // Configured through A: B learns of it from the store (sealed there).
+    assert_eq!(readyz(admin_b).await, 503, "no add-on yet");
+    env.configure_v2(&v2, &[]);
+    eventually(EVENT_DEADLINE, "B to follow the add-on", async || {
+        readyz(admin_b).await == 200
+    })
+    .await;
+    let followed = std::fs::read_to_string(data_b.join("addon.json")).unwrap();
+    assert!(
+        followed.contains(v2.org_id()),
+        "B's add-on is the one configured on A"
+    );
+
+    // A ticket redeemed on whichever replica the client starts at; the member is
+    // everyone's.
+    env.enrolled_identity("app", &[]);
+    const LEASES: usize = 6;
+    let mut ids = Vec::new();
+    for _ in 0..LEASES {
+        let lease = env.json(&["lease", "create", "--identity", "app", "--ttl", "2s"]);
+        assert_eq!(lease["status"], "active", "{lease}");
+        ids.push(lease["id"].as_str().unwrap().to_owned());
+    }
+    let listed = env.json(&["lease", "list", "--identity", "app"]);
+    assert_eq!(listed.as_array().map(Vec::len), Some(LEASES), "{listed}");
+
+    // Both replicas alive: every credential removed at expiry, each by one replica.
+    eventually(EVENT_DEADLINE, "every credential removed", async || {
+        v2.authorization_count() == 0
+    })
+    .await;
+    let logs = || format!("{}\n{}", replica_a.log(), replica_b.log());
+    eventually(EVENT_DEADLINE, "every removal recorded", async || {
+        removals(&logs()).len() >= LEASES
+    })
+    .await;
+    let mut removed = removals(&logs());
+    removed.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(
+        removed,
+        expected,
+        "each lease removed exactly once:\n{}",
+        logs()
+    );
+
+    // Replica A killed: the clients move to B, which also revokes what A issued.
+    replica_a.kill9();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let lease = env.json(&["lease", "create", "--identity", "app", "--ttl", "2s"]);
+        ids.push(lease["id"].as_str().unwrap().to_owned());
+    }
+    eventually(EVENT_DEADLINE, "B removes every credential", async || {
+        v2.authorization_count() == 0
+    })
+    .await;
+
+    // A back, aborting right after InfluxDB created a credential (before recording it
+    // issued): the intent it recorded first is B's to act on at expiry.
+    let (aborting, _) = replica(
+        &env,
+        &env.data_dir(),
+        &a,
+        Some("abort-after-credential-created"),
+    );
+    // Each create starts at a random replica: a few reach A (those on B just work).
+    for _ in 0..30 {
+        if aborting
+            .log()
+            .contains("aborting after the credential was created")
+        {
+            break;
+        }
+        env.run(&["lease", "create", "--identity", "app", "--ttl", "2s"]);
+    }
+    assert!(
+        aborting
+            .log()
+            .contains("aborting after the credential was created"),
+        "the client never reached the aborting replica:\n{}",
+        aborting.log()
+    );
+    eventually(
+        EVENT_DEADLINE,
+        "the orphan's credential removed by B",
+        async || v2.authorization_count() == 0,
+    )
+    .await;
+    assert!(
+        replica_b.log().contains("never issued"),
+        "B removed the intent's credential:\n{}",
+        replica_b.log()
+    );
+
+    // PostgreSQL stopped: B issues nothing (no credential it could not record) and
+    // says it is not ready; back, B serves again, nothing lost.
+    assert_eq!(readyz(admin_b).await, 200);
+    tokio::task::block_in_place(|| pg.stop()).unwrap();
+    let (code, stderr) = env.fails(&["lease", "create", "--identity", "app", "--ttl", "2s"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("store unavailable"), "{stderr}");
+    assert_eq!(
+        v2.authorization_count(),
+        0,
+        "no credential created unrecorded"
+    );
+    eventually(EVENT_DEADLINE, "B not ready", async || {
+        readyz(admin_b).await == 503
+    })
+    .await;
+    tokio::task::block_in_place(|| pg.start_again()).unwrap();
+    eventually(EVENT_DEADLINE, "B ready again", async || {
+        readyz(admin_b).await == 200
+    })
+    .await;
+    let lease = env.json(&["lease", "create", "--identity", "app", "--ttl", "2s"]);
+    assert_eq!(lease["status"], "active", "{lease}");
+    let listed = env.json(&["lease", "list", "--identity", "app"]);
+    assert!(listed.as_array().unwrap().len() > LEASES, "{listed}");
+    eventually(EVENT_DEADLINE, "its credential removed", async || {
+        v2.authorization_count() == 0
+    })
+    .await;
+    for log in [replica_b.log(), aborting.log()] {
+        assert!(
+            !log.contains(pg.password()),
+            "the store's password logged:\n{log}"
+        );
+    }
+    drop(replica_b);
+}
+
+/// How long replicas are killed one after another while proxies write.
+const CHAOS: std::time::Duration = std::time::Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn proxies_write_through_replicas_killed_one_at_a_time() {
+    let pg = tokio::task::spawn_blocking(Postgres::start)
+        .await
+        .unwrap()
+        .expect("PostgreSQL (Debian package postgresql) is required: scripts/test.sh installs it");
+    let v2 = V2Server::start_default().await.unwrap();
+    let mut env = Env::new();
+    env.set_env("LEASEHOLD_STORE_URL", &pg.url());
+    let addrs: Vec<String> = std::iter::once(env.control_port)
+        .chain([common::free_port(), common::free_port()])
+        .map(|port| format!("127.0.0.1:{port}"))
+        .collect();
+    env.ok(&[
+        "control",
+        "init",
+        "--listen",
+        &addrs[0],
+        "--advertise",
+        &addrs.join(","),
+    ]);
+    let data: Vec<_> = (0..3)
+        .map(|i| {
+            let dir = env.dir.path().join(format!("replica-{i}"));
+            copy_dir(&env.data_dir(), &dir);
+            dir
+        })
+        .collect();
+    // Replica 0 serves the data directory the admin enrollment points at.
+    let mut replicas: Vec<Option<Process>> = Vec::new();
+    let mut logs = Vec::new();
+    for i in 0..3 {
+        let dir = if i == 0 {
+            env.data_dir()
+        } else {
+            data[i].clone()
+        };
+        let (process, _) = replica(&env, &dir, &addrs[i], None);
+        logs.push(vec![process.log.clone()]);
+        replicas.push(Some(process));
+    }
+    env.configure_v2(&v2, &[]);
+    env.enrolled_identity("app", &[]);
+    let proxies: Vec<_> = (0..3).map(|_| env.proxy("app", &["--ttl", "5s"])).collect();
+    for proxy in &proxies {
+        proxy.wait_ready().await;
+    }
+
+    // Steady writes through every proxy while the replicas die and come back.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let urls: Vec<String> = proxies
+        .iter()
+        .map(|p| {
+            format!(
+                "{}/api/v2/write?org={}&bucket=telemetry&precision=s",
+                p.url(),
+                v2.org_name()
+            )
+        })
+        .collect();
+    let writer = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let client = reqwest::Client::new();
+            let mut sent = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for url in &urls {
+                    let status = client
+                        .post(url)
+                        .body(format!("cpu,n={sent} v=1 1700000000\n"))
+                        .send()
+                        .await
+                        .map(|r| r.status().as_u16())
+                        .unwrap_or(0);
+                    assert_eq!(status, 204, "write {sent} refused");
+                    sent += 1;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            sent
+        }
+    });
+    let started = std::time::Instant::now();
+    let mut round = 0;
+    while started.elapsed() < CHAOS {
+        let i = round % 3;
+        replicas[i].take().unwrap().kill9();
+        tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+        assert!(!writer.is_finished(), "the writer stopped");
+        let dir = if i == 0 {
+            env.data_dir()
+        } else {
+            data[i].clone()
+        };
+        let (process, _) = tokio::task::block_in_place(|| replica(&env, &dir, &addrs[i], None));
+        logs[i].push(process.log.clone());
+        replicas[i] = Some(process);
+        round += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = writer.await.expect("every write answered 204");
+    assert_eq!(
+        v2.point_count("telemetry") as u64,
+        sent,
+        "every point landed"
+    );
+    println!("{round} replica kills, {sent} writes, all 204");
+
+    for proxy in proxies {
+        proxy.stop();
+    }
+    eventually(EVENT_DEADLINE, "no lease credential left", async || {
+        v2.authorization_count() == 0
+    })
+    .await;
+    // Each lease's credential removed once, by one replica.
+    let all: String = logs
+        .iter()
+        .flatten()
+        .map(|path| std::fs::read_to_string(path).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut removed = removals(&all);
+    let total = removed.len();
+    removed.sort();
+    removed.dedup();
+    assert_eq!(removed.len(), total, "a credential removed twice");
+    assert!(total > 0);
+    drop(replicas);
+}
