@@ -13,6 +13,8 @@
 //!   operations (one file each under `ops/`) and [`required_role`], the one table of
 //!   who may call what.
 //! - [`server`]: the secure-channel listener.
+//! - [`StoreLocation`] (`location.rs`): `--store`, the embedded store or shared
+//!   PostgreSQL.
 //! - [`live`]: each member's live leases, for the per-member cap.
 //! - [`failpoint`]: test-only failure points (debug builds only).
 //! - [`admission`]: how many connections may be open before proving membership.
@@ -38,6 +40,7 @@ pub mod store;
 
 mod error;
 mod housekeeping;
+mod location;
 mod log_throttle;
 mod ops;
 mod revocation;
@@ -53,10 +56,11 @@ use tokio_util::sync::CancellationToken;
 
 pub use control::Control;
 pub use error::ControlError;
+pub use location::StoreLocation;
 pub use ops::{Role, required_role};
 
 use crate::datadir::{DataDir, DataDirError, Settings, local_address};
-use crate::store::postgres::{PgError, is_postgres_url};
+use crate::store::postgres::PgError;
 use crate::store::{AnyStore, PostgresStore, RedbStore, Store, StoreError};
 
 /// Why the control could not start.
@@ -86,52 +90,6 @@ pub enum StartError {
         /// The error.
         source: std::io::Error,
     },
-}
-
-/// Where the control keeps its state (`--store`).
-#[derive(Clone, Default)]
-pub enum StoreLocation {
-    /// The embedded store in the data directory (the default; one process).
-    #[default]
-    Embedded,
-    /// Shared PostgreSQL at this URL (several replicas). The URL may hold a password:
-    /// never shown.
-    Postgres(zeroize::Zeroizing<String>),
-}
-
-impl std::fmt::Debug for StoreLocation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Embedded => f.write_str("Embedded"),
-            Self::Postgres(_) => f.write_str("Postgres(..)"),
-        }
-    }
-}
-
-impl std::str::FromStr for StoreLocation {
-    type Err = String;
-
-    /// Absent, empty or `redb`: embedded; `postgres://…` or `postgresql://…`: shared.
-    fn from_str(value: &str) -> Result<Self, String> {
-        match value {
-            "" | "redb" => Ok(Self::Embedded),
-            url if is_postgres_url(url) => Ok(Self::Postgres(zeroize::Zeroizing::new(url.into()))),
-            _ => Err("expected `redb` or a postgres:// (postgresql://) URL".into()),
-        }
-    }
-}
-
-impl StoreLocation {
-    /// Opens it for `control serve`: the embedded store, or PostgreSQL after checking
-    /// its schema and that it belongs to `identity`.
-    async fn open(&self, data: &DataDir, identity: &Identity) -> Result<AnyStore, StartError> {
-        Ok(match self {
-            Self::Embedded => AnyStore::Redb(RedbStore::open(&data.store_path())?),
-            Self::Postgres(url) => {
-                AnyStore::Postgres(Box::new(PostgresStore::open(url, identity.public()).await?))
-            }
-        })
-    }
 }
 
 /// `control init`: creates the data directory, the control identity and store, and the

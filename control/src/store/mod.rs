@@ -9,167 +9,32 @@
 //! The add-on settings are not here but in the data directory (see
 //! [`crate::datadir`]): they hold the credential needed to sweep InfluxDB, which must
 //! work even when this state is lost.
+//!
+//! This file holds the interface ([`Store`]) and [`Exclusive`]; the records it stores
+//! are in `records.rs`, its errors in `error.rs`.
 
 mod any;
 #[cfg(any(test, feature = "memory"))]
 pub mod contract;
+mod error;
 #[cfg(any(test, feature = "memory"))]
 mod memory;
 pub mod postgres;
+mod records;
 mod redb;
 
-use std::collections::BTreeMap;
 use std::future::Future;
 
 use leasehold_channel::PublicIdentity;
-use leasehold_protocol::{
-    AuthScheme, DeniedIdentity, LeaseStatus, MemberRecord, PolicyRecord, Timestamp,
-};
-use serde::{Deserialize, Serialize};
+use leasehold_protocol::{DeniedIdentity, MemberRecord, PolicyRecord, Timestamp};
 
 pub use self::any::AnyStore;
+pub use self::error::{RedeemError, StoreError, StoreResult};
 #[cfg(any(test, feature = "memory"))]
 pub use self::memory::MemoryStore;
 pub use self::postgres::PostgresStore;
+pub use self::records::{LeaseFilter, StoredLease, StoredTicket};
 pub use self::redb::RedbStore;
-
-/// A ticket as stored: the secret itself is not, only its hash (the key).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StoredTicket {
-    /// Attributes the member will carry.
-    pub attributes: BTreeMap<String, String>,
-    /// Last moment it can be redeemed.
-    pub expires_at: Timestamp,
-    /// Redemptions left.
-    pub remaining: u32,
-}
-
-/// A lease as stored. The credential's secret is never stored, only how to revoke it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StoredLease {
-    /// Lease id (16 hex digits).
-    pub id: String,
-    /// The member it was issued to.
-    pub member: PublicIdentity,
-    /// Issue time.
-    pub created_at: Timestamp,
-    /// Expiry time.
-    pub expires_at: Timestamp,
-    /// What identifies the credential in InfluxDB: the v2 authorization id or the v1 user.
-    /// In an intent (not yet `issued`), the name the credential will carry.
-    pub credential_id: String,
-    /// How the proxy presents the token.
-    pub auth_scheme: AuthScheme,
-    /// The InfluxDB it is valid for.
-    pub endpoint_url: String,
-    /// When it was revoked early, if it was.
-    pub revoked_at: Option<Timestamp>,
-    /// Whether the credential has been removed from InfluxDB. A lease with `removed`
-    /// false is one the control still owes a revocation.
-    pub removed: bool,
-    /// Whether the credential was created and the lease handed out. `false` marks the
-    /// *intent* written before InfluxDB is asked for the credential: if the control
-    /// dies before recording the outcome, the intent is what gets any credential
-    /// InfluxDB did create removed at expiry. Records written before intents existed
-    /// were all issued.
-    #[serde(default = "issued_by_default")]
-    pub issued: bool,
-    /// The add-on configuration that issued it ([`crate::issuer::addon_id`]): its
-    /// revocation goes there, with that configuration's credential. Absent in leases
-    /// recorded before configurations were told apart (matched by `endpoint_url`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub addon_id: Option<String>,
-}
-
-fn issued_by_default() -> bool {
-    true
-}
-
-impl StoredLease {
-    /// Its status at `now`.
-    pub fn status_at(&self, now: Timestamp) -> LeaseStatus {
-        crate::lease::status_at(self.revoked_at, self.expires_at, now)
-    }
-
-    /// When it stopped being usable: revoked, or else expired.
-    pub fn ended_at(&self) -> Timestamp {
-        self.revoked_at
-            .map_or(self.expires_at, |revoked| revoked.min(self.expires_at))
-    }
-}
-
-/// Which leases a page of `lease list` holds. Intents never issued are not leases
-/// anyone holds and are never listed.
-#[derive(Debug, Clone, Copy)]
-pub struct LeaseFilter {
-    /// Only this member's.
-    pub member: Option<PublicIdentity>,
-    /// Only leases in this state at `now`.
-    pub status: Option<LeaseStatus>,
-    /// The time the status is judged at.
-    pub now: Timestamp,
-}
-
-impl LeaseFilter {
-    /// Whether `lease` belongs on the page.
-    pub fn keeps(&self, lease: &StoredLease) -> bool {
-        lease.issued
-            && self.member.is_none_or(|m| m == lease.member)
-            && self.status.is_none_or(|s| s == lease.status_at(self.now))
-    }
-}
-
-/// Why a ticket could not be redeemed.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum RedeemError {
-    /// No ticket with that secret (never issued, or used up).
-    #[error("unknown or used-up ticket")]
-    Unknown,
-    /// The ticket expired.
-    #[error("ticket expired")]
-    Expired,
-    /// The identity is a member already.
-    #[error("identity is already enrolled")]
-    AlreadyMember,
-    /// The identity was deleted and is denied re-enrollment (`member allow` lifts it).
-    #[error("identity was deleted and is denied re-enrollment")]
-    Denied,
-}
-
-/// A storage failure.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("store: {message}")]
-pub struct StoreError {
-    message: String,
-    unavailable: bool,
-}
-
-impl StoreError {
-    /// A failure of the store itself (a corrupt record, a refused write).
-    pub fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            unavailable: false,
-        }
-    }
-
-    /// The store could not be reached (a shared database down or cut off): another
-    /// control replica may well reach it, so clients are told to try one.
-    pub fn unavailable(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            unavailable: true,
-        }
-    }
-
-    /// Whether the store could not be reached.
-    pub fn is_unavailable(&self) -> bool {
-        self.unavailable
-    }
-}
-
-/// Result of store operations.
-pub type StoreResult<T> = Result<T, StoreError>;
 
 /// The control's persistent state.
 pub trait Store: Send + Sync + 'static {

@@ -1,0 +1,156 @@
+//! Opening the PostgreSQL store: the URL and the connection pool, and the checks that
+//! `control init` and `control serve` make before a replica uses the database (schema
+//! migrated, control identity recorded and the same as this replica's).
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use leasehold_channel::PublicIdentity;
+use tokio_postgres::NoTls;
+use tokio_postgres::config::SslMode;
+
+use super::{PgError, PostgresStore, pg, schema};
+
+/// Connections a replica keeps to PostgreSQL at most.
+const POOL_SIZE: usize = 16;
+/// How long a new connection has to be made (unless the URL says otherwise): an
+/// unreachable database must fail a request fast enough for the client to try
+/// another replica.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a request waits for a free pooled connection.
+const POOL_WAIT: Duration = Duration::from_secs(5);
+/// The `leasehold_meta` key of the control identity every replica must share.
+const IDENTITY_KEY: &str = "control_identity";
+
+/// Whether `url` names a PostgreSQL store rather than the embedded one.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+impl PostgresStore {
+    /// A pool for `url`; connects lazily (see [`Self::init`] and [`Self::open`]).
+    pub fn connect(url: &str) -> Result<Self, PgError> {
+        let mut config: tokio_postgres::Config =
+            url.parse().map_err(|e: tokio_postgres::Error| {
+                // The parser's messages name the bad part, never the whole URL.
+                PgError::Url(e.to_string())
+            })?;
+        // `prefer` falls back to plain connections, as libpq does without TLS.
+        if config.get_ssl_mode() == SslMode::Require {
+            return Err(PgError::TlsUnsupported("require"));
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        config.application_name("leasehold-control");
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .map_err(|e| PgError::Url(e.to_string()))?;
+        let mut id = [0u8; 8];
+        getrandom::fill(&mut id).map_err(|e| PgError::Query(format!("random source: {e}")))?;
+        Ok(Self {
+            pool,
+            config,
+            replica: data_encoding::HEXLOWER.encode(&id),
+        })
+    }
+
+    /// `control init`: applies the migrations and records `identity` as the control's,
+    /// or checks it against the one already recorded.
+    pub async fn init(url: &str, identity: PublicIdentity) -> Result<Self, PgError> {
+        let store = Self::connect(url)?;
+        {
+            let mut client = store.client_for_setup().await?;
+            schema::migrate(&mut client).await?;
+        }
+        store.record_identity(identity).await?;
+        Ok(store)
+    }
+
+    /// The first half of `control init`, before any identity exists: connects, applies
+    /// the migrations, and refuses a database that already records a control identity.
+    pub async fn prepare(url: &str) -> Result<Self, PgError> {
+        let store = Self::connect(url)?;
+        {
+            let mut client = store.client_for_setup().await?;
+            schema::migrate(&mut client).await?;
+        }
+        if let Some(recorded) = store.recorded_identity().await? {
+            return Err(PgError::AlreadyInitialized { recorded });
+        }
+        Ok(store)
+    }
+
+    /// The second half: records `identity` as the control's (or refuses when another
+    /// init recorded its own meanwhile).
+    pub async fn claim_for(self, identity: PublicIdentity) -> Result<Self, PgError> {
+        self.record_identity(identity).await?;
+        Ok(self)
+    }
+
+    /// `control serve`: checks the schema and the identity; changes nothing.
+    pub async fn open(url: &str, identity: PublicIdentity) -> Result<Self, PgError> {
+        let store = Self::connect(url)?;
+        {
+            let client = store.client_for_setup().await?;
+            schema::check(&client).await?;
+        }
+        match store.recorded_identity().await? {
+            None => Err(PgError::NoIdentity),
+            Some(recorded) if recorded != identity.to_string() => Err(PgError::IdentityMismatch {
+                local: identity.to_string(),
+                recorded,
+            }),
+            Some(_) => Ok(store),
+        }
+    }
+
+    async fn client_for_setup(&self) -> Result<deadpool_postgres::Object, PgError> {
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(e) => pg(e),
+            other => PgError::Unreachable(other.to_string()),
+        })
+    }
+
+    async fn recorded_identity(&self) -> Result<Option<String>, PgError> {
+        let client = self.client_for_setup().await?;
+        let row = client
+            .query_opt(
+                "SELECT value FROM leasehold_meta WHERE key = $1",
+                &[&IDENTITY_KEY],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn record_identity(&self, identity: PublicIdentity) -> Result<(), PgError> {
+        let client = self.client_for_setup().await?;
+        client
+            .execute(
+                "INSERT INTO leasehold_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                &[&IDENTITY_KEY, &identity.to_string()],
+            )
+            .await
+            .map_err(pg)?;
+        match self.recorded_identity().await? {
+            Some(recorded) if recorded == identity.to_string() => Ok(()),
+            Some(recorded) => Err(PgError::IdentityMismatch {
+                local: identity.to_string(),
+                recorded,
+            }),
+            None => Err(PgError::NoIdentity),
+        }
+    }
+}
