@@ -56,7 +56,7 @@ impl Queue {
         self.due.pop_first().map(|(_, id)| id)
     }
 
-    /// How long from `now` until the next lease is due ([`IDLE`] when none is).
+    /// How long from `now` until the next lease is due (`IDLE` when none is).
     pub fn wait(&self, now: SystemTime) -> Duration {
         self.due.first().map_or(IDLE, |(at, _)| until(*at, now))
     }

@@ -2,7 +2,7 @@
 //!
 //! Every replica reads and writes the same database, so everything they must agree on
 //! is here: members, denylist, tickets (by hash), policies, leases with the revocations
-//! still owed, and who is revoking what (claims, see [`claims`]). Each
+//! still owed, and who is revoking what (claims, see `claims.rs`). Each
 //! [`Store`](super::Store) method is one statement or one transaction; ticket
 //! redemption locks the ticket's row (`SELECT … FOR UPDATE`), so two replicas
 //! redeeming one single-use ticket at once enroll exactly one member.
@@ -56,7 +56,7 @@ fn secs(t: Timestamp) -> i64 {
 /// The PostgreSQL store: a pool of connections, and this replica's name for claims.
 pub struct PostgresStore {
     pool: Pool,
-    /// For the dedicated connections that hold advisory locks ([`claims`]).
+    /// For the dedicated connections that hold advisory locks (`claims.rs`).
     config: tokio_postgres::Config,
     /// Names this process in claims (random per start).
     replica: String,
