@@ -160,7 +160,7 @@ struct ControlHandle {
 }
 
 enum Running {
-    InProcess(CancellationToken, leasehold_control::Running),
+    InProcess(CancellationToken, Box<leasehold_control::Running>),
     Process(std::process::Child),
 }
 
@@ -178,7 +178,7 @@ impl ControlHandle {
         Ok(Self {
             addr,
             identity: running.identity,
-            running: Running::InProcess(shutdown, running),
+            running: Running::InProcess(shutdown, Box::new(running)),
         })
     }
 
