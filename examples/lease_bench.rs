@@ -3,7 +3,7 @@
 //! control's own: channel handshake, policy lookup, durable store write, scheduling.
 //!
 //! ```sh
-//! cargo run --release --example lease_bench -- [SECONDS] [CONCURRENCY] [fresh|open|pipelined|all]
+//! cargo run --release --example lease_bench -- [SECONDS] [CONCURRENCY] [fresh|open|pipelined|all] [--control-process]
 //! ```
 //! Prints leases/s, p50 and p99 for three ways of asking:
 //! - `fresh`: CONCURRENCY clients, each opening a new channel (a handshake) per lease;
@@ -13,6 +13,12 @@
 //! Naming one mode runs only that one (for profiling). Each line also gives the CPU time
 //! the whole process (clients, control and test server together) spent per lease: the
 //! figure that machine load moves least.
+//!
+//! With `--control-process` the control runs as a separate `leasehold control serve`
+//! (the `leasehold` binary built next to this example: `cargo build --release --example
+//! lease_bench --bin leasehold`), still against the in-process test server, and each line
+//! adds that process's own CPU per lease (utime + stime from `/proc/PID/stat`): the
+//! control's side alone, with the clients' handshakes in this process.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -30,7 +36,10 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let separate = args.iter().any(|a| a == "--control-process");
+    args.retain(|a| a != "--control-process");
+    let mut args = args.into_iter();
     let seconds: u64 = args.next().map_or(Ok(5), |s| s.parse())?;
     let concurrency: usize = args.next().map_or(Ok(8), |s| s.parse())?;
     let modes: &[Mode] = match args.next().as_deref() {
@@ -45,16 +54,13 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let home = Home::new(dir.path());
     let data = DataDir::new(home.control_dir());
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr: SocketAddr = listener.local_addr()?;
-    let settings = Settings {
-        listen: addr,
-        advertise: vec![addr.to_string()],
+    let handle = if separate {
+        ControlHandle::process(&home, &data).await?
+    } else {
+        ControlHandle::in_process(&home, &data).await?
     };
-    leasehold_control::init(&home, &data, &settings).await?;
-    let shutdown = CancellationToken::new();
-    let running = leasehold_control::start(&data, listener, shutdown.clone()).await?;
-    let control = running.identity;
+    let (addr, control) = (handle.addr, handle.identity);
+    let control_pid = handle.pid();
     let admin = home.load_identity("admin")?;
     let addrs = vec![addr.to_string()];
 
@@ -78,7 +84,8 @@ async fn main() -> anyhow::Result<()> {
 
     println!("lease issuance, {concurrency} concurrent clients, {seconds}s per mode");
     for &mode in modes {
-        let cpu_before = process_cpu();
+        let cpu_before = process_cpu("self");
+        let control_before = control_pid.and_then(|pid| process_cpu(&pid.to_string()));
         let deadline = Instant::now() + Duration::from_secs(seconds);
         let workers: Vec<_> = match mode {
             Mode::Pipelined => vec![tokio::spawn(pipelined(
@@ -104,14 +111,23 @@ async fn main() -> anyhow::Result<()> {
         for worker in workers {
             latencies.extend(worker.await??);
         }
-        let cpu = process_cpu()
+        let cpu = process_cpu("self")
             .zip(cpu_before)
             .map(|(after, before)| after - before);
+        let control_cpu = control_pid
+            .and_then(|pid| process_cpu(&pid.to_string()))
+            .zip(control_before)
+            .map(|(after, before)| after - before);
         latencies.sort();
+        let per_lease = |cpu: Option<Duration>| {
+            cpu.map_or(f64::NAN, |cpu| {
+                cpu.as_secs_f64() * 1e6 / latencies.len() as f64
+            })
+        };
         let pct =
             |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
         println!(
-            "{:<28} {:>8.0} leases/s   p50 {:>7.2} ms   p99 {:>7.2} ms   cpu {:>5.0} us/lease   ({} leases)",
+            "{:<28} {:>8.0} leases/s   p50 {:>7.2} ms   p99 {:>7.2} ms   cpu {:>5.0} us/lease{}   ({} leases)",
             match mode {
                 Mode::Fresh => "fresh channel per lease",
                 Mode::Open => "one open channel per client",
@@ -120,20 +136,139 @@ async fn main() -> anyhow::Result<()> {
             latencies.len() as f64 / seconds as f64,
             pct(0.50).as_secs_f64() * 1e3,
             pct(0.99).as_secs_f64() * 1e3,
-            cpu.map_or(f64::NAN, |cpu| cpu.as_secs_f64() * 1e6
-                / latencies.len() as f64),
+            per_lease(
+                cpu.zip(control_cpu)
+                    .map(|(bench, control)| bench + control)
+                    .or(cpu)
+            ),
+            control_cpu.map_or(String::new(), |control| format!(
+                " (control process {:>5.0})",
+                per_lease(Some(control))
+            )),
             latencies.len()
         );
     }
-    shutdown.cancel();
-    running.wait().await;
+    handle.stop().await;
     Ok(())
 }
 
-/// User plus system CPU time of this process so far, from `/proc/self/stat` (Linux;
-/// clock ticks of 1/100 s, the kernel's fixed `USER_HZ`).
-fn process_cpu() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+/// The control under test: in this process, or a `leasehold control serve` child.
+struct ControlHandle {
+    addr: SocketAddr,
+    identity: PublicIdentity,
+    running: Running,
+}
+
+enum Running {
+    InProcess(CancellationToken, Box<leasehold_control::Running>),
+    Process(std::process::Child),
+}
+
+impl ControlHandle {
+    async fn in_process(home: &Home, data: &DataDir) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr: SocketAddr = listener.local_addr()?;
+        let settings = Settings {
+            listen: addr,
+            advertise: vec![addr.to_string()],
+        };
+        leasehold_control::init(home, data, &settings).await?;
+        let shutdown = CancellationToken::new();
+        let running = leasehold_control::start(data, listener, shutdown.clone()).await?;
+        Ok(Self {
+            addr,
+            identity: running.identity,
+            running: Running::InProcess(shutdown, Box::new(running)),
+        })
+    }
+
+    /// `leasehold control serve` on ports of its own choosing, read back from its ready
+    /// file; the binary is the one built next to this example.
+    async fn process(home: &Home, data: &DataDir) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe()?;
+        let bin = exe
+            .parent()
+            .and_then(|examples| examples.parent())
+            .context("the example's directory")?
+            .join("leasehold");
+        anyhow::ensure!(
+            bin.exists(),
+            "{} is missing: cargo build --release --bin leasehold",
+            bin.display()
+        );
+        let any: SocketAddr = "127.0.0.1:0".parse()?;
+        let settings = Settings {
+            listen: any,
+            advertise: vec![any.to_string()],
+        };
+        let identity = leasehold_control::init(home, data, &settings)
+            .await?
+            .public();
+        let ready = home.root().join("control.ready");
+        let child = std::process::Command::new(&bin)
+            .arg("--home")
+            .arg(home.root())
+            .args(["control", "serve", "--ready-file"])
+            .arg(&ready)
+            .env("LEASEHOLD_CONTROL_ADMIN_LISTEN", "127.0.0.1:0")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let mut handle = Self {
+            addr: any,
+            identity,
+            running: Running::Process(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let text = loop {
+            if let Ok(text) = std::fs::read_to_string(&ready)
+                && text.contains("admin=")
+            {
+                break text;
+            }
+            if let Running::Process(child) = &mut handle.running
+                && let Some(status) = child.try_wait()?
+            {
+                anyhow::bail!("control serve exited: {status}");
+            }
+            anyhow::ensure!(Instant::now() < deadline, "control serve not ready in 30 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        handle.addr = text
+            .lines()
+            .find_map(|line| line.strip_prefix("listen="))
+            .context("no listen= in the ready file")?
+            .trim()
+            .parse()?;
+        Ok(handle)
+    }
+
+    fn pid(&self) -> Option<u32> {
+        match &self.running {
+            Running::Process(child) => Some(child.id()),
+            Running::InProcess(..) => None,
+        }
+    }
+
+    async fn stop(self) {
+        match self.running {
+            Running::InProcess(shutdown, running) => {
+                shutdown.cancel();
+                running.wait().await;
+            }
+            Running::Process(mut child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// User plus system CPU time of a process (`self` or a pid) so far, from
+/// `/proc/PID/stat` (Linux; clock ticks of 1/100 s, the kernel's fixed `USER_HZ`).
+fn process_cpu(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces) start at field 3.
     let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
     let utime: u64 = fields.next()?.parse().ok()?;
