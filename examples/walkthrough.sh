@@ -49,8 +49,12 @@ PIDS=()
 cleanup() {
   local status=$?
   trap - EXIT INT TERM
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  # Last started, first stopped, each to its end: the proxy gives its lease back
+  # while the control it was issued by still serves.
+  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+    kill "${PIDS[i]}" 2>/dev/null || true
+    wait "${PIDS[i]}" 2>/dev/null || true
+  done
   [ -n "${WALKTHROUGH_DIR:-}" ] || rm -rf "$WORK"
   exit "$status"
 }

@@ -241,25 +241,9 @@ async fn walkthrough_runs_against_the_v2_test_server() {
     assert_eq!(code, Some(0), "the walk-through failed:\n{output}");
     assert!(output.contains("HTTP 204"), "{output}");
     assert_eq!(v2.point_count("telemetry"), 1, "{output}");
-    // The manual lease was revoked (its authorization deleted). The proxy's lease is
-    // either left to expire or given back at shutdown, depending on whether the
-    // proxy's revocation reached the control before the script stopped the control
-    // too; nothing else was issued.
-    let manual = output
-        .split("\"id\": \"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("the manual lease's id in the output");
-    let left: Vec<String> = v2
-        .authorizations()
-        .into_iter()
-        .map(|a| a.description)
-        .collect();
-    assert!(left.len() <= 1, "{left:?}\n{output}");
-    assert!(
-        left.iter().all(|d| !d.contains(manual)),
-        "the revoked manual lease {manual} is still in InfluxDB: {left:?}"
-    );
+    // The manual lease was revoked (its authorization deleted), and the proxy, stopped
+    // before the control, gave its own lease back: nothing is left in InfluxDB.
+    assert_eq!(v2.authorization_count(), 0, "{output}");
     // The admin token never reached the script's output.
     assert!(
         !output.contains(v2.admin_token()),
