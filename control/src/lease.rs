@@ -181,46 +181,15 @@ pub fn removal_reason(lease: &StoredLease) -> &'static str {
 mod tests {
     use super::*;
     use crate::policy::{MAX_TTL_SECS, policy_id};
-    use leasehold_channel::Secret;
-    use leasehold_protocol::{Grant, PolicySpec};
     use proptest::prelude::*;
     use std::time::{Duration, UNIX_EPOCH};
 
-    fn addon(default: Option<u64>, max: Option<u64>) -> AddonConfig {
-        AddonConfig::InfluxdbV1 {
-            endpoint_url: "http://x".into(),
-            username: "admin".into(),
-            password: Secret::new("pw"),
-            privileges: vec!["WRITE ON db".into()],
-            default_ttl_secs: default,
-            max_ttl_secs: max,
-            max_live_leases: None,
-            ca_pem: None,
-        }
-    }
+    use crate::policy::tests::{addon, attrs};
 
+    /// A policy granting writes on a database named after its own match set.
     fn policy(matches: &[(&str, &str)], max: Option<u64>) -> PolicyRecord {
-        let matches: BTreeMap<String, String> = matches
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        PolicyRecord {
-            id: policy_id(&matches),
-            spec: PolicySpec {
-                grant: Grant::Privileges(vec![format!("WRITE ON {}", policy_id(&matches))]),
-                matches,
-                default_ttl_secs: None,
-                max_ttl_secs: max,
-                max_live_leases: None,
-            },
-        }
-    }
-
-    fn attrs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        let privilege = format!("WRITE ON {}", policy_id(&attrs(matches)));
+        crate::policy::tests::policy(matches, &privilege, max)
     }
 
     fn stored(expires_at: u64, revoked_at: Option<u64>) -> StoredLease {

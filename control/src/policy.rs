@@ -168,12 +168,12 @@ pub fn policy_id(matches: &BTreeMap<String, String>) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use leasehold_channel::Secret;
     use leasehold_protocol::PolicySpec;
 
-    fn addon(default: Option<u64>, max: Option<u64>) -> AddonConfig {
+    pub(crate) fn addon(default: Option<u64>, max: Option<u64>) -> AddonConfig {
         AddonConfig::InfluxdbV1 {
             endpoint_url: "http://x".into(),
             username: "admin".into(),
@@ -186,7 +186,11 @@ mod tests {
         }
     }
 
-    fn policy(matches: &[(&str, &str)], privilege: &str, max: Option<u64>) -> PolicyRecord {
+    pub(crate) fn policy(
+        matches: &[(&str, &str)],
+        privilege: &str,
+        max: Option<u64>,
+    ) -> PolicyRecord {
         let matches: BTreeMap<String, String> = matches
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -203,7 +207,7 @@ mod tests {
         }
     }
 
-    fn attrs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pub(crate) fn attrs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
