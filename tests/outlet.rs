@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::python::official_v2_client_writes;
 use common::setup::start_influxd;
 use common::{EVENT_DEADLINE, Env, Process, STARTUP_DEADLINE, path_str, unique_name};
 use leasehold_testkit::influxd::Influxd;
@@ -521,20 +522,6 @@ async fn the_proxy_answers_while_the_outlet_restarts_and_recovers_by_itself() {
     drop(outlet);
 }
 
-fn run_python(script: &str, args: &[&str]) {
-    let python = std::env::var("LEASEHOLD_TEST_PYTHON").expect(
-        "LEASEHOLD_TEST_PYTHON must name a Python with influxdb-client and influxdb installed: run ./scripts/test.sh",
-    );
-    let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(python).arg(&path).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{script} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn official_v2_python_client_writes_through_the_outlet() {
     let v2 = leasehold_testkit::v2server::V2Server::start_default()
@@ -554,22 +541,7 @@ async fn official_v2_python_client_writes_through_the_outlet() {
         "30s",
     );
     sidecar.wait_ready().await;
-    let url = sidecar.url();
-    let org = v2.org_name().to_owned();
-    tokio::task::spawn_blocking(move || {
-        run_python("v2_client_write.py", &[&url, &org, "telemetry"])
-    })
-    .await
-    .unwrap();
-    let points = v2.points();
-    assert_eq!(v2.point_count("telemetry"), 3, "{points:?}");
-    let lease_auths: Vec<_> = v2.authorizations().into_iter().map(|a| a.id).collect();
-    assert!(
-        points
-            .iter()
-            .all(|p| lease_auths.contains(&p.authorization_id)),
-        "written with the leased token"
-    );
+    official_v2_client_writes(&v2, sidecar.url()).await;
     drop(outlet);
 }
 

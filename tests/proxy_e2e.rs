@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::python::{official_v2_client_writes, run_python};
 use common::setup::{start_influxd, v1_control_with_app};
 use common::{ControlProcess, EVENT_DEADLINE, Env};
 use leasehold_testkit::influxd::Influxd;
@@ -320,27 +321,6 @@ async fn upstream_down_fails_fast_and_recovers() {
     }
 }
 
-fn python() -> String {
-    std::env::var("LEASEHOLD_TEST_PYTHON").expect(
-        "LEASEHOLD_TEST_PYTHON must name a Python with influxdb-client and influxdb installed: run ./scripts/test.sh",
-    )
-}
-
-fn run_python(script: &str, args: &[&str]) {
-    let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
-    let out = std::process::Command::new(python())
-        .arg(&path)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{script} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn official_v1_python_client_writes_through_the_proxy_without_credentials() {
     let (db, env, _control) = setup().await;
@@ -369,21 +349,6 @@ async fn official_v2_python_client_writes_through_the_proxy_without_a_token() {
     env.enrolled_identity("app", &[]);
     let proxy = env.proxy("app", &[]);
     proxy.wait_ready().await;
-    let proxy_url = proxy.url();
-    let org = v2.org_name().to_owned();
-    tokio::task::spawn_blocking(move || {
-        run_python("v2_client_write.py", &[&proxy_url, &org, "telemetry"])
-    })
-    .await
-    .unwrap();
-    let points = v2.points();
-    assert_eq!(v2.point_count("telemetry"), 3, "{points:?}");
-    let lease_auths: Vec<_> = v2.authorizations().into_iter().map(|a| a.id).collect();
-    assert!(
-        points
-            .iter()
-            .all(|p| lease_auths.contains(&p.authorization_id)),
-        "written with the leased token"
-    );
+    official_v2_client_writes(&v2, proxy.url()).await;
     drop(proxy);
 }

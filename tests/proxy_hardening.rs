@@ -7,6 +7,7 @@ mod common;
 use std::net::TcpStream;
 use std::process::Command;
 
+use common::python::run_python;
 use common::setup::{start_influxd, v1_control_with_app};
 use common::{ControlProcess, Env};
 use leasehold_testkit::influxd::Influxd;
@@ -98,29 +99,18 @@ async fn silent_sockets_on_the_admin_port_do_not_fail_leasehold_health() {
     drop(silent);
 }
 
-fn python() -> String {
-    std::env::var("LEASEHOLD_TEST_PYTHON")
-        .expect("LEASEHOLD_TEST_PYTHON must name the test venv's Python: run ./scripts/test.sh")
-}
-
 /// Runs `tests/python/keepalive_own_answers.py` against `port`; its JSON summary.
 fn keepalive_writes(port: u16, count: usize, body_bytes: usize) -> serde_json::Value {
-    let script = format!(
-        "{}/tests/python/keepalive_own_answers.py",
-        env!("CARGO_MANIFEST_DIR")
+    let out = run_python(
+        "keepalive_own_answers.py",
+        &[
+            "127.0.0.1",
+            &port.to_string(),
+            &count.to_string(),
+            &body_bytes.to_string(),
+        ],
     );
-    let out = Command::new(python())
-        .arg(&script)
-        .args(["127.0.0.1", &port.to_string()])
-        .args([count.to_string(), body_bytes.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_str(&out).unwrap()
 }
 
 /// The held-out run's client: keep-alive writes of 1 KiB while the proxy holds no lease.
