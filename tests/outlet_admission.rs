@@ -28,22 +28,26 @@ struct Fixture {
     _shutdown: tokio_util::sync::DropGuard,
 }
 
-/// An echo server standing in for InfluxDB, and an outlet in front of it admitting
-/// members with `site=field`.
-async fn fixture() -> Fixture {
+/// An upstream that echoes every byte back: what the outlet relays is checked end to
+/// end without InfluxDB. Its URL.
+async fn echo_upstream() -> String {
     let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let upstream = format!("http://{}", echo.local_addr().unwrap());
     tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = echo.accept().await else {
-                return;
-            };
+        while let Ok((mut stream, _)) = echo.accept().await {
             tokio::spawn(async move {
                 let (mut r, mut w) = stream.split();
                 let _ = tokio::io::copy(&mut r, &mut w).await;
             });
         }
     });
+    upstream
+}
+
+/// An echo server standing in for InfluxDB, and an outlet in front of it admitting
+/// members with `site=field`.
+async fn fixture() -> Fixture {
+    let upstream = echo_upstream().await;
     let control = Identity::generate();
     let me = Identity::generate();
     let outlet_id = me.public();
@@ -318,16 +322,7 @@ async fn outlet_hangs_up_after_echo(tcp: &mut TcpStream) {
 
 #[tokio::test]
 async fn shutdown_stops_accepting_lets_open_channels_finish_then_ends() {
-    let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream = format!("http://{}", echo.local_addr().unwrap());
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = echo.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = stream.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
+    let upstream = echo_upstream().await;
     let control = Identity::generate();
     let me = Identity::generate();
     let outlet_id = me.public();
