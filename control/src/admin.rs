@@ -9,30 +9,19 @@
 //!   load balancer or a Kubernetes Service sends sidecars only to ready replicas.
 //! - `/metrics`: OpenMetrics text ([`crate::metrics`]).
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::CONTENT_TYPE;
-use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use http::StatusCode;
+use leasehold_probe::{Answer, not_found, text, with_type};
 use tokio::net::TcpListener;
 
 use crate::control::Control;
 use crate::store::Store;
 
-/// Probes and scrapes are tiny: a few at once is plenty.
-const MAX_ADMIN_CONNECTIONS: usize = 16;
 /// How long the store has to answer the readiness probe's read.
 pub const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a probe may take to send its request head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -45,70 +34,25 @@ pub fn spawn<S: Store>(
     let addr = listener.local_addr()?;
     tracing::info!(admin = %addr, "control admin listening (/healthz, /readyz, /metrics)");
     let serving = control.clone();
-    control.tasks().spawn(serve(serving, listener));
+    // On the control's task tracker; a probe in progress does not hold up shutdown.
+    control.tasks().spawn(leasehold_probe::serve(
+        listener,
+        control.shutdown().clone(),
+        move |path| answer(serving.clone(), path),
+    ));
     Ok(addr)
 }
 
-async fn serve<S: Store>(control: Arc<Control<S>>, listener: TcpListener) {
-    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_ADMIN_CONNECTIONS));
-    let stop = control.shutdown().clone();
-    loop {
-        let (stream, _) = tokio::select! {
-            () = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(_) => {
-                    // Out of file descriptors: the channel listener logs that.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
-            continue;
-        };
-        let (control, stop) = (control.clone(), stop.clone());
-        // Not on the task tracker: a probe in progress must not hold up shutdown.
-        tokio::spawn(async move {
-            let service = service_fn(move |request| handle(control.clone(), request));
-            let connection = http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = connection => {}
-                () = stop.cancelled() => {}
-            }
-            drop(permit);
-        });
-    }
-}
-
-async fn handle<S: Store>(
-    control: Arc<Control<S>>,
-    request: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    if request.method() != Method::GET && request.method() != Method::HEAD {
-        return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n"));
-    }
-    Ok(match request.uri().path() {
+async fn answer<S: Store>(control: Arc<Control<S>>, path: String) -> Answer {
+    match path.as_str() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => match readiness(&control).await {
             Ok(()) => text(StatusCode::OK, "ready\n"),
             Err(reason) => text(StatusCode::SERVICE_UNAVAILABLE, reason),
         },
-        "/metrics" => {
-            let mut response = Response::new(Full::new(Bytes::from(control.metrics().render())));
-            response
-                .headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static(OPENMETRICS));
-            response
-        }
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "not found: try /healthz, /readyz or /metrics\n",
-        ),
-    })
+        "/metrics" => with_type(StatusCode::OK, control.metrics().render(), OPENMETRICS),
+        _ => not_found(),
+    }
 }
 
 /// Why the control is not ready, if it is not.
@@ -129,14 +73,4 @@ async fn readiness<S: Store>(control: &Control<S>) -> Result<(), &'static str> {
         return Err("not ready: no InfluxDB add-on is configured (leasehold addon configure)\n");
     }
     Ok(())
-}
-
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
 }
