@@ -7,14 +7,13 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use leasehold_channel::Identity;
-use leasehold_protocol::{AddonConfig, LeaseStatus, Timestamp};
+use leasehold_protocol::{AddonConfig, Timestamp};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backend::Backend;
 use crate::datadir::DataDir;
 use crate::error::ControlError;
-use crate::live::LiveLeases;
 use crate::revoker::{self, Schedule};
 use crate::store::Store;
 
@@ -84,7 +83,6 @@ pub struct Control<S> {
     pub(crate) forget_now: tokio::sync::Notify,
     pub(crate) advertise: Vec<String>,
     pub(crate) sweep_now: tokio::sync::Notify,
-    pub(crate) live: LiveLeases,
     /// The periodic sweep's interval in milliseconds ([`SWEEP_INTERVAL`] unless set).
     pub(crate) sweep_interval_ms: AtomicU64,
     pub(crate) schedule: Schedule,
@@ -144,7 +142,6 @@ impl<S: Store> Control<S> {
             forget_now: tokio::sync::Notify::new(),
             advertise,
             sweep_now: tokio::sync::Notify::new(),
-            live: LiveLeases::default(),
             sweep_interval_ms: AtomicU64::new(SWEEP_INTERVAL.as_millis() as u64),
             schedule,
             tasks: TaskTracker::new(),
@@ -164,25 +161,21 @@ impl<S: Store> Control<S> {
             },
         ));
         control.load_retired().await?;
-        // One scan of the store rebuilds both in-memory views: the live-lease counts
-        // (for the cap) and the revocation queue (every credential still owed removal,
-        // intents included, at its revocation or expiry time, whichever is first).
-        let mut owed = 0;
-        let now = Timestamp::now();
-        for lease in control.store.leases().await? {
-            if lease.issued && status(&lease, now) == LeaseStatus::Active {
-                control
-                    .live
-                    .restore(lease.member, lease.id.clone(), lease.expires_at);
+        // A store of one process: one scan re-arms the revocation queue with every
+        // credential still owed removal (intents included), at its revocation or expiry
+        // time, whichever is first. A shared store's revocations are claimed from the
+        // store instead (below), and it counts live leases itself: nothing to scan.
+        if !control.store.shared() {
+            let mut owed = 0;
+            for lease in control.store.leases().await? {
+                if !lease.removed {
+                    let at = lease.revoked_at.unwrap_or(lease.expires_at);
+                    control.schedule.at(at.min(lease.expires_at), lease.id);
+                    owed += 1;
+                }
             }
-            // A shared store's revocations are claimed from the store instead (below).
-            if !lease.removed && !control.store.shared() {
-                let at = lease.revoked_at.unwrap_or(lease.expires_at);
-                control.schedule.at(at.min(lease.expires_at), lease.id);
-                owed += 1;
-            }
+            tracing::info!(leases = owed, "re-armed revocations owed from the store");
         }
-        tracing::info!(leases = owed, "re-armed revocations owed from the store");
         let sweeper = control.clone();
         control
             .tasks

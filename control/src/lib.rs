@@ -15,7 +15,7 @@
 //! - [`server`]: the secure-channel listener.
 //! - [`StoreLocation`] (`location.rs`): `--store`, the embedded store or shared
 //!   PostgreSQL.
-//! - [`live`]: each member's live leases, for the per-member cap.
+//! - [`live`]: each member's live leases, counted by the stores of one process for the per-member cap.
 //! - [`failpoint`]: test-only failure points (debug builds only).
 //! - [`admission`]: how many connections may be open before proving membership.
 //! - [`admin`] and [`metrics`]: `/healthz`, `/readyz` and `/metrics`.

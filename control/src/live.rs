@@ -1,11 +1,18 @@
-//! Each member's live leases, counted in memory so that the per-member cap holds even
-//! for requests that arrive together (a client pipelining creates on one channel): the
-//! check and the reservation are one step under one lock, taken before InfluxDB is
+//! Each member's live leases, counted in memory by the stores of one process (the
+//! embedded store, and the in-memory one of the tests) so that the per-member cap holds
+//! even for requests that arrive together (a client pipelining creates on one channel):
+//! the check and the reservation are one step under one lock, taken before InfluxDB is
 //! asked for anything. Pure bookkeeping; the caller passes the clock.
 //!
-//! The store stays the truth: the counts are rebuilt from it at start-up. A lease
-//! leaves the count when it is revoked ([`LiveLeases::release`]) or, lazily, once its
-//! expiry has passed, so memory is bounded by the cap times the number of members.
+//! A store shared by several replicas cannot count in memory (each replica would see
+//! only its own creates): PostgreSQL checks and reserves in one transaction instead
+//! (`store/postgres/live.rs`). Both keep the rule [`crate::store::Store::reserve_lease`]
+//! states, which the store contract suite checks against every store.
+//!
+//! The store stays the truth: the counts are rebuilt from it when it is opened. A lease
+//! leaves the count when it is revoked or its credential removed ([`LiveLeases::follow`]),
+//! when its issue failed ([`LiveLeases::release`]) or, lazily, once its expiry has
+//! passed, so memory is bounded by the cap times the number of members.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -13,12 +20,7 @@ use std::sync::Mutex;
 use leasehold_channel::PublicIdentity;
 use leasehold_protocol::Timestamp;
 
-/// A refused reservation: the member holds `max` live leases already.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AtCap {
-    /// The cap that applied.
-    pub max: u32,
-}
+use crate::store::{AtCap, StoredLease};
 
 /// Live leases per member, as (expiry, lease id).
 #[derive(Debug, Default)]
@@ -57,6 +59,17 @@ impl LiveLeases {
             if live.is_empty() {
                 members.remove(&member);
             }
+        }
+    }
+
+    /// Follows a lease written to the store: revoked, or its credential removed, it
+    /// stops counting; issued, it counts (in the place its reservation took, or, written
+    /// without one, whatever the cap). An intent is counted by its reservation only.
+    pub fn follow(&self, lease: &StoredLease) {
+        if lease.revoked_at.is_some() || lease.removed {
+            self.release(lease.member, &lease.id, lease.expires_at);
+        } else if lease.issued {
+            self.restore(lease.member, lease.id.clone(), lease.expires_at);
         }
     }
 

@@ -146,8 +146,8 @@ impl<S: Store> Control<S> {
         // one again changes nothing but still finishes a removal left owed.
         if status(&lease, now) == LeaseStatus::Active {
             lease.revoked_at = Some(now);
+            // Written revoked, it no longer counts against the member's cap.
             self.store.put_lease(lease.clone()).await?;
-            self.live.release(lease.member, &lease.id, lease.expires_at);
             // The member's name beside its id, for the operator reading the log (none
             // once the member is deleted).
             let name = match self.store.member(lease.member).await {

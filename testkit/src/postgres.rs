@@ -11,6 +11,10 @@
 //! runs as the unprivileged `postgres` user (created by the Debian package), or
 //! `nobody` where that does not exist, and the temporary directory is handed to it.
 //!
+//! [`Postgres::start_tls`] does the same with `ssl = on`, serving a certificate and key
+//! the test gives (from [`crate::tls::TestCa`], say): the key file is the server's user's
+//! and 0600, as PostgreSQL demands. Its clients choose plain or TLS (`sslmode`).
+//!
 //! [`Postgres::stop`], [`Postgres::kill`] and [`Postgres::start_again`] take it down
 //! (cleanly, or as a crash would) and bring it back on the same port with the same data,
 //! for "PostgreSQL restarted under load" tests. [`Drop`] stops it at once
@@ -94,6 +98,29 @@ fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> PostgresError {
     move |source| PostgresError::Io { what, source }
 }
 
+/// The certificate and key a server with TLS serves, PEM.
+pub struct ServerTls {
+    /// The certificate (chain), leaf first.
+    pub cert_pem: String,
+    /// Its private key.
+    pub key_pem: String,
+}
+
+impl fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerTls").finish_non_exhaustive()
+    }
+}
+
+impl From<&crate::tls::TestCa> for ServerTls {
+    fn from(ca: &crate::tls::TestCa) -> Self {
+        Self {
+            cert_pem: ca.server_cert_pem.clone(),
+            key_pem: ca.server_key_pem.clone(),
+        }
+    }
+}
+
 /// A running PostgreSQL of the test's own.
 pub struct Postgres {
     dir: TempDir,
@@ -103,6 +130,8 @@ pub struct Postgres {
     port: u16,
     password: String,
     running: bool,
+    /// Whether it serves TLS (its certificate and key in the temporary directory).
+    tls: bool,
 }
 
 impl fmt::Debug for Postgres {
@@ -118,6 +147,15 @@ impl fmt::Debug for Postgres {
 impl Postgres {
     /// Initializes and starts a server on a free loopback port; see the module docs.
     pub fn start() -> Result<Self, PostgresError> {
+        Self::start_with(None)
+    }
+
+    /// [`Postgres::start`], with TLS on, serving `tls`.
+    pub fn start_tls(tls: &ServerTls) -> Result<Self, PostgresError> {
+        Self::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<&ServerTls>) -> Result<Self, PostgresError> {
         let bin = find_bin().ok_or(PostgresError::NotInstalled)?;
         let run_as = if running_as_root() {
             Some(unprivileged_user()?)
@@ -142,8 +180,12 @@ impl Postgres {
             port: 0,
             password: data_encoding::HEXLOWER.encode(&password),
             running: false,
+            tls: false,
         };
         pg.init()?;
+        if let Some(tls) = tls {
+            pg.install_tls(tls)?;
+        }
         let mut last = None;
         for _ in 0..PORT_ATTEMPTS {
             pg.port = free_port().map_err(io_err("finding a free port"))?;
@@ -271,13 +313,52 @@ impl Postgres {
         result.map(|_| ())
     }
 
+    /// Writes the certificate and key where the server reads them: the key 0600 and
+    /// the server's user's, or PostgreSQL refuses to start.
+    fn install_tls(&mut self, tls: &ServerTls) -> Result<(), PostgresError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let (cert, key) = self.tls_files();
+        fs::write(&cert, &tls.cert_pem).map_err(io_err("writing the server certificate"))?;
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&key)
+            .map_err(io_err("creating the server key file"))?;
+        io::Write::write_all(&mut file, tls.key_pem.as_bytes())
+            .map_err(io_err("writing the server key"))?;
+        if let Some((uid, gid)) = self.run_as {
+            for path in [&cert, &key] {
+                std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                    .map_err(io_err("handing a TLS file to the server's user"))?;
+            }
+        }
+        self.tls = true;
+        Ok(())
+    }
+
+    fn tls_files(&self) -> (PathBuf, PathBuf) {
+        (
+            self.dir.path().join("server.crt"),
+            self.dir.path().join("server.key"),
+        )
+    }
+
     fn pg_ctl_start(&mut self) -> Result<(), PostgresError> {
-        let options = format!(
+        let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
              -c full_page_writes=off",
             self.port,
             path_str(&self.socket_dir())
         );
+        if self.tls {
+            let (cert, key) = self.tls_files();
+            options.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                path_str(&cert),
+                path_str(&key)
+            ));
+        }
         let data = self.data_dir();
         let log = self.log_path();
         let timeout = PG_CTL_TIMEOUT.as_secs().to_string();

@@ -96,3 +96,46 @@ async fn a_server_of_its_own_answers_queries_and_survives_restarts() {
     );
     assert!(!socket.exists(), "the temporary directory is removed");
 }
+
+#[tokio::test]
+async fn a_server_with_tls_serves_the_given_certificate_and_keeps_it_across_restarts() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let ca = leasehold_testkit::tls::TestCa::new().unwrap();
+    let tls = (&ca).into();
+    let mut pg = tokio::task::spawn_blocking(move || Postgres::start_tls(&tls))
+        .await
+        .unwrap()
+        .expect("PostgreSQL (Debian package postgresql) is required");
+    // The harness's client has no TLS: `ssl` is a setting it can read all the same.
+    let ssl = async |url: &str| -> String {
+        let url = format!("{url}?sslmode=disable");
+        connect(&url)
+            .await
+            .query_one("SHOW ssl", &[])
+            .await
+            .unwrap()
+            .get(0)
+    };
+    assert_eq!(ssl(&pg.url()).await, "on", "{}", pg.log());
+    let cert: String = connect(&format!("{}?sslmode=disable", pg.url()))
+        .await
+        .query_one("SHOW ssl_cert_file", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let served = std::fs::read_to_string(&cert).unwrap();
+    assert_eq!(served, ca.server_cert_pem);
+    let key = std::path::Path::new(&cert).with_file_name("server.key");
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "PostgreSQL refuses a key others can read");
+
+    pg = tokio::task::spawn_blocking(move || {
+        pg.stop().unwrap();
+        pg.start_again().unwrap();
+        pg
+    })
+    .await
+    .unwrap();
+    assert_eq!(ssl(&pg.url()).await, "on", "still on after a restart");
+}

@@ -1,5 +1,5 @@
-//! Lease operations: create (plan, reserve under the cap, intent, credential, issued
-//! record), list, show and revoke. Which terms apply and when a lease ends is decided by
+//! Lease operations: create (plan, the intent recorded under the member's cap in one
+//! step, credential, issued record), list, show and revoke. Which terms apply and when a lease ends is decided by
 //! the pure core ([`crate::lease`]); this file does the asking and the writing.
 
 use std::sync::Arc;
@@ -16,6 +16,19 @@ use crate::control::{Addon, Control};
 use crate::error::ControlError;
 use crate::lease::{self, Issuer, Planned, record};
 use crate::store::{LeaseFilter, Store, StoredLease};
+
+/// The intent record of lease `id` about to be issued to `peer` by `addon`.
+fn intent_for(peer: PublicIdentity, id: &str, planned: &Planned, addon: &Addon) -> StoredLease {
+    let backend = &addon.backend;
+    let issuer = Issuer {
+        // Until issued, the name the credential will carry; then its id.
+        credential_name: backend.credential_name(id, planned.expires_at),
+        auth_scheme: backend.auth_scheme(),
+        endpoint_url: backend.endpoint_url().to_owned(),
+        addon_id: addon.id.clone(),
+    };
+    lease::intent(id, peer, planned, issuer)
+}
 
 impl<S: Store> Control<S> {
     pub(super) async fn create_lease(
@@ -44,23 +57,27 @@ impl<S: Store> Control<S> {
         // store's inserts land at the right edge of its B-tree.
         let id = crate::entropy::new_lease_id(now)?;
         let expires_at = planned.expires_at;
-        // Counted before anything else happens, so creates that arrive together
-        // cannot all pass the cap.
-        self.live
-            .reserve(
-                peer,
-                &id,
-                expires_at,
-                planned.created_at,
-                planned.terms.max_live_leases,
-            )
+        let intent = intent_for(peer, &id, &planned, &addon);
+        // Checked and recorded in one step before anything else happens, so creates
+        // that arrive together (on this replica or another sharing the store) cannot
+        // all pass the cap. From here the store owes the intent's credential a removal.
+        let reserve = self.store.reserve_lease(
+            intent.clone(),
+            planned.created_at,
+            planned.terms.max_live_leases,
+        );
+        self.metrics
+            .store("reserve_lease", reserve)
+            .await?
             .map_err(|at_cap| ControlError::TooManyLeases { max: at_cap.max })?;
-        // A failed issue gives its place under the cap back at once; its intent (if
-        // written) stays owed a revocation but is no lease the member holds.
-        let (lease, token) = match self.issue(peer, &id, &planned, &addon).await {
+        // A failed issue gives its place under the cap back at once; its intent stays
+        // owed a revocation but is no lease the member holds.
+        let (lease, token) = match self.issue(intent.clone(), &planned, &addon).await {
             Ok(issued) => issued,
             Err(error) => {
-                self.live.release(peer, &id, expires_at);
+                if let Err(release) = self.store.release_lease(intent).await {
+                    tracing::warn!(lease.id = %id, error = %release, "could not give back a failed lease's place under the cap; it holds it until its expiry");
+                }
                 return Err(error);
             }
         };
@@ -90,36 +107,25 @@ impl<S: Store> Control<S> {
         Ok(Reply::Lease(record))
     }
 
-    /// Issues a lease: records the intent durably, has InfluxDB create the
-    /// credential, then records the lease as issued. A credential InfluxDB created is
-    /// either recorded or removed before this returns; and if the control dies in
-    /// between, the intent gets it removed at expiry (see ARCHITECTURE.md).
+    /// Issues the lease whose intent [`Store::reserve_lease`] recorded: has InfluxDB
+    /// create the credential, then records the lease as issued. A credential InfluxDB
+    /// created is either recorded or removed before this returns; and if the control
+    /// dies in between, the intent gets it removed at expiry (see ARCHITECTURE.md).
     async fn issue(
         &self,
-        peer: PublicIdentity,
-        id: &str,
+        mut lease: StoredLease,
         planned: &Planned,
         addon: &Arc<Addon>,
     ) -> Result<(StoredLease, Secret)> {
         let backend = &addon.backend;
-        let expires_at = planned.expires_at;
-        let issuer = Issuer {
-            // Until issued, the name the credential will carry; then its id.
-            credential_name: backend.credential_name(id, expires_at),
-            auth_scheme: backend.auth_scheme(),
-            endpoint_url: backend.endpoint_url().to_owned(),
-            addon_id: addon.id.clone(),
-        };
-        let mut lease = lease::intent(id, peer, planned, issuer);
-        self.metrics
-            .store("put_lease", self.store.put_lease(lease.clone()))
-            .await?;
+        let (id, peer, expires_at) = (lease.id.clone(), lease.member, lease.expires_at);
+        let id = id.as_str();
         if let Err(error) = self.keep_issuer(addon).await {
             // Recorded, so the next start tries again; the sweep covers the rest.
             tracing::error!(lease.id = %id, %error, "could not keep the add-on configuration that issued this lease");
         }
-        // From here the store owes this lease's credential a removal at expiry, and
-        // the revoker is told now rather than only at the next start.
+        // The store owes this lease's credential a removal at expiry, and the revoker
+        // is told now rather than only at the next start.
         self.schedule(expires_at, id.to_owned());
         // Everything logged while issuing (backend errors included) carries the lease.
         let span = tracing::info_span!("lease", lease.id = %id, identity = %peer);

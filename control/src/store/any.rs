@@ -6,8 +6,8 @@ use leasehold_channel::PublicIdentity;
 use leasehold_protocol::{DeniedIdentity, MemberRecord, PolicyRecord, Timestamp};
 
 use super::{
-    Exclusive, LeaseFilter, PostgresStore, RedbStore, RedeemError, Store, StoreResult, StoredLease,
-    StoredTicket,
+    AtCap, Exclusive, LeaseFilter, PostgresStore, RedbStore, RedeemError, Store, StoreResult,
+    StoredLease, StoredTicket,
 };
 
 /// Where the control's state lives.
@@ -64,6 +64,17 @@ impl Store for AnyStore {
     }
     async fn put_lease(&self, lease: StoredLease) -> StoreResult<()> {
         each!(self.put_lease(lease))
+    }
+    async fn reserve_lease(
+        &self,
+        intent: StoredLease,
+        now: Timestamp,
+        max: u32,
+    ) -> StoreResult<Result<(), AtCap>> {
+        each!(self.reserve_lease(intent, now, max))
+    }
+    async fn release_lease(&self, intent: StoredLease) -> StoreResult<()> {
+        each!(self.release_lease(intent))
     }
     async fn lease(&self, id: String) -> StoreResult<Option<StoredLease>> {
         each!(self.lease(id))

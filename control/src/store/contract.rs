@@ -21,7 +21,7 @@ use leasehold_protocol::{
     AuthScheme, Grant, LeaseStatus, MemberRecord, PolicyRecord, PolicySpec, Timestamp,
 };
 
-use super::{LeaseFilter, RedeemError, Store, StoredLease, StoredTicket};
+use super::{AtCap, LeaseFilter, RedeemError, Store, StoredLease, StoredTicket};
 
 /// Runs every check of the contract as its own `#[tokio::test]`, against stores made
 /// by `$fresh` (an async function returning `(guard, store)`), in a module
@@ -42,6 +42,7 @@ macro_rules! store_contract {
                 owed_revocations_are_the_leases_not_removed,
                 pruning_takes_only_ended_leases_whose_credential_is_gone,
                 concurrent_writes_are_all_kept,
+                live_leases_are_capped_per_member_in_one_step,
             );
         }
     };
@@ -504,4 +505,89 @@ pub async fn concurrent_writes_are_all_kept<S: Store>(store: S) {
     assert_eq!(store.policies().await.unwrap().len(), 40);
     assert_eq!(store.members().await.unwrap().len(), 40);
     assert_eq!(store.leases().await.unwrap().len(), 40);
+}
+
+/// The per-member cap ([`Store::reserve_lease`]): of many reservations at once, exactly
+/// the cap's worth are recorded; a lease issued keeps its one place; a revocation, a
+/// released reservation and expiry each free one; members are counted apart, and a
+/// lease written issued without a reservation counts too.
+pub async fn live_leases_are_capped_per_member_in_one_step<S: Store>(store: S) {
+    let store = Arc::new(store);
+    let (a, b) = (Identity::generate().public(), Identity::generate().public());
+    let now = Timestamp(1000);
+    let intent = |n: u64, member: PublicIdentity, expires_at: u64| StoredLease {
+        issued: false,
+        ..lease(n, member, expires_at)
+    };
+    let attempts: Vec<_> = (0..12u64)
+        .map(|n| {
+            let store = store.clone();
+            let intent = intent(n, a, 2000);
+            tokio::spawn(async move { (n, store.reserve_lease(intent, now, 2).await.unwrap()) })
+        })
+        .collect();
+    let mut passed = Vec::new();
+    for attempt in attempts {
+        match attempt.await.unwrap() {
+            (n, Ok(())) => passed.push(format!("{n:016x}")),
+            (_, Err(at_cap)) => assert_eq!(at_cap, AtCap { max: 2 }),
+        }
+    }
+    passed.sort();
+    assert_eq!(passed.len(), 2, "exactly the cap's worth pass: {passed:?}");
+    assert_eq!(
+        ids(&store.leases().await.unwrap()),
+        passed,
+        "only reservations that passed are recorded"
+    );
+    let refused = async |n: u64, at: Timestamp, max: u32| {
+        let reserved = store.reserve_lease(intent(n, a, 3000), at, max).await;
+        reserved.unwrap() == Err(AtCap { max })
+    };
+
+    // Another member has a count of its own.
+    store
+        .reserve_lease(intent(100, b, 2000), now, 2)
+        .await
+        .unwrap()
+        .unwrap();
+    // Issued, a reservation keeps its one place.
+    let mut first = store.lease(passed[0].clone()).await.unwrap().unwrap();
+    first.issued = true;
+    store.put_lease(first.clone()).await.unwrap();
+    assert!(refused(20, now, 2).await);
+    // Revoked, it frees it.
+    first.revoked_at = Some(now);
+    store.put_lease(first).await.unwrap();
+    store
+        .reserve_lease(intent(21, a, 1500), now, 2)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(refused(22, now, 2).await);
+    // A released reservation (its issue failed) frees its place; its intent stays.
+    let second = store.lease(passed[1].clone()).await.unwrap().unwrap();
+    store.release_lease(second.clone()).await.unwrap();
+    assert!(store.lease(second.id).await.unwrap().is_some());
+    store
+        .reserve_lease(intent(23, a, 3000), now, 2)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(refused(24, now, 2).await);
+    // Expiry frees a place with no write: lease 21 ends at 1500.
+    let later = Timestamp(1500);
+    store
+        .reserve_lease(intent(25, a, 3000), later, 2)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(refused(26, later, 2).await);
+
+    // Written issued without a reservation (a record from before reservations), a
+    // lease counts all the same.
+    let c = Identity::generate().public();
+    store.put_lease(lease(30, c, 2000)).await.unwrap();
+    let reserved = store.reserve_lease(intent(31, c, 2000), now, 1).await;
+    assert_eq!(reserved.unwrap(), Err(AtCap { max: 1 }));
 }

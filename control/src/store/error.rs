@@ -1,5 +1,6 @@
-//! How a store operation fails: the store itself ([`StoreError`], unavailable or not)
-//! or, for a ticket redemption, the ticket ([`RedeemError`]).
+//! How a store operation fails: the store itself ([`StoreError`], unavailable or not),
+//! for a ticket redemption the ticket ([`RedeemError`]), for a lease's reservation the
+//! member's cap ([`AtCap`]).
 
 /// Why a ticket could not be redeemed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -16,6 +17,15 @@ pub enum RedeemError {
     /// The identity was deleted and is denied re-enrollment (`member allow` lifts it).
     #[error("identity was deleted and is denied re-enrollment")]
     Denied,
+}
+
+/// A refused lease reservation ([`super::Store::reserve_lease`]): the member holds
+/// `max` live leases already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the member already holds {max} live leases")]
+pub struct AtCap {
+    /// The cap that applied.
+    pub max: u32,
 }
 
 /// A storage failure.

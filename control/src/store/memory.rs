@@ -4,7 +4,8 @@
 //! (the `memory` feature), never for a serving control.
 //!
 //! One lock over all the tables makes every method one transaction, as the trait
-//! asks; `redeem_ticket` checks and consumes under it, so it is atomic.
+//! asks; `redeem_ticket` checks and consumes under it, so it is atomic. Live leases are
+//! counted as the embedded store counts them ([`crate::live`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -12,7 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use leasehold_channel::PublicIdentity;
 use leasehold_protocol::{DeniedIdentity, MemberRecord, PolicyRecord, Timestamp};
 
-use super::{LeaseFilter, RedeemError, Store, StoreResult, StoredLease, StoredTicket};
+use super::{AtCap, LeaseFilter, RedeemError, Store, StoreResult, StoredLease, StoredTicket};
+use crate::live::LiveLeases;
 
 /// The tables, keyed as the redb store keys them (so lists come out in the same order).
 #[derive(Debug, Default)]
@@ -28,6 +30,7 @@ struct Tables {
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
     tables: Arc<Mutex<Tables>>,
+    live: Arc<LiveLeases>,
 }
 
 impl MemoryStore {
@@ -120,7 +123,28 @@ impl Store for MemoryStore {
     }
 
     async fn put_lease(&self, lease: StoredLease) -> StoreResult<()> {
+        self.live.follow(&lease);
         self.lock().leases.insert(lease.id.clone(), lease);
+        Ok(())
+    }
+
+    async fn reserve_lease(
+        &self,
+        intent: StoredLease,
+        now: Timestamp,
+        max: u32,
+    ) -> StoreResult<Result<(), AtCap>> {
+        let (member, expires_at) = (intent.member, intent.expires_at);
+        if let Err(at_cap) = self.live.reserve(member, &intent.id, expires_at, now, max) {
+            return Ok(Err(at_cap));
+        }
+        self.lock().leases.insert(intent.id.clone(), intent);
+        Ok(Ok(()))
+    }
+
+    async fn release_lease(&self, intent: StoredLease) -> StoreResult<()> {
+        self.live
+            .release(intent.member, &intent.id, intent.expires_at);
         Ok(())
     }
 

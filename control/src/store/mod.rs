@@ -29,7 +29,7 @@ use leasehold_channel::PublicIdentity;
 use leasehold_protocol::{DeniedIdentity, MemberRecord, PolicyRecord, Timestamp};
 
 pub use self::any::AnyStore;
-pub use self::error::{RedeemError, StoreError, StoreResult};
+pub use self::error::{AtCap, RedeemError, StoreError, StoreResult};
 #[cfg(any(test, feature = "memory"))]
 pub use self::memory::MemoryStore;
 pub use self::postgres::PostgresStore;
@@ -77,8 +77,26 @@ pub trait Store: Send + Sync + 'static {
     /// Removes a policy; whether it existed.
     fn delete_policy(&self, id: String) -> impl Future<Output = StoreResult<bool>> + Send;
 
-    /// Inserts or replaces a lease. Durable when the future resolves.
+    /// Inserts or replaces a lease. Durable when the future resolves. A lease written
+    /// revoked, or with its credential removed, stops counting against its member's
+    /// cap (see [`Store::reserve_lease`]).
     fn put_lease(&self, lease: StoredLease) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Records `intent` (a lease about to be issued, see [`crate::lease::intent`]) only
+    /// if its member holds fewer than `max` live leases at `now`, and counts it from
+    /// then on: the check and the record are one atomic step for every process using
+    /// the store, so creates that arrive together, on one replica or several, cannot
+    /// all pass the cap. A member's live leases are those reserved (or written issued)
+    /// that are not revoked, not removed, not released ([`Store::release_lease`]) and
+    /// not expired at `now`.
+    fn reserve_lease(
+        &self,
+        intent: StoredLease,
+        now: Timestamp,
+        max: u32,
+    ) -> impl Future<Output = StoreResult<Result<(), AtCap>>> + Send;
+    /// Gives back the place reservation `intent` took (its issue failed): the intent
+    /// stays recorded, owed its revocation, but is no lease the member holds.
+    fn release_lease(&self, intent: StoredLease) -> impl Future<Output = StoreResult<()>> + Send;
     /// A lease by id.
     fn lease(&self, id: String) -> impl Future<Output = StoreResult<Option<StoredLease>>> + Send;
     /// All leases.

@@ -10,6 +10,14 @@
 //! few microseconds, less than the two thread hand-offs of `spawn_blocking`, and every
 //! lease issued does two of them (its member, the policies).
 //!
+//! Each member's live leases are counted in memory ([`crate::live`]): one process owns
+//! the file, so the check under the cap and the reservation are one step under the
+//! count's lock, with no read of the file; the counts are rebuilt when it is opened.
+//!
+//! The file is created 0600 (and an older, wider one narrowed to 0600 on open): it
+//! holds every member and lease record, for the control's user only, like the key
+//! beside it.
+//!
 //! Plain inserts (every lease issued is one) are **group-committed**: an insert joins a
 //! queue, and whoever finds no commit in progress becomes the committer, taking every
 //! insert queued by then into one transaction. Under load one fsync covers many leases;
@@ -18,16 +26,20 @@
 //! of the batch gets the error; if it panics, a drop guard fails every waiting insert
 //! and hands the committer's role back, so the next insert commits as usual.
 
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use leasehold_channel::PublicIdentity;
-use leasehold_protocol::{DeniedIdentity, MemberRecord, PolicyRecord, Timestamp};
+use leasehold_protocol::{DeniedIdentity, LeaseStatus, MemberRecord, PolicyRecord, Timestamp};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{LeaseFilter, RedeemError, Store, StoreError, StoreResult, StoredLease, StoredTicket};
+use super::{
+    AtCap, LeaseFilter, RedeemError, Store, StoreError, StoreResult, StoredLease, StoredTicket,
+};
+use crate::live::LiveLeases;
 
 const MEMBERS: TableDefinition<&str, &[u8]> = TableDefinition::new("members");
 const TICKETS: TableDefinition<&str, &[u8]> = TableDefinition::new("tickets");
@@ -127,6 +139,7 @@ impl Drop for Committer<'_> {
 pub struct RedbStore {
     db: Arc<Database>,
     queue: Arc<Mutex<Queue>>,
+    live: Arc<LiveLeases>,
 }
 
 /// Commits queued inserts in batches until the queue is empty. The last batch is
@@ -195,6 +208,22 @@ fn scan<T: DeserializeOwned>(db: &Database, table: Table) -> StoreResult<Vec<T>>
     Ok(out)
 }
 
+/// Creates the store file 0600 if it is missing (redb would create it with the
+/// process's umask, 0644 as a rule), and narrows one an older release created wider.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)?;
+    let mut permissions = file.metadata()?.permissions();
+    if permissions.mode() & 0o077 != 0 {
+        permissions.set_mode(0o600);
+        file.set_permissions(permissions)?;
+    }
+    Ok(())
+}
+
 fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError::new(e.to_string())
 }
@@ -210,17 +239,28 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
 }
 
 impl RedbStore {
-    /// Opens (or creates) the store file and its tables.
+    /// Opens (or creates, 0600) the store file and its tables, and counts the live
+    /// leases it holds.
     pub fn open(path: &Path) -> StoreResult<Self> {
+        private_file(path)
+            .map_err(|e| StoreError::new(format!("cannot create {}: {e}", path.display())))?;
         let db = Database::create(path).map_err(err)?;
         let txn = db.begin_write().map_err(err)?;
         for table in [MEMBERS, TICKETS, LEASES, POLICIES, DENIED] {
             txn.open_table(table).map_err(err)?;
         }
         txn.commit().map_err(err)?;
+        let live = LiveLeases::default();
+        let now = Timestamp::now();
+        for lease in scan::<StoredLease>(&db, LEASES)? {
+            if lease.issued && lease.status_at(now) == LeaseStatus::Active {
+                live.restore(lease.member, lease.id, lease.expires_at);
+            }
+        }
         Ok(Self {
             db: Arc::new(db),
             queue: Arc::default(),
+            live: Arc::new(live),
         })
     }
 
@@ -404,7 +444,35 @@ impl Store for RedbStore {
     }
 
     async fn put_lease(&self, lease: StoredLease) -> StoreResult<()> {
-        self.put(LEASES, lease.id.clone(), encode(&lease)?).await
+        let value = encode(&lease)?;
+        self.put(LEASES, lease.id.clone(), value).await?;
+        self.live.follow(&lease);
+        Ok(())
+    }
+
+    async fn reserve_lease(
+        &self,
+        intent: StoredLease,
+        now: Timestamp,
+        max: u32,
+    ) -> StoreResult<Result<(), AtCap>> {
+        let (member, expires_at) = (intent.member, intent.expires_at);
+        if let Err(at_cap) = self.live.reserve(member, &intent.id, expires_at, now, max) {
+            return Ok(Err(at_cap));
+        }
+        // Not written: the place is given back at once.
+        let id = intent.id.clone();
+        if let Err(error) = self.put(LEASES, id.clone(), encode(&intent)?).await {
+            self.live.release(member, &id, expires_at);
+            return Err(error);
+        }
+        Ok(Ok(()))
+    }
+
+    async fn release_lease(&self, intent: StoredLease) -> StoreResult<()> {
+        self.live
+            .release(intent.member, &intent.id, intent.expires_at);
+        Ok(())
     }
 
     async fn lease(&self, id: String) -> StoreResult<Option<StoredLease>> {
@@ -667,6 +735,48 @@ mod tests {
             assert!(!lock(&store.queue).committing);
             assert_eq!(store.members().await.unwrap().len(), 8 - failed + 17);
         }
+    }
+
+    #[test]
+    fn the_store_file_is_created_0600_and_an_older_wider_one_narrowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        drop(RedbStore::open(&path).unwrap());
+        assert_eq!(mode(&path), 0o600);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let store = RedbStore::open(&path).unwrap();
+        assert_eq!(mode(&path), 0o600, "narrowed on open");
+        drop(store);
+        assert!(RedbStore::open(&path).is_ok(), "still a store");
+    }
+
+    #[tokio::test]
+    async fn live_leases_are_counted_again_when_the_file_is_reopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        let member = Identity::generate().public();
+        let now = Timestamp::now();
+        let far = now.0 + 3600;
+        {
+            let store = RedbStore::open(&path).unwrap();
+            for n in 0..2 {
+                let lease = crate::store::contract::lease(n, member, far);
+                store.put_lease(lease).await.unwrap();
+            }
+            let mut revoked = crate::store::contract::lease(2, member, far);
+            revoked.revoked_at = Some(now);
+            store.put_lease(revoked).await.unwrap();
+        }
+        let store = RedbStore::open(&path).unwrap();
+        let mut intent = crate::store::contract::lease(3, member, far);
+        intent.issued = false;
+        assert_eq!(
+            store.reserve_lease(intent.clone(), now, 2).await.unwrap(),
+            Err(AtCap { max: 2 }),
+            "the two issued leases count, the revoked one does not"
+        );
+        assert!(store.reserve_lease(intent, now, 3).await.unwrap().is_ok());
     }
 
     #[tokio::test]

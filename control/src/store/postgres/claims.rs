@@ -12,7 +12,6 @@
 //!   it with its connection.
 
 use leasehold_protocol::Timestamp;
-use tokio_postgres::NoTls;
 
 use super::{PostgresStore, pg, secs, store_err};
 use crate::store::{Exclusive, StoreError, StoreResult};
@@ -74,7 +73,7 @@ pub(super) async fn exclusive(
 ) -> StoreResult<Option<Exclusive>> {
     let (client, connection) = store
         .config
-        .connect(NoTls)
+        .connect(store.tls.clone())
         .await
         .map_err(|e| StoreError::from(pg(e)))?;
     let driver = tokio::spawn(connection);

@@ -4,12 +4,10 @@
 
 use std::time::Duration;
 
+use super::tls::PgTls;
+use super::{PgError, PostgresStore, pg, schema, url};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use leasehold_channel::PublicIdentity;
-use tokio_postgres::NoTls;
-use tokio_postgres::config::SslMode;
-
-use super::{PgError, PostgresStore, pg, schema};
 
 /// Connections a replica keeps to PostgreSQL at most.
 const POOL_SIZE: usize = 16;
@@ -29,23 +27,29 @@ pub fn is_postgres_url(url: &str) -> bool {
 
 impl PostgresStore {
     /// A pool for `url`; connects lazily (see [`Self::init`] and [`Self::open`]).
+    /// Reads the root certificates the URL's `sslrootcert` names, if it verifies.
     pub fn connect(url: &str) -> Result<Self, PgError> {
+        // `sslmode` and `sslrootcert` as libpq reads them; the rest as written.
+        let (rest, settings) = url::split(url)?;
         let mut config: tokio_postgres::Config =
-            url.parse().map_err(|e: tokio_postgres::Error| {
+            rest.parse().map_err(|e: tokio_postgres::Error| {
                 // The parser's messages name the bad part, never the whole URL.
                 PgError::Url(e.to_string())
             })?;
-        // `prefer` falls back to plain connections, as libpq does without TLS.
-        if config.get_ssl_mode() == SslMode::Require {
-            return Err(PgError::TlsUnsupported("require"));
-        }
+        config.ssl_mode(settings.mode.for_client());
+        let tls = PgTls::new(&settings)?;
+        tracing::debug!(
+            sslmode = settings.mode.as_str(),
+            verifies_chain = settings.verifies_chain(),
+            "PostgreSQL store"
+        );
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
         config.application_name("leasehold-control");
         let manager = Manager::from_config(
             config.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -62,6 +66,7 @@ impl PostgresStore {
         Ok(Self {
             pool,
             config,
+            tls,
             replica: data_encoding::HEXLOWER.encode(&id),
         })
     }

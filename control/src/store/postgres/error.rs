@@ -3,6 +3,7 @@
 //! or a failure of the statement itself).
 
 use super::schema;
+use super::tls::HandshakeError;
 use crate::store::StoreError;
 
 /// Why the PostgreSQL store could not be opened or used.
@@ -11,12 +12,24 @@ pub enum PgError {
     /// The URL does not parse (the message never repeats the URL: it may hold a password).
     #[error("the store URL is not a valid PostgreSQL URL: {0}")]
     Url(String),
-    /// TLS was required, which this build does not do yet.
+    /// The root certificates (`sslrootcert`) could not be read.
+    #[error("cannot use sslrootcert {path}: {reason}")]
+    RootCert {
+        /// The file (or the system's store).
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The TLS handshake failed (the message says which check, see `tls.rs`).
+    #[error("{0}")]
+    Tls(String),
+    /// TLS was required and the server does not accept it.
     #[error(
-        "sslmode={0} asks for TLS to PostgreSQL, which this control does not support yet: \
-         use sslmode=disable or prefer on a trusted network, or a TLS-terminating proxy"
+        "the PostgreSQL server does not accept TLS, which the store URL requires \
+         (sslmode=require, verify-ca or verify-full): turn ssl on in the server, or use \
+         sslmode=prefer or disable on a trusted network"
     )]
-    TlsUnsupported(&'static str),
+    TlsRefused,
     /// The database could not be reached.
     #[error("PostgreSQL is unreachable: {0}")]
     Unreachable(String),
@@ -75,7 +88,10 @@ pub enum PgError {
 impl From<PgError> for StoreError {
     fn from(e: PgError) -> Self {
         match e {
-            PgError::Unreachable(_) => StoreError::unavailable(e.to_string()),
+            // TLS failing is the store out of reach too: not ready, issuing nothing.
+            PgError::Unreachable(_) | PgError::Tls(_) | PgError::TlsRefused => {
+                StoreError::unavailable(e.to_string())
+            }
             other => StoreError::new(other.to_string()),
         }
     }
@@ -91,8 +107,20 @@ pub(crate) fn pg(e: tokio_postgres::Error) -> PgError {
             PgError::Unreachable(db.message().to_owned())
         }
         Some(db) => PgError::Query(db.message().to_owned()),
-        None => PgError::Unreachable(e.to_string()),
+        None => tls_failure(&e).unwrap_or_else(|| PgError::Unreachable(e.to_string())),
     }
+}
+
+/// A failure of TLS, told apart from the rest of the connection's: our handshake's
+/// own error (`tls.rs`), or tokio-postgres's words when the server declines TLS.
+fn tls_failure(e: &tokio_postgres::Error) -> Option<PgError> {
+    let cause = std::error::Error::source(e)?;
+    if let Some(handshake) = cause.downcast_ref::<HandshakeError>() {
+        return Some(PgError::Tls(handshake.to_string()));
+    }
+    // tokio-postgres's message for a server answering "no" to the TLS request with
+    // sslmode=require (the tests check it still reads so).
+    (cause.to_string() == "server does not support TLS").then_some(PgError::TlsRefused)
 }
 
 pub(super) fn store_err(e: tokio_postgres::Error) -> StoreError {

@@ -5,28 +5,36 @@
 //! still owed, and who is revoking what (claims, see `claims.rs`). Each
 //! [`Store`](super::Store) method is one statement or one transaction; ticket
 //! redemption locks the ticket's row (`SELECT … FOR UPDATE`), so two replicas
-//! redeeming one single-use ticket at once enroll exactly one member.
+//! redeeming one single-use ticket at once enroll exactly one member; a lease's
+//! reservation under its member's cap takes an advisory lock keyed by the member
+//! (`live.rs`), so replicas creating leases for one member at once cannot all pass it.
 //!
 //! A database that cannot be reached is [`StoreError::unavailable`]: the replica
 //! refuses what needs the store (a lease above all: the intent must be recorded before
 //! InfluxDB is asked for a credential) and its clients move on to another replica.
 //!
+//! Connections are plain or TLS as the URL's `sslmode` says, with libpq's meaning
+//! (`url.rs`), through rustls (`tls.rs`).
+//!
 //! This file holds the store's type and the helpers every statement uses. Opening it
 //! and the identity checks are in `connect.rs`, its errors in `error.rs`, the
 //! [`Store`](super::Store) methods in `store_impl.rs`, and the longer transactions
 //! each in a file of their own: ticket redemption (`tickets.rs`), denying a member
-//! (`members.rs`), a page of leases (`leases.rs`), the add-on settings (`addon.rs`)
-//! and claims (`claims.rs`).
+//! (`members.rs`), a page of leases (`leases.rs`), the live-lease cap (`live.rs`), the
+//! add-on settings (`addon.rs`) and claims (`claims.rs`).
 
 mod addon;
 mod claims;
 mod connect;
 mod error;
 mod leases;
+mod live;
 mod members;
 pub mod schema;
 mod store_impl;
 mod tickets;
+mod tls;
+mod url;
 
 use deadpool_postgres::Pool;
 use leasehold_protocol::Timestamp;
@@ -58,6 +66,8 @@ pub struct PostgresStore {
     pool: Pool,
     /// For the dedicated connections that hold advisory locks (`claims.rs`).
     config: tokio_postgres::Config,
+    /// Their TLS, as the pool's.
+    tls: tls::PgTls,
     /// Names this process in claims (random per start).
     replica: String,
 }
@@ -106,4 +116,8 @@ impl PostgresStore {
 }
 
 #[cfg(test)]
+mod live_tests;
+#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;

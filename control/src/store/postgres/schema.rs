@@ -40,6 +40,13 @@ pub const MIGRATIONS: &[&str] = &[
     // 2: the add-on configurations, sealed with the identity's key; the current one's
     // id in leasehold_meta.
     "CREATE TABLE addons (id TEXT PRIMARY KEY, sealed BYTEA NOT NULL);",
+    // 3: each member's live-lease cap held in the database (`live.rs`): whether a lease
+    // holds a place under it, and the index that keeps counting a member's cheap.
+    // Leases recorded before count if issued and neither revoked nor removed.
+    "ALTER TABLE leases ADD COLUMN holds BOOLEAN NOT NULL DEFAULT false;
+     UPDATE leases SET holds = true
+         WHERE issued AND NOT removed AND (record::jsonb ->> 'revoked_at') IS NULL;
+     CREATE INDEX leases_live ON leases (member, ended_at) WHERE holds;",
 ];
 
 /// The schema version this build writes and reads.

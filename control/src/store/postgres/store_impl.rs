@@ -1,14 +1,15 @@
 //! [`Store`] on PostgreSQL: each method one statement, or one transaction in the file
-//! named for it (`tickets.rs`, `members.rs`, `leases.rs`, `addon.rs`, `claims.rs`).
+//! named for it (`tickets.rs`, `members.rs`, `leases.rs`, `live.rs`, `addon.rs`,
+//! `claims.rs`).
 
 use leasehold_channel::PublicIdentity;
 use leasehold_protocol::{DeniedIdentity, MemberRecord, PolicyRecord, Timestamp};
 
 use super::{
-    PostgresStore, addon, claims, decode, encode, leases, members, secs, store_err, tickets,
+    PostgresStore, addon, claims, decode, encode, leases, live, members, secs, store_err, tickets,
 };
 use crate::store::{
-    Exclusive, LeaseFilter, RedeemError, Store, StoreResult, StoredLease, StoredTicket,
+    AtCap, Exclusive, LeaseFilter, RedeemError, Store, StoreResult, StoredLease, StoredTicket,
 };
 
 impl Store for PostgresStore {
@@ -100,13 +101,18 @@ impl Store for PostgresStore {
 
     async fn put_lease(&self, lease: StoredLease) -> StoreResult<()> {
         let record = encode(&lease)?;
+        // Revoked or removed, a lease stops holding a place under its member's cap
+        // (`live.rs`); written issued without a reservation, it takes one.
+        let ended = lease.revoked_at.is_some() || lease.removed;
+        let holds = lease.issued && !ended;
         // A removal recorded ends any claim on it.
         self.execute(
-            "INSERT INTO leases (id, member, issued, removed, ended_at, record)
-             VALUES ($1, $2, $3, $4, $5, $6)
+            "INSERT INTO leases (id, member, issued, removed, ended_at, record, holds)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (id) DO UPDATE SET member = EXCLUDED.member, issued = EXCLUDED.issued,
                  removed = EXCLUDED.removed, ended_at = EXCLUDED.ended_at,
                  record = EXCLUDED.record,
+                 holds = (leases.holds OR EXCLUDED.holds) AND NOT $8,
                  claimed_by = CASE WHEN EXCLUDED.removed THEN NULL ELSE leases.claimed_by END,
                  claimed_until = CASE WHEN EXCLUDED.removed THEN NULL ELSE leases.claimed_until END",
             &[
@@ -116,10 +122,25 @@ impl Store for PostgresStore {
                 &lease.removed,
                 &secs(lease.ended_at()),
                 &record,
+                &holds,
+                &ended,
             ],
         )
         .await?;
         Ok(())
+    }
+
+    async fn reserve_lease(
+        &self,
+        intent: StoredLease,
+        now: Timestamp,
+        max: u32,
+    ) -> StoreResult<Result<(), AtCap>> {
+        live::reserve(self, intent, now, max).await
+    }
+
+    async fn release_lease(&self, intent: StoredLease) -> StoreResult<()> {
+        live::release(self, intent).await
     }
 
     async fn lease(&self, id: String) -> StoreResult<Option<StoredLease>> {
