@@ -427,6 +427,17 @@ impl Store for FailingStore {
         }
         self.inner.put_lease(lease).await
     }
+    async fn reserve_lease(
+        &self,
+        intent: StoredLease,
+        now: Timestamp,
+        max: u32,
+    ) -> StoreResult<Result<(), leasehold_control::store::AtCap>> {
+        self.inner.reserve_lease(intent, now, max).await
+    }
+    async fn release_lease(&self, intent: StoredLease) -> StoreResult<()> {
+        self.inner.release_lease(intent).await
+    }
     async fn lease(&self, id: String) -> StoreResult<Option<StoredLease>> {
         self.inner.lease(id).await
     }

@@ -1,7 +1,8 @@
 //! A replicated control on a real PostgreSQL (a server of the test's own): two
 //! replicas with one identity share members, tickets, add-on settings and leases; each lease's
 //! credential is removed by exactly one of them; a replica killed (`kill -9`) or
-//! aborted mid-issue leaves nothing behind, the other finishing its revocations.
+//! aborted mid-issue leaves nothing behind, the other finishing its revocations; a
+//! member's live-lease cap holds across the replicas.
 
 mod common;
 
@@ -10,7 +11,10 @@ use std::process::Stdio;
 
 use common::setup::eventually;
 use common::{EVENT_DEADLINE, Env, Process, path_str, unique_name};
+use leasehold_channel::home::Home;
 use leasehold_control::failpoint;
+use leasehold_protocol::client::{Client, ClientError};
+use leasehold_protocol::{ErrorCode, Reply, Request};
 use leasehold_testkit::postgres::Postgres;
 use leasehold_testkit::v2server::V2Server;
 
@@ -99,8 +103,8 @@ async fn two_replicas_share_the_store_and_each_credential_is_removed_once_whoeve
         &format!("{a},{b}"),
     ]);
     assert!(!init.to_string().contains(pg.password()), "{init}");
-    // Another `control init` on the same database, and one asking for TLS: refused,
-    // with nothing created (so each can be run again once fixed).
+    // Another `control init` on the same database, and one asking for TLS of a server
+    // without it: refused, with nothing created (so each can be run again once fixed).
     let mut other = Env::new();
     other.set_env("LEASEHOLD_STORE_URL", &pg.url());
     let (code, stderr) = other.fails(&["control", "init"]);
@@ -216,11 +220,13 @@ async fn two_replicas_share_the_store_and_each_credential_is_removed_once_whoeve
         async || v2.authorization_count() == 0,
     )
     .await;
-    assert!(
-        replica_b.log().contains("never issued"),
-        "B removed the intent's credential:\n{}",
-        replica_b.log()
-    );
+    // Logged once the removal is recorded, a moment after InfluxDB saw it.
+    eventually(
+        EVENT_DEADLINE,
+        "B to record the removal of the intent's credential",
+        async || replica_b.log().contains("never issued"),
+    )
+    .await;
 
     // PostgreSQL stopped: B issues nothing (no credential it could not record) and
     // says it is not ready; back, B serves again, nothing lost.
@@ -258,6 +264,84 @@ async fn two_replicas_share_the_store_and_each_credential_is_removed_once_whoeve
         );
     }
     drop(replica_b);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_members_live_lease_cap_holds_across_two_replicas() {
+    let pg = tokio::task::spawn_blocking(Postgres::start)
+        .await
+        .unwrap()
+        .expect("PostgreSQL (Debian package postgresql) is required: scripts/test.sh installs it");
+    let v2 = V2Server::start_default().await.unwrap();
+    let mut env = Env::new();
+    env.set_env("LEASEHOLD_STORE_URL", &pg.url());
+    let a = format!("127.0.0.1:{}", env.control_port);
+    let b = format!("127.0.0.1:{}", common::free_port());
+    let advertise = format!("{a},{b}");
+    env.json(&["control", "init", "--listen", &a, "--advertise", &advertise]);
+    let data_b = env.dir.path().join("replica-b");
+    copy_dir(&env.data_dir(), &data_b);
+    let _replica_a = env.serve_with("info", &[]);
+    let (_replica_b, admin_b) = replica(&env, &data_b, &b, None);
+    env.configure_v2(&v2, &["--max-live-leases", "2"]);
+    eventually(EVENT_DEADLINE, "B to follow the add-on", async || {
+        readyz(admin_b).await == 200
+    })
+    .await;
+    env.enrolled_identity("app", &[]);
+    let home = Home::new(env.home());
+    let identity = home.load_identity("app").unwrap();
+    let enrollment = home.load_enrollment("app").unwrap();
+    assert_eq!(enrollment.addrs, [a, b]);
+    // A client of replica 0 (A) or 1 (B), whichever the other's state.
+    let on = async |replica: usize| {
+        Client::connect_starting_at(&enrollment.addrs, replica, &enrollment.control, &identity)
+            .await
+            .unwrap()
+    };
+    let create = || Request::LeaseCreate {
+        ttl_secs: Some(600),
+    };
+    let at_cap = |answer: &Result<Reply, ClientError>| {
+        matches!(answer, Err(ClientError::Remote(e))
+            if e.code == ErrorCode::Conflict && e.message.contains("2 live leases"))
+    };
+
+    // Eight creates at once, alternately on A and B: exactly two leases.
+    let mut clients = Vec::new();
+    for i in 0..8 {
+        clients.push(on(i % 2).await);
+    }
+    let attempts: Vec<_> = clients
+        .into_iter()
+        .map(|mut client| tokio::spawn(async move { client.call(create()).await }))
+        .collect();
+    let mut leases = Vec::new();
+    for attempt in attempts {
+        match attempt.await.unwrap() {
+            Ok(Reply::Lease(lease)) => leases.push(lease.id),
+            refused => assert!(at_cap(&refused), "{refused:?}"),
+        }
+    }
+    assert_eq!(leases.len(), 2, "{leases:?}");
+    assert_eq!(v2.authorization_count(), 2, "no credential beyond the cap");
+    for replica in [0, 1] {
+        assert!(at_cap(&on(replica).await.call(create()).await));
+    }
+
+    // One revoked on A: one more on B, then neither has room.
+    let revoked = on(0)
+        .await
+        .call(Request::LeaseRevoke {
+            id: leases[0].clone(),
+        })
+        .await;
+    assert!(matches!(revoked, Ok(Reply::Lease(_))), "{revoked:?}");
+    let again = on(1).await.call(create()).await;
+    assert!(matches!(again, Ok(Reply::Lease(_))), "{again:?}");
+    for replica in [0, 1] {
+        assert!(at_cap(&on(replica).await.call(create()).await));
+    }
 }
 
 /// How long replicas are killed one after another while proxies write.

@@ -91,9 +91,12 @@ async fn the_store_keeps_no_token_and_only_hashed_tickets() {
         assert!(!contains(&store, secret), "the store holds the {what}");
     }
 
-    // Key files and the add-on settings (which hold the admin token) are 0600.
+    // Key files, the add-on settings (which hold the admin token) and the store (every
+    // member and lease record) are 0600.
     let addon = env.data_dir().join("addon.json");
     assert_eq!(mode(&addon), 0o600, "{}", addon.display());
+    let store = env.data_dir().join("store.redb");
+    assert_eq!(mode(&store), 0o600, "{}", store.display());
     let keys: Vec<_> = files(env.home())
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "key"))

@@ -73,7 +73,8 @@ pub struct InitArgs {
     #[arg(long, value_delimiter = ',', value_parser = host_port, value_name = "HOST:PORT")]
     pub advertise: Vec<String>,
     /// Where the control's state lives: `redb` (the default: embedded, in the data
-    /// directory) or a PostgreSQL URL (`postgres://USER:PASSWORD@HOST/DB`) shared by
+    /// directory) or a PostgreSQL URL (`postgres://USER:PASSWORD@HOST/DB`, with
+    /// `?sslmode=verify-full&sslrootcert=CA.pem` for TLS, as libpq reads them) shared by
     /// several control replicas. Best given in the environment: it holds a password.
     #[arg(
         long,
@@ -94,7 +95,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
     /// Where the control's state lives: `redb` (the default: embedded, in the data
-    /// directory) or a PostgreSQL URL (`postgres://USER:PASSWORD@HOST/DB`) shared by
+    /// directory) or a PostgreSQL URL (`postgres://USER:PASSWORD@HOST/DB`, with
+    /// `?sslmode=verify-full&sslrootcert=CA.pem` for TLS, as libpq reads them) shared by
     /// several control replicas. Best given in the environment: it holds a password.
     #[arg(
         long,
