@@ -76,8 +76,14 @@ async fn readiness_follows_the_addon_and_metrics_count_leases() {
             1.0,
         ),
         (
+            // The intent, recorded under the member's cap.
+            r#"leasehold_control_store_latency_seconds_count{op="reserve_lease"}"#,
+            1.0,
+        ),
+        (
+            // Issued, then removed.
             r#"leasehold_control_store_latency_seconds_count{op="put_lease"}"#,
-            3.0,
+            2.0,
         ),
     ] {
         let value = sample(&text, series).unwrap_or_else(|| panic!("{series} in\n{text}"));
