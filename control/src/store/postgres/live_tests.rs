@@ -1,11 +1,13 @@
 //! The live-lease cap on PostgreSQL, beyond the contract: two replicas reserving for
-//! one member at once, and the leases of an older schema counted once migrated.
+//! one member at once, the leases of an older schema counted once migrated, and the
+//! count served by its index.
 
 use std::sync::Arc;
 
 use leasehold_channel::Identity;
 use leasehold_protocol::Timestamp;
 
+use super::schema::COUNT_LIVE;
 use super::tests::server;
 use super::{PostgresStore, schema};
 use crate::store::contract::lease;
@@ -127,5 +129,52 @@ async fn leases_recorded_before_the_cap_moved_to_the_database_count_once_migrate
     assert!(
         store.reserve_lease(next, now, 2).await.unwrap().is_ok(),
         "the revoked lease and the unfinished intent do not"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_count_can_be_a_range_scan_of_its_partial_index() {
+    let (_pg, store, _identity) = server().await;
+    let client = store.client().await.unwrap();
+    // An empty table is cheapest to read whole: ask the planner whether the index
+    // serves the query at all (its predicate matches the statement's).
+    client
+        .batch_execute("SET enable_seqscan = off")
+        .await
+        .unwrap();
+    let plan: Vec<String> = client
+        .query(&format!("EXPLAIN {COUNT_LIVE}"), &[&"member", &1000i64])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let plan = plan.join("\n");
+    assert!(plan.contains("leases_live"), "{plan}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reservation_refuses_an_isolation_where_its_count_could_miss_another() {
+    let (_pg, store, _identity) = server().await;
+    let client = store.client().await.unwrap();
+    // A database whose default is repeatable read: the count's snapshot would predate
+    // the lock, and a reservation committed meanwhile would go unseen.
+    client
+        .batch_execute("SET default_transaction_isolation = 'repeatable read'")
+        .await
+        .unwrap();
+    let error = client
+        .query_one(
+            "SELECT leasehold_reserve_lease('m', 1, 8, 'id', false, false, 5000, '{}')",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    let message = error.as_db_error().map(|e| e.message().to_owned());
+    assert!(
+        message
+            .as_deref()
+            .is_some_and(|m| m.contains("read committed")),
+        "{error:?}"
     );
 }

@@ -12,6 +12,19 @@
 
 use super::{PgError, pg};
 
+/// A member's (`$1`) live leases at a time (`$2`): in the reservation function of
+/// migration 3 (whose first two parameters these are) and in the test that checks the
+/// index `leases_live` serves it, one text for both.
+macro_rules! count_live {
+    () => {
+        "SELECT count(*) FROM leases WHERE member = $1 AND holds AND ended_at > $2"
+    };
+}
+
+/// [`count_live!`], for the tests.
+#[cfg(test)]
+pub(super) const COUNT_LIVE: &str = count_live!();
+
 /// The migrations, in order: migration `i` brings the schema to version `i + 1`.
 pub const MIGRATIONS: &[&str] = &[
     // 1: everything the replicas share.
@@ -41,12 +54,35 @@ pub const MIGRATIONS: &[&str] = &[
     // id in leasehold_meta.
     "CREATE TABLE addons (id TEXT PRIMARY KEY, sealed BYTEA NOT NULL);",
     // 3: each member's live-lease cap held in the database (`live.rs`): whether a lease
-    // holds a place under it, and the index that keeps counting a member's cheap.
-    // Leases recorded before count if issued and neither revoked nor removed.
-    "ALTER TABLE leases ADD COLUMN holds BOOLEAN NOT NULL DEFAULT false;
-     UPDATE leases SET holds = true
-         WHERE issued AND NOT removed AND (record::jsonb ->> 'revoked_at') IS NULL;
-     CREATE INDEX leases_live ON leases (member, ended_at) WHERE holds;",
+    // holds a place under it, the index that keeps counting a member's cheap, and the
+    // function that checks and reserves in one statement. Leases recorded before count
+    // if issued and neither revoked nor removed.
+    concat!(
+        "ALTER TABLE leases ADD COLUMN holds BOOLEAN NOT NULL DEFAULT false;
+         UPDATE leases SET holds = true
+             WHERE issued AND NOT removed AND (record::jsonb ->> 'revoked_at') IS NULL;
+         CREATE INDEX leases_live ON leases (member, ended_at) WHERE holds;
+         CREATE FUNCTION leasehold_reserve_lease(
+             p_member TEXT, p_now BIGINT, p_max BIGINT, p_id TEXT, p_issued BOOLEAN,
+             p_removed BOOLEAN, p_ended_at BIGINT, p_record TEXT
+         ) RETURNS BOOLEAN LANGUAGE plpgsql AS $fn$
+         BEGIN
+             IF current_setting('transaction_isolation') <> 'read committed' THEN
+                 RAISE EXCEPTION 'leasehold reserves leases at read committed, not %',
+                     current_setting('transaction_isolation');
+             END IF;
+             PERFORM pg_advisory_xact_lock(1818782838, hashtext(p_member));
+             IF (",
+        count_live!(),
+        ") >= p_max THEN
+                 RETURN false;
+             END IF;
+             INSERT INTO leases (id, member, issued, removed, ended_at, record, holds)
+                 VALUES (p_id, p_member, p_issued, p_removed, p_ended_at, p_record, true);
+             RETURN true;
+         END
+         $fn$;"
+    ),
 ];
 
 /// The schema version this build writes and reads.
