@@ -1,6 +1,7 @@
 //! Lease operations: create (plan, the intent recorded under the member's cap in one
-//! step, credential, issued record), list, show and revoke. Which terms apply and when a lease ends is decided by
-//! the pure core ([`crate::lease`]); this file does the asking and the writing.
+//! step, credential, issued record), list, show and revoke. Which terms apply and when
+//! a lease ends is decided by the pure core ([`crate::lease`]); this file does the
+//! asking and the writing.
 
 use std::sync::Arc;
 use std::time::SystemTime;

@@ -1,13 +1,15 @@
-//! Opening the PostgreSQL store: the URL and the connection pool, and the checks that
-//! `control init` and `control serve` make before a replica uses the database (schema
-//! migrated, control identity recorded and the same as this replica's).
+//! Opening the PostgreSQL store: the URL (its TLS parameters in `url.rs`), the TLS
+//! connector (`tls.rs`) and the connection pool, and the checks that `control init`
+//! and `control serve` make before a replica uses the database (schema migrated,
+//! control identity recorded and the same as this replica's).
 
 use std::time::Duration;
 
-use super::tls::PgTls;
-use super::{PgError, PostgresStore, pg, schema, url};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use leasehold_channel::PublicIdentity;
+
+use super::tls::PgTls;
+use super::{PgError, PostgresStore, pg, schema, url};
 
 /// Connections a replica keeps to PostgreSQL at most.
 const POOL_SIZE: usize = 16;
