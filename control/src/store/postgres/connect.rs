@@ -38,7 +38,17 @@ impl PostgresStore {
                 // The parser's messages name the bad part, never the whole URL.
                 PgError::Url(e.to_string())
             })?;
-        config.ssl_mode(settings.mode.for_client());
+        // libpq ignores sslmode over Unix sockets, where the server offers no TLS.
+        let hosts = config.get_hosts();
+        let unix_only = !hosts.is_empty()
+            && hosts
+                .iter()
+                .all(|host| matches!(host, tokio_postgres::config::Host::Unix(_)));
+        config.ssl_mode(if unix_only {
+            tokio_postgres::config::SslMode::Disable
+        } else {
+            settings.mode.for_client()
+        });
         let tls = PgTls::new(&settings)?;
         tracing::debug!(
             sslmode = settings.mode.as_str(),

@@ -1,6 +1,6 @@
 //! TLS to a real PostgreSQL (the harness's, with `ssl = on` and a certificate from a
 //! test CA), mode by mode; and a server without TLS, which `require` refuses and
-//! `prefer` falls back from.
+//! `prefer` falls back from (and over whose Unix socket `sslmode` does not apply).
 
 use leasehold_channel::Identity;
 use leasehold_protocol::{MemberRecord, Timestamp};
@@ -144,4 +144,14 @@ async fn a_server_without_tls_is_refused_by_require_and_prefer_falls_back() {
         "plain, as the server offers no TLS"
     );
     assert!(store.members().await.unwrap().is_empty());
+    // Over the Unix socket, sslmode is ignored, as libpq ignores it.
+    let socket = format!(
+        "postgres://leasehold@/leasehold?host={}&port={}&sslmode=verify-full",
+        pg.socket_dir().display(),
+        pg.port()
+    );
+    let store = PostgresStore::open(&socket, identity.public())
+        .await
+        .unwrap_or_else(|e| panic!("over the socket: {e}"));
+    assert!(!over_tls(&store).await);
 }
