@@ -13,13 +13,17 @@ use super::{PgError, PostgresStore, pg, schema};
 
 /// Connections a replica keeps to PostgreSQL at most.
 const POOL_SIZE: usize = 16;
-/// How long a new connection has to be made (unless the URL says otherwise): an
-/// unreachable database must fail a request fast enough for the client to try
-/// another replica (the proxy renews with a third of its lease left, which must cover
-/// one such wait and the failover).
+/// How long the TCP connection to PostgreSQL has to be made (unless the URL says
+/// otherwise): an unreachable database must fail a request fast enough for the client
+/// to try another replica (the proxy renews with a third of its lease left, which must
+/// cover one such wait and the failover).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long a request waits for a free pooled connection.
-const POOL_WAIT: Duration = Duration::from_secs(3);
+/// How long a new pooled connection has, connect and authentication (SCRAM's key
+/// derivation is deliberately slow) together.
+const POOL_CREATE: Duration = Duration::from_secs(5);
+/// How long a request waits for a free pooled connection: contention under a burst,
+/// not reachability (the timeouts above and below are for that).
+const POOL_WAIT: Duration = Duration::from_secs(5);
 /// How long data sent to PostgreSQL may stay unacknowledged before the kernel drops the
 /// connection (`TCP_USER_TIMEOUT`; the URL's `tcp_user_timeout` wins). A network cut
 /// drops packets without a word: without this, a statement on a pooled connection
@@ -83,7 +87,7 @@ impl PostgresStore {
             .max_size(POOL_SIZE)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(POOL_WAIT))
-            .create_timeout(Some(CONNECT_TIMEOUT))
+            .create_timeout(Some(POOL_CREATE))
             .build()
             .map_err(|e| PgError::Url(e.to_string()))?;
         let mut id = [0u8; 8];
