@@ -15,10 +15,10 @@
 //! ```
 //!
 //! Taking the store link down on this side drops A's packets to PostgreSQL without a
-//! word (no reset, no ICMP): A's established connections hear nothing more, the hardest
-//! cut to notice, which only the store connection's own timeouts (TCP user timeout,
-//! keepalives) tell it of; new connections fail once address resolution gives up. With
-//! the system's TCP defaults instead, A's `lease create` waited out the client's 30 s.
+//! word (no reset, no ICMP, no failed address resolution): the hardest cut to notice,
+//! which only the store connection's own timeouts (TCP user timeout and keepalives for
+//! established connections, the connect timeout for new ones) tell A of. With the
+//! system's TCP defaults instead, A's `lease create` waited out the client's 30 s.
 
 mod common;
 

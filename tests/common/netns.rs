@@ -97,12 +97,29 @@ impl Netns {
             &peer,
         ]);
         self.inside(&["link", "set", &peer, "up"]);
+        // This side's hardware address pinned in the namespace: with the link down, what
+        // the namespace sends (a new connection's SYN too) leaves and is lost, instead of
+        // failing at once for want of an ARP answer.
+        let mac = std::fs::read_to_string(format!("/sys/class/net/{}/address", link.veth))
+            .expect("the veth's hardware address");
+        self.inside(&[
+            "neigh",
+            "replace",
+            &link.host_ip,
+            "lladdr",
+            mac.trim(),
+            "dev",
+            &peer,
+            "nud",
+            "permanent",
+        ]);
         link
     }
 
     /// Takes `link` down or up on this side. Down, the namespace's side loses its
-    /// carrier and what it sends is dropped without a word (no reset, no ICMP): a cut
-    /// cable, which a client notices only by its own timeouts.
+    /// carrier and what it sends is dropped without a word (no reset, no ICMP, not even
+    /// a failed address resolution: the neighbour entry is pinned): a cut cable, which
+    /// a client notices only by its own timeouts.
     pub fn set_link(&self, link: &Link, up: bool) {
         ip(&["link", "set", &link.veth, if up { "up" } else { "down" }]);
     }
