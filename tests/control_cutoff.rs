@@ -133,6 +133,20 @@ async fn a_replica_cut_off_from_postgres_refuses_to_issue_and_clients_fail_over(
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("store unavailable"), "{stderr}\n{}", logs());
     let credentials_during_cut = credential_leases(&v2);
+    // Counted as a refusal for want of the store, for the operator's dashboards.
+    let metrics = reqwest::get(format!("http://{admin_a}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.lines().any(|l| l
+            .strip_prefix(r#"leasehold_control_leases_refused_total{reason="store"} "#)
+            .and_then(|n| n.parse::<f64>().ok())
+            .is_some_and(|n| n >= 1.0)),
+        "{metrics}"
+    );
 
     // The CLI with both addresses: a lease every time, from B; until one of them has
     // started at A (a coin toss each) and been sent on by A's refusal.
