@@ -7,7 +7,8 @@
 #     Engine and Compose (`docker-compose` or `docker compose`) must be there already.
 #   - wrk, nginx and HAProxy for the benchmark harness's smoke test;
 #   - faketime, to run a proxy whose wall clock is wrong;
-#   - iproute2 (`ip netns`), for the outlet's two-host test (run as root).
+#   - iproute2 (`ip netns`), for the outlet's two-host test and the control replica cut
+#     off from PostgreSQL (run as root).
 #   - PostgreSQL (Debian package `postgresql`) for the shared-store tests: they run
 #     servers of their own (`initdb` + `pg_ctl` from /usr/lib/postgresql/*/bin, as the
 #     unprivileged `postgres` user), never the system service.
@@ -24,7 +25,8 @@ command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 [ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 [ -x /usr/sbin/debootstrap ] || command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 [ -x /usr/bin/faketime ] || missing+=(faketime)
-# The outlet's two-host test: network namespaces and veth pairs (needs root).
+# The outlet's two-host test and the cut-off replica: network namespaces and veth pairs
+# (needs root).
 [ -x /usr/sbin/ip ] || [ -x /usr/bin/ip ] || command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -7,30 +7,16 @@
 mod common;
 
 use std::path::Path;
-use std::process::Stdio;
 
+use common::replica::{copy_dir, readyz, start_replica};
 use common::setup::eventually;
-use common::{EVENT_DEADLINE, Env, Process, path_str, unique_name};
+use common::{EVENT_DEADLINE, Env, Process};
 use leasehold_channel::home::Home;
 use leasehold_control::failpoint;
 use leasehold_protocol::client::{Client, ClientError};
 use leasehold_protocol::{ErrorCode, Reply, Request};
 use leasehold_testkit::postgres::Postgres;
 use leasehold_testkit::v2server::V2Server;
-
-/// Copies the data directory (identity key, settings, add-on) to another replica's.
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
 
 /// A replica serving `data` on `listen`, ready once it listens; with its admin address.
 fn replica(
@@ -39,32 +25,11 @@ fn replica(
     listen: &str,
     failpoint: Option<&str>,
 ) -> (Process, std::net::SocketAddr) {
-    let name = unique_name("replica");
-    let ready = env.home().join(format!("{name}.ready"));
-    let mut command = env.command(&[
-        "control",
-        "serve",
-        "--data-dir",
-        path_str(data),
-        "--listen",
-        listen,
-        "--ready-file",
-        path_str(&ready),
-    ]);
-    command.env("RUST_LOG", "info").stdout(Stdio::null());
+    let mut command = env.command(&["control", "serve"]);
     if let Some(point) = failpoint {
         command.env(failpoint::ENV, point);
     }
-    let mut process = Process::spawn_logged(&mut command, env.home().join(format!("{name}.log")));
-    let addrs = process.wait_ready_file(&ready, "the replica to listen");
-    (process, addrs["admin"])
-}
-
-async fn readyz(admin: std::net::SocketAddr) -> u16 {
-    match reqwest::get(format!("http://{admin}/readyz")).await {
-        Ok(answer) => answer.status().as_u16(),
-        Err(_) => 0,
-    }
+    start_replica(env, command, data, listen)
 }
 
 /// The lease ids each log says it removed the credential of.

@@ -16,106 +16,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::netns::Netns;
 use common::python::official_v2_client_writes;
 use common::setup::start_influxd;
 use common::{EVENT_DEADLINE, Env, Process, STARTUP_DEADLINE, path_str, unique_name};
 use leasehold_testkit::influxd::Influxd;
-
-/// A network namespace with a veth pair to this one; removed on drop, also when the
-/// test fails half-way through making it.
-struct Netns {
-    name: String,
-    veth: String,
-    /// This side's address, the namespace's.
-    host_ip: String,
-    inside_ip: String,
-}
-
-impl Netns {
-    fn new() -> Self {
-        // Unique per run: the pid picks the names and a /30 of 10.0.0.0/8.
-        let pid = std::process::id();
-        let tag = format!("{}{}", pid, unique_name("").trim_start_matches('-'));
-        let n = pid % (250 * 60);
-        let (a, b) = (200 + n / (250 * 12) % 50, n % 250);
-        let c = 4 * (n / 250 % 60);
-        let ns = Self {
-            name: format!("lh-dev-{tag}"),
-            veth: format!("lhv{tag}"),
-            host_ip: format!("10.{a}.{b}.{}", c + 1),
-            inside_ip: format!("10.{a}.{b}.{}", c + 2),
-        };
-        assert!(ns.veth.len() <= 15, "interface name too long: {}", ns.veth);
-        let peer = format!("{}p", ns.veth);
-        assert!(peer.len() <= 15, "interface name too long: {peer}");
-        ip(&["netns", "add", &ns.name]);
-        ip(&[
-            "link", "add", &ns.veth, "type", "veth", "peer", "name", &peer,
-        ]);
-        ip(&["link", "set", &peer, "netns", &ns.name]);
-        ip(&[
-            "addr",
-            "add",
-            &format!("{}/30", ns.host_ip),
-            "dev",
-            &ns.veth,
-        ]);
-        ip(&["link", "set", &ns.veth, "up"]);
-        let inside = |args: &[&str]| {
-            let mut full = vec!["netns", "exec", &ns.name, "ip"];
-            full.extend_from_slice(args);
-            ip(&full);
-        };
-        inside(&["addr", "add", &format!("{}/30", ns.inside_ip), "dev", &peer]);
-        inside(&["link", "set", &peer, "up"]);
-        inside(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// `bin args...` run inside the namespace.
-    fn command(&self, env: &Env, args: &[&str]) -> Command {
-        let template = env.command(args);
-        let mut command = Command::new("ip");
-        command.args(["netns", "exec", &self.name]);
-        command.arg(template.get_program());
-        command.args(template.get_args());
-        for (key, value) in template.get_envs() {
-            match value {
-                Some(value) => command.env(key, value),
-                None => command.env_remove(key),
-            };
-        }
-        command.stdin(Stdio::null());
-        command
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        // Deleting the namespace deletes the veth pair with it; the link delete is for
-        // a namespace that was never made.
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.veth])
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .expect("`ip` (Debian package iproute2) is required, and root");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// A running `leasehold outlet` and its identity.
 struct Outlet {

@@ -33,8 +33,10 @@ impl std::str::FromStr for StoreLocation {
     type Err = String;
 
     /// Absent, empty or `redb`: embedded; `postgres://…` or `postgresql://…`: shared.
+    /// Surrounding whitespace is ignored: a URL read from a file (a Kubernetes Secret
+    /// made with `--from-file`) usually ends with a newline.
     fn from_str(value: &str) -> Result<Self, String> {
-        match value {
+        match value.trim() {
             "" | "redb" => Ok(Self::Embedded),
             url if is_postgres_url(url) => Ok(Self::Postgres(zeroize::Zeroizing::new(url.into()))),
             _ => Err("expected `redb` or a postgres:// (postgresql://) URL".into()),
@@ -56,5 +58,21 @@ impl StoreLocation {
                 AnyStore::Postgres(Box::new(PostgresStore::open(url, identity.public()).await?))
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_from_a_file_keeps_no_trailing_newline() {
+        let StoreLocation::Postgres(url) = "postgres://u:p@db:5432/leasehold\n".parse().unwrap()
+        else {
+            panic!("a PostgreSQL URL");
+        };
+        assert_eq!(url.as_str(), "postgres://u:p@db:5432/leasehold");
+        assert!(matches!(" redb\n".parse(), Ok(StoreLocation::Embedded)));
+        assert!("mysql://db".parse::<StoreLocation>().is_err());
     }
 }

@@ -170,12 +170,15 @@ impl Metrics {
             Ok(_) => {
                 self.leases_issued.inc();
             }
-            Err(error) => {
-                self.leases_refused
-                    .get_or_create(&[("reason", refusal_reason(error))])
-                    .inc();
-            }
+            Err(error) => self.lease_refused(error),
         }
+    }
+
+    /// Counts a `lease create` refused with `error`.
+    pub fn lease_refused(&self, error: &ControlError) {
+        self.leases_refused
+            .get_or_create(&[("reason", refusal_reason(error))])
+            .inc();
     }
 
     /// Lease `id`'s revocation is due (expiry or revocation) and being worked on.

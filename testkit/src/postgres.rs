@@ -15,6 +15,10 @@
 //! the test gives (from [`crate::tls::TestCa`], say): the key file is the server's user's
 //! and 0600, as PostgreSQL demands. Its clients choose plain or TLS (`sslmode`).
 //!
+//! [`Postgres::start_also_on`] makes it listen on more addresses than loopback (a veth
+//! address, for a replica in a network namespace of the test's own), reached through
+//! [`Postgres::url_via`]; password auth applies there too.
+//!
 //! [`Postgres::stop`], [`Postgres::kill`] and [`Postgres::start_again`] take it down
 //! (cleanly, or as a crash would) and bring it back on the same port with the same data,
 //! for "PostgreSQL restarted under load" tests. [`Drop`] stops it at once
@@ -28,7 +32,7 @@
 use std::fmt;
 use std::fs;
 use std::io;
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -132,6 +136,8 @@ pub struct Postgres {
     running: bool,
     /// Whether it serves TLS (its certificate and key in the temporary directory).
     tls: bool,
+    /// Addresses listened on besides loopback.
+    also_on: Vec<IpAddr>,
 }
 
 impl fmt::Debug for Postgres {
@@ -147,15 +153,21 @@ impl fmt::Debug for Postgres {
 impl Postgres {
     /// Initializes and starts a server on a free loopback port; see the module docs.
     pub fn start() -> Result<Self, PostgresError> {
-        Self::start_with(None)
+        Self::start_with(None, &[])
     }
 
     /// [`Postgres::start`], with TLS on, serving `tls`.
     pub fn start_tls(tls: &ServerTls) -> Result<Self, PostgresError> {
-        Self::start_with(Some(tls))
+        Self::start_with(Some(tls), &[])
     }
 
-    fn start_with(tls: Option<&ServerTls>) -> Result<Self, PostgresError> {
+    /// [`Postgres::start`], listening on `addrs` too (each must be an address of this
+    /// host already), with password auth for clients on their subnets.
+    pub fn start_also_on(addrs: &[IpAddr]) -> Result<Self, PostgresError> {
+        Self::start_with(None, addrs)
+    }
+
+    fn start_with(tls: Option<&ServerTls>, addrs: &[IpAddr]) -> Result<Self, PostgresError> {
         let bin = find_bin().ok_or(PostgresError::NotInstalled)?;
         let run_as = if running_as_root() {
             Some(unprivileged_user()?)
@@ -181,6 +193,7 @@ impl Postgres {
             password: data_encoding::HEXLOWER.encode(&password),
             running: false,
             tls: false,
+            also_on: addrs.to_vec(),
         };
         pg.init()?;
         if let Some(tls) = tls {
@@ -211,6 +224,15 @@ impl Postgres {
     pub fn url_for(&self, name: &str) -> String {
         format!(
             "postgres://{USER}:{}@127.0.0.1:{}/{name}",
+            self.password, self.port
+        )
+    }
+
+    /// The URL of the database `leasehold` through `addr`, one of
+    /// [`Postgres::start_also_on`]'s addresses.
+    pub fn url_via(&self, addr: IpAddr) -> String {
+        format!(
+            "postgres://{USER}:{}@{addr}:{}/{DATABASE}",
             self.password, self.port
         )
     }
@@ -310,7 +332,16 @@ impl Postgres {
             ],
         );
         let _ = fs::remove_file(&pwfile);
-        result.map(|_| ())
+        result?;
+        if !self.also_on.is_empty() {
+            // initdb's rules admit TCP from loopback only; `samenet` is every subnet
+            // this host has an address in (the veth links).
+            let hba = data.join("pg_hba.conf");
+            let mut rules = fs::read_to_string(&hba).map_err(io_err("reading pg_hba.conf"))?;
+            rules.push_str("host all all samenet scram-sha-256\n");
+            fs::write(&hba, rules).map_err(io_err("writing pg_hba.conf"))?;
+        }
+        Ok(())
     }
 
     /// Writes the certificate and key where the server reads them: the key 0600 and
@@ -345,11 +376,15 @@ impl Postgres {
     }
 
     fn pg_ctl_start(&mut self) -> Result<(), PostgresError> {
+        let listen: Vec<String> = std::iter::once("127.0.0.1".to_owned())
+            .chain(self.also_on.iter().map(IpAddr::to_string))
+            .collect();
         let mut options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
+            "-p {} -k {} -c listen_addresses={} -c fsync=off -c synchronous_commit=off \
              -c full_page_writes=off",
             self.port,
-            path_str(&self.socket_dir())
+            path_str(&self.socket_dir()),
+            listen.join(",")
         );
         if self.tls {
             let (cert, key) = self.tls_files();

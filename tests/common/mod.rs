@@ -16,7 +16,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+pub mod netns;
 pub mod python;
+pub mod replica;
 pub mod setup;
 
 /// The binary under test.

@@ -1,6 +1,8 @@
 //! `examples/docker-compose.yml`: services, the sidecar, and every command; and the
 //! same for the example merged with its InfluxDB 1.x override
-//! (`examples/docker-compose.influxdb1.yml`), which the Docker test runs.
+//! (`examples/docker-compose.influxdb1.yml`), which the Docker test runs, and with the
+//! highly available control (`examples/docker-compose.ha.yml`), which Docker Compose
+//! itself must accept too (`docker-compose config`).
 
 use super::*;
 
@@ -106,37 +108,54 @@ fn compose_file(path: &str) -> Value {
     value
 }
 
-/// The example with `examples/docker-compose.influxdb1.yml` merged in as Compose merges
-/// an override: per service, mappings (`environment`, `healthcheck`, `depends_on`) key
-/// by key, `volumes` appended, anything else replaced; `image:` interpolated.
+/// The example with `examples/docker-compose.influxdb1.yml` merged in.
 pub(crate) fn compose_influxdb1() -> Value {
+    compose_merged(&["examples/docker-compose.influxdb1.yml"])
+}
+
+/// The example with `overrides` merged in, in order, as Compose merges an override: per
+/// service, mappings (`environment`, `healthcheck`, `depends_on`) key by key, `volumes`
+/// appended, anything else replaced; `image:` interpolated. Services and volumes of
+/// an override's own are added (the InfluxDB 1.x one adds none: it names only the
+/// example's services).
+pub(crate) fn compose_merged(overrides: &[&str]) -> Value {
     let mut merged = compose();
-    let over = compose_file("examples/docker-compose.influxdb1.yml");
-    for (name, service) in over["services"].as_mapping().expect("services") {
-        let target = merged["services"]
-            .as_mapping_mut()
-            .unwrap()
-            .get_mut(name)
-            .unwrap_or_else(|| panic!("the override names a service the example lacks: {name:?}"))
-            .as_mapping_mut()
-            .unwrap();
-        for (key, value) in service.as_mapping().unwrap() {
-            match (target.get_mut(key), value) {
-                (Some(Value::Mapping(base)), Value::Mapping(add)) => {
-                    for (k, v) in add {
-                        base.insert(k.clone(), v.clone());
+    for path in overrides {
+        let over = compose_file(path);
+        for (name, service) in over["services"].as_mapping().expect("services") {
+            let services = merged["services"].as_mapping_mut().unwrap();
+            if services.get(name).is_none() {
+                assert!(
+                    !path.ends_with("influxdb1.yml"),
+                    "the override names a service the example lacks: {name:?}"
+                );
+                services.insert(name.clone(), Value::Mapping(Default::default()));
+            }
+            let target = services.get_mut(name).unwrap().as_mapping_mut().unwrap();
+            for (key, value) in service.as_mapping().unwrap() {
+                match (target.get_mut(key), value) {
+                    (Some(Value::Mapping(base)), Value::Mapping(add)) => {
+                        for (k, v) in add {
+                            base.insert(k.clone(), v.clone());
+                        }
+                    }
+                    (Some(Value::Sequence(base)), Value::Sequence(add)) if key == "volumes" => {
+                        base.extend(add.iter().cloned());
+                    }
+                    _ => {
+                        target.insert(key.clone(), value.clone());
                     }
                 }
-                (Some(Value::Sequence(base)), Value::Sequence(add)) if key == "volumes" => {
-                    base.extend(add.iter().cloned());
-                }
-                _ => {
-                    target.insert(key.clone(), value.clone());
-                }
+            }
+            if let Some(Value::String(image)) = target.get_mut("image") {
+                *image = compose_interpolate(image);
             }
         }
-        if let Some(Value::String(image)) = target.get_mut("image") {
-            *image = compose_interpolate(image);
+        if let Some(volumes) = over["volumes"].as_mapping() {
+            let all = merged["volumes"].as_mapping_mut().unwrap();
+            for (name, volume) in volumes {
+                all.insert(name.clone(), volume.clone());
+            }
         }
     }
     merged
@@ -250,7 +269,7 @@ pub(crate) fn compose_file_has_the_services_and_every_command_parses() {
             "leasehold commands of compose service {service}"
         );
     };
-    expect("control", &["control init", "control serve"]);
+    expect("control", &["control init", "control serve", "health"]);
     expect(
         "admin",
         &["member list", "addon configure influxdb", "ticket create"],
@@ -275,9 +294,12 @@ pub(crate) fn compose_file_has_the_services_and_every_command_parses() {
         yaml_strings(health).iter().any(|w| w.ends_with("/readyz")),
         "{health:?}"
     );
-    assert_eq!(
-        compose["services"]["control"]["healthcheck"]["disable"].as_bool(),
-        Some(true)
+    // The control's health check probes its own admin listener, not the image's (a
+    // proxy's port).
+    let probe = yaml_strings(&compose["services"]["control"]["healthcheck"]["test"]);
+    assert!(
+        probe.iter().any(|w| w == "http://127.0.0.1:4101/healthz"),
+        "{probe:?}"
     );
     assert_eq!(
         compose["services"]["leasehold"]["depends_on"]["admin"]["condition"].as_str(),
@@ -330,7 +352,7 @@ pub(crate) fn compose_influxdb1_override_has_every_command_parse() {
                 .push(subcommand(&argv));
         }
     }
-    assert_eq!(seen["control"], ["control init", "control serve"]);
+    assert_eq!(seen["control"], ["control init", "control serve", "health"]);
     assert_eq!(
         seen["admin"],
         [
@@ -366,4 +388,127 @@ pub(crate) fn compose_influxdb1_override_has_every_command_parse() {
     }
     let health = yaml_strings(&compose["services"]["influxdb"]["healthcheck"]["test"]);
     assert!(health.iter().any(|w| w.ends_with("/ping")), "{health:?}");
+}
+
+/// The replicas of the highly available variant.
+const HA_REPLICAS: [&str; 3] = ["control", "control-2", "control-3"];
+
+#[test]
+pub(crate) fn compose_ha_override_runs_three_replicas_on_postgres_and_every_command_parses() {
+    let compose = compose_merged(&[
+        "examples/docker-compose.influxdb1.yml",
+        "examples/docker-compose.ha.yml",
+    ]);
+    let services = compose["services"].as_mapping().unwrap();
+    let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut advertised: Vec<String> = Vec::new();
+    for (name, service) in services {
+        let name = name.as_str().unwrap();
+        for (origin, argv, env) in compose_invocations(name, service) {
+            let origin = format!("{origin} (highly available)");
+            parse(&origin, &argv, &env);
+            if subcommand(&argv) == "control init" {
+                let at = argv.iter().position(|w| w == "--advertise").unwrap();
+                advertised = argv[at + 1].split(',').map(str::to_owned).collect();
+            }
+            seen.entry(name.to_owned())
+                .or_default()
+                .push(subcommand(&argv));
+        }
+    }
+    assert_eq!(seen["control"], ["control init", "control serve", "health"]);
+    for replica in &HA_REPLICAS[1..] {
+        assert_eq!(seen[*replica], ["control serve", "health"], "{replica}");
+    }
+    assert_eq!(seen["leasehold"], ["proxy", "health"]);
+    // Tickets carry every replica's address, each a service of this file.
+    let hosts: Vec<&str> = advertised
+        .iter()
+        .map(|a| a.rsplit_once(':').unwrap().0)
+        .collect();
+    assert_eq!(hosts, HA_REPLICAS, "{advertised:?}");
+
+    for replica in HA_REPLICAS {
+        let service = &compose["services"][replica];
+        // The store URL (with its password) from the environment, never in argv.
+        let url = compose_env(service)
+            .remove("LEASEHOLD_STORE_URL")
+            .unwrap_or_else(|| panic!("{replica}: LEASEHOLD_STORE_URL"));
+        assert!(
+            url.starts_with("postgres://") && url.contains("@postgres:5432/"),
+            "{replica}: {url}"
+        );
+        let raw = service["environment"]["LEASEHOLD_STORE_URL"]
+            .as_str()
+            .unwrap();
+        assert!(
+            raw.contains("${LEASEHOLD_PG_PASSWORD:?"),
+            "{replica}: {raw}"
+        );
+        // Healthy when ready: the store answers and the add-on is configured.
+        let probe = yaml_strings(&service["healthcheck"]["test"]);
+        assert!(
+            probe.iter().any(|w| w == "http://127.0.0.1:4101/readyz"),
+            "{replica}: {probe:?}"
+        );
+        assert!(service["healthcheck"]["disable"].is_null(), "{replica}");
+        assert_eq!(service["read_only"].as_bool(), Some(true), "{replica}");
+    }
+    // The other replicas take the first one's identity key from its data directory,
+    // read-only.
+    for replica in &HA_REPLICAS[1..] {
+        let volumes = yaml_strings(&compose["services"][*replica]["volumes"]);
+        assert!(
+            volumes.iter().any(|v| v == "control-home:/first:ro"),
+            "{replica}: {volumes:?}"
+        );
+        let script = compose_argv(&compose["services"][*replica]["command"]).unwrap();
+        assert!(
+            script[0].contains("/first/control/identity.key"),
+            "{replica}: {script:?}"
+        );
+    }
+    // PostgreSQL is built from Debian's package on the project's base image.
+    let postgres = &compose["services"]["postgres"];
+    let context = postgres["build"]["context"].as_str().unwrap();
+    let dockerfile = read(&format!("examples/{context}/Dockerfile"));
+    assert!(dockerfile.contains("FROM ${BASE}"), "{dockerfile}");
+    assert!(dockerfile.contains("ARG BASE=leasehold-base:bookworm"));
+    assert!(dockerfile.contains("install -y --no-install-recommends postgresql"));
+    assert!(repo(&format!("examples/{context}/entrypoint.sh")).is_file());
+}
+
+/// Docker Compose itself accepts the example and each of its variants (Debian's
+/// `docker-compose` 1.29, which the Docker test uses: scripts/test.sh requires it).
+#[test]
+pub(crate) fn docker_compose_config_accepts_every_variant() {
+    let variants: [&[&str]; 4] = [
+        &["docker-compose.yml"],
+        &["docker-compose.yml", "docker-compose.influxdb1.yml"],
+        &["docker-compose.yml", "docker-compose.ha.yml"],
+        &[
+            "docker-compose.yml",
+            "docker-compose.influxdb1.yml",
+            "docker-compose.ha.yml",
+        ],
+    ];
+    for files in variants {
+        let mut command = std::process::Command::new("docker-compose");
+        command.args(["-p", "leasehold-config-check"]);
+        for file in files {
+            command.arg("-f").arg(repo(&format!("examples/{file}")));
+        }
+        let out = command
+            .args(["config", "-q"])
+            .env("INFLUXDB_ADMIN_PASSWORD", "placeholder")
+            .env("INFLUXDB_ADMIN_TOKEN", "placeholder")
+            .env("LEASEHOLD_PG_PASSWORD", "placeholder")
+            .output()
+            .expect("docker-compose (Debian package docker-compose) is required");
+        assert!(
+            out.status.success(),
+            "docker-compose config with {files:?}:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

@@ -41,7 +41,7 @@ const LEASE_TTL: &str = "12s";
 /// Leases the sidecar must have installed while the app writes.
 const ROTATIONS: u64 = 3;
 /// Bounds for hangs only (image builds, container starts on a busy machine).
-const SLOW: Duration = Duration::from_secs(300);
+pub(crate) const SLOW: Duration = Duration::from_secs(300);
 const METRICS: &str = "http://127.0.0.1:8087/metrics";
 const WRITE_URL: &str = "http://127.0.0.1:8086/write?db=telemetry";
 
@@ -78,7 +78,7 @@ fn docker_sidecar_enrolls_rotates_leases_keeps_its_identity_and_drains() {
 /// The base images (cached) and the leasehold image around this test's binary, built
 /// as a user without a registry builds them. Returns the leasehold image (removed when
 /// dropped) and the InfluxDB 1.x image.
-fn build_images(run_id: &str) -> (ImageTag, String) {
+pub(crate) fn build_images(run_id: &str) -> (ImageTag, String) {
     let bases = run(&mut Command::new(repo("scripts/docker-base-images.sh")));
     let var = |name: &str| {
         bases
@@ -472,7 +472,7 @@ fn init_runs(control: &str) -> usize {
         .count()
 }
 
-fn wait_healthy(container: &str) {
+pub(crate) fn wait_healthy(container: &str) {
     wait_for(&format!("{container} to be healthy"), SLOW, || {
         let state = &inspect(container)["State"];
         assert_ne!(state["Status"], "exited", "{}", logs(container));
@@ -481,7 +481,7 @@ fn wait_healthy(container: &str) {
 }
 
 /// The statuses the app logged (`write: 204`), in order.
-fn app_writes(app: &str) -> Vec<String> {
+pub(crate) fn app_writes(app: &str) -> Vec<String> {
     logs(app)
         .lines()
         .filter_map(|l| l.strip_prefix("write: "))
@@ -490,7 +490,7 @@ fn app_writes(app: &str) -> Vec<String> {
 }
 
 /// Leases the sidecar has installed, from its metrics; `None` while it does not answer.
-fn renewals(app: &str) -> Option<u64> {
+pub(crate) fn renewals(app: &str) -> Option<u64> {
     let scrape = output(Command::new("docker").args(["exec", app, "curl", "-sf", METRICS]));
     if !scrape.status.success() {
         return None;
@@ -554,7 +554,7 @@ impl Influx<'_> {
 }
 
 /// Unique within this machine: names of compose projects and image tags.
-fn unique_suffix() -> String {
+pub(crate) fn unique_suffix() -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -562,7 +562,7 @@ fn unique_suffix() -> String {
     format!("{}x{nanos}", std::process::id())
 }
 
-fn random_hex(bytes: usize) -> String {
+pub(crate) fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut buf).unwrap();
     buf.iter().map(|b| format!("{b:02x}")).collect()

@@ -1,9 +1,14 @@
-//! The Kubernetes manifest: the native sidecar and every command.
+//! The Kubernetes manifests: the native sidecar, the highly available control, and
+//! every command.
 
 use super::*;
 
 pub(crate) fn k8s_documents() -> Vec<Value> {
-    let text = read("examples/kubernetes/leasehold.yaml");
+    k8s_file("examples/kubernetes/leasehold.yaml")
+}
+
+fn k8s_file(path: &str) -> Vec<Value> {
+    let text = read(path);
     serde_norway::Deserializer::from_str(&text)
         .map(|doc| Value::deserialize(doc).expect("the manifest is YAML"))
         .filter(|v| !v.is_null())
@@ -128,4 +133,101 @@ pub(crate) fn kubernetes_manifest_runs_a_native_sidecar_and_every_command_parses
             .any(|c| c["name"].as_str() == Some("app")),
         "the application container"
     );
+}
+
+#[test]
+pub(crate) fn kubernetes_ha_control_runs_three_replicas_from_secrets_with_probes() {
+    let docs = k8s_file("examples/kubernetes/control-ha.yaml");
+    let control = k8s_object(&docs, "StatefulSet", "leasehold-control");
+    let service = k8s_object(&docs, "Service", "leasehold-control");
+    k8s_object(&docs, "PodDisruptionBudget", "leasehold-control");
+    assert_eq!(control["spec"]["replicas"].as_u64(), Some(3));
+    // Headless: each replica's stable name is what tickets carry.
+    assert_eq!(service["spec"]["clusterIP"].as_str(), Some("None"));
+    assert_eq!(
+        control["spec"]["serviceName"].as_str(),
+        service["metadata"]["name"].as_str()
+    );
+    let spec = &control["spec"]["template"]["spec"];
+    assert_eq!(
+        spec["securityContext"]["runAsNonRoot"].as_bool(),
+        Some(true)
+    );
+
+    let mut seen = Vec::new();
+    for container in spec["containers"]
+        .as_sequence()
+        .into_iter()
+        .chain(spec["initContainers"].as_sequence())
+        .flatten()
+    {
+        for (origin, argv, env) in k8s_invocations("leasehold-control", container) {
+            parse(&origin, &argv, &env);
+            seen.push(subcommand(&argv));
+        }
+    }
+    assert_eq!(seen, ["control serve"]);
+
+    let container = &spec["containers"][0];
+    let env = |name: &str| {
+        container["env"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("no {name} in the control's env"))
+            .clone()
+    };
+    // The store URL holds a password: from a Secret, never a literal.
+    let store = env("LEASEHOLD_STORE_URL");
+    assert!(store["value"].is_null(), "{store:?}");
+    assert_eq!(
+        store["valueFrom"]["secretKeyRef"]["name"].as_str(),
+        Some("leasehold-control-store")
+    );
+    // The probes reach the admin listener, which listens on the pod's address.
+    let admin: std::net::SocketAddr = env("LEASEHOLD_CONTROL_ADMIN_LISTEN")["value"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(admin.ip().is_unspecified(), "{admin}");
+    let port = container["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"].as_str() == Some("admin"))
+        .expect("the admin port");
+    assert_eq!(
+        port["containerPort"].as_u64(),
+        Some(u64::from(admin.port()))
+    );
+    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+        let get = &container[probe]["httpGet"];
+        assert_eq!(get["path"].as_str(), Some(path), "{probe}");
+        assert_eq!(get["port"].as_str(), Some("admin"), "{probe}");
+    }
+
+    // The identity key (and control.json, the admin identity) from a Secret, installed
+    // by the init container where `control serve` reads it, owner-only.
+    let volume = spec["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"].as_str() == Some("identity"))
+        .expect("the identity volume");
+    assert_eq!(
+        volume["secret"]["secretName"].as_str(),
+        Some("leasehold-control-identity")
+    );
+    let init = &spec["initContainers"][0];
+    let script = yaml_strings(&init["args"]).join("\n");
+    assert!(script.contains("umask 077"), "{script}");
+    for file in ["identity.key", "control.json"] {
+        assert!(
+            script.contains(&format!("/identity/{file}"))
+                && script.contains("$LEASEHOLD_HOME/control/"),
+            "the init container installs {file}: {script}"
+        );
+    }
 }

@@ -22,6 +22,7 @@ type Env = BTreeMap<String, String>;
 
 mod compose;
 mod docker;
+mod docker_ha;
 mod dockerfile;
 mod engine;
 mod kubernetes;

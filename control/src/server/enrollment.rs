@@ -19,6 +19,7 @@ use super::{Limits, NON_MEMBER_MAX_MESSAGE};
 use crate::admission::Pass;
 use crate::control::Control;
 use crate::error::ControlError;
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 pub(super) async fn connection<S: Store>(
@@ -49,7 +50,8 @@ pub(super) async fn connection<S: Store>(
             tracing::error!(%error, identity = %peer, "cannot look the peer up");
             // Told why (a store out of reach is "unavailable": worth another replica)
             // rather than cut off.
-            refuse_first_request(&mut channel, peer, ControlError::Store(error), limits).await;
+            let error = ControlError::Store(error);
+            refuse_first_request(&mut channel, peer, error, limits, control.metrics()).await;
             return;
         }
     };
@@ -63,12 +65,15 @@ pub(super) async fn connection<S: Store>(
     member_channel(control, channel, peer, limits).await;
 }
 
-/// Answers the peer's first request with `error`, then the channel ends.
+/// Answers the peer's first request with `error`, then the channel ends. A `lease
+/// create` refused this way is counted as a refused lease (say, for want of the store),
+/// as it would be had the member been looked up.
 async fn refuse_first_request(
     channel: &mut Channel<TcpStream>,
     peer: PublicIdentity,
     error: ControlError,
     limits: Limits,
+    metrics: &Metrics,
 ) {
     channel.set_max_message(NON_MEMBER_MAX_MESSAGE);
     let Ok(Ok(message)) = tokio::time::timeout(limits.handshake_timeout, channel.recv()).await
@@ -77,7 +82,12 @@ async fn refuse_first_request(
     };
     let message = Zeroizing::new(message);
     let id = match parse(&message) {
-        Ok(envelope) => envelope.id,
+        Ok(envelope) => {
+            if matches!(envelope.req, Request::LeaseCreate { .. }) {
+                metrics.lease_refused(&error);
+            }
+            envelope.id
+        }
         Err((id, _)) => id,
     };
     if let Err(error) = channel

@@ -2,7 +2,8 @@
 //! contract (`shared/influxdb-openapi/`: `oss.yml`, `cloud.yml`, `swaggerV1Compat.yml`)
 //! and influxd's handlers where the contract is silent.
 //!
-//! It serves, on `127.0.0.1` and an ephemeral port:
+//! It serves, on `127.0.0.1` (or the address given to [`V2Server::start_on`]) and an
+//! ephemeral port:
 //! - `POST/GET /api/v2/authorizations`, `GET/PATCH/DELETE /api/v2/authorizations/{id}`
 //!   (operator token required; 16-hex ids; the token only in the 201 answer, `redacted`
 //!   elsewhere, as InfluxDB Cloud does);
@@ -34,7 +35,7 @@ mod write;
 
 use std::fmt;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -94,7 +95,13 @@ impl V2Server {
     /// Binds `127.0.0.1:0` and starts serving on the current tokio runtime.
     ///
     /// Fails with `InvalidInput` if `org_id` is not 16 hex digits or the token is empty.
-    pub async fn start(mut options: V2Options) -> io::Result<Self> {
+    pub async fn start(options: V2Options) -> io::Result<Self> {
+        Self::start_on(options, Ipv4Addr::LOCALHOST.into()).await
+    }
+
+    /// [`start`](Self::start) on `ip` (say a veth address, for a client in a network
+    /// namespace) instead of loopback.
+    pub async fn start_on(mut options: V2Options, ip: IpAddr) -> io::Result<Self> {
         options.org_id.make_ascii_lowercase();
         if !ids::is_valid_id(&options.org_id) {
             return Err(io::Error::new(
@@ -108,7 +115,7 @@ impl V2Server {
                 "admin_token must not be empty",
             ));
         }
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let listener = TcpListener::bind((ip, 0)).await?;
         let addr = listener.local_addr()?;
         let store = Store::new(
             options.org_id.clone(),

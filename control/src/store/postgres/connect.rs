@@ -13,12 +13,33 @@ use super::{PgError, PostgresStore, pg, schema, url};
 
 /// Connections a replica keeps to PostgreSQL at most.
 const POOL_SIZE: usize = 16;
-/// How long a new connection has to be made (unless the URL says otherwise): an
-/// unreachable database must fail a request fast enough for the client to try
-/// another replica.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a request waits for a free pooled connection.
+/// How long the TCP connection to PostgreSQL has to be made (unless the URL says
+/// otherwise): an unreachable database must fail a request fast enough for the client
+/// to try another replica (the proxy renews with a third of its lease left, which must
+/// cover one such wait and the failover).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a new pooled connection has, connect and authentication (SCRAM's key
+/// derivation is deliberately slow) together.
+const POOL_CREATE: Duration = Duration::from_secs(5);
+/// How long a request waits for a free pooled connection: contention under a burst,
+/// not reachability (the timeouts above and below are for that).
 const POOL_WAIT: Duration = Duration::from_secs(5);
+/// How long data sent to PostgreSQL may stay unacknowledged before the kernel drops the
+/// connection (`TCP_USER_TIMEOUT`; the URL's `tcp_user_timeout` wins). A network cut
+/// drops packets without a word: without this, a statement on a pooled connection
+/// waits for TCP's retransmissions to give up, a quarter of an hour, and the replica
+/// neither refuses nor reports not-ready meanwhile.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(3);
+/// Idle time before TCP keepalive probes start, and between probes (the URL's
+/// `keepalives_idle`/`keepalives_interval` win): an idle pooled connection across a
+/// cut is found dead within seconds, not at the system default of two hours, so the
+/// next request gets a fresh connection (or a clear "unavailable") instead of a
+/// dead one.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(3);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+const KEEPALIVE_RETRIES: u32 = 3;
+/// tokio-postgres's default keepalive idle time: one the URL did not set.
+const DEFAULT_KEEPALIVE_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
 /// The `leasehold_meta` key of the control identity every replica must share.
 const IDENTITY_KEY: &str = "control_identity";
 
@@ -58,6 +79,18 @@ impl PostgresStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(TCP_USER_TIMEOUT);
+        }
+        if config.get_keepalives_idle() == DEFAULT_KEEPALIVE_IDLE {
+            config.keepalives_idle(KEEPALIVE_IDLE);
+        }
+        if config.get_keepalives_interval().is_none() {
+            config.keepalives_interval(KEEPALIVE_INTERVAL);
+        }
+        if config.get_keepalives_retries().is_none() {
+            config.keepalives_retries(KEEPALIVE_RETRIES);
+        }
         config.application_name("leasehold-control");
         let manager = Manager::from_config(
             config.clone(),
@@ -70,7 +103,7 @@ impl PostgresStore {
             .max_size(POOL_SIZE)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(POOL_WAIT))
-            .create_timeout(Some(CONNECT_TIMEOUT))
+            .create_timeout(Some(POOL_CREATE))
             .build()
             .map_err(|e| PgError::Url(e.to_string()))?;
         let mut id = [0u8; 8];

@@ -59,8 +59,8 @@ pub enum PgError {
     /// The database belongs to another control identity.
     #[error(
         "this replica's control identity ({local}) is not the one recorded in the database \
-         ({recorded}): every replica must have the same identity key (copy control.key from \
-         the data directory of the replica that ran `control init`)"
+         ({recorded}): every replica must have the same identity key (copy identity.key, with \
+         control.json, from the data directory of the replica that ran `control init`)"
     )]
     IdentityMismatch {
         /// This replica's.
