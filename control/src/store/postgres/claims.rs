@@ -77,6 +77,15 @@ pub(super) async fn exclusive(
         .await
         .map_err(|e| StoreError::from(pg(e)))?;
     let driver = tokio::spawn(connection);
+    // The lock lives as long as this session does on the server's side. A replica cut
+    // off from the database (packets dropped without a word) would keep it until the
+    // server's own keepalives end the session: two hours with the usual defaults,
+    // during which no replica sweeps or prunes. Ask the server to probe this session
+    // as the replica probes its own connections (ignored over a Unix socket; a server
+    // that refuses the settings still gives the lock, only later after a cut).
+    if let Err(error) = client.batch_execute(SESSION_KEEPALIVES).await {
+        tracing::debug!(%error, "the server kept its own keepalives for a lock session");
+    }
     let held: bool = client
         .query_one("SELECT pg_try_advisory_lock($1)", &[&lock_key(name)])
         .await
@@ -90,6 +99,11 @@ pub(super) async fn exclusive(
         driver,
     }))))
 }
+
+/// Server-side keepalives for a lock session: a session across a cut ends after about
+/// 3 s idle + 3 unanswered probes a second apart.
+pub(super) const SESSION_KEEPALIVES: &str =
+    "SET tcp_keepalives_idle = 3; SET tcp_keepalives_interval = 1; SET tcp_keepalives_count = 3";
 
 /// A held advisory lock: its session.
 struct Held {

@@ -323,3 +323,33 @@ async fn a_stopped_database_is_unavailable_and_the_store_recovers_when_it_is_bac
             .is_none()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_session_asks_the_server_for_short_keepalives() {
+    let (pg, _store, _identity) = server().await;
+    let (client, connection) = pg
+        .url()
+        .parse::<tokio_postgres::Config>()
+        .unwrap()
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    // Accepted from an ordinary session, and in effect on a TCP connection (over a Unix
+    // socket the server reports 0 whatever is set).
+    client
+        .batch_execute(super::claims::SESSION_KEEPALIVES)
+        .await
+        .unwrap();
+    for (setting, expected) in [
+        ("tcp_keepalives_idle", "3"),
+        ("tcp_keepalives_interval", "1"),
+        ("tcp_keepalives_count", "3"),
+    ] {
+        let row = client
+            .query_one(&format!("SHOW {setting}"), &[])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), expected, "{setting}");
+    }
+}
