@@ -107,6 +107,15 @@ smaps_kinds() {
   ' "/proc/$1/smaps" | sort
 }
 
+# How much of link/code-order.txt this binary still has (build.rs): a stale list lays
+# out less of the code a sidecar runs together, and its code RSS grows back.
+ORDER=$ROOT/link/code-order.txt
+if [ -f "$ORDER" ] && command -v nm >/dev/null 2>&1; then
+  listed=$(grep -vc '^#' "$ORDER")
+  found=$(nm --defined-only "$LEASEHOLD" 2>/dev/null | awk 'NR == FNR { if ($0 !~ /^#/) want[$0] = 1; next } ($3 in want) { seen[$3] = 1 } END { print length(seen) }' "$ORDER" -)
+  echo "code order: $found of the $listed functions in link/code-order.txt are in this binary"
+fi
+
 best_ready='' best_idle='' best_peak=''
 for run in $(seq "$RUNS"); do
   # shellcheck disable=SC2086
