@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Regenerates link/code-order.txt: the functions of the `leasehold` binary that a sidecar
-# runs from start through its first lease, a first write and a short burst of writes,
-# in the order callgrind lists them. build.rs hands the file to the linker
+# runs from start through its first lease, a first write, 5 s of writes from 64
+# connections and a lease renewal (5-second leases), on every CPU this script may use
+# (so the runtime's work stealing between workers is in), in the order callgrind lists
+# them. build.rs hands the file to the linker
 # (`--symbol-ordering-file`, release builds), which lays those functions out together,
 # so an idle sidecar's code is a few dense megabytes instead of pages spread over the
 # whole binary (BENCHMARKS.md, "Where an idle sidecar's memory goes").
@@ -27,8 +29,9 @@ EXE=$(realpath "$LEASEHOLD_BIN")
 
 PROFILE=$(mktemp "${TMPDIR:-/tmp}/leasehold-code-order.XXXXXX")
 trap 'rm -f "$PROFILE"' EXIT
-FOOTPRINT_WRAP="valgrind --tool=callgrind --demangle=no --compress-strings=no --callgrind-out-file=$PROFILE" \
-  BENCH_FOOTPRINT_RUNS=1 BENCH_LOAD_SECONDS=2 "$HERE/footprint.sh" >/dev/null
+ALL_CPUS=$(awk '/^Cpus_allowed_list/ {print $2}' /proc/self/status)
+FOOTPRINT_WRAP="env LEASEHOLD_LEASE_TTL=5 valgrind --tool=callgrind --demangle=no --compress-strings=no --callgrind-out-file=$PROFILE" \
+  BENCH_PROXY_CPU=$ALL_CPUS BENCH_FOOTPRINT_RUNS=1 BENCH_LOAD_SECONDS=5 "$HERE/footprint.sh" >/dev/null
 
 mkdir -p "$(dirname "$OUT")"
 {
