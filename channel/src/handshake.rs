@@ -35,6 +35,7 @@
 //! not ask (older ones, the command line) gets the message 2 it always got. The next
 //! channels resume with [`crate::resume`].
 
+use std::sync::LazyLock;
 use std::time::Instant;
 
 use crate::resumption::{GRANT_LEN, ResumptionTicket, TICKET_LIFETIME, TicketKey};
@@ -57,8 +58,18 @@ const SIGNATURE_LEN: usize = 64;
 /// Room for the largest handshake message: two keys, two tags, a signature and a grant.
 const BUF_LEN: usize = 512;
 
-fn builder() -> snow::Builder<'static> {
-    snow::Builder::new(NOISE_PARAMS.parse().expect("valid Noise parameters"))
+/// The IK parameters, parsed once.
+static PARAMS: LazyLock<snow::params::NoiseParams> =
+    LazyLock::new(|| NOISE_PARAMS.parse().expect("valid Noise parameters"));
+
+/// A builder for `identity`'s side of an IK handshake, its static key's public half
+/// already known ([`crate::noise_dh`]).
+fn builder(identity: &Identity) -> snow::Builder<'_> {
+    let resolver =
+        crate::noise_dh::Resolver::knowing(identity.noise_private(), identity.noise_public());
+    snow::Builder::with_resolver(PARAMS.clone(), Box::new(resolver))
+        .local_private_key(identity.noise_private())
+        .expect("the static key is set once")
 }
 
 /// The client side, after sending message 1.
@@ -96,11 +107,9 @@ impl Initiator {
         responder: &PublicIdentity,
         wants_ticket: bool,
     ) -> Result<(Self, Vec<u8>), ChannelError> {
-        let private = identity.noise_private();
         let remote = responder.noise_public();
-        let mut state = builder()
-            .local_private_key(private.as_ref())
-            .and_then(|b| b.remote_public_key(&remote))
+        let mut state = builder(identity)
+            .remote_public_key(&remote)
             .and_then(|b| b.prologue(PROLOGUE))
             .and_then(|b| b.build_initiator())
             .map_err(|_| ChannelError::Handshake)?;
@@ -212,10 +221,8 @@ pub fn respond_granting(
     msg1: &[u8],
     now: Timestamp,
 ) -> Result<(PendingProof, Vec<u8>), ChannelError> {
-    let private = identity.noise_private();
-    let mut state = builder()
-        .local_private_key(private.as_ref())
-        .and_then(|b| b.prologue(PROLOGUE))
+    let mut state = builder(identity)
+        .prologue(PROLOGUE)
         .and_then(|b| b.build_responder())
         .map_err(|_| ChannelError::Handshake)?;
     let mut hello = [0u8; BUF_LEN];

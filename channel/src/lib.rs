@@ -25,6 +25,7 @@ pub mod handshake;
 pub mod home;
 pub mod identity;
 pub mod membership;
+mod noise_dh;
 pub mod resume;
 pub mod resumption;
 pub mod secret;

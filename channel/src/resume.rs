@@ -22,6 +22,7 @@
 //! [`RESUME_REFUSED`], after which the client runs IK on the same connection. Message 3
 //! is the client's key confirmation, sent with its first request as the IK proof is.
 
+use std::sync::LazyLock;
 use std::time::Instant;
 
 use zeroize::Zeroizing;
@@ -38,6 +39,9 @@ pub const RESUME_PARAMS: &str = "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s";
 pub const RESUME_MARKER: &[u8] = b"R";
 /// The control's answer to a resumption it does not honour.
 pub const RESUME_REFUSED: &[u8] = &[0];
+/// The parameters, parsed once.
+static PARAMS: LazyLock<snow::params::NoiseParams> =
+    LazyLock::new(|| RESUME_PARAMS.parse().expect("valid Noise parameters"));
 const PROLOGUE: &[u8] = b"leasehold channel v1 resumed\0";
 /// The client's key confirmation (message 3).
 const CONFIRMATION: &[u8] = b"leasehold/1 resumed channel confirmed\0";
@@ -53,7 +57,8 @@ fn state(
     let mut prologue = Vec::with_capacity(PROLOGUE.len() + ticket.len());
     prologue.extend_from_slice(PROLOGUE);
     prologue.extend_from_slice(ticket);
-    let builder = snow::Builder::new(RESUME_PARAMS.parse().expect("valid Noise parameters"))
+    let resolver = Box::new(crate::noise_dh::Resolver::plain());
+    let builder = snow::Builder::with_resolver(PARAMS.clone(), resolver)
         .psk(0, psk)
         .and_then(|b| b.prologue(&prologue))
         .map_err(|_| ChannelError::Handshake)?;

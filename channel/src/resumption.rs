@@ -116,10 +116,10 @@ impl TicketKey {
         let mut grant = Zeroizing::new([0u8; GRANT_LEN]);
         let left = u32::try_from(expires_at.0.saturating_sub(now.0)).unwrap_or(u32::MAX);
         grant[..4].copy_from_slice(&left.to_be_bytes());
+        // The PSK and the nonce are adjacent: one call to the random source for both.
+        getrandom::fill(&mut grant[4..4 + PSK_LEN + NONCE_LEN]).ok()?;
         let (psk, ticket) = grant[4..].split_at_mut(PSK_LEN);
-        getrandom::fill(psk).ok()?;
         let (nonce, rest) = ticket.split_at_mut(NONCE_LEN);
-        getrandom::fill(nonce).ok()?;
         let (plain, tag) = rest.split_at_mut(PLAIN_LEN);
         plain[0] = TICKET_VERSION;
         plain[1..33].copy_from_slice(&client.to_bytes());
