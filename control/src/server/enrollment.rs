@@ -38,7 +38,9 @@ pub(super) async fn connection<S: Store>(
         limits.handshake_timeout,
     )
     .await;
-    let _open = control.metrics().handshake(accepted.is_ok());
+    let _open = control
+        .metrics()
+        .handshake(accepted.as_ref().ok().map(Channel::resumed));
     let mut channel = match accepted {
         Ok(channel) => channel,
         Err(error) => {
