@@ -17,7 +17,7 @@
 #   (b') the same batches to a sink reading 125 Mbit/s per request (1 Gbit/s in all)
 #   (c) 1,000 requests/s open loop (`sink load`): latency added over direct
 # Then: start-to-ready of `leasehold proxy`, a run through leasehold to a real InfluxDB
-# 1.x (v1 add-on), `cargo run --release --example lease_bench` (fresh, open and
+# 1.x (v1 add-on), `cargo run --release --example lease_bench` (fresh, resumed, open and
 # pipelined channels), and each proxy's user-space instructions per small write under
 # callgrind (noise-free, unlike CPU time on a shared machine).
 #
@@ -425,8 +425,9 @@ stop "$INFLUX_PID"
 
 LEASE_OUT=""
 if [ "$LEASE_SECS" -gt 0 ]; then
-  # Fresh and open channels with 8 clients; one channel with 64 requests in flight.
-  for mode in "8 fresh" "8 open" "64 pipelined"; do
+  # Fresh channels (full handshakes, then resumed ones) and open channels with 8
+  # clients; one channel with 64 requests in flight.
+  for mode in "8 fresh" "8 fresh-resume" "8 open" "64 pipelined"; do
     # shellcheck disable=SC2086
     set -- $mode
     log "lease issuance: cargo run --release --example lease_bench -- $LEASE_SECS $1 $2"

@@ -13,6 +13,9 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use leasehold_channel::conn::{Channel, HANDSHAKE_TIMEOUT};
 use leasehold_channel::frame::{self, Decoded};
 use leasehold_channel::handshake::{self, Initiator};
+use leasehold_channel::resume::{Resuming, respond_resumed};
+use leasehold_channel::resumption::TicketKey;
+use leasehold_channel::time::Timestamp;
 use leasehold_channel::{ChannelError, Identity, PublicIdentity};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
@@ -118,6 +121,30 @@ fn bench_channel(c: &mut Criterion) {
             let (_session, framed) = initiator.finish(&msg2).expect("finish");
             let Ok(Decoded::Frame { body, .. }) = frame::decode(&framed) else {
                 panic!("the proof is one whole frame");
+            };
+            black_box(pending.verify(body).expect("verify"));
+        })
+    });
+
+    // A resumed channel's handshake, both peers, in memory: one X25519 key generation
+    // and one DH per side, the ticket opened and a new one granted.
+    let tickets = TicketKey::new(&control);
+    let ticket = {
+        let (initiator, msg1) = Initiator::start_asking_ticket(&client, &pin).expect("start");
+        let (_, msg2) =
+            handshake::respond_granting(&control, Some(&tickets), &msg1, Timestamp::now())
+                .expect("respond");
+        let (_, _, ticket) = initiator.finish_with_ticket(&msg2).expect("finish");
+        ticket.expect("granted")
+    };
+    group.bench_function("resumed_handshake_both_peers_in_memory", |b| {
+        b.iter(|| {
+            let (resuming, msg1) = Resuming::start(&ticket).expect("start");
+            let (pending, msg2) =
+                respond_resumed(&tickets, &msg1, Timestamp::now()).expect("respond");
+            let (_session, framed, _next) = resuming.finish(&msg2).expect("finish");
+            let Ok(Decoded::Frame { body, .. }) = frame::decode(&framed) else {
+                panic!("the confirmation is one whole frame");
             };
             black_box(pending.verify(body).expect("verify"));
         })

@@ -3,10 +3,13 @@
 //! control's own: channel handshake, policy lookup, durable store write, scheduling.
 //!
 //! ```sh
-//! cargo run --release --example lease_bench -- [SECONDS] [CONCURRENCY] [fresh|open|pipelined|all] [--control-process]
+//! cargo run --release --example lease_bench -- [SECONDS] [CONCURRENCY] [fresh|fresh-resume|open|pipelined|all] [--control-process]
 //! ```
-//! Prints leases/s, p50 and p99 for three ways of asking:
-//! - `fresh`: CONCURRENCY clients, each opening a new channel (a handshake) per lease;
+//! Prints leases/s, p50 and p99 for four ways of asking:
+//! - `fresh`: CONCURRENCY clients, each opening a new channel (a full IK handshake) per
+//!   lease;
+//! - `fresh-resume`: the same, but each client resumes with the ticket its previous
+//!   channel brought (as the sidecar does), so only its first channel is a full one;
 //! - `open`: CONCURRENCY clients, each with one open channel, one request at a time;
 //! - `pipelined`: one open channel with CONCURRENCY requests in flight.
 //!
@@ -26,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use leasehold_channel::home::Home;
+use leasehold_channel::resumption::TicketSlot;
 use leasehold_channel::{Identity, PublicIdentity, Secret};
 use leasehold_control::datadir::{DataDir, Settings};
 use leasehold_protocol::client::Client;
@@ -43,11 +47,14 @@ async fn main() -> anyhow::Result<()> {
     let seconds: u64 = args.next().map_or(Ok(5), |s| s.parse())?;
     let concurrency: usize = args.next().map_or(Ok(8), |s| s.parse())?;
     let modes: &[Mode] = match args.next().as_deref() {
-        None | Some("all") => &[Mode::Fresh, Mode::Open, Mode::Pipelined],
+        None | Some("all") => &[Mode::Fresh, Mode::FreshResume, Mode::Open, Mode::Pipelined],
         Some("fresh") => &[Mode::Fresh],
+        Some("fresh-resume") => &[Mode::FreshResume],
         Some("open") => &[Mode::Open],
         Some("pipelined") => &[Mode::Pipelined],
-        Some(other) => anyhow::bail!("unknown mode {other:?}: fresh, open, pipelined or all"),
+        Some(other) => {
+            anyhow::bail!("unknown mode {other:?}: fresh, fresh-resume, open, pipelined or all")
+        }
     };
 
     let v2 = V2Server::start_default().await?;
@@ -95,13 +102,13 @@ async fn main() -> anyhow::Result<()> {
                 concurrency,
                 deadline,
             ))],
-            Mode::Fresh | Mode::Open => (0..concurrency)
+            Mode::Fresh | Mode::FreshResume | Mode::Open => (0..concurrency)
                 .map(|_| {
                     tokio::spawn(worker(
                         addrs.clone(),
                         control,
                         admin.clone(),
-                        mode == Mode::Fresh,
+                        mode,
                         deadline,
                     ))
                 })
@@ -130,6 +137,7 @@ async fn main() -> anyhow::Result<()> {
             "{:<28} {:>8.0} leases/s   p50 {:>7.2} ms   p99 {:>7.2} ms   cpu {:>5.0} us/lease{}   ({} leases)",
             match mode {
                 Mode::Fresh => "fresh channel per lease",
+                Mode::FreshResume => "fresh channel, resumed",
                 Mode::Open => "one open channel per client",
                 Mode::Pipelined => "one channel, pipelined",
             },
@@ -279,6 +287,7 @@ fn process_cpu(pid: &str) -> Option<Duration> {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Fresh,
+    FreshResume,
     Open,
     Pipelined,
 }
@@ -287,15 +296,21 @@ async fn worker(
     addrs: Vec<String>,
     control: PublicIdentity,
     identity: Identity,
-    fresh: bool,
+    mode: Mode,
     deadline: Instant,
 ) -> anyhow::Result<Vec<Duration>> {
     let mut latencies = Vec::new();
     let mut open = None;
+    let mut tickets = TicketSlot::new();
     while Instant::now() < deadline {
         let start = Instant::now();
-        if fresh || open.is_none() {
-            open = Some(Client::connect_to(&addrs, &control, &identity).await?);
+        if mode != Mode::Open || open.is_none() {
+            open = Some(match mode {
+                Mode::FreshResume => {
+                    Client::connect_resuming(&addrs, &control, &identity, &mut tickets).await?
+                }
+                _ => Client::connect_to(&addrs, &control, &identity).await?,
+            });
         }
         let client = open.as_mut().expect("connected");
         let Reply::Lease(lease) = client.call(Request::LeaseCreate { ttl_secs: None }).await?

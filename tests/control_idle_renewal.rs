@@ -1,6 +1,7 @@
 //! The control closes idle member channels; the proxy must not notice. With an idle
 //! limit far below the renewal interval, every renewal finds its channel closed, opens a
-//! new one at once, and succeeds: no failed attempt, no gap in the lease.
+//! new one at once, and succeeds: no failed attempt, no gap in the lease. The new
+//! channels are resumed ones.
 
 mod common;
 
@@ -35,6 +36,13 @@ async fn renewals_succeed_when_the_control_has_closed_the_idle_channel() {
     assert!(
         proxy_log.matches("connected to the control").count() >= 4,
         "each renewal reconnects:\n{proxy_log}"
+    );
+    // The first channel is a full handshake; the reconnects resume with the ticket the
+    // previous channel brought (the sidecar keeps it in memory).
+    let resumed = control_log.matches("resumed=true").count();
+    assert!(
+        resumed >= 3 && control_log.contains("resumed=false"),
+        "expected one full handshake, then resumed channels, saw {resumed} resumed:\n{control_log}"
     );
     assert!(
         !proxy_log.contains("could not obtain a lease"),

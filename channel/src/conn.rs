@@ -6,13 +6,16 @@
 //! holding thousands of mostly idle channels (or half-sent handshakes) pays for bytes
 //! received, not for bytes promised.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::frame::{self, Decoded};
 use crate::handshake::{self, Initiator};
+use crate::resume::{self, RESUME_MARKER, RESUME_REFUSED, Resuming};
+use crate::resumption::{TicketKey, TicketSlot};
 use crate::session::Session;
+use crate::time::Timestamp;
 use crate::{ChannelError, Identity, PublicIdentity};
 
 /// How long a peer has to complete the handshake, by default.
@@ -27,6 +30,7 @@ pub struct Channel<S> {
     session: Session,
     inbox: Vec<u8>,
     outbox: Vec<u8>,
+    resumed: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
@@ -37,30 +41,90 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
         control: &PublicIdentity,
         timeout: Duration,
     ) -> Result<Self, ChannelError> {
-        tokio::time::timeout(timeout, Self::connect_inner(io, identity, control))
+        tokio::time::timeout(timeout, Self::connect_inner(io, identity, control, None))
             .await
             .map_err(|_| ChannelError::HandshakeTimeout)?
+    }
+
+    /// [`Channel::connect`] with a resumption ticket slot: resumes with the ticket it
+    /// holds when that one is usable for `control`, and otherwise (or when the control
+    /// refuses the ticket: one more round trip, same connection) does a full handshake
+    /// asking for one. On success the slot holds the ticket the control granted (or
+    /// nothing); on failure it is emptied, so the next attempt is a full handshake.
+    pub async fn connect_resuming(
+        io: S,
+        identity: &Identity,
+        control: &PublicIdentity,
+        tickets: &mut TicketSlot,
+        timeout: Duration,
+    ) -> Result<Self, ChannelError> {
+        let connected = tokio::time::timeout(
+            timeout,
+            Self::connect_inner(io, identity, control, Some(&mut *tickets)),
+        )
+        .await
+        .map_err(|_| ChannelError::HandshakeTimeout)
+        .and_then(|connected| connected);
+        if connected.is_err() {
+            tickets.clear();
+        }
+        connected
     }
 
     async fn connect_inner(
         mut io: S,
         identity: &Identity,
         control: &PublicIdentity,
+        mut tickets: Option<&mut TicketSlot>,
     ) -> Result<Self, ChannelError> {
         let mut inbox = Vec::new();
         let mut outbox = Vec::new();
-        let (initiator, msg1) = Initiator::start(identity, control)?;
+        let ticket = tickets
+            .as_deref_mut()
+            .and_then(|slot| slot.usable(control, Instant::now()));
+        if let Some(ticket) = ticket {
+            let (resuming, msg1) = Resuming::start(ticket)?;
+            frame::encode(RESUME_MARKER, &mut outbox)?;
+            frame::encode(&msg1, &mut outbox)?;
+            io.write_all(&outbox).await?;
+            outbox.clear();
+            let msg2 = read_frame(&mut io, &mut inbox).await?;
+            if msg2 != RESUME_REFUSED {
+                let (session, confirmation, ticket) = resuming.finish(&msg2)?;
+                if let Some(slot) = tickets {
+                    slot.set(ticket);
+                }
+                // The confirmation goes out with the first request, as the IK proof.
+                return Ok(Self {
+                    io,
+                    session,
+                    inbox,
+                    outbox: confirmation,
+                    resumed: true,
+                });
+            }
+            tracing::debug!("resumption refused; full handshake");
+        }
+        let (initiator, msg1) = if tickets.is_some() {
+            Initiator::start_asking_ticket(identity, control)?
+        } else {
+            Initiator::start(identity, control)?
+        };
         frame::encode(&msg1, &mut outbox)?;
         io.write_all(&outbox).await?;
         outbox.clear();
         let msg2 = read_frame(&mut io, &mut inbox).await?;
-        let (session, proof) = initiator.finish(&msg2)?;
+        let (session, proof, ticket) = initiator.finish_with_ticket(&msg2)?;
+        if let Some(slot) = tickets {
+            slot.set(ticket);
+        }
         // The proof goes out with the first request rather than alone: no extra trip.
         Ok(Self {
             io,
             session,
             inbox,
             outbox: proof,
+            resumed: false,
         })
     }
 
@@ -71,16 +135,70 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
         identity: &Identity,
         timeout: Duration,
     ) -> Result<Self, ChannelError> {
-        tokio::time::timeout(timeout, Self::accept_inner(io, identity))
+        tokio::time::timeout(timeout, Self::accept_inner(io, identity, None))
             .await
             .map_err(|_| ChannelError::HandshakeTimeout)?
     }
 
-    async fn accept_inner(mut io: S, identity: &Identity) -> Result<Self, ChannelError> {
+    /// [`Channel::accept`] that also resumes channels with tickets sealed by `tickets`
+    /// (refusing the others, so that their clients do a full handshake on the same
+    /// connection) and grants tickets to clients that ask. A resumed channel's peer is
+    /// the client its ticket names: the caller checks membership exactly as after a
+    /// full handshake.
+    pub async fn accept_resumable(
+        io: S,
+        identity: &Identity,
+        tickets: &TicketKey,
+        timeout: Duration,
+    ) -> Result<Self, ChannelError> {
+        tokio::time::timeout(timeout, Self::accept_inner(io, identity, Some(tickets)))
+            .await
+            .map_err(|_| ChannelError::HandshakeTimeout)?
+    }
+
+    async fn accept_inner(
+        mut io: S,
+        identity: &Identity,
+        tickets: Option<&TicketKey>,
+    ) -> Result<Self, ChannelError> {
         let mut inbox = Vec::new();
-        let msg1 = read_frame(&mut io, &mut inbox).await?;
-        let (pending, msg2) = handshake::respond(identity, &msg1)?;
         let mut outbox = Vec::new();
+        let mut msg1 = read_frame(&mut io, &mut inbox).await?;
+        if msg1 == RESUME_MARKER {
+            let hello = read_frame(&mut io, &mut inbox).await?;
+            let now = Timestamp::now();
+            let resumed = match tickets {
+                Some(key) => resume::respond_resumed(key, &hello, now).map_err(|refused| {
+                    tracing::debug!(reason = %refused, "resumption refused");
+                }),
+                None => Err(()),
+            };
+            match resumed {
+                Ok((pending, msg2)) => {
+                    frame::encode(&msg2, &mut outbox)?;
+                    io.write_all(&outbox).await?;
+                    outbox.clear();
+                    let confirmation = read_frame(&mut io, &mut inbox).await?;
+                    let session = pending.verify(&confirmation)?;
+                    return Ok(Self {
+                        io,
+                        session,
+                        inbox,
+                        outbox,
+                        resumed: true,
+                    });
+                }
+                Err(()) => {
+                    // Not honoured: the client goes on with a full handshake here.
+                    frame::encode(RESUME_REFUSED, &mut outbox)?;
+                    io.write_all(&outbox).await?;
+                    outbox.clear();
+                    msg1 = read_frame(&mut io, &mut inbox).await?;
+                }
+            }
+        }
+        let (pending, msg2) =
+            handshake::respond_granting(identity, tickets, &msg1, Timestamp::now())?;
         frame::encode(&msg2, &mut outbox)?;
         io.write_all(&outbox).await?;
         outbox.clear();
@@ -91,7 +209,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
             session,
             inbox,
             outbox,
+            resumed: false,
         })
+    }
+
+    /// Whether this channel was resumed with a ticket rather than fully handshaken.
+    pub fn resumed(&self) -> bool {
+        self.resumed
     }
 
     /// The authenticated identity at the other end.
@@ -216,6 +340,151 @@ mod tests {
         let (sent, received) = tokio::join!(client.send(&big), server.recv());
         sent.unwrap();
         assert_eq!(received.unwrap(), big);
+    }
+
+    /// Connects `client` with `slot` to a control accepting with `tickets` (none: a
+    /// control that resumes nothing), exchanges one message, and returns both ends.
+    async fn resuming(
+        client: &Identity,
+        control: &Identity,
+        tickets: Option<TicketKey>,
+        slot: &mut TicketSlot,
+    ) -> (
+        Channel<tokio::io::DuplexStream>,
+        Channel<tokio::io::DuplexStream>,
+    ) {
+        let (a, b) = duplex(1 << 16);
+        let acceptor = control.clone();
+        let server = tokio::spawn(async move {
+            match tickets {
+                Some(key) => Channel::accept_resumable(b, &acceptor, &key, HANDSHAKE_TIMEOUT).await,
+                None => Channel::accept(b, &acceptor, HANDSHAKE_TIMEOUT).await,
+            }
+        });
+        let mut client =
+            Channel::connect_resuming(a, client, &control.public(), slot, HANDSHAKE_TIMEOUT)
+                .await
+                .unwrap();
+        client.send(b"hello").await.unwrap();
+        let mut server = server.await.unwrap().unwrap();
+        assert_eq!(server.recv().await.unwrap(), b"hello");
+        assert_eq!(server.resumed(), client.resumed());
+        (client, server)
+    }
+
+    #[tokio::test]
+    async fn a_recent_client_resumes_and_keeps_a_fresh_ticket() {
+        let (client, control) = (Identity::generate(), Identity::generate());
+        let key = || TicketKey::new(&control);
+        let mut slot = TicketSlot::new();
+        let (full, _) = resuming(&client, &control, Some(key()), &mut slot).await;
+        assert!(!full.resumed());
+        let first = slot
+            .ticket()
+            .expect("a full handshake earns a ticket")
+            .ticket()
+            .to_vec();
+        for _ in 0..2 {
+            let (mut client_end, mut server) =
+                resuming(&client, &control, Some(key()), &mut slot).await;
+            assert!(client_end.resumed(), "a held ticket resumes");
+            assert_eq!(server.peer(), client.public());
+            assert_eq!(client_end.peer(), control.public());
+            server.send(b"world").await.unwrap();
+            assert_eq!(client_end.recv().await.unwrap(), b"world");
+        }
+        assert_ne!(
+            slot.ticket().unwrap().ticket(),
+            &first[..],
+            "each channel brings a new ticket"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_ticket_falls_back_to_a_full_handshake_on_the_same_connection() {
+        let client = Identity::generate();
+        let control = Identity::generate();
+        let mut slot = TicketSlot::new();
+        resuming(&client, &control, Some(TicketKey::new(&control)), &mut slot).await;
+        assert!(slot.ticket().is_some());
+        // The same identity, but a control that does not resume: refused, then IK.
+        let (end, _) = resuming(&client, &control, None, &mut slot).await;
+        assert!(!end.resumed());
+        assert!(
+            slot.ticket().is_none(),
+            "a control without tickets grants none"
+        );
+        // A ticket the control's key does not open (its identity key changed while
+        // the pin stayed: a ticket from another control identity).
+        resuming(&client, &control, Some(TicketKey::new(&control)), &mut slot).await;
+        let (end, _) = resuming(
+            &client,
+            &control,
+            Some(TicketKey::new(&Identity::generate())),
+            &mut slot,
+        )
+        .await;
+        assert!(!end.resumed());
+        assert!(
+            slot.ticket().is_some(),
+            "the full handshake brought a new ticket"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_expired_ticket_gets_a_full_handshake() {
+        let client = Identity::generate();
+        let control = Identity::generate();
+        let key = TicketKey::new(&control);
+        // A ticket that ended an hour ago, which the client (its clock told otherwise)
+        // still offers: the control refuses it and the channel is made in full.
+        let past = Timestamp(Timestamp::now().0 - 7200);
+        let mut grant = key
+            .grant(&client.public(), past, past.plus_secs(3600))
+            .unwrap();
+        grant[..4].copy_from_slice(&3600u32.to_be_bytes());
+        let mut slot = TicketSlot::new();
+        slot.set(crate::resumption::ResumptionTicket::from_grant(
+            control.public(),
+            &grant[..],
+            Instant::now(),
+        ));
+        let (end, _) = resuming(&client, &control, Some(TicketKey::new(&control)), &mut slot).await;
+        assert!(!end.resumed());
+        assert!(slot.ticket().is_some());
+        let (end, _) = resuming(&client, &control, Some(key), &mut slot).await;
+        assert!(end.resumed(), "the new ticket resumes");
+    }
+
+    #[tokio::test]
+    async fn a_replayed_resumption_yields_no_channel() {
+        let client = Identity::generate();
+        let control = Identity::generate();
+        let mut slot = TicketSlot::new();
+        resuming(&client, &control, Some(TicketKey::new(&control)), &mut slot).await;
+        // What a client sent to resume, as an eavesdropper recorded it, and the
+        // confirmation that went with it.
+        let (resuming_state, msg1) = Resuming::start(slot.ticket().unwrap()).unwrap();
+        let mut recorded = Vec::new();
+        frame::encode(RESUME_MARKER, &mut recorded).unwrap();
+        frame::encode(&msg1, &mut recorded).unwrap();
+        let (_, msg2) =
+            resume::respond_resumed(&TicketKey::new(&control), &msg1, Timestamp::now()).unwrap();
+        let (_, confirmation, _) = resuming_state.finish(&msg2).unwrap();
+        // Replayed to the control: it answers, but the recorded confirmation (or
+        // anything else) does not complete the channel.
+        let (mut attacker, b) = duplex(1 << 16);
+        let key = TicketKey::new(&control);
+        let acceptor = control.clone();
+        let server = tokio::spawn(async move {
+            Channel::accept_resumable(b, &acceptor, &key, HANDSHAKE_TIMEOUT).await
+        });
+        attacker.write_all(&recorded).await.unwrap();
+        let mut inbox = Vec::new();
+        let answer = read_frame(&mut attacker, &mut inbox).await.unwrap();
+        assert_ne!(answer, RESUME_REFUSED, "a replay looks like a resumption");
+        attacker.write_all(&confirmation).await.unwrap();
+        assert!(server.await.unwrap().is_err());
     }
 
     #[tokio::test]

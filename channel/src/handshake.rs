@@ -26,8 +26,21 @@
 //!
 //! The client sends message 3 together with its first request, so a whole exchange is
 //! one round trip of handshake plus one per request.
+//!
+//! # Resumption tickets
+//! A client may ask, with a flags byte after its key in the message-1 payload, for a
+//! resumption ticket ([`crate::resumption`]); the control then appends a grant (a fresh
+//! PSK and the ticket sealing it) to its proof in message 2, whose payload only the
+//! holder of the client's static key and ephemeral key can read. A client that does
+//! not ask (older ones, the command line) gets the message 2 it always got. The next
+//! channels resume with [`crate::resume`].
 
+use std::sync::LazyLock;
+use std::time::Instant;
+
+use crate::resumption::{GRANT_LEN, ResumptionTicket, TICKET_LIFETIME, TicketKey};
 use crate::session::Session;
+use crate::time::Timestamp;
 use crate::{ChannelError, Identity, PublicIdentity};
 
 /// The Noise protocol name.
@@ -39,12 +52,24 @@ const PROLOGUE: &[u8] = b"leasehold channel v1";
 const RESPONDER_PROOF: &[u8] = b"leasehold/1 responder proof\0";
 const INITIATOR_PROOF: &[u8] = b"leasehold/1 initiator proof\0";
 const HELLO_LEN: usize = 1 + 32;
+/// Bit of the hello's flags byte: "send me a resumption ticket".
+const WANTS_TICKET: u8 = 1;
 const SIGNATURE_LEN: usize = 64;
-/// Room for the largest handshake message: two keys, two tags and a signature.
-const BUF_LEN: usize = 256;
+/// Room for the largest handshake message: two keys, two tags, a signature and a grant.
+const BUF_LEN: usize = 512;
 
-fn builder() -> snow::Builder<'static> {
-    snow::Builder::new(NOISE_PARAMS.parse().expect("valid Noise parameters"))
+/// The IK parameters, parsed once.
+static PARAMS: LazyLock<snow::params::NoiseParams> =
+    LazyLock::new(|| NOISE_PARAMS.parse().expect("valid Noise parameters"));
+
+/// A builder for `identity`'s side of an IK handshake, its static key's public half
+/// already known ([`crate::noise_dh`]).
+fn builder(identity: &Identity) -> snow::Builder<'_> {
+    let resolver =
+        crate::noise_dh::Resolver::knowing(identity.noise_private(), identity.noise_public());
+    snow::Builder::with_resolver(PARAMS.clone(), Box::new(resolver))
+        .local_private_key(identity.noise_private())
+        .expect("the static key is set once")
 }
 
 /// The client side, after sending message 1.
@@ -53,6 +78,7 @@ pub struct Initiator {
     identity: Identity,
     responder: PublicIdentity,
     h1: Vec<u8>,
+    wants_ticket: bool,
 }
 
 impl Initiator {
@@ -62,7 +88,15 @@ impl Initiator {
         identity: &Identity,
         responder: &PublicIdentity,
     ) -> Result<(Self, Vec<u8>), ChannelError> {
-        Self::start_claiming(identity, identity.public(), responder)
+        Self::start_claiming(identity, identity.public(), responder, false)
+    }
+
+    /// [`Initiator::start`], asking the control for a resumption ticket.
+    pub fn start_asking_ticket(
+        identity: &Identity,
+        responder: &PublicIdentity,
+    ) -> Result<(Self, Vec<u8>), ChannelError> {
+        Self::start_claiming(identity, identity.public(), responder, true)
     }
 
     /// Like [`Initiator::start`], but claims `claimed` as the identity. Only tests call
@@ -71,21 +105,23 @@ impl Initiator {
         identity: &Identity,
         claimed: PublicIdentity,
         responder: &PublicIdentity,
+        wants_ticket: bool,
     ) -> Result<(Self, Vec<u8>), ChannelError> {
-        let private = identity.noise_private();
         let remote = responder.noise_public();
-        let mut state = builder()
-            .local_private_key(private.as_ref())
-            .and_then(|b| b.remote_public_key(&remote))
+        let mut state = builder(identity)
+            .remote_public_key(&remote)
             .and_then(|b| b.prologue(PROLOGUE))
             .and_then(|b| b.build_initiator())
             .map_err(|_| ChannelError::Handshake)?;
-        let mut hello = [0u8; HELLO_LEN];
+        let mut hello = [0u8; HELLO_LEN + 1];
         hello[0] = VERSION;
-        hello[1..].copy_from_slice(&claimed.to_bytes());
+        hello[1..HELLO_LEN].copy_from_slice(&claimed.to_bytes());
+        hello[HELLO_LEN] = WANTS_TICKET;
+        // Without a ticket asked for, the hello of every earlier client: no flags byte.
+        let hello = &hello[..HELLO_LEN + usize::from(wants_ticket)];
         let mut msg = vec![0u8; BUF_LEN];
         let len = state
-            .write_message(&hello, &mut msg)
+            .write_message(hello, &mut msg)
             .map_err(|_| ChannelError::Handshake)?;
         msg.truncate(len);
         let h1 = state.get_handshake_hash().to_vec();
@@ -94,6 +130,7 @@ impl Initiator {
             identity: identity.clone(),
             responder: *responder,
             h1,
+            wants_ticket,
         };
         Ok((initiator, msg))
     }
@@ -101,6 +138,16 @@ impl Initiator {
     /// Reads message 2, checks the control's proof, and returns the session plus the
     /// frames of message 3 (this side's proof) to send before any request.
     pub fn finish(self, msg2: &[u8]) -> Result<(Session, Vec<u8>), ChannelError> {
+        let (session, frames, _) = self.finish_with_ticket(msg2)?;
+        Ok((session, frames))
+    }
+
+    /// [`Initiator::finish`], also returning the resumption ticket the control granted
+    /// (when asked for and granted).
+    pub fn finish_with_ticket(
+        self,
+        msg2: &[u8],
+    ) -> Result<(Session, Vec<u8>, Option<ResumptionTicket>), ChannelError> {
         let identity = self.identity.clone();
         self.finish_proving(msg2, |h2| identity.sign(INITIATOR_PROOF, h2))
     }
@@ -111,17 +158,27 @@ impl Initiator {
         mut self,
         msg2: &[u8],
         prove: impl FnOnce(&[u8]) -> [u8; 64],
-    ) -> Result<(Session, Vec<u8>), ChannelError> {
-        let mut payload = [0u8; BUF_LEN];
+    ) -> Result<(Session, Vec<u8>, Option<ResumptionTicket>), ChannelError> {
+        let mut payload = zeroize::Zeroizing::new([0u8; BUF_LEN]);
         let len = self
             .state
-            .read_message(msg2, &mut payload)
+            .read_message(msg2, &mut payload[..])
             .map_err(|_| ChannelError::Handshake)?;
-        if len != SIGNATURE_LEN {
+        let granted = self.wants_ticket && len == SIGNATURE_LEN + GRANT_LEN;
+        if len != SIGNATURE_LEN && !granted {
             return Err(ChannelError::Handshake);
         }
         self.responder
-            .verify(RESPONDER_PROOF, &self.h1, &payload[..len])?;
+            .verify(RESPONDER_PROOF, &self.h1, &payload[..SIGNATURE_LEN])?;
+        let ticket = if granted {
+            ResumptionTicket::from_grant(
+                self.responder,
+                &payload[SIGNATURE_LEN..len],
+                Instant::now(),
+            )
+        } else {
+            None
+        };
         let h2 = self.state.get_handshake_hash().to_vec();
         if !self.state.is_handshake_finished() {
             return Err(ChannelError::Handshake);
@@ -131,22 +188,41 @@ impl Initiator {
         let proof = prove(&h2);
         let mut frames = Vec::new();
         session.seal(&proof, &mut frames)?;
-        Ok((session, frames))
+        Ok((session, frames, ticket))
     }
 }
 
-/// The control side, after answering message 1 and before the client's proof.
+/// The control side, after answering message 1 and before the client's proof (or, on
+/// a resumed channel, its key confirmation).
 pub struct PendingProof {
     session: Session,
-    h2: Vec<u8>,
+    expect: Expect,
+}
+
+/// What the client's first transport message must be.
+enum Expect {
+    /// Its Ed25519 signature over the final transcript hash.
+    Proof(Vec<u8>),
+    /// The resumption's key confirmation: proof it holds its ephemeral key.
+    Confirmation(&'static [u8]),
 }
 
 /// Reads message 1 as the control `identity`. Returns the pending state and message 2.
+/// Grants no resumption ticket.
 pub fn respond(identity: &Identity, msg1: &[u8]) -> Result<(PendingProof, Vec<u8>), ChannelError> {
-    let private = identity.noise_private();
-    let mut state = builder()
-        .local_private_key(private.as_ref())
-        .and_then(|b| b.prologue(PROLOGUE))
+    respond_granting(identity, None, msg1, Timestamp::now())
+}
+
+/// [`respond`], granting a resumption ticket sealed with `tickets` (valid for
+/// [`TICKET_LIFETIME`] from `now`) to a client that asks for one.
+pub fn respond_granting(
+    identity: &Identity,
+    tickets: Option<&TicketKey>,
+    msg1: &[u8],
+    now: Timestamp,
+) -> Result<(PendingProof, Vec<u8>), ChannelError> {
+    let mut state = builder(identity)
+        .prologue(PROLOGUE)
         .and_then(|b| b.build_responder())
         .map_err(|_| ChannelError::Handshake)?;
     let mut hello = [0u8; BUF_LEN];
@@ -159,16 +235,35 @@ pub fn respond(identity: &Identity, msg1: &[u8]) -> Result<(PendingProof, Vec<u8
         Some(&other) => return Err(ChannelError::UnsupportedVersion(other)),
         None => return Err(ChannelError::Handshake),
     }
-    let claimed: [u8; 32] = hello[1..].try_into().map_err(|_| ChannelError::Handshake)?;
+    let (claimed, flags) = match hello.len() {
+        HELLO_LEN => (&hello[1..], 0),
+        // Flags bits this control does not know are ignored, so later clients may ask
+        // for more without being refused.
+        n if n == HELLO_LEN + 1 => (&hello[1..HELLO_LEN], hello[HELLO_LEN]),
+        _ => return Err(ChannelError::Handshake),
+    };
+    let claimed: [u8; 32] = claimed.try_into().map_err(|_| ChannelError::Handshake)?;
     let claimed = PublicIdentity::from_bytes(&claimed)?;
     let remote_static = state.get_remote_static().ok_or(ChannelError::Handshake)?;
     if remote_static != claimed.noise_public() {
         return Err(ChannelError::IdentityMismatch);
     }
-    let proof = identity.sign(RESPONDER_PROOF, state.get_handshake_hash());
+    let mut payload = zeroize::Zeroizing::new([0u8; SIGNATURE_LEN + GRANT_LEN]);
+    payload[..SIGNATURE_LEN]
+        .copy_from_slice(&identity.sign(RESPONDER_PROOF, state.get_handshake_hash()));
+    let grant = tickets
+        .filter(|_| flags & WANTS_TICKET != 0)
+        .and_then(|key| key.grant(&claimed, now, now.plus_secs(TICKET_LIFETIME.as_secs())));
+    let payload_len = match grant {
+        Some(grant) => {
+            payload[SIGNATURE_LEN..].copy_from_slice(&grant[..]);
+            SIGNATURE_LEN + GRANT_LEN
+        }
+        None => SIGNATURE_LEN,
+    };
     let mut msg = vec![0u8; BUF_LEN];
     let len = state
-        .write_message(&proof, &mut msg)
+        .write_message(&payload[..payload_len], &mut msg)
         .map_err(|_| ChannelError::Handshake)?;
     msg.truncate(len);
     let h2 = state.get_handshake_hash().to_vec();
@@ -178,18 +273,30 @@ pub fn respond(identity: &Identity, msg1: &[u8]) -> Result<(PendingProof, Vec<u8
     let keys = state.dangerously_get_raw_split();
     let pending = PendingProof {
         session: Session::new(keys, false, claimed),
-        h2,
+        expect: Expect::Proof(h2),
     };
     Ok((pending, msg))
 }
 
 impl PendingProof {
+    /// A resumed channel's session, waiting for the client's key confirmation
+    /// `confirmation`.
+    pub(crate) fn confirming(session: Session, confirmation: &'static [u8]) -> Self {
+        Self {
+            session,
+            expect: Expect::Confirmation(confirmation),
+        }
+    }
+
     /// Feeds one frame body of message 3. Returns the session once the client's proof
     /// has been checked; before that, nothing from the client is trusted.
     pub fn verify(mut self, body: &[u8]) -> Result<Session, ChannelError> {
         let proof = self.session.open(body)?.ok_or(ChannelError::BadProof)?;
-        let peer = self.session.peer();
-        peer.verify(INITIATOR_PROOF, &self.h2, &proof)?;
+        match &self.expect {
+            Expect::Proof(h2) => self.session.peer().verify(INITIATOR_PROOF, h2, &proof)?,
+            Expect::Confirmation(expected) if proof == *expected => {}
+            Expect::Confirmation(_) => return Err(ChannelError::BadProof),
+        }
         Ok(self.session)
     }
 }
@@ -257,7 +364,8 @@ pub(crate) mod tests {
         let forger = Identity::generate();
         let victim = Identity::generate().public();
         let control = Identity::generate();
-        let (_, msg1) = Initiator::start_claiming(&forger, victim, &control.public()).unwrap();
+        let (_, msg1) =
+            Initiator::start_claiming(&forger, victim, &control.public(), false).unwrap();
         assert!(matches!(
             respond(&control, &msg1),
             Err(ChannelError::IdentityMismatch)
@@ -272,7 +380,7 @@ pub(crate) mod tests {
         let (pending, msg2) = respond(&control, &msg1).unwrap();
         // A proof over the right transcript, but signed by a different key.
         let other = Identity::generate();
-        let (_, frames) = initiator
+        let (_, frames, _) = initiator
             .finish_proving(&msg2, |h2| other.sign(INITIATOR_PROOF, h2))
             .unwrap();
         assert!(matches!(
@@ -288,7 +396,7 @@ pub(crate) mod tests {
         let control = Identity::generate();
         let (initiator, msg1) = Initiator::start(&client, &control.public()).unwrap();
         let (pending, msg2) = respond(&control, &msg1).unwrap();
-        let (_, frames) = initiator
+        let (_, frames, _) = initiator
             .finish_proving(&msg2, |h2| client.sign(RESPONDER_PROOF, h2))
             .unwrap();
         assert!(matches!(

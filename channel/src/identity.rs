@@ -32,6 +32,10 @@ pub(crate) static LOWER_BASE32: LazyLock<Encoding> = LazyLock::new(|| {
 #[derive(Clone)]
 pub struct Identity {
     key: SigningKey,
+    /// The X25519 form of the key, both halves computed once here rather than in every
+    /// handshake (the public half is a scalar multiplication).
+    noise_private: Zeroizing<[u8; 32]>,
+    noise_public: [u8; 32],
 }
 
 impl Identity {
@@ -44,8 +48,11 @@ impl Identity {
 
     /// The identity whose 32-byte Ed25519 seed is `seed`.
     pub fn from_seed(seed: &[u8; 32]) -> Self {
+        let key = SigningKey::from_bytes(seed);
         Self {
-            key: SigningKey::from_bytes(seed),
+            noise_private: Zeroizing::new(key.to_scalar_bytes()),
+            noise_public: key.verifying_key().to_montgomery().to_bytes(),
+            key,
         }
     }
 
@@ -60,8 +67,13 @@ impl Identity {
     }
 
     /// The X25519 private key used as this identity's Noise static key.
-    pub(crate) fn noise_private(&self) -> Zeroizing<[u8; 32]> {
-        Zeroizing::new(self.key.to_scalar_bytes())
+    pub(crate) fn noise_private(&self) -> &[u8; 32] {
+        &self.noise_private
+    }
+
+    /// The public half of [`Identity::noise_private`], the identity's Noise static key.
+    pub(crate) fn noise_public(&self) -> [u8; 32] {
+        self.noise_public
     }
 
     /// Signs `context || message`. The context keeps a signature made for one purpose

@@ -4,7 +4,9 @@
 //! - [`ticket`]: the one-line enrollment ticket a control hands out.
 //! - [`frame`], [`handshake`] and [`session`]: the Noise secure channel as a pure state
 //!   machine — bytes in, bytes out, no I/O — so every step is testable without sockets.
-//!   (`cipher.rs`: the transport cipher, in place.)
+//!   (`cipher.rs`: the transport cipher, in place.) [`resumption`] and [`resume`]: the
+//!   tickets that let a recent client open channels without the IK handshake's
+//!   asymmetric work, and the resumed handshake itself.
 //! - [`conn`]: the thin tokio shell that moves those bytes over a stream.
 //! - [`membership`]: the signed, short-lived proof of membership an outlet checks.
 //! - [`time`]: whole-second wall-clock times as exchanged (RFC 3339 UTC).
@@ -23,6 +25,9 @@ pub mod handshake;
 pub mod home;
 pub mod identity;
 pub mod membership;
+mod noise_dh;
+pub mod resume;
+pub mod resumption;
 pub mod secret;
 pub mod session;
 pub mod ticket;

@@ -10,6 +10,8 @@
 mod frame_decoder;
 #[path = "../../fuzz/checks/handshake_responder.rs"]
 mod handshake_responder;
+#[path = "../../fuzz/checks/resume_responder.rs"]
+mod resume_responder;
 
 #[path = "../../fuzz/checks/replay.rs"]
 mod replay;
@@ -23,6 +25,11 @@ fn frame_decoder_corpus() {
 #[test]
 fn handshake_responder_corpus() {
     replay("handshake_responder", handshake_responder::check);
+}
+
+#[test]
+fn resume_responder_corpus() {
+    replay("resume_responder", resume_responder::check);
 }
 
 #[test]

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use leasehold_channel::Identity;
+use leasehold_channel::resumption::TicketKey;
 use leasehold_protocol::{AddonConfig, Timestamp};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -72,6 +73,9 @@ impl Addon {
 /// The control plane's shared state.
 pub struct Control<S> {
     pub(crate) identity: Identity,
+    /// Seals and opens resumption tickets (derived from `identity` once, not per
+    /// handshake).
+    pub(crate) tickets: TicketKey,
     pub(crate) store: S,
     pub(crate) data: DataDir,
     pub(crate) addon: ArcSwapOption<Addon>,
@@ -134,6 +138,7 @@ impl<S: Store> Control<S> {
         };
         let (schedule, rx) = Schedule::new();
         let control = Arc::new(Self {
+            tickets: TicketKey::new(&identity),
             identity,
             store,
             data,
@@ -204,6 +209,11 @@ impl<S: Store> Control<S> {
     /// The control's identity.
     pub fn identity(&self) -> &Identity {
         &self.identity
+    }
+
+    /// The key of the resumption tickets this control grants and honours.
+    pub fn tickets(&self) -> &TicketKey {
+        &self.tickets
     }
 
     /// The control's background tasks and connections, to wait on after shutdown.

@@ -42,7 +42,8 @@ pub const BACKEND_LATENCY: &str = "leasehold_control_backend_latency_seconds";
 pub const STORE_LATENCY: &str = "leasehold_control_store_latency_seconds";
 /// Name of the gauge of open secure channels (handshake done).
 pub const CHANNELS_OPEN: &str = "leasehold_control_channels_open";
-/// Name of the counter of handshakes, by `outcome` (`ok`, `failed`).
+/// Name of the counter of handshakes, by `outcome` (`ok`: a full handshake, `resumed`:
+/// a channel resumed with a ticket, `failed`).
 pub const HANDSHAKES: &str = "leasehold_control_handshakes";
 
 /// Upper bounds (seconds) of the latency buckets: from a cached store read to an
@@ -219,10 +220,16 @@ impl Metrics {
         timed(&self.store_latency, op, call).await
     }
 
-    /// Counts a handshake; for one that succeeded, the returned guard counts the
-    /// channel as open until dropped.
-    pub fn handshake(&self, ok: bool) -> Option<OpenChannel> {
-        let outcome = if ok { "ok" } else { "failed" };
+    /// Counts a handshake: `None` when it failed, else whether the channel was resumed
+    /// with a ticket. For one that succeeded, the returned guard counts the channel as
+    /// open until dropped.
+    pub fn handshake(&self, resumed: Option<bool>) -> Option<OpenChannel> {
+        let outcome = match resumed {
+            Some(false) => "ok",
+            Some(true) => "resumed",
+            None => "failed",
+        };
+        let ok = resumed.is_some();
         self.handshakes.get_or_create(&[("outcome", outcome)]).inc();
         ok.then(|| {
             self.channels_open.inc();
@@ -297,7 +304,7 @@ mod tests {
         let metrics = Metrics::new();
         metrics.lease_outcome::<()>(&Err(ControlError::NoAddon));
         metrics.revocation_failed(&ControlError::NoAddon);
-        let _open = metrics.handshake(true);
+        let _open = metrics.handshake(Some(false));
         let text = metrics.render();
         for name in [
             LEASES_ISSUED,
@@ -325,8 +332,9 @@ mod tests {
         metrics.revocation_due("b");
         metrics.revocation_done("a");
         metrics.swept(3);
-        let open = metrics.handshake(true);
-        assert!(metrics.handshake(false).is_none());
+        let open = metrics.handshake(Some(false));
+        assert!(metrics.handshake(None).is_none());
+        let resumed = metrics.handshake(Some(true));
         let text = metrics.render();
         for line in [
             "leasehold_control_leases_issued_total 1",
@@ -335,13 +343,15 @@ mod tests {
             "leasehold_control_revocations_done_total 1",
             "leasehold_control_revocations_owed 1",
             "leasehold_control_sweep_removed_total 3",
-            "leasehold_control_channels_open 1",
+            "leasehold_control_channels_open 2",
             r#"leasehold_control_handshakes_total{outcome="ok"} 1"#,
+            r#"leasehold_control_handshakes_total{outcome="resumed"} 1"#,
             r#"leasehold_control_handshakes_total{outcome="failed"} 1"#,
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }
         drop(open);
+        drop(resumed);
         assert!(
             metrics
                 .render()

@@ -11,6 +11,7 @@ use crate::{
 };
 use leasehold_channel::conn::{Channel, HANDSHAKE_TIMEOUT};
 use leasehold_channel::home::Enrollment;
+use leasehold_channel::resumption::TicketSlot;
 use leasehold_channel::{ChannelError, Identity, PublicIdentity};
 
 /// How long to wait for a TCP connection to one control address (and then for its
@@ -92,6 +93,42 @@ impl Client {
         control: &PublicIdentity,
         identity: &Identity,
     ) -> Result<Self, ClientError> {
+        Self::connect_with(addrs, first, control, identity, None).await
+    }
+
+    /// [`Client::connect_to`] resuming with the ticket in `tickets` when it holds a
+    /// usable one (any replica honours it: they share the identity), and keeping there
+    /// the ticket each channel brings. For a client that opens channels often (the
+    /// sidecar); see `leasehold_channel::resume`.
+    pub async fn connect_resuming(
+        addrs: &[String],
+        control: &PublicIdentity,
+        identity: &Identity,
+        tickets: &mut TicketSlot,
+    ) -> Result<Self, ClientError> {
+        let first = random_index(addrs.len());
+        Self::connect_with(addrs, first, control, identity, Some(tickets)).await
+    }
+
+    /// [`Client::connect_elsewhere`] with a resumption ticket slot, as
+    /// [`Client::connect_resuming`].
+    pub async fn connect_elsewhere_resuming(
+        &self,
+        addrs: &[String],
+        control: &PublicIdentity,
+        identity: &Identity,
+        tickets: &mut TicketSlot,
+    ) -> Result<Self, ClientError> {
+        Self::connect_with(addrs, self.addr_index + 1, control, identity, Some(tickets)).await
+    }
+
+    async fn connect_with(
+        addrs: &[String],
+        first: usize,
+        control: &PublicIdentity,
+        identity: &Identity,
+        mut tickets: Option<&mut TicketSlot>,
+    ) -> Result<Self, ClientError> {
         let order: Vec<(usize, &String)> = rotation(addrs.len(), first)
             .map(|i| (i, &addrs[i]))
             .collect();
@@ -103,7 +140,7 @@ impl Client {
             (CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT)
         };
         for &(index, addr) in &order {
-            match attempt(addr, control, identity, first_pass).await {
+            match attempt(addr, control, identity, first_pass, tickets.as_deref_mut()).await {
                 Ok(channel) => return Ok(Self::over(channel, index)),
                 Err(failure) => {
                     tracing::debug!(addr = %addr, error = %failure, "control address did not answer; trying the next");
@@ -120,6 +157,7 @@ impl Client {
                 control,
                 identity,
                 (CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT),
+                tickets.as_deref_mut(),
             )
             .await
             {
@@ -142,6 +180,11 @@ impl Client {
             next_id: 1,
             addr_index,
         }
+    }
+
+    /// Whether this connection's channel was resumed with a ticket.
+    pub fn resumed(&self) -> bool {
+        self.channel.resumed()
     }
 
     /// The index, in the addresses it was given, of the one this client reached.
@@ -257,6 +300,7 @@ async fn attempt(
     control: &PublicIdentity,
     identity: &Identity,
     (connect, handshake): (Duration, Duration),
+    tickets: Option<&mut TicketSlot>,
 ) -> Result<Channel<TcpStream>, Failure> {
     let stream = match tokio::time::timeout(connect, TcpStream::connect(addr)).await {
         Ok(Ok(stream)) => stream,
@@ -265,9 +309,13 @@ async fn attempt(
     };
     // Requests are small and latency-bound: do not let Nagle hold them back.
     let _ = stream.set_nodelay(true);
-    Channel::connect(stream, identity, control, handshake)
-        .await
-        .map_err(Failure::Channel)
+    match tickets {
+        Some(tickets) => {
+            Channel::connect_resuming(stream, identity, control, tickets, handshake).await
+        }
+        None => Channel::connect(stream, identity, control, handshake).await,
+    }
+    .map_err(Failure::Channel)
 }
 
 /// The indices `0..len`, starting at `first` (taken modulo `len`) and wrapping around.

@@ -7,12 +7,17 @@
 //! closed (a restart, an idle timeout) fails on first use, and that is retried at once
 //! on a fresh connection rather than costing a backoff round. A lease created by a
 //! request whose answer was lost simply expires; leases are cheap and self-limiting.
+//!
+//! A new channel resumes with the ticket the last one brought (in memory only; see
+//! `leasehold_channel::resume`), so a reconnecting sidecar costs the control a fraction
+//! of a full handshake; a refused or expired ticket costs one more round trip.
 
 use std::fmt;
 use std::time::Duration;
 
 use leasehold_channel::Identity;
 use leasehold_channel::home::{Enrollment, Home, HomeError};
+use leasehold_channel::resumption::TicketSlot;
 use leasehold_protocol::client::{Client, ClientError, worth_another_replica};
 use leasehold_protocol::{ErrorCode, LeaseRecord, Reply, Request};
 use tracing::{debug, info};
@@ -25,6 +30,9 @@ pub struct ControlLeaseSource {
     identity: Identity,
     ttl_secs: Option<u64>,
     client: Option<Client>,
+    /// The resumption ticket for the next channel: never written anywhere, redacted
+    /// in `Debug`, zeroized when replaced or dropped.
+    tickets: TicketSlot,
 }
 
 impl ControlLeaseSource {
@@ -35,6 +43,7 @@ impl ControlLeaseSource {
             identity,
             ttl_secs: None,
             client: None,
+            tickets: TicketSlot::new(),
         }
     }
 
@@ -53,7 +62,13 @@ impl ControlLeaseSource {
     }
 
     async fn connect(&mut self) -> Result<&mut Client, ClientError> {
-        let client = Client::connect(&self.enrollment, &self.identity).await?;
+        let client = Client::connect_resuming(
+            &self.enrollment.addrs,
+            &self.enrollment.control,
+            &self.identity,
+            &mut self.tickets,
+        )
+        .await?;
         info!(control = %self.enrollment.control, "connected to the control");
         Ok(self.client.insert(client))
     }
@@ -87,10 +102,11 @@ impl ControlLeaseSource {
                 // may, and waiting for the next renewal would spend the lease's margin.
                 debug!(error = %refusal, "the control replica cannot serve; trying another");
                 let elsewhere = refused
-                    .connect_elsewhere(
+                    .connect_elsewhere_resuming(
                         &self.enrollment.addrs,
                         &self.enrollment.control,
                         &self.identity,
+                        &mut self.tickets,
                     )
                     .await;
                 match elsewhere {
@@ -146,6 +162,7 @@ impl fmt::Debug for ControlLeaseSource {
             .field("addrs", &self.enrollment.addrs)
             .field("ttl_secs", &self.ttl_secs)
             .field("connected", &self.client.is_some())
+            .field("holds_resumption_ticket", &self.tickets.ticket().is_some())
             .finish()
     }
 }

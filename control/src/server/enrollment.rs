@@ -30,8 +30,18 @@ pub(super) async fn connection<S: Store>(
     pass: Pass,
 ) {
     let _ = stream.set_nodelay(true);
-    let accepted = Channel::accept(stream, control.identity(), limits.handshake_timeout).await;
-    let _open = control.metrics().handshake(accepted.is_ok());
+    // A resumed channel's peer is the client its ticket names; from here on it is
+    // treated exactly as after a full handshake (membership, denial, enrollment).
+    let accepted = Channel::accept_resumable(
+        stream,
+        control.identity(),
+        control.tickets(),
+        limits.handshake_timeout,
+    )
+    .await;
+    let _open = control
+        .metrics()
+        .handshake(accepted.as_ref().ok().map(Channel::resumed));
     let mut channel = match accepted {
         Ok(channel) => channel,
         Err(error) => {
@@ -55,13 +65,29 @@ pub(super) async fn connection<S: Store>(
             return;
         }
     };
+    if !member && channel.resumed() {
+        // Tickets are for members' next channels: a member deleted (and denied) since
+        // its ticket was granted, or a peer that never enrolled, gets the refusal a
+        // non-member's request gets after a full handshake, and nothing more (not even
+        // an enrollment, which goes through a full handshake).
+        tracing::debug!(identity = %peer, "resumed channel of a non-member refused");
+        refuse_first_request(
+            &mut channel,
+            peer,
+            ControlError::NotMember,
+            limits,
+            control.metrics(),
+        )
+        .await;
+        return;
+    }
     if !member && !enrollment(&control, &mut channel, peer, limits).await {
         return;
     }
     // A member's from here on: it no longer counts as unauthenticated.
     drop(pass);
     channel.set_max_message(MAX_MESSAGE);
-    tracing::debug!(identity = %peer, "channel established");
+    tracing::debug!(identity = %peer, resumed = channel.resumed(), "channel established");
     member_channel(control, channel, peer, limits).await;
 }
 

@@ -167,12 +167,14 @@ pub async fn serve<S: Store>(control: Arc<Control<S>>, listener: TcpListener, li
         };
         let control = control.clone();
         let span = tracing::info_span!("conn", peer.addr = %addr);
-        control.clone().tasks().spawn(
+        // Boxed, as a member's requests are: a connection's future is large, and
+        // spawning would copy it where a box moves a pointer.
+        control.clone().tasks().spawn(Box::pin(
             async move {
                 connection(control, stream, addr, limits, pass).await;
                 drop(permit);
             }
             .instrument(span),
-        );
+        ));
     }
 }
