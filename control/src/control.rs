@@ -169,7 +169,9 @@ impl<S: Store> Control<S> {
         // intents included, at its revocation or expiry time, whichever is first).
         let mut owed = 0;
         let now = Timestamp::now();
-        for lease in control.store.leases().await? {
+        // Only the open leases: history (ended, credential gone) needs neither view,
+        // and reading it would make start-up grow with it.
+        for lease in control.store.open_leases(now).await? {
             if lease.issued && status(&lease, now) == LeaseStatus::Active {
                 control
                     .live

@@ -40,6 +40,10 @@ pub const MIGRATIONS: &[&str] = &[
     // 2: the add-on configurations, sealed with the identity's key; the current one's
     // id in leasehold_meta.
     "CREATE TABLE addons (id TEXT PRIMARY KEY, sealed BYTEA NOT NULL);",
+    // 3: leases by end, so that the live ones (`ended_at` in the future: start-up,
+    // `lease list --status active`) and pruning's victims are found without reading
+    // the whole history.
+    "CREATE INDEX leases_ended ON leases (ended_at);",
 ];
 
 /// The schema version this build writes and reads.
