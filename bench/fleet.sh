@@ -5,7 +5,7 @@
 #   bench/fleet.sh                 # everything (about 15 minutes on 2 cores)
 #   bench/fleet.sh fleet|compare|history
 #
-# FLEET_CLIENTS (10000), FLEET_TTL (10 s: 5-minute leases compressed 30 times),
+# FLEET_CLIENTS (10000), FLEET_TTL (60 s: 5-minute leases compressed 5 times),
 # FLEET_SECONDS (60), COMPARE_SECONDS (15), HISTORY_RECORDS (0,100000,1000000).
 # Needs PostgreSQL (initdb, pg_ctl, psql: Debian's postgresql) and about 2 x
 # FLEET_CLIENTS open files (the clients' sockets here, the replicas' in theirs).
@@ -14,7 +14,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
 CLIENTS=${FLEET_CLIENTS:-10000}
-TTL=${FLEET_TTL:-10}
+TTL=${FLEET_TTL:-60}
 SECONDS_=${FLEET_SECONDS:-60}
 COMPARE=${COMPARE_SECONDS:-15}
 RECORDS=${HISTORY_RECORDS:-0,100000,1000000}

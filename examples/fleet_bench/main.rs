@@ -4,7 +4,7 @@
 //!
 //! ```sh
 //! cargo build --release --example fleet_bench --bin leasehold
-//! target/release/examples/fleet_bench fleet --clients 10000 --replicas 3 --ttl 10 --seconds 60 --herd
+//! target/release/examples/fleet_bench fleet --clients 10000 --replicas 3 --ttl 60 --seconds 60 --herd
 //! target/release/examples/fleet_bench saturate --replicas 1 --store redb --clients 32 --seconds 15
 //! target/release/examples/fleet_bench history --store postgres --records 0,100000,1000000
 //! ```
@@ -68,7 +68,7 @@ enum Scenario {
         store: StoreKind,
         /// Lease lifetime in seconds (the default lease is 300: a shorter one compresses
         /// time, every renewal keeping its place relative to the lifetime).
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 60)]
         ttl: u64,
         /// Length of the measured window.
         #[arg(long, default_value_t = 60)]
@@ -161,11 +161,13 @@ struct Setup {
 }
 
 impl Setup {
+    /// `max_live_leases`: the add-on's cap per member (the default, 8, unless set).
     async fn start(
         store: StoreKind,
         replicas: usize,
         clients: usize,
         ttl: u64,
+        max_live_leases: Option<u32>,
     ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let pg = match store {
@@ -192,7 +194,7 @@ impl Setup {
                     permissions: serde_json::json!([{"action":"write","resource":{"type":"buckets"}}]),
                     default_ttl_secs: Some(ttl),
                     max_ttl_secs: None,
-                    max_live_leases: None,
+                    max_live_leases,
                     ca_pem: None,
                 },
                 skip_verify: false,
@@ -248,7 +250,7 @@ async fn fleet_run(
     seconds: u64,
     herd: bool,
 ) -> anyhow::Result<()> {
-    let mut setup = Setup::start(store, replicas, clients, ttl.as_secs()).await?;
+    let mut setup = Setup::start(store, replicas, clients, ttl.as_secs(), None).await?;
     let enrollment = setup.enrollment();
     let stop = CancellationToken::new();
     let holding = Arc::new(AtomicUsize::new(0));
@@ -270,11 +272,20 @@ async fn fleet_run(
             ))
         })
         .collect();
+    let mut progress = Instant::now();
     while holding.load(Ordering::Relaxed) < clients || t0.elapsed() < ttl {
         anyhow::ensure!(
             t0.elapsed() < Duration::from_secs(600),
             "warm-up longer than 10 minutes"
         );
+        if progress.elapsed() >= Duration::from_secs(10) {
+            eprintln!(
+                "warm-up: {} of {clients} hold a lease after {:.0?}",
+                holding.load(Ordering::Relaxed),
+                t0.elapsed()
+            );
+            progress = Instant::now();
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let warm = t0.elapsed();
@@ -369,7 +380,9 @@ async fn saturate(
     seconds: u64,
     fresh: bool,
 ) -> anyhow::Result<()> {
-    let setup = Setup::start(store, replicas, clients, 600).await?;
+    // Each client asks back to back: lift the per-member cap, as lease_bench does.
+    let cap = Some(leasehold_control::policy::MAX_LIVE_LEASES_LIMIT);
+    let setup = Setup::start(store, replicas, clients, 600, cap).await?;
     let enrollment = setup.enrollment();
     let (cpu_before, load_before) = (setup.fleet.cpu(), load());
     let until = Instant::now() + Duration::from_secs(seconds);

@@ -31,6 +31,10 @@ const WRITE_ATTEMPTS: u32 = 5;
 /// (7 days), so that pruning at start-up keeps every record.
 const HISTORY_SPAN: Duration = Duration::from_secs(6 * 86_400);
 
+/// How long ago the newest history record was issued: long enough for it to have
+/// ended (history is leases that ended; the live ones are written apart).
+const HISTORY_END: Duration = Duration::from_secs(3600);
+
 /// The lifetime of every history record (the default lease, 5 minutes).
 const HISTORY_TTL_SECS: u64 = 300;
 
@@ -100,7 +104,7 @@ pub async fn history(
     count: usize,
 ) -> anyhow::Result<()> {
     let start_ms = unix_ms(SystemTime::now() - HISTORY_SPAN);
-    let step_ms = HISTORY_SPAN.as_millis() as u64 / (count as u64).max(1);
+    let step_ms = (HISTORY_SPAN - HISTORY_END).as_millis() as u64 / (count as u64).max(1);
     let leases = (0..count as u64)
         .map(|i| {
             let issued_ms = start_ms + i * step_ms;
@@ -140,7 +144,7 @@ pub fn history_sql(
     .replace(&serde_json::to_string(&Timestamp(2))?, "\"@EXPIRES@\"");
     anyhow::ensure!(template.contains("@CREATED@") && template.contains("@EXPIRES@"));
     let start_ms = unix_ms(SystemTime::now() - HISTORY_SPAN);
-    let step_ms = HISTORY_SPAN.as_millis() as u64 / (count as u64).max(1);
+    let step_ms = (HISTORY_SPAN - HISTORY_END).as_millis() as u64 / (count as u64).max(1);
     let rfc3339 = |secs: &str| {
         format!(
             "to_char(to_timestamp({secs}) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
