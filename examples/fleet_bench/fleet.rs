@@ -199,6 +199,20 @@ impl Fleet {
         }
     }
 
+    /// Stops every replica as an operator would (`SIGTERM`: the store closed cleanly)
+    /// and waits for them to be gone.
+    pub fn stop(&mut self) -> anyhow::Result<()> {
+        self.admin.clear();
+        for mut child in self.children.drain(..) {
+            let status = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()?;
+            anyhow::ensure!(status.success(), "kill -TERM {} failed", child.id());
+            child.wait()?;
+        }
+        Ok(())
+    }
+
     /// The CPU time (user + system) every serving replica has used so far.
     pub fn cpu(&self) -> Duration {
         self.children

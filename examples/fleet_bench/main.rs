@@ -458,12 +458,16 @@ async fn history(
             "{count} history records written in {:.1?}",
             filled.elapsed()
         );
+        // Restarts after a clean stop, then one after a crash (`SIGKILL`): the embedded
+        // store checks a file that was not closed before it opens it.
         let mut starts = Vec::new();
         for _ in 0..runs {
             starts.push(fleet.start()?);
-            fleet.kill();
+            fleet.stop()?;
         }
         fleet.start()?;
+        fleet.kill();
+        let after_crash = fleet.start()?;
         let mut lists = Vec::new();
         for _ in 0..runs {
             let (took, listed) = list_active(&fleet)?;
@@ -476,7 +480,7 @@ async fn history(
         fleet.kill();
         println!(
             "history: {} with {count} ended + {active} active lease records: start-up (spawn to \
-             ready) {}; `lease list --status active` {}; load {}",
+             ready) {}, after a crash {after_crash:.1?}; `lease list --status active` {}; load {}",
             store_name(store, 1),
             Latencies::new(starts).summary(),
             Latencies::new(lists).summary(),
