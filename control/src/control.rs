@@ -166,13 +166,16 @@ impl<S: Store> Control<S> {
             },
         ));
         control.load_retired().await?;
-        // A store of one process: one scan re-arms the revocation queue with every
-        // credential still owed removal (intents included), at its revocation or expiry
-        // time, whichever is first. A shared store's revocations are claimed from the
-        // store instead (below), and it counts live leases itself: nothing to scan.
+        // A store of one process: one scan of the open leases re-arms the revocation
+        // queue with every credential still owed removal (intents included), at its
+        // revocation or expiry time, whichever is first. A shared store's revocations are
+        // claimed from the store instead (below), and it counts live leases itself:
+        // nothing to scan.
         if !control.store.shared() {
             let mut owed = 0;
-            for lease in control.store.leases().await? {
+            // Only the open leases: history (ended, credential gone) is owed nothing,
+            // and reading it would make start-up grow with it.
+            for lease in control.store.open_leases(Timestamp::now()).await? {
                 if !lease.removed {
                     let at = lease.revoked_at.unwrap_or(lease.expires_at);
                     control.schedule.at(at.min(lease.expires_at), lease.id);

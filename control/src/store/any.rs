@@ -82,6 +82,9 @@ impl Store for AnyStore {
     async fn leases(&self) -> StoreResult<Vec<StoredLease>> {
         each!(self.leases())
     }
+    async fn open_leases(&self, now: Timestamp) -> StoreResult<Vec<StoredLease>> {
+        each!(self.open_leases(now))
+    }
     async fn lease_page(
         &self,
         filter: LeaseFilter,

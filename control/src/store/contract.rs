@@ -40,6 +40,7 @@ macro_rules! store_contract {
                 leases_round_trip,
                 lease_pages_follow_the_cursor_and_the_filter,
                 owed_revocations_are_the_leases_not_removed,
+                open_leases_are_the_live_and_the_owed_not_the_history,
                 pruning_takes_only_ended_leases_whose_credential_is_gone,
                 concurrent_writes_are_all_kept,
                 live_leases_are_capped_per_member_in_one_step,
@@ -453,6 +454,44 @@ pub async fn owed_revocations_are_the_leases_not_removed<S: Store>(store: S) {
         .filter(|l| !l.removed)
         .count();
     assert_eq!(owed, 2);
+}
+
+/// What start-up reads: the leases not yet ended or whose credential is still owed a
+/// removal, intents included; history (ended, credential gone) is left out, and a lease
+/// whose removal is recorded joins it.
+pub async fn open_leases_are_the_live_and_the_owed_not_the_history<S: Store>(store: S) {
+    let member = Identity::generate().public();
+    let live = lease(1, member, 5000);
+    let mut intent = lease(2, member, 5000);
+    intent.issued = false;
+    let owed = lease(3, member, 500);
+    let mut done = lease(4, member, 500);
+    done.removed = true;
+    let mut revoked = lease(5, member, 5000);
+    revoked.revoked_at = Some(Timestamp(400));
+    revoked.removed = true;
+    for l in [live, intent, owed.clone(), done, revoked] {
+        store.put_lease(l).await.unwrap();
+    }
+    let now = Timestamp(1000);
+    let open = store.open_leases(now).await.unwrap();
+    assert_eq!(ids(&open), [1, 2, 3].map(|n| format!("{n:016x}")));
+    let mut owed = owed;
+    owed.removed = true;
+    store.put_lease(owed).await.unwrap();
+    let open = store.open_leases(now).await.unwrap();
+    assert_eq!(ids(&open), [1, 2].map(|n| format!("{n:016x}")));
+    let active = LeaseFilter {
+        member: None,
+        status: Some(LeaseStatus::Active),
+        now,
+    };
+    let listed = store.lease_page(active, None, 10).await.unwrap();
+    assert_eq!(
+        ids(&listed),
+        [format!("{:016x}", 1)],
+        "the intent is no lease"
+    );
 }
 
 /// Pruning deletes only leases that ended at or before the bound and whose credential

@@ -22,6 +22,7 @@ mod memory;
 pub mod postgres;
 mod records;
 mod redb;
+mod redb_open_leases;
 
 use std::future::Future;
 
@@ -101,6 +102,19 @@ pub trait Store: Send + Sync + 'static {
     fn lease(&self, id: String) -> impl Future<Output = StoreResult<Option<StoredLease>>> + Send;
     /// All leases.
     fn leases(&self) -> impl Future<Output = StoreResult<Vec<StoredLease>>> + Send;
+    /// The leases [open](StoredLease::open_at) at `now`, in id order: what start-up
+    /// rebuilds its in-memory views from. A store that can find them without reading
+    /// every lease (an index) should say so here; this default reads them all.
+    fn open_leases(
+        &self,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<Vec<StoredLease>>> + Send {
+        async move {
+            let mut open = self.leases().await?;
+            open.retain(|lease| lease.open_at(now));
+            Ok(open)
+        }
+    }
     /// Up to `limit` leases `filter` keeps, in id order (ids are time-ordered, so
     /// oldest first), starting after the id `after`.
     fn lease_page(

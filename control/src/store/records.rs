@@ -70,6 +70,15 @@ impl StoredLease {
         self.revoked_at
             .map_or(self.expires_at, |revoked| revoked.min(self.expires_at))
     }
+
+    /// Whether the control still has business with it at `now`: it has not ended (it
+    /// may be active), or its credential is still owed a removal. Every lease the
+    /// control keeps in memory or lists as active is open; the rest is history, which
+    /// grows with time (until retention prunes it) and which start-up and `lease list
+    /// --status active` must not have to read.
+    pub fn open_at(&self, now: Timestamp) -> bool {
+        !self.removed || self.ended_at() > now
+    }
 }
 
 /// Which leases a page of `lease list` holds. Intents never issued are not leases

@@ -36,6 +36,7 @@ use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, Tabl
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::redb_open_leases::{self as open_leases, Mark, OPEN_LEASES};
 use super::{
     AtCap, LeaseFilter, RedeemError, Store, StoreError, StoreResult, StoredLease, StoredTicket,
 };
@@ -43,7 +44,7 @@ use crate::live::LiveLeases;
 
 const MEMBERS: TableDefinition<&str, &[u8]> = TableDefinition::new("members");
 const TICKETS: TableDefinition<&str, &[u8]> = TableDefinition::new("tickets");
-const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("leases");
+pub(super) const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("leases");
 const POLICIES: TableDefinition<&str, &[u8]> = TableDefinition::new("policies");
 /// Identities removed by `member delete`, refused re-enrollment: identifier → record.
 const DENIED: TableDefinition<&str, &[u8]> = TableDefinition::new("denied");
@@ -66,6 +67,8 @@ struct Insert {
     table: Table,
     key: String,
     value: Vec<u8>,
+    /// For a lease: its entry in the index of open leases.
+    mark: Option<Mark>,
     done: tokio::sync::oneshot::Sender<StoreResult<()>>,
 }
 
@@ -193,6 +196,11 @@ fn commit_batch(db: &Database, batch: &[Insert]) -> StoreResult<()> {
                 .map_err(err)?;
         }
     }
+    for insert in batch {
+        if let Some(mark) = insert.mark {
+            mark.apply(&txn, &insert.key)?;
+        }
+    }
     txn.commit().map_err(err)
 }
 
@@ -224,7 +232,7 @@ fn private_file(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn err(e: impl std::fmt::Display) -> StoreError {
+pub(super) fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError::new(e.to_string())
 }
 
@@ -234,7 +242,7 @@ fn encode<T: Serialize>(value: &T) -> StoreResult<Vec<u8>> {
     serde_json::to_vec(value).map_err(|e| StoreError::new(format!("cannot encode a record: {e}")))
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
+pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::new(format!("corrupt record: {e}")))
 }
 
@@ -250,9 +258,12 @@ impl RedbStore {
             txn.open_table(table).map_err(err)?;
         }
         txn.commit().map_err(err)?;
+        open_leases::ensure(&db)?;
+        // The live-lease counts (for the cap) from the open leases only: history holds
+        // no place under it.
         let live = LiveLeases::default();
         let now = Timestamp::now();
-        for lease in scan::<StoredLease>(&db, LEASES)? {
+        for lease in open_leases::open(&db, now)? {
             if lease.issued && lease.status_at(now) == LeaseStatus::Active {
                 live.restore(lease.member, lease.id, lease.expires_at);
             }
@@ -274,7 +285,13 @@ impl RedbStore {
             .map_err(err)?
     }
 
-    async fn put(&self, table: Table, key: String, value: Vec<u8>) -> StoreResult<()> {
+    async fn put(
+        &self,
+        table: Table,
+        key: String,
+        value: Vec<u8>,
+        mark: Option<Mark>,
+    ) -> StoreResult<()> {
         let (done, answer) = tokio::sync::oneshot::channel();
         let become_committer = {
             let mut queue = lock(&self.queue);
@@ -282,6 +299,7 @@ impl RedbStore {
                 table,
                 key,
                 value,
+                mark,
                 done,
             });
             !std::mem::replace(&mut queue.committing, true)
@@ -334,7 +352,7 @@ impl RedbStore {
 
 impl Store for RedbStore {
     async fn put_member(&self, member: MemberRecord) -> StoreResult<()> {
-        self.put(MEMBERS, member.id.to_string(), encode(&member)?)
+        self.put(MEMBERS, member.id.to_string(), encode(&member)?, None)
             .await
     }
 
@@ -360,7 +378,7 @@ impl Store for RedbStore {
     }
 
     async fn put_ticket(&self, hash: String, ticket: StoredTicket) -> StoreResult<()> {
-        self.put(TICKETS, hash, encode(&ticket)?).await
+        self.put(TICKETS, hash, encode(&ticket)?, None).await
     }
 
     async fn redeem_ticket(
@@ -430,7 +448,7 @@ impl Store for RedbStore {
     }
 
     async fn put_policy(&self, policy: PolicyRecord) -> StoreResult<()> {
-        self.put(POLICIES, policy.id.clone(), encode(&policy)?)
+        self.put(POLICIES, policy.id.clone(), encode(&policy)?, None)
             .await
     }
 
@@ -444,8 +462,9 @@ impl Store for RedbStore {
     }
 
     async fn put_lease(&self, lease: StoredLease) -> StoreResult<()> {
-        let value = encode(&lease)?;
-        self.put(LEASES, lease.id.clone(), value).await?;
+        let mark = Mark::of(&lease, Timestamp::now());
+        self.put(LEASES, lease.id.clone(), encode(&lease)?, Some(mark))
+            .await?;
         self.live.follow(&lease);
         Ok(())
     }
@@ -462,7 +481,8 @@ impl Store for RedbStore {
         }
         // Not written: the place is given back at once.
         let id = intent.id.clone();
-        if let Err(error) = self.put(LEASES, id.clone(), encode(&intent)?).await {
+        let mark = Some(Mark::of(&intent, now));
+        if let Err(error) = self.put(LEASES, id.clone(), encode(&intent)?, mark).await {
             self.live.release(member, &id, expires_at);
             return Err(error);
         }
@@ -483,12 +503,21 @@ impl Store for RedbStore {
         self.all(LEASES).await
     }
 
+    async fn open_leases(&self, now: Timestamp) -> StoreResult<Vec<StoredLease>> {
+        self.blocking(move |db| open_leases::open(db, now)).await
+    }
+
     async fn lease_page(
         &self,
         filter: LeaseFilter,
         after: Option<String>,
         limit: usize,
     ) -> StoreResult<Vec<StoredLease>> {
+        if filter.status == Some(leasehold_protocol::LeaseStatus::Active) {
+            return self
+                .blocking(move |db| open_leases::active_page(db, filter, after.as_deref(), limit))
+                .await;
+        }
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(err)?;
             let table = txn.open_table(LEASES).map_err(err)?;
@@ -561,8 +590,10 @@ impl Store for RedbStore {
                         done.push(key.value().to_owned());
                     }
                 }
+                let mut index = txn.open_table(OPEN_LEASES).map_err(err)?;
                 for key in &done {
                     table.remove(key.as_str()).map_err(err)?;
+                    index.remove(key.as_str()).map_err(err)?;
                 }
                 done.len()
             };
@@ -800,5 +831,33 @@ mod tests {
         assert_eq!(store.member(id).await.unwrap().unwrap().name, "n");
         assert!(store.delete_member(id).await.unwrap().is_some());
         assert!(store.member(id).await.unwrap().is_none());
+    }
+    /// A file written before the index of open leases existed gets it when opened: the
+    /// open leases are found, the history is not.
+    #[tokio::test]
+    async fn a_store_without_the_open_lease_index_gets_it_built() {
+        use crate::store::contract::lease;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        let member = Identity::generate().public();
+        {
+            let store = RedbStore::open(&path).unwrap();
+            let mut done = lease(1, member, 500);
+            done.removed = true;
+            store.put_lease(done).await.unwrap();
+            store.put_lease(lease(2, member, 500)).await.unwrap();
+        }
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            assert!(txn.delete_table(OPEN_LEASES).unwrap());
+            txn.commit().unwrap();
+        }
+        let store = RedbStore::open(&path).unwrap();
+        let open = store.open_leases(Timestamp(1000)).await.unwrap();
+        assert_eq!(
+            open.iter().map(|l| l.id.as_str()).collect::<Vec<_>>(),
+            [format!("{:016x}", 2)]
+        );
     }
 }

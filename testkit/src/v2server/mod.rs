@@ -39,9 +39,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// Connections waiting to be accepted (the kernel caps it at `somaxconn`).
+const ACCEPT_BACKLOG: u32 = 4096;
 
 pub use inspect::{AuthorizationSnapshot, WrittenPoint};
 pub use store::RESOURCE_TYPES;
@@ -115,7 +117,15 @@ impl V2Server {
                 "admin_token must not be empty",
             ));
         }
-        let listener = TcpListener::bind((ip, 0)).await?;
+        // The accept queue of a real server (the control's is 4096), not the 128 of
+        // `TcpListener::bind`: under a fleet benchmark every control replica opens
+        // connections here in bursts, and a full queue drops them silently.
+        let socket = match ip {
+            IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.bind((ip, 0).into())?;
+        let listener = socket.listen(ACCEPT_BACKLOG)?;
         let addr = listener.local_addr()?;
         let store = Store::new(
             options.org_id.clone(),

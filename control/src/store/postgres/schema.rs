@@ -83,6 +83,10 @@ pub const MIGRATIONS: &[&str] = &[
          END
          $fn$;"
     ),
+    // 4: leases by end, so that the live ones (`ended_at` in the future: start-up,
+    // `lease list --status active`) and pruning's victims are found without reading
+    // the whole history.
+    "CREATE INDEX leases_ended ON leases (ended_at);",
 ];
 
 /// The schema version this build writes and reads.
