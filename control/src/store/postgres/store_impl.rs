@@ -8,7 +8,7 @@ use super::{
     PostgresStore, addon, claims, decode, encode, leases, members, secs, store_err, tickets,
 };
 use crate::store::{
-    Exclusive, LeaseFilter, RedeemError, Store, StoreResult, StoredLease, StoredTicket,
+    Claimed, Exclusive, LeaseFilter, RedeemError, Store, StoreResult, StoredLease, StoredTicket,
 };
 
 impl Store for PostgresStore {
@@ -211,7 +211,7 @@ impl Store for PostgresStore {
         id: String,
         now: Timestamp,
         until: Timestamp,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<Option<Claimed>> {
         claims::claim_one(self, id, now, until).await
     }
 
@@ -220,7 +220,7 @@ impl Store for PostgresStore {
         now: Timestamp,
         until: Timestamp,
         limit: usize,
-    ) -> StoreResult<Vec<String>> {
+    ) -> StoreResult<Vec<Claimed>> {
         claims::claim_due(self, now, until, limit).await
     }
 
