@@ -116,13 +116,15 @@ impl<S: Store> Control<S> {
     /// Removes the expired credentials of ours on `backend` that the store does not
     /// account for; returns how many.
     ///
-    /// A credential whose lease the store holds (issued with this very credential, or
-    /// an intent, which is removed by its name) is the revocations' to remove: the
-    /// queue's, or whichever replica claims it. The sweep removing it as well would
-    /// race them, and InfluxDB would see it removed twice; and when the store says it
-    /// is removed already, the list was read before that removal. So the sweep only
-    /// takes what the store has never heard of: a lost store, a store restored from
-    /// before the lease, a stray copy.
+    /// A credential whose lease the store holds, not yet removed (issued with this
+    /// very credential, or an intent, which is removed by its name), is the
+    /// revocations' to remove: the queue's, or whichever replica claims it. The sweep
+    /// removing it as well would race them, and InfluxDB would see it removed twice.
+    /// So the sweep takes what the store has never heard of (a lost store, a store
+    /// restored from before the lease, a stray copy), and what the store says was
+    /// removed and is still there when looked up again (the list may have been read
+    /// just before that removal): a credential InfluxDB created after its lease's
+    /// removal was recorded.
     pub(crate) async fn sweep_with(
         &self,
         backend: &crate::backend::Backend,
@@ -137,8 +139,16 @@ impl<S: Store> Control<S> {
                 .metrics
                 .store("lease", self.store.lease(found.lease_id.clone()))
                 .await?;
-            if lease.is_some_and(|l| !l.issued || l.credential_id == found.credential_id) {
-                continue;
+            let known = lease.filter(|l| !l.issued || l.credential_id == found.credential_id);
+            match known {
+                Some(lease) if !lease.removed => continue,
+                Some(_) => {
+                    let exists = backend.exists(&found.credential_id);
+                    if !self.metrics.backend("exists", exists).await? {
+                        continue;
+                    }
+                }
+                None => {}
             }
             self.metrics
                 .backend("revoke", backend.revoke(&found.credential_id))

@@ -119,6 +119,13 @@ impl<S: Store> Control<S> {
         if lease.removed {
             return Ok(());
         }
+        if !lease.issued && Timestamp::now() < lease.owed_at() {
+            // Perhaps still being issued (InfluxDB slower than the lease is long):
+            // left until the issuing replica must be done with it.
+            tracing::debug!(lease.id = %id, "an intent still within its issue window");
+            self.schedule(lease.owed_at(), lease.id);
+            return Ok(());
+        }
         // Where it was issued, with the credential that issued it.
         let issuer = self.issuer_of(&lease).await?;
         if lease.issued {

@@ -114,7 +114,9 @@ impl Store for PostgresStore {
                 &lease.member.to_string(),
                 &lease.issued,
                 &lease.removed,
-                &secs(lease.ended_at()),
+                // When it is owed a removal, which claims go by (for an issued lease,
+                // when it ended).
+                &secs(lease.owed_at()),
                 &record,
             ],
         )
