@@ -2,66 +2,16 @@
 //! replicas with one identity share members, tickets, add-on settings and leases; each lease's
 //! credential is removed by exactly one of them; a replica killed (`kill -9`) or
 //! aborted mid-issue leaves nothing behind, the other finishing its revocations.
+//! (Replicas killed round after round under load, and PostgreSQL restarted under
+//! load: `control_ha.rs`.)
 
 mod common;
 
-use std::path::Path;
-use std::process::Stdio;
-
+use common::replicas::{copy_dir, readyz, replica};
 use common::setup::eventually;
-use common::{EVENT_DEADLINE, Env, Process, path_str, unique_name};
-use leasehold_control::failpoint;
+use common::{EVENT_DEADLINE, Env};
 use leasehold_testkit::postgres::Postgres;
 use leasehold_testkit::v2server::V2Server;
-
-/// Copies the data directory (identity key, settings, add-on) to another replica's.
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
-/// A replica serving `data` on `listen`, ready once it listens; with its admin address.
-fn replica(
-    env: &Env,
-    data: &Path,
-    listen: &str,
-    failpoint: Option<&str>,
-) -> (Process, std::net::SocketAddr) {
-    let name = unique_name("replica");
-    let ready = env.home().join(format!("{name}.ready"));
-    let mut command = env.command(&[
-        "control",
-        "serve",
-        "--data-dir",
-        path_str(data),
-        "--listen",
-        listen,
-        "--ready-file",
-        path_str(&ready),
-    ]);
-    command.env("RUST_LOG", "info").stdout(Stdio::null());
-    if let Some(point) = failpoint {
-        command.env(failpoint::ENV, point);
-    }
-    let mut process = Process::spawn_logged(&mut command, env.home().join(format!("{name}.log")));
-    let addrs = process.wait_ready_file(&ready, "the replica to listen");
-    (process, addrs["admin"])
-}
-
-async fn readyz(admin: std::net::SocketAddr) -> u16 {
-    match reqwest::get(format!("http://{admin}/readyz")).await {
-        Ok(answer) => answer.status().as_u16(),
-        Err(_) => 0,
-    }
-}
 
 /// The lease ids each log says it removed the credential of.
 fn removals(log: &str) -> Vec<String> {
@@ -258,138 +208,4 @@ async fn two_replicas_share_the_store_and_each_credential_is_removed_once_whoeve
         );
     }
     drop(replica_b);
-}
-
-/// How long replicas are killed one after another while proxies write.
-const CHAOS: std::time::Duration = std::time::Duration::from_secs(30);
-
-#[tokio::test(flavor = "multi_thread")]
-async fn proxies_write_through_replicas_killed_one_at_a_time() {
-    let pg = tokio::task::spawn_blocking(Postgres::start)
-        .await
-        .unwrap()
-        .expect("PostgreSQL (Debian package postgresql) is required: scripts/test.sh installs it");
-    let v2 = V2Server::start_default().await.unwrap();
-    let mut env = Env::new();
-    env.set_env("LEASEHOLD_STORE_URL", &pg.url());
-    let addrs: Vec<String> = std::iter::once(env.control_port)
-        .chain([common::free_port(), common::free_port()])
-        .map(|port| format!("127.0.0.1:{port}"))
-        .collect();
-    env.ok(&[
-        "control",
-        "init",
-        "--listen",
-        &addrs[0],
-        "--advertise",
-        &addrs.join(","),
-    ]);
-    let data: Vec<_> = (0..3)
-        .map(|i| {
-            let dir = env.dir.path().join(format!("replica-{i}"));
-            copy_dir(&env.data_dir(), &dir);
-            dir
-        })
-        .collect();
-    // Replica 0 serves the data directory the admin enrollment points at.
-    let mut replicas: Vec<Option<Process>> = Vec::new();
-    let mut logs = Vec::new();
-    for i in 0..3 {
-        let dir = if i == 0 {
-            env.data_dir()
-        } else {
-            data[i].clone()
-        };
-        let (process, _) = replica(&env, &dir, &addrs[i], None);
-        logs.push(vec![process.log.clone()]);
-        replicas.push(Some(process));
-    }
-    env.configure_v2(&v2, &[]);
-    env.enrolled_identity("app", &[]);
-    let proxies: Vec<_> = (0..3).map(|_| env.proxy("app", &["--ttl", "5s"])).collect();
-    for proxy in &proxies {
-        proxy.wait_ready().await;
-    }
-
-    // Steady writes through every proxy while the replicas die and come back.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let urls: Vec<String> = proxies
-        .iter()
-        .map(|p| {
-            format!(
-                "{}/api/v2/write?org={}&bucket=telemetry&precision=s",
-                p.url(),
-                v2.org_name()
-            )
-        })
-        .collect();
-    let writer = tokio::spawn({
-        let stop = stop.clone();
-        async move {
-            let client = reqwest::Client::new();
-            let mut sent = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                for url in &urls {
-                    let status = client
-                        .post(url)
-                        .body(format!("cpu,n={sent} v=1 1700000000\n"))
-                        .send()
-                        .await
-                        .map(|r| r.status().as_u16())
-                        .unwrap_or(0);
-                    assert_eq!(status, 204, "write {sent} refused");
-                    sent += 1;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-            sent
-        }
-    });
-    let started = std::time::Instant::now();
-    let mut round = 0;
-    while started.elapsed() < CHAOS {
-        let i = round % 3;
-        replicas[i].take().unwrap().kill9();
-        tokio::time::sleep(std::time::Duration::from_secs(4)).await;
-        assert!(!writer.is_finished(), "the writer stopped");
-        let dir = if i == 0 {
-            env.data_dir()
-        } else {
-            data[i].clone()
-        };
-        let (process, _) = tokio::task::block_in_place(|| replica(&env, &dir, &addrs[i], None));
-        logs[i].push(process.log.clone());
-        replicas[i] = Some(process);
-        round += 1;
-    }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let sent = writer.await.expect("every write answered 204");
-    assert_eq!(
-        v2.point_count("telemetry") as u64,
-        sent,
-        "every point landed"
-    );
-    println!("{round} replica kills, {sent} writes, all 204");
-
-    for proxy in proxies {
-        proxy.stop();
-    }
-    eventually(EVENT_DEADLINE, "no lease credential left", async || {
-        v2.authorization_count() == 0
-    })
-    .await;
-    // Each lease's credential removed once, by one replica.
-    let all: String = logs
-        .iter()
-        .flatten()
-        .map(|path| std::fs::read_to_string(path).unwrap_or_default())
-        .collect::<Vec<_>>()
-        .join("\n");
-    let mut removed = removals(&all);
-    let total = removed.len();
-    removed.sort();
-    removed.dedup();
-    assert_eq!(removed.len(), total, "a credential removed twice");
-    assert!(total > 0);
-    drop(replicas);
 }

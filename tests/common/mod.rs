@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 pub mod python;
+pub mod replicas;
 pub mod setup;
 
 /// The binary under test.
@@ -417,6 +418,11 @@ impl ProxyProcess {
 
     pub fn log(&self) -> String {
         self.process.log()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
     }
 
     /// The status of an admin endpoint.
