@@ -209,16 +209,15 @@ fn enroll(env: &Env, names: &[String]) {
     });
 }
 
-/// A proxy per identity, on `ttl` leases, each holding one.
+/// A proxy per identity, on `ttl` leases, each holding one. Started one after
+/// another, each once the previous one holds its lease, as a rollout would: twenty
+/// first leases at once would have InfluxDB hash twenty passwords under its lock.
 async fn proxies(env: &Env, names: &[String], ttl: &str) -> Vec<ProxyProcess> {
-    let proxies: Vec<ProxyProcess> = tokio::task::block_in_place(|| {
-        names
-            .iter()
-            .map(|name| env.proxy(name, &["--ttl", ttl]))
-            .collect()
-    });
-    for proxy in &proxies {
+    let mut proxies = Vec::new();
+    for name in names {
+        let proxy = tokio::task::block_in_place(|| env.proxy(name, &["--ttl", ttl]));
         proxy.wait_ready().await;
+        proxies.push(proxy);
     }
     proxies
 }
