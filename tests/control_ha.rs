@@ -13,7 +13,7 @@
 //!
 //! What the tests print (writes, kills, leases, drops, CPU) is for the reader; nothing
 //! is asserted about speed. InfluxDB 1.x's cost per lease sizes the chaos test: see
-//! [`LEASE_TTL`].
+//! `LEASE_TTL`.
 
 mod common;
 
