@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::replicas::{copy_dir, readyz, replica};
+use common::replicas::{copy_dir, readyz, replica_restarted_on_failure};
 use common::setup::eventually;
 use common::{EVENT_DEADLINE, Env, Process, ProxyProcess};
 use leasehold_control::backend::parse_lease_user;
@@ -145,8 +145,9 @@ impl Cluster {
     }
 
     fn start_replica(&mut self, i: usize) {
-        let started =
-            tokio::task::block_in_place(|| replica(&self.env, &self.dirs[i], &self.addrs[i], None));
+        let started = tokio::task::block_in_place(|| {
+            replica_restarted_on_failure(&self.env, &self.dirs[i], &self.addrs[i])
+        });
         self.replicas[i] = Some(started);
     }
 

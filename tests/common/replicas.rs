@@ -32,6 +32,45 @@ pub fn replica(
     listen: &str,
     failpoint: Option<&str>,
 ) -> (Process, SocketAddr) {
+    let (mut process, ready) = spawn_replica(env, data, listen, failpoint);
+    let addrs = process.wait_ready_file(&ready, "the replica to listen");
+    (process, addrs["admin"])
+}
+
+/// [`replica`], started again as a service manager would (systemd's
+/// `Restart=on-failure`) when it exits at start-up because PostgreSQL did not answer
+/// in time, a few times at most: on a loaded machine a connection can take longer than
+/// the replica's connect timeout. Any other exit fails the test.
+pub fn replica_restarted_on_failure(env: &Env, data: &Path, listen: &str) -> (Process, SocketAddr) {
+    const ATTEMPTS: usize = 3;
+    for attempt in 1..=ATTEMPTS {
+        let (mut process, ready) = spawn_replica(env, data, listen, None);
+        match process.ready_file_or_exit(&ready, "the replica to listen") {
+            Ok(addrs) => return (process, addrs["admin"]),
+            Err(status)
+                if attempt < ATTEMPTS && process.log().contains("PostgreSQL is unreachable") =>
+            {
+                eprintln!(
+                    "replica exited at start-up ({status}), started again:\n{}",
+                    process.log()
+                );
+            }
+            Err(status) => panic!(
+                "the replica exited at start-up ({status}):\n{}",
+                process.log()
+            ),
+        }
+    }
+    unreachable!("the last attempt returns or panics")
+}
+
+/// Spawns a replica; returns it and its ready file.
+fn spawn_replica(
+    env: &Env,
+    data: &Path,
+    listen: &str,
+    failpoint: Option<&str>,
+) -> (Process, std::path::PathBuf) {
     let name = unique_name("replica");
     let ready = env.home().join(format!("{name}.ready"));
     let mut command = env.command(&[
@@ -48,9 +87,8 @@ pub fn replica(
     if let Some(point) = failpoint {
         command.env(failpoint::ENV, point);
     }
-    let mut process = Process::spawn_logged(&mut command, env.home().join(format!("{name}.log")));
-    let addrs = process.wait_ready_file(&ready, "the replica to listen");
-    (process, addrs["admin"])
+    let process = Process::spawn_logged(&mut command, env.home().join(format!("{name}.log")));
+    (process, ready)
 }
 
 /// The status of a replica's `/readyz` (0 when it does not answer).
