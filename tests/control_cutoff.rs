@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::netns::Netns;
-use common::replica::{copy_dir, readyz, start_replica};
+use common::replicas::{copy_dir, readyz, start_replica};
 use common::setup::eventually;
 use common::{EVENT_DEADLINE, Env, ProxyProcess, reserve_port};
 use leasehold_control::backend::parse_lease_description;

@@ -2,35 +2,19 @@
 //! replicas with one identity share members, tickets, add-on settings and leases; each lease's
 //! credential is removed by exactly one of them; a replica killed (`kill -9`) or
 //! aborted mid-issue leaves nothing behind, the other finishing its revocations; a
-//! member's live-lease cap holds across the replicas.
+//! member's live-lease cap holds across the replicas. (Replicas killed round after
+//! round under load, and PostgreSQL restarted under load: `control_ha.rs`.)
 
 mod common;
 
-use std::path::Path;
-
-use common::replica::{copy_dir, readyz, start_replica};
+use common::replicas::{copy_dir, readyz, replica};
 use common::setup::eventually;
-use common::{EVENT_DEADLINE, Env, Process};
+use common::{EVENT_DEADLINE, Env};
 use leasehold_channel::home::Home;
-use leasehold_control::failpoint;
 use leasehold_protocol::client::{Client, ClientError};
 use leasehold_protocol::{ErrorCode, Reply, Request};
 use leasehold_testkit::postgres::Postgres;
 use leasehold_testkit::v2server::V2Server;
-
-/// A replica serving `data` on `listen`, ready once it listens; with its admin address.
-fn replica(
-    env: &Env,
-    data: &Path,
-    listen: &str,
-    failpoint: Option<&str>,
-) -> (Process, std::net::SocketAddr) {
-    let mut command = env.command(&["control", "serve"]);
-    if let Some(point) = failpoint {
-        command.env(failpoint::ENV, point);
-    }
-    start_replica(env, command, data, listen)
-}
 
 /// The lease ids each log says it removed the credential of.
 fn removals(log: &str) -> Vec<String> {
@@ -307,138 +291,4 @@ async fn a_members_live_lease_cap_holds_across_two_replicas() {
     for replica in [0, 1] {
         assert!(at_cap(&on(replica).await.call(create()).await));
     }
-}
-
-/// How long replicas are killed one after another while proxies write.
-const CHAOS: std::time::Duration = std::time::Duration::from_secs(30);
-
-#[tokio::test(flavor = "multi_thread")]
-async fn proxies_write_through_replicas_killed_one_at_a_time() {
-    let pg = tokio::task::spawn_blocking(Postgres::start)
-        .await
-        .unwrap()
-        .expect("PostgreSQL (Debian package postgresql) is required: scripts/test.sh installs it");
-    let v2 = V2Server::start_default().await.unwrap();
-    let mut env = Env::new();
-    env.set_env("LEASEHOLD_STORE_URL", &pg.url());
-    let addrs: Vec<String> = std::iter::once(env.control_port)
-        .chain([common::free_port(), common::free_port()])
-        .map(|port| format!("127.0.0.1:{port}"))
-        .collect();
-    env.ok(&[
-        "control",
-        "init",
-        "--listen",
-        &addrs[0],
-        "--advertise",
-        &addrs.join(","),
-    ]);
-    let data: Vec<_> = (0..3)
-        .map(|i| {
-            let dir = env.dir.path().join(format!("replica-{i}"));
-            copy_dir(&env.data_dir(), &dir);
-            dir
-        })
-        .collect();
-    // Replica 0 serves the data directory the admin enrollment points at.
-    let mut replicas: Vec<Option<Process>> = Vec::new();
-    let mut logs = Vec::new();
-    for i in 0..3 {
-        let dir = if i == 0 {
-            env.data_dir()
-        } else {
-            data[i].clone()
-        };
-        let (process, _) = replica(&env, &dir, &addrs[i], None);
-        logs.push(vec![process.log.clone()]);
-        replicas.push(Some(process));
-    }
-    env.configure_v2(&v2, &[]);
-    env.enrolled_identity("app", &[]);
-    let proxies: Vec<_> = (0..3).map(|_| env.proxy("app", &["--ttl", "5s"])).collect();
-    for proxy in &proxies {
-        proxy.wait_ready().await;
-    }
-
-    // Steady writes through every proxy while the replicas die and come back.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let urls: Vec<String> = proxies
-        .iter()
-        .map(|p| {
-            format!(
-                "{}/api/v2/write?org={}&bucket=telemetry&precision=s",
-                p.url(),
-                v2.org_name()
-            )
-        })
-        .collect();
-    let writer = tokio::spawn({
-        let stop = stop.clone();
-        async move {
-            let client = reqwest::Client::new();
-            let mut sent = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                for url in &urls {
-                    let status = client
-                        .post(url)
-                        .body(format!("cpu,n={sent} v=1 1700000000\n"))
-                        .send()
-                        .await
-                        .map(|r| r.status().as_u16())
-                        .unwrap_or(0);
-                    assert_eq!(status, 204, "write {sent} refused");
-                    sent += 1;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-            sent
-        }
-    });
-    let started = std::time::Instant::now();
-    let mut round = 0;
-    while started.elapsed() < CHAOS {
-        let i = round % 3;
-        replicas[i].take().unwrap().kill9();
-        tokio::time::sleep(std::time::Duration::from_secs(4)).await;
-        assert!(!writer.is_finished(), "the writer stopped");
-        let dir = if i == 0 {
-            env.data_dir()
-        } else {
-            data[i].clone()
-        };
-        let (process, _) = tokio::task::block_in_place(|| replica(&env, &dir, &addrs[i], None));
-        logs[i].push(process.log.clone());
-        replicas[i] = Some(process);
-        round += 1;
-    }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let sent = writer.await.expect("every write answered 204");
-    assert_eq!(
-        v2.point_count("telemetry") as u64,
-        sent,
-        "every point landed"
-    );
-    println!("{round} replica kills, {sent} writes, all 204");
-
-    for proxy in proxies {
-        proxy.stop();
-    }
-    eventually(EVENT_DEADLINE, "no lease credential left", async || {
-        v2.authorization_count() == 0
-    })
-    .await;
-    // Each lease's credential removed once, by one replica.
-    let all: String = logs
-        .iter()
-        .flatten()
-        .map(|path| std::fs::read_to_string(path).unwrap_or_default())
-        .collect::<Vec<_>>()
-        .join("\n");
-    let mut removed = removals(&all);
-    let total = removed.len();
-    removed.sort();
-    removed.dedup();
-    assert_eq!(removed.len(), total, "a credential removed twice");
-    assert!(total > 0);
-    drop(replicas);
 }

@@ -90,6 +90,8 @@ pub struct Control<S> {
     /// The periodic sweep's interval in milliseconds ([`SWEEP_INTERVAL`] unless set).
     pub(crate) sweep_interval_ms: AtomicU64,
     pub(crate) schedule: Schedule,
+    /// The revocations this process is carrying out now ([`crate::in_flight`]).
+    pub(crate) in_flight: crate::in_flight::InFlight,
     pub(crate) tasks: TaskTracker,
     pub(crate) shutdown: CancellationToken,
     /// Revocation attempts InfluxDB refused with 401/403 (the add-on's admin
@@ -149,6 +151,7 @@ impl<S: Store> Control<S> {
             sweep_now: tokio::sync::Notify::new(),
             sweep_interval_ms: AtomicU64::new(SWEEP_INTERVAL.as_millis() as u64),
             schedule,
+            in_flight: crate::in_flight::InFlight::default(),
             tasks: TaskTracker::new(),
             shutdown,
             revocations_refused: std::sync::atomic::AtomicU64::new(0),
@@ -161,7 +164,7 @@ impl<S: Store> Control<S> {
             std::time::SystemTime::now,
             move |id| {
                 if let Some(control) = weak.upgrade() {
-                    control.revoke_in_background(id);
+                    control.revoke_in_background(id, false);
                 }
             },
         ));

@@ -5,14 +5,9 @@
 use leasehold_protocol::Timestamp;
 
 use crate::control::{Control, Housekeeping, SWEEP_INTERVAL};
+use crate::error::ControlError;
 use crate::revoker;
 use crate::store::Store;
-
-/// With replicas sharing the store, how long past its expiry a credential is left to
-/// the revocation claims before the sweep removes it: a lapsed claim and a poll.
-const SHARED_SWEEP_GRACE: std::time::Duration = std::time::Duration::from_secs(
-    crate::control::CLAIM_FOR.as_secs() + 2 * crate::control::CLAIM_POLL.as_secs(),
-);
 
 impl<S: Store> Control<S> {
     /// Sweeps InfluxDB for expired credentials this control created: at start-up, when
@@ -23,25 +18,26 @@ impl<S: Store> Control<S> {
     /// name (v1 user) or description (v2) that carries the lease id and expiry. That
     /// is what lets it work when the store is lost or restored from an old backup, the
     /// case the revocation queue (which trusts the store) cannot cover; other users'
-    /// credentials never match the pattern and are never touched.
+    /// credentials never match the pattern and are never touched. What the store does
+    /// account for is left to the revocations ([`Self::sweep_with`]).
     pub(crate) async fn sweep_loop(&self) {
         let mut attempt: u32 = 0;
         loop {
             self.sweep_retired().await;
             let wait = match self.addon.load_full() {
                 None => self.sweep_interval(),
-                Some(addon) => match self
-                    .metrics
-                    .backend("sweep", self.sweep_alone(&addon))
-                    .await
-                {
+                Some(addon) => match self.sweep_alone(&addon).await {
                     Ok(removed) => {
                         self.metrics.swept(removed);
                         tracing::debug!(removed, "sweep done");
                         attempt = 0;
                         self.sweep_interval()
                     }
-                    Err(error @ crate::backend::BackendError::CredentialRefused(_)) => {
+                    Err(
+                        error @ ControlError::Backend(
+                            crate::backend::BackendError::CredentialRefused(_),
+                        ),
+                    ) => {
                         tracing::error!(%error, attempt, "sweep refused: fix the add-on's admin credential (leasehold addon configure)");
                         attempt = attempt.saturating_add(1);
                         revoker::backoff(attempt - 1)
@@ -110,23 +106,61 @@ impl<S: Store> Control<S> {
 
     /// The sweep, by one replica at a time (a replica sharing its store with others
     /// skips a round another one is doing: nothing is left for it).
-    async fn sweep_alone(
-        &self,
-        addon: &crate::control::Addon,
-    ) -> Result<usize, crate::backend::BackendError> {
-        let now = Timestamp::now();
-        // Replicas revoke through claims within a second or two of a lease's end; the
-        // sweep leaves them that time (and a lapsed claim's) rather than race them to
-        // the same credential, which would remove it twice.
-        let before = if self.store.shared() {
-            Timestamp(now.0.saturating_sub(SHARED_SWEEP_GRACE.as_secs()))
-        } else {
-            now
-        };
+    async fn sweep_alone(&self, addon: &crate::control::Addon) -> Result<usize, ControlError> {
         match self.alone("sweep").await {
-            Some(_alone) => addon.backend.sweep(before).await,
+            Some(_alone) => self.sweep_with(&addon.backend).await,
             None => Ok(0),
         }
+    }
+
+    /// Removes the expired credentials of ours on `backend` that the store does not
+    /// account for; returns how many.
+    ///
+    /// A credential whose lease the store holds, not yet removed (issued with this
+    /// very credential, or an intent, which is removed by its name), is the
+    /// revocations' to remove: the queue's, or whichever replica claims it. The sweep
+    /// removing it as well would race them, and InfluxDB would see it removed twice.
+    /// So the sweep takes what the store has never heard of (a lost store, a store
+    /// restored from before the lease, a stray copy), and what the store says was
+    /// removed and is still there when looked up again (the list may have been read
+    /// just before that removal): a credential InfluxDB created after its lease's
+    /// removal was recorded.
+    pub(crate) async fn sweep_with(
+        &self,
+        backend: &crate::backend::Backend,
+    ) -> Result<usize, ControlError> {
+        let expired = self
+            .metrics
+            .backend("sweep", backend.expired(Timestamp::now()))
+            .await?;
+        let mut removed = 0;
+        for found in expired {
+            let lease = self
+                .metrics
+                .store("lease", self.store.lease(found.lease_id.clone()))
+                .await?;
+            let known = lease.filter(|l| !l.issued || l.credential_id == found.credential_id);
+            match known {
+                Some(lease) if !lease.removed => continue,
+                Some(_) => {
+                    let exists = backend.exists(&found.credential_id);
+                    if !self.metrics.backend("exists", exists).await? {
+                        continue;
+                    }
+                }
+                None => {}
+            }
+            self.metrics
+                .backend("revoke", backend.revoke(&found.credential_id))
+                .await?;
+            tracing::info!(
+                lease.id = %found.lease_id,
+                credential = %found.credential_id,
+                "swept expired lease credential"
+            );
+            removed += 1;
+        }
+        Ok(removed)
     }
 
     /// The right to run housekeeping job `name` now: always for a store of one

@@ -18,7 +18,7 @@
 use std::sync::Arc;
 
 use blake2::{Blake2s256, Digest};
-use leasehold_protocol::{AddonConfig, Timestamp};
+use leasehold_protocol::AddonConfig;
 
 use crate::control::{Addon, Control};
 use crate::error::ControlError;
@@ -256,7 +256,7 @@ impl<S: Store> Control<S> {
     pub(crate) async fn sweep_retired(&self) {
         let kept: Vec<Arc<Addon>> = self.retired.lock().await.values().cloned().collect();
         for addon in kept {
-            match addon.backend.sweep(Timestamp::now()).await {
+            match self.sweep_with(&addon.backend).await {
                 Ok(removed) => {
                     tracing::debug!(addon.id = %addon.id, removed, "sweep of an earlier add-on's InfluxDB done")
                 }

@@ -40,6 +40,7 @@ pub mod store;
 
 mod error;
 mod housekeeping;
+mod in_flight;
 mod location;
 mod log_throttle;
 mod ops;

@@ -46,27 +46,32 @@ impl<S: Store> Control<S> {
     }
 
     /// One task per lease due: a revocation that retries while InfluxDB is down must
-    /// not hold up the others (nor the queue, which only hands out ids).
-    pub(crate) fn revoke_in_background(self: Arc<Self>, id: String) {
+    /// not hold up the others (nor the queue, which only hands out ids). With
+    /// `look_first`, the credential may already be gone (see [`Self::revoke_once`]).
+    pub(crate) fn revoke_in_background(self: Arc<Self>, id: String, look_first: bool) {
         let control = self.clone();
         let span = tracing::info_span!("lease", lease.id = %id);
-        self.tasks
-            .spawn(async move { control.revoke_until_done(&id).await }.instrument(span));
+        self.tasks.spawn(
+            async move { control.revoke_until_done(&id, look_first).await }.instrument(span),
+        );
     }
 
     /// Removes lease `id`'s credential from InfluxDB, retrying with capped backoff
     /// until it succeeds or the control shuts down (the next start re-arms it).
-    pub(crate) async fn revoke_until_done(&self, id: &str) {
+    pub(crate) async fn revoke_until_done(&self, id: &str, mut look_first: bool) {
         // No give-up: a credential left in InfluxDB past its lease is the failure the
         // control exists to prevent, so it retries (capped at a few seconds) until
         // InfluxDB answers or the control stops; the next start re-arms it.
         let mut attempt = 0;
         self.metrics.revocation_due(id);
         loop {
-            match self.revoke_once(id).await {
+            match self.revoke_once(id, look_first).await {
                 Ok(()) => return self.metrics.revocation_settled(id),
                 Err(error) => self.revocation_failed(id, &error, attempt, "revocation failed"),
             }
+            // The failed attempt may have removed the credential before failing (an
+            // answer lost, the store unreachable to record it): the next one looks.
+            look_first = true;
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
                 _ = tokio::time::sleep(revoker::backoff(attempt)) => {}
@@ -76,16 +81,32 @@ impl<S: Store> Control<S> {
     }
 
     /// One attempt at removing lease `id`'s credential; records success in the store.
-    pub(crate) async fn revoke_once(&self, id: &str) -> Result<(), ControlError> {
+    ///
+    /// InfluxDB is to see each credential removed once. What could remove it a second
+    /// time is ruled out here: another task of this process revoking the same lease
+    /// ([`crate::in_flight`]: it is left to that task), another replica (the claim),
+    /// and a removal done but never recorded, by a replica killed in between, by an
+    /// earlier attempt whose answer or record was lost, or by a failed issue's
+    /// clean-up. In those cases (`look_first`, a claim taken over, an intent) the
+    /// credential is looked up first and only removed if it is still there.
+    pub(crate) async fn revoke_once(&self, id: &str, look_first: bool) -> Result<(), ControlError> {
+        let Some(_in_flight) = self.in_flight.begin(id) else {
+            tracing::debug!(lease.id = %id, "already being revoked by this control");
+            return Ok(());
+        };
+        let mut look_first = look_first;
         // With replicas sharing the store, only the one holding the claim revokes (and
         // renews its claim at each attempt); the others leave the lease alone.
         if self.store.shared() {
             let now = Timestamp::now();
             let until = Timestamp(now.0 + crate::control::CLAIM_FOR.as_secs());
             let claim = self.store.claim_revocation(id.to_owned(), now, until);
-            if !self.metrics.store("claim_revocation", claim).await? {
-                tracing::debug!(lease.id = %id, "another replica revokes it, or it is done");
-                return Ok(());
+            match self.metrics.store("claim_revocation", claim).await? {
+                Some(claimed) => look_first |= claimed.taken_over,
+                None => {
+                    tracing::debug!(lease.id = %id, "another replica revokes it, or it is done");
+                    return Ok(());
+                }
             }
         }
         let Some(mut lease) = self
@@ -98,22 +119,41 @@ impl<S: Store> Control<S> {
         if lease.removed {
             return Ok(());
         }
+        if !lease.issued && Timestamp::now() < lease.owed_at() {
+            // Perhaps still being issued (InfluxDB slower than the lease is long):
+            // left until the issuing replica must be done with it.
+            tracing::debug!(lease.id = %id, "an intent still within its issue window");
+            self.schedule(lease.owed_at(), lease.id);
+            return Ok(());
+        }
         // Where it was issued, with the credential that issued it.
         let issuer = self.issuer_of(&lease).await?;
         if lease.issued {
-            self.metrics
-                .backend("revoke", issuer.backend.revoke(&lease.credential_id))
-                .await?;
+            let present = if look_first {
+                let exists = issuer.backend.exists(&lease.credential_id);
+                self.metrics.backend("exists", exists).await?
+            } else {
+                true
+            };
+            if present {
+                self.metrics
+                    .backend("revoke", issuer.backend.revoke(&lease.credential_id))
+                    .await?;
+            } else {
+                tracing::info!(lease.id = %id, "the credential was already removed (by an earlier attempt)");
+            }
         } else {
             // An intent whose outcome was never recorded: InfluxDB may or may not
-            // have created the credential; remove it by the name it would carry.
+            // have created the credential; remove it by the name it would carry, if
+            // it is there.
             let unrecorded = issuer
                 .backend
                 .revoke_unrecorded(&lease.id, lease.expires_at);
             self.metrics.backend("revoke", unrecorded).await?;
         }
         // Recorded only once InfluxDB confirmed: dying before this line repeats the
-        // removal at the next start, which "already gone" makes harmless.
+        // attempt at the next start, or by the replica that takes the claim over, which
+        // looks first.
         lease.removed = true;
         self.metrics
             .store("put_lease", self.store.put_lease(lease.clone()))
@@ -157,14 +197,14 @@ impl<S: Store> Control<S> {
             tracing::info!(lease.id = %lease.id, identity = %lease.member, %name, by = %by, "lease revoked");
         }
         if !lease.removed {
-            if let Err(error) = self.revoke_once(&lease.id).await {
+            if let Err(error) = self.revoke_once(&lease.id, false).await {
                 self.revocation_failed(
                     &lease.id,
                     &error,
                     0,
                     "immediate revocation failed (continuing in the background)",
                 );
-                self.clone().revoke_in_background(lease.id.clone());
+                self.clone().revoke_in_background(lease.id.clone(), true);
             } else {
                 lease.removed = true;
             }
@@ -194,9 +234,10 @@ impl<S: Store> Control<S> {
             let until = Timestamp(now.0 + crate::control::CLAIM_FOR.as_secs());
             let due = self.store.claim_due(now, until, CLAIM_BATCH);
             match self.metrics.store("claim_due", due).await {
-                Ok(ids) => {
-                    for id in ids {
-                        self.clone().revoke_in_background(id);
+                Ok(claims) => {
+                    for claim in claims {
+                        self.clone()
+                            .revoke_in_background(claim.id, claim.taken_over);
                     }
                 }
                 Err(error) => {

@@ -33,7 +33,7 @@ use crate::schedule;
 use crate::source::{LeaseSource, SourceError};
 use crate::store::CredentialStore;
 use crate::upstream::Upstream;
-use crate::warmup::Warmup;
+use crate::warmup::{WARMUP_MARGIN, WARMUP_TIMEOUT, Warmup};
 
 /// A difference between our wall clock and the control's worth a warning.
 pub const CLOCK_SKEW_WARN: Duration = Duration::from_secs(5);
@@ -129,11 +129,20 @@ impl<S: LeaseSource> Refresher<S> {
             };
             let next = match self.build(asked, fetched) {
                 Ok(credential) => {
-                    // Meanwhile the old credential, if any, keeps serving requests.
+                    // Meanwhile the old credential, if any, keeps serving requests: the
+                    // warm-up ends before it does.
+                    let now = Instant::now();
+                    let budget = match self.store.current(now) {
+                        Some(old) => old
+                            .valid_until()
+                            .saturating_duration_since(now)
+                            .saturating_sub(WARMUP_MARGIN),
+                        None => WARMUP_TIMEOUT,
+                    };
                     tokio::select! {
                         biased;
                         () = shutdown.cancelled() => return,
-                        _ = self.warmup.run(&credential) => {}
+                        _ = self.warmup.run(&credential, budget) => {}
                     }
                     self.install(credential)
                 }
@@ -299,6 +308,8 @@ mod tests {
         not_member: Arc<AtomicBool>,
         basic: bool,
         endpoint: Option<String>,
+        /// Lease lifetime in seconds (100 unless set).
+        lifetime_secs: Option<u64>,
     }
 
     impl LeaseSource for Fake {
@@ -320,6 +331,7 @@ mod tests {
             // With a paused clock, wall time stands still relative to tokio time;
             // leases are stamped from the real clock and that is fine for the lifetime.
             let now = Timestamp::now();
+            let lifetime = self.lifetime_secs.unwrap_or(100);
             let (token, auth_scheme) = if self.basic {
                 (format!("u{n}:p{n}"), AuthScheme::Basic)
             } else {
@@ -329,7 +341,7 @@ mod tests {
                 id: format!("{n:016x}"),
                 issued_for: Identity::from_seed(&[1; 32]).public(),
                 created_at: now,
-                expires_at: now.plus_secs(100),
+                expires_at: now.plus_secs(lifetime),
                 token: Some(Secret::new(token)),
                 status: LeaseStatus::Active,
                 auth_scheme,
@@ -337,7 +349,7 @@ mod tests {
                     .endpoint
                     .clone()
                     .unwrap_or_else(|| "http://127.0.0.1:1".into()),
-                ttl_ms: Some(100_000),
+                ttl_ms: Some(lifetime * 1000),
                 membership: None,
             })
         }
@@ -511,5 +523,44 @@ mod tests {
             .await
             .expect("stopped while the warm-up was pending")
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_renewal_warm_up_ends_before_the_credential_it_replaces() {
+        // An upstream that reads every warm-up request and never answers.
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", silent.local_addr().unwrap());
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = silent.accept().await {
+                held.push(stream);
+            }
+        });
+        let fake = Fake {
+            basic: true,
+            endpoint: Some(endpoint),
+            lifetime_secs: Some(3),
+            ..Fake::default()
+        };
+        // The first warm-up has no credential to outlast: it times out (1.5 s), leaving
+        // 1.5 s of the first lease; renewed at 60% (1.8 s), the second lease's warm-up
+        // would take 1.5 s again, past the first's end, and must give up before it.
+        let (store, shutdown, _) = start_with(&fake, Duration::from_millis(1500));
+        until(|| store.current(Instant::now()).is_some()).await;
+        let first = store.current(Instant::now()).unwrap().generation();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let current = store.current(Instant::now());
+            assert!(
+                current.is_some(),
+                "the first credential ended while its successor was warming up"
+            );
+            if current.unwrap().generation() > first {
+                break;
+            }
+            assert!(Instant::now() < deadline, "never renewed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        shutdown.cancel();
     }
 }

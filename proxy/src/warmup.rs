@@ -17,7 +17,10 @@
 //! against ~1 ms afterwards; writes after the warm-up are as fast as cached ones.
 //!
 //! **Never in the way.** The warm-up is bounded by [`WARMUP_TIMEOUT`] (and by the connect
-//! timeout inside it), and whatever happens — success, `401`, an error, the timeout —
+//! timeout inside it), and never outlasts the credential it replaces (the refresher
+//! gives it what is left of that one's life, less [`WARMUP_MARGIN`]): when a renewal
+//! came late, the application's requests pay the new user's first check rather than
+//! find no valid credential at all, and whatever happens — success, `401`, an error, the timeout —
 //! the credential is installed afterwards: a lease is never dropped because its warm-up
 //! failed. If the upstream really rejects the new credential, the
 //! request path's 401 handling deals with it as it would have without a warm-up.
@@ -38,6 +41,9 @@ use crate::credential::Credential;
 
 /// Longest a warm-up may hold back a new credential.
 pub const WARMUP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long before the credential it replaces ends a warm-up gives up: requests in
+/// flight then still meet a valid credential.
+pub const WARMUP_MARGIN: Duration = Duration::from_millis(250);
 
 /// The request target of the warm-up: `SHOW DATABASES`, percent-encoded.
 const WARMUP_TARGET: &str = "/query?q=SHOW%20DATABASES";
@@ -68,12 +74,14 @@ impl Warmup {
         }
     }
 
-    /// Warms `credential` up if its scheme needs it (see the module docs); returns how
-    /// it went, or `None` when no warm-up was needed. Logs the outcome.
-    pub async fn run(&self, credential: &Credential) -> Option<Outcome> {
+    /// Warms `credential` up if its scheme needs it (see the module docs), for at most
+    /// `budget` (or [`WARMUP_TIMEOUT`] if shorter); returns how it went, or `None` when
+    /// no warm-up was needed. Logs the outcome.
+    pub async fn run(&self, credential: &Credential, budget: Duration) -> Option<Outcome> {
         let request = request(credential)?;
         let started = Instant::now();
-        let outcome = match tokio::time::timeout(self.timeout, self.client.request(request)).await {
+        let timeout = self.timeout.min(budget);
+        let outcome = match tokio::time::timeout(timeout, self.client.request(request)).await {
             // The authentication happened before the response head; the body (a short
             // JSON list) is not needed, and dropping it closes the unpooled connection.
             Ok(Ok(response)) => Outcome::Answered(response.status()),
@@ -203,7 +211,8 @@ mod tests {
         // The outer timeout only turns a hang into a failure; it is no claim of speed.
         let outcome = tokio::time::timeout(
             Duration::from_secs(60),
-            warmup(Duration::from_millis(200)).run(&credential(AuthScheme::Basic, &endpoint)),
+            warmup(Duration::from_millis(200))
+                .run(&credential(AuthScheme::Basic, &endpoint), WARMUP_TIMEOUT),
         )
         .await
         .expect("the warm-up's own timeout ended it");
@@ -217,7 +226,7 @@ mod tests {
         reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let endpoint = format!("http://{}", reserved.local_addr().unwrap());
         let outcome = warmup(WARMUP_TIMEOUT)
-            .run(&credential(AuthScheme::Basic, &endpoint))
+            .run(&credential(AuthScheme::Basic, &endpoint), WARMUP_TIMEOUT)
             .await;
         let Some(Outcome::Failed(message)) = outcome else {
             panic!("{outcome:?}")
@@ -226,7 +235,7 @@ mod tests {
         assert!(!message.contains("bGVhc2"), "{message}");
         // Token credentials need no warm-up and send nothing.
         let outcome = warmup(WARMUP_TIMEOUT)
-            .run(&credential(AuthScheme::Token, &endpoint))
+            .run(&credential(AuthScheme::Token, &endpoint), WARMUP_TIMEOUT)
             .await;
         assert_eq!(outcome, None);
     }

@@ -180,6 +180,8 @@ pub struct Influxd {
     admin_password: String,
     /// Serving HTTPS with a test CA's certificate (`server.pem`, `server.key`).
     https: bool,
+    /// Logging every statement it executes (`[data] query-log-enabled`).
+    log_queries: bool,
     client: reqwest::Client,
     config_path: PathBuf,
     log_path: PathBuf,
@@ -209,18 +211,30 @@ impl Influxd {
     /// Starts a fresh `influxd` in a temporary directory, creates the admin user
     /// ([`ADMIN_USER`], random password) and the database [`TELEMETRY_DB`].
     pub async fn start() -> Result<Self, InfluxdError> {
-        Self::start_with(None).await
+        Self::start_with(None, false).await
+    }
+
+    /// [`Influxd::start`], with InfluxDB's query log on (`[data] query-log-enabled`):
+    /// every statement it executes is logged, passwords redacted by InfluxDB, and
+    /// [`Influxd::executed`] reads them back. That is how a test counts what reached
+    /// InfluxDB (each `DROP USER`, say) rather than what a client says it sent.
+    pub async fn start_logging_queries() -> Result<Self, InfluxdError> {
+        Self::start_with(None, true).await
     }
 
     /// [`Influxd::start`], serving HTTPS (`[http] https-enabled`) with the server
     /// certificate of `ca`; the harness's own client trusts `ca`, nothing else does.
     pub async fn start_https(ca: &crate::tls::TestCa) -> Result<Self, InfluxdError> {
-        Self::start_with(Some(ca)).await
+        Self::start_with(Some(ca), false).await
     }
 
-    async fn start_with(https: Option<&crate::tls::TestCa>) -> Result<Self, InfluxdError> {
+    async fn start_with(
+        https: Option<&crate::tls::TestCa>,
+        log_queries: bool,
+    ) -> Result<Self, InfluxdError> {
         ensure_installed()?;
         let mut influxd = Self::unstarted(https)?;
+        influxd.log_queries = log_queries;
         let mut last_clash = String::new();
         // A start that timed out is retried once, on fresh ports (a stuck start-up is
         // rare; twice in a row is a real problem worth failing on).
@@ -270,6 +284,7 @@ impl Influxd {
             url: String::new(),
             admin_password: random_password()?,
             https: https.is_some(),
+            log_queries: false,
             client,
             config_path: dir.path().join("influxd.conf"),
             log_path: dir.path().join("influxd.log"),
@@ -357,6 +372,17 @@ impl Influxd {
         let status = response.status();
         let body = response.text().await?;
         check_answer(status, body)
+    }
+
+    /// Every statement InfluxDB executed, in order, as its query log gives them
+    /// (identifiers unquoted where they need no quotes, passwords `[REDACTED]`). Empty
+    /// unless started by [`Influxd::start_logging_queries`].
+    pub fn executed(&self) -> Vec<String> {
+        read_log_from(&self.log_path, 0)
+            .lines()
+            .filter(|line| line.contains(r#"msg="Executing query""#))
+            .filter_map(|line| logfmt_value(line, "query"))
+            .collect()
     }
 
     /// Creates database `name` (a no-op if it exists).
@@ -614,7 +640,7 @@ bind-address = "127.0.0.1:{rpc}"
 [data]
   dir = {data}
   wal-dir = {wal}
-  query-log-enabled = false
+  query-log-enabled = {log_queries}
   trace-logging-enabled = false
 
 [monitor]
@@ -653,6 +679,7 @@ bind-address = "127.0.0.1:{rpc}"
 "#,
             rpc = self.rpc_port,
             http = self.http_port,
+            log_queries = self.log_queries,
             https = if self.https {
                 format!(
                     "  https-enabled = true\n  https-certificate = {}\n  https-private-key = {}\n",
@@ -747,6 +774,25 @@ fn log_tail(path: &Path, start: u64) -> String {
     } else {
         tail
     }
+}
+
+/// The value of `key` in a logfmt line, quotes and escapes undone.
+fn logfmt_value(line: &str, key: &str) -> Option<String> {
+    let start = line.find(&format!(" {key}="))? + key.len() + 2;
+    let rest = &line[start..];
+    let Some(quoted) = rest.strip_prefix('"') else {
+        return Some(rest.split(' ').next().unwrap_or_default().to_owned());
+    };
+    let mut value = String::new();
+    let mut chars = quoted.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return Some(value),
+            '\\' => value.push(chars.next()?),
+            other => value.push(other),
+        }
+    }
+    None
 }
 
 /// Turns a `/query` answer into its JSON, or the first error it reports: InfluxQL
@@ -846,6 +892,18 @@ mod tests {
             Ok(()) => panic!("expected a port clash, but it claims to be ready"),
         }
         assert_eq!(influxd.pid(), None);
+    }
+
+    #[test]
+    fn logfmt_values_are_unquoted_and_unescaped() {
+        let line = r#"ts=1 lvl=info msg="Executing query" log_id=x service=query query="DROP USER \"a b\"" n=3"#;
+        assert_eq!(
+            logfmt_value(line, "query").as_deref(),
+            Some(r#"DROP USER "a b""#)
+        );
+        assert_eq!(logfmt_value(line, "n").as_deref(), Some("3"));
+        assert_eq!(logfmt_value(line, "service").as_deref(), Some("query"));
+        assert_eq!(logfmt_value(line, "missing"), None);
     }
 
     #[test]

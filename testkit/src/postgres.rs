@@ -19,6 +19,9 @@
 //! address, for a replica in a network namespace of the test's own), reached through
 //! [`Postgres::url_via`]; password auth applies there too.
 //!
+//! [`Postgres::psql`] runs a query as the superuser, for tests that check what the
+//! control recorded.
+//!
 //! [`Postgres::stop`], [`Postgres::kill`] and [`Postgres::start_again`] take it down
 //! (cleanly, or as a crash would) and bring it back on the same port with the same data,
 //! for "PostgreSQL restarted under load" tests. [`Drop`] stops it at once
@@ -263,13 +266,48 @@ impl Postgres {
         Ok(self.url_for(name))
     }
 
+    /// Runs `sql` in the database `leasehold` with `psql` (over the Unix socket) and
+    /// returns its rows, one line each, columns separated by `|`: how a test looks
+    /// at what the control recorded, beside what it says.
+    pub fn psql(&self, sql: &str) -> Result<Vec<String>, PostgresError> {
+        let port = self.port.to_string();
+        let socket = self.socket_dir();
+        let output = self.run(
+            "psql",
+            &[
+                "-h",
+                path_str(&socket),
+                "-p",
+                &port,
+                "-U",
+                USER,
+                "-d",
+                DATABASE,
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ],
+        )?;
+        Ok(String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect())
+    }
+
     /// Stops the server cleanly (`pg_ctl stop -m fast`).
     pub fn stop(&mut self) -> Result<(), PostgresError> {
         self.pg_ctl_stop("fast")
     }
 
     /// Stops the server as a crash would (`pg_ctl stop -m immediate`: no checkpoint,
-    /// crash recovery at the next start).
+    /// crash recovery at the next start). The server runs with
+    /// `synchronous_commit=off` for speed, so the last commits (up to a fraction of a
+    /// second) may be lost, as on a real server so configured: a test that counts
+    /// records across a restart uses [`Postgres::stop`].
     pub fn kill(&mut self) -> Result<(), PostgresError> {
         self.pg_ctl_stop("immediate")
     }
@@ -499,7 +537,7 @@ fn find_bin() -> Option<PathBuf> {
 }
 
 fn has_tools(dir: &Path) -> bool {
-    ["initdb", "pg_ctl", "createdb"]
+    ["initdb", "pg_ctl", "createdb", "psql"]
         .iter()
         .all(|tool| dir.join(tool).is_file())
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 pub mod netns;
 pub mod python;
-pub mod replica;
+pub mod replicas;
 pub mod setup;
 
 /// The binary under test.
@@ -258,20 +258,33 @@ impl Process {
         path: &Path,
         what: &str,
     ) -> std::collections::BTreeMap<String, SocketAddr> {
+        match self.ready_file_or_exit(path, what) {
+            Ok(addrs) => addrs,
+            Err(status) => panic!("{what}: the process exited ({status}):\n{}", self.log()),
+        }
+    }
+
+    /// [`Process::wait_ready_file`], but a process that exits first is the caller's
+    /// to judge: its exit status.
+    pub fn ready_file_or_exit(
+        &mut self,
+        path: &Path,
+        what: &str,
+    ) -> Result<std::collections::BTreeMap<String, SocketAddr>, std::process::ExitStatus> {
         let deadline = Instant::now() + STARTUP_DEADLINE;
         loop {
             // Renamed into place whole: once it exists, it is complete.
             if let Ok(text) = std::fs::read_to_string(path) {
-                return text
+                return Ok(text
                     .lines()
                     .map(|line| {
                         let (key, addr) = line.split_once('=').expect("KEY=ADDR");
                         (key.to_owned(), addr.parse().expect("a socket address"))
                     })
-                    .collect();
+                    .collect());
             }
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("{what}: the process exited ({status}):\n{}", self.log());
+                return Err(status);
             }
             assert!(
                 Instant::now() < deadline,
@@ -419,6 +432,11 @@ impl ProxyProcess {
 
     pub fn log(&self) -> String {
         self.process.log()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
     }
 
     /// The status of an admin endpoint.

@@ -1,5 +1,5 @@
-//! The InfluxDB side of a lease: create a credential, revoke it, and sweep for expired
-//! ones the control created. One implementation per InfluxDB generation.
+//! The InfluxDB side of a lease: create a credential, revoke it, and find the expired
+//! ones the control created (for the sweep). One implementation per InfluxDB generation.
 
 mod http;
 mod tls;
@@ -49,6 +49,16 @@ pub struct Issued {
     pub credential_id: String,
     /// The secret handed to the member.
     pub token: Secret,
+}
+
+/// A credential of ours found in InfluxDB by its marks (v1 user name, v2
+/// description), with the lease they name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// The lease its marks name.
+    pub lease_id: String,
+    /// How to revoke it ([`Backend::revoke`]): the user name or authorization id.
+    pub credential_id: String,
 }
 
 /// Why InfluxDB did not do what was asked.
@@ -146,8 +156,19 @@ impl Backend {
         }
     }
 
+    /// Whether a credential still exists: asked before removing one that another
+    /// attempt (a replica since killed, an answer lost) may have removed already, so
+    /// that InfluxDB sees it removed once.
+    pub async fn exists(&self, credential_id: &str) -> Result<bool, BackendError> {
+        match self {
+            Self::V2(b) => b.exists(credential_id).await,
+            Self::V1(b) => b.exists(credential_id).await,
+        }
+    }
+
     /// Removes the credential of a lease whose creation was never recorded, found by
-    /// the name the lease's id and expiry give it. None found counts as done.
+    /// the name the lease's id and expiry give it. None found counts as done; nothing
+    /// is removed that is not there (InfluxDB may never have created it).
     pub async fn revoke_unrecorded(
         &self,
         lease_id: &str,
@@ -155,16 +176,23 @@ impl Backend {
     ) -> Result<(), BackendError> {
         match self {
             Self::V2(b) => b.revoke_lease(lease_id).await,
-            Self::V1(b) => b.revoke(&lease_user(lease_id, expires_at)).await,
+            Self::V1(b) => {
+                let user = lease_user(lease_id, expires_at);
+                if b.exists(&user).await? {
+                    b.revoke(&user).await?;
+                }
+                Ok(())
+            }
         }
     }
 
-    /// Removes every credential this control created that expired at or before `now`.
-    /// Returns how many were removed.
-    pub async fn sweep(&self, now: Timestamp) -> Result<usize, BackendError> {
+    /// Every credential this control created (by its marks) that expired at or
+    /// before `now`: what the sweep considers ([`crate::housekeeping`] removes those
+    /// the store does not account for).
+    pub async fn expired(&self, now: Timestamp) -> Result<Vec<Found>, BackendError> {
         match self {
-            Self::V2(b) => b.sweep(now).await,
-            Self::V1(b) => b.sweep(now).await,
+            Self::V2(b) => b.expired(now).await,
+            Self::V1(b) => b.expired(now).await,
         }
     }
 

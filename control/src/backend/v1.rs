@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 
 use super::http::{Endpoint, classify};
 use super::verify::{is_v1, ping_version};
-use super::{BackendError, Issued, LeaseSpec, Verified, VerifyError, is_lease_id};
+use super::{BackendError, Found, Issued, LeaseSpec, Verified, VerifyError, is_lease_id};
 use crate::grant::{Privilege, merge, quote_identifier, quote_string};
 
 const USER_PREFIX: &str = "leasehold_";
@@ -195,26 +195,38 @@ impl V1Backend {
         }
     }
 
-    /// Drops every lease user whose name says it expired by `now`. The name is the
-    /// only record the sweep reads (1.x users have no expiry nor description), which
-    /// is why it carries both the expiry and the lease id: the sweep needs no store,
-    /// and a user not named by [`lease_user`] never matches.
-    pub(super) async fn sweep(&self, now: Timestamp) -> Result<usize, BackendError> {
+    /// Whether user `user` exists (`SHOW GRANTS FOR`, one user's answer rather than
+    /// every user's).
+    pub(super) async fn exists(&self, user: &str) -> Result<bool, BackendError> {
+        match self
+            .query(&format!("SHOW GRANTS FOR {}", quote_identifier(user)), None)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(BackendError::Refused(message)) if message.contains("user not found") => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Every lease user whose name says it expired by `now`. The name is the only
+    /// record the sweep reads (1.x users have no expiry nor description), which is
+    /// why it carries both the expiry and the lease id: the sweep works without the
+    /// store, and a user not named by [`lease_user`] never matches.
+    pub(super) async fn expired(&self, now: Timestamp) -> Result<Vec<Found>, BackendError> {
         let results = self.query("SHOW USERS", None).await?;
-        let users = results
+        Ok(results
             .iter()
             .flat_map(|r| &r.series)
             .flat_map(|s| &s.values)
-            .filter_map(|row| row.first()?.as_str().map(str::to_owned));
-        let mut removed = 0;
-        for user in users {
-            if parse_lease_user(&user).is_some_and(|(_, expires)| expires <= now) {
-                self.revoke(&user).await?;
-                tracing::info!(user = %user, "swept expired lease user");
-                removed += 1;
-            }
-        }
-        Ok(removed)
+            .filter_map(|row| row.first()?.as_str())
+            .filter_map(|user| {
+                let (id, expires) = parse_lease_user(user)?;
+                (expires <= now).then(|| Found {
+                    lease_id: id.to_owned(),
+                    credential_id: user.to_owned(),
+                })
+            })
+            .collect())
     }
 }
 

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::http::Endpoint;
 use super::verify::{is_v1, server_version};
-use super::{BackendError, Issued, LeaseSpec, Verified, VerifyError, is_lease_id};
+use super::{BackendError, Found, Issued, LeaseSpec, Verified, VerifyError, is_lease_id};
 
 const DESCRIPTION_PREFIX: &str = "leasehold lease ";
 
@@ -217,25 +217,49 @@ impl V2Backend {
             .map(drop)
     }
 
-    /// Removes every authorization whose description says it expired by `now`.
+    /// Whether authorization `id` still exists.
+    pub(super) async fn exists(&self, id: &str) -> Result<bool, BackendError> {
+        let url = format!("{}/{id}", self.authorizations)
+            .parse()
+            .map_err(|e| BackendError::Config(format!("invalid authorization id: {e}")))?;
+        let request = self.admin_request(reqwest::Method::GET, url);
+        let answer = self.endpoint.exchange(request).await?;
+        match answer.status {
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => answer.expect(&[StatusCode::OK]).map(|_| true),
+        }
+    }
+
+    /// Every authorization whose description says it expired by `now`.
     /// Authorizations have no expiry of their own; the description is the only place
     /// it can live, and reading it needs no store.
-    pub(super) async fn sweep(&self, now: Timestamp) -> Result<usize, BackendError> {
-        self.remove_where(|_, expires| expires <= now).await
+    pub(super) async fn expired(&self, now: Timestamp) -> Result<Vec<Found>, BackendError> {
+        Ok(self
+            .marked()
+            .await?
+            .into_iter()
+            .filter(|(_, _, expires)| *expires <= now)
+            .map(|(credential_id, lease_id, _)| Found {
+                lease_id,
+                credential_id,
+            })
+            .collect())
     }
 
     /// Removes the credential (if any) InfluxDB created for lease `lease_id`, found
     /// by its description: the lease's record never learnt the authorization id.
     pub(super) async fn revoke_lease(&self, lease_id: &str) -> Result<(), BackendError> {
-        self.remove_where(|id, _| id == lease_id).await.map(drop)
+        for (credential_id, id, _) in self.marked().await? {
+            if id == lease_id {
+                self.revoke(&credential_id).await?;
+            }
+        }
+        Ok(())
     }
 
-    /// Removes every authorization whose description marks it as a lease (id,
-    /// expiry) that `doomed` picks; returns how many.
-    async fn remove_where(
-        &self,
-        doomed: impl Fn(&str, Timestamp) -> bool,
-    ) -> Result<usize, BackendError> {
+    /// The org's authorizations whose description marks them as a lease: (id, lease
+    /// id, expiry).
+    async fn marked(&self) -> Result<Vec<(String, String, Timestamp)>, BackendError> {
         let body = self
             .endpoint
             .exchange(self.list_request())
@@ -243,20 +267,17 @@ impl V2Backend {
             .expect(&[StatusCode::OK])?;
         let list: Authorizations = serde_json::from_slice(&body)
             .map_err(|e| BackendError::Refused(format!("unexpected authorization list: {e}")))?;
-        let mut removed = 0;
-        for auth in list.authorizations {
-            let expired = auth
-                .description
-                .as_deref()
-                .and_then(parse_lease_description)
-                .is_some_and(|(id, expires)| doomed(id, expires));
-            if expired {
-                self.revoke(&auth.id).await?;
-                tracing::info!(authorization.id = %auth.id, "swept expired lease credential");
-                removed += 1;
-            }
-        }
-        Ok(removed)
+        Ok(list
+            .authorizations
+            .into_iter()
+            .filter_map(|auth| {
+                let (lease_id, expires) = auth
+                    .description
+                    .as_deref()
+                    .and_then(parse_lease_description)?;
+                Some((auth.id.clone(), lease_id.to_owned(), expires))
+            })
+            .collect())
     }
 }
 

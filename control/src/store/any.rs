@@ -6,8 +6,8 @@ use leasehold_channel::PublicIdentity;
 use leasehold_protocol::{DeniedIdentity, MemberRecord, PolicyRecord, Timestamp};
 
 use super::{
-    AtCap, Exclusive, LeaseFilter, PostgresStore, RedbStore, RedeemError, Store, StoreResult,
-    StoredLease, StoredTicket,
+    AtCap, Claimed, Exclusive, LeaseFilter, PostgresStore, RedbStore, RedeemError, Store,
+    StoreResult, StoredLease, StoredTicket,
 };
 
 /// Where the control's state lives.
@@ -126,7 +126,7 @@ impl Store for AnyStore {
         id: String,
         now: Timestamp,
         until: Timestamp,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<Option<Claimed>> {
         each!(self.claim_revocation(id, now, until))
     }
     async fn claim_due(
@@ -134,7 +134,7 @@ impl Store for AnyStore {
         now: Timestamp,
         until: Timestamp,
         limit: usize,
-    ) -> StoreResult<Vec<String>> {
+    ) -> StoreResult<Vec<Claimed>> {
         each!(self.claim_due(now, until, limit))
     }
     async fn put_addon(&self, id: String, sealed: Vec<u8>, current: bool) -> StoreResult<()> {

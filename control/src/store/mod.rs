@@ -10,7 +10,7 @@
 //! [`crate::datadir`]): they hold the credential needed to sweep InfluxDB, which must
 //! work even when this state is lost.
 //!
-//! This file holds the interface ([`Store`]) and [`Exclusive`]; the records it stores
+//! This file holds the interface ([`Store`]), [`Claimed`] and [`Exclusive`]; the records it stores
 //! are in `records.rs`, its errors in `error.rs`.
 
 mod any;
@@ -153,27 +153,32 @@ pub trait Store: Send + Sync + 'static {
         false
     }
 
-    /// Claims the revocation of lease `id` for this process until `until`: true
-    /// unless another replica holds a claim still current at `now`, or the credential
+    /// Claims the revocation of lease `id` for this process until `until`; `None`
+    /// when another replica holds a claim still current at `now`, or the credential
     /// is already removed. A process renews its own claim by claiming again.
     fn claim_revocation(
         &self,
         id: String,
         now: Timestamp,
         until: Timestamp,
-    ) -> impl Future<Output = StoreResult<bool>> + Send {
-        let _ = (id, now, until);
-        async { Ok(true) }
+    ) -> impl Future<Output = StoreResult<Option<Claimed>>> + Send {
+        let _ = (now, until);
+        async {
+            Ok(Some(Claimed {
+                id,
+                taken_over: false,
+            }))
+        }
     }
 
     /// Claims (until `until`) up to `limit` leases whose credential is owed a removal
-    /// at `now` and that nobody holds a current claim on; their ids.
+    /// at `now` and that nobody holds a current claim on.
     fn claim_due(
         &self,
         now: Timestamp,
         until: Timestamp,
         limit: usize,
-    ) -> impl Future<Output = StoreResult<Vec<String>>> + Send {
+    ) -> impl Future<Output = StoreResult<Vec<Claimed>>> + Send {
         let _ = (now, until, limit);
         async { Ok(Vec::new()) }
     }
@@ -211,6 +216,19 @@ pub trait Store: Send + Sync + 'static {
         let _ = name;
         async { Ok(Some(Exclusive::alone())) }
     }
+}
+
+/// A revocation this process now holds the claim on ([`Store::claim_revocation`],
+/// [`Store::claim_due`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    /// The lease.
+    pub id: String,
+    /// Whether another process's claim on it lapsed first. That process (a replica
+    /// killed mid-revocation, say) may have removed the credential without living to
+    /// record it, so the removal looks before it acts: InfluxDB then sees each
+    /// credential removed once.
+    pub taken_over: bool,
 }
 
 /// The right to run a housekeeping job alone ([`Store::exclusive`]), until dropped.

@@ -79,7 +79,26 @@ impl StoredLease {
     pub fn open_at(&self, now: Timestamp) -> bool {
         !self.removed || self.ended_at() > now
     }
+
+    /// When its credential is owed a removal: when it ended, and for an intent not
+    /// before [`ISSUE_WINDOW`] after it was begun.
+    pub fn owed_at(&self) -> Timestamp {
+        if self.issued {
+            return self.ended_at();
+        }
+        let issuing_until = Timestamp(self.created_at.0.saturating_add(ISSUE_WINDOW.as_secs()));
+        self.ended_at().max(issuing_until)
+    }
 }
+
+/// How long after an intent is recorded the replica that recorded it may still be
+/// issuing it: the backend's request timeout (10 s) and the time to record the
+/// outcome. An intent's credential is not removed before, even past the lease's
+/// expiry: when InfluxDB takes longer than the lease lives, removing the credential
+/// under the issuing replica would have that replica then record it issued, and have
+/// it removed a second time. An intent's credential was never handed out, so it
+/// waiting a little longer costs nothing.
+pub const ISSUE_WINDOW: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Which leases a page of `lease list` holds. Intents never issued are not leases
 /// anyone holds and are never listed.
@@ -99,5 +118,40 @@ impl LeaseFilter {
         lease.issued
             && self.member.is_none_or(|m| m == lease.member)
             && self.status.is_none_or(|s| s == lease.status_at(self.now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_intent_is_owed_its_removal_only_once_it_can_no_longer_be_in_the_making() {
+        let mut lease = StoredLease {
+            id: "0000000000000001".into(),
+            member: leasehold_channel::Identity::generate().public(),
+            created_at: Timestamp(100),
+            expires_at: Timestamp(105),
+            credential_id: "user".into(),
+            auth_scheme: leasehold_protocol::AuthScheme::Basic,
+            endpoint_url: "http://influx".into(),
+            revoked_at: None,
+            removed: false,
+            issued: false,
+            addon_id: None,
+        };
+        let window = ISSUE_WINDOW.as_secs();
+        assert_eq!(
+            lease.owed_at(),
+            Timestamp(100 + window),
+            "a short lease's intent"
+        );
+        lease.expires_at = Timestamp(1000);
+        assert_eq!(lease.owed_at(), Timestamp(1000), "a long lease's intent");
+        lease.issued = true;
+        lease.expires_at = Timestamp(105);
+        assert_eq!(lease.owed_at(), Timestamp(105), "issued: when it ended");
+        lease.revoked_at = Some(Timestamp(102));
+        assert_eq!(lease.owed_at(), Timestamp(102));
     }
 }

@@ -4,7 +4,9 @@
 //!   `claimed_by` / `claimed_until` pair, taken only while no other replica's claim is
 //!   current. A replica renews its own claim at every attempt; one killed mid-revocation
 //!   stops renewing, its claim lapses ([`crate::control::CLAIM_FOR`]), and the next
-//!   replica's poll for due revocations takes the lease over.
+//!   replica's poll for due revocations takes the lease over. A takeover is reported
+//!   as such ([`Claimed::taken_over`]): the dead holder may have removed the
+//!   credential without recording it, so the new one looks before it removes.
 //! - Due revocations are found with `FOR UPDATE SKIP LOCKED`: replicas polling at the
 //!   same moment take disjoint sets instead of waiting on each other's rows.
 //! - The periodic sweep and pruning run under a PostgreSQL advisory lock held by a
@@ -14,55 +16,73 @@
 use leasehold_protocol::Timestamp;
 
 use super::{PostgresStore, pg, secs, store_err};
-use crate::store::{Exclusive, StoreError, StoreResult};
+use crate::store::{Claimed, Exclusive, StoreError, StoreResult};
 
 /// Claims lease `id`'s revocation for this replica until `until`, unless another
-/// replica's claim is current or the credential is already gone.
+/// replica's claim is current or the credential is already gone. The claim it
+/// replaces (read under the row's lock, in the same statement) says whether another
+/// replica's lapsed claim was taken over.
 pub(super) async fn claim_one(
     store: &PostgresStore,
     id: String,
     now: Timestamp,
     until: Timestamp,
-) -> StoreResult<bool> {
-    let claimed = store
-        .execute(
-            "UPDATE leases SET claimed_by = $2, claimed_until = $4
-             WHERE id = $1 AND NOT removed
-               AND (claimed_by IS NULL OR claimed_by = $2 OR claimed_until <= $3)",
+) -> StoreResult<Option<Claimed>> {
+    let row = store
+        .client()
+        .await?
+        .query_opt(
+            "UPDATE leases AS l SET claimed_by = $2, claimed_until = $4
+             FROM (SELECT id, claimed_by FROM leases WHERE id = $1 FOR UPDATE) AS before
+             WHERE l.id = before.id AND NOT l.removed
+               AND (l.claimed_by IS NULL OR l.claimed_by = $2 OR l.claimed_until <= $3)
+             RETURNING before.claimed_by IS NOT NULL AND before.claimed_by <> $2",
             &[&id, &store.replica, &secs(now), &secs(until)],
         )
-        .await?;
-    Ok(claimed == 1)
+        .await
+        .map_err(store_err)?;
+    Ok(row.map(|row| Claimed {
+        id,
+        taken_over: row.get(0),
+    }))
 }
 
 /// Claims up to `limit` leases whose credential is owed a removal by `now` (ended, or
-/// an intent past its expiry) and that no replica holds a current claim on.
+/// an intent past its expiry) and that no replica holds a current claim on. A lease
+/// that had a claim before (lapsed: its holder died or stalled) is a takeover.
 pub(super) async fn claim_due(
     store: &PostgresStore,
     now: Timestamp,
     until: Timestamp,
     limit: usize,
-) -> StoreResult<Vec<String>> {
+) -> StoreResult<Vec<Claimed>> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows = store
         .client()
         .await?
         .query(
-            "UPDATE leases SET claimed_by = $2, claimed_until = $3
-             WHERE id IN (
-                 SELECT id FROM leases
+            "UPDATE leases AS l SET claimed_by = $2, claimed_until = $3
+             FROM (
+                 SELECT id, claimed_by FROM leases
                  WHERE NOT removed AND ended_at <= $1
                    AND (claimed_until IS NULL OR claimed_until <= $1)
                  ORDER BY ended_at
                  LIMIT $4
                  FOR UPDATE SKIP LOCKED
-             )
-             RETURNING id",
+             ) AS due
+             WHERE l.id = due.id
+             RETURNING l.id, due.claimed_by IS NOT NULL",
             &[&secs(now), &store.replica, &secs(until), &limit],
         )
         .await
         .map_err(store_err)?;
-    Ok(rows.iter().map(|row| row.get(0)).collect())
+    Ok(rows
+        .iter()
+        .map(|row| Claimed {
+            id: row.get(0),
+            taken_over: row.get(1),
+        })
+        .collect())
 }
 
 /// The advisory lock named `name`, if no other replica holds it. Held by a connection

@@ -107,7 +107,9 @@ pub(crate) fn pg(e: tokio_postgres::Error) -> PgError {
             PgError::Unreachable(db.message().to_owned())
         }
         Some(db) => PgError::Query(db.message().to_owned()),
-        None => tls_failure(&e).unwrap_or_else(|| PgError::Unreachable(e.to_string())),
+        // "error connecting to server" alone does not say whether it was refused or
+        // timed out: the causes (socket and protocol errors; never the URL) follow.
+        None => tls_failure(&e).unwrap_or_else(|| PgError::Unreachable(with_causes(&e))),
     }
 }
 
@@ -121,6 +123,21 @@ fn tls_failure(e: &tokio_postgres::Error) -> Option<PgError> {
     // tokio-postgres's message for a server answering "no" to the TLS request with
     // sslmode=require (the tests check it still reads so).
     (cause.to_string() == "server does not support TLS").then_some(PgError::TlsRefused)
+}
+
+/// `error` and the chain of its sources, `: `-separated.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 pub(super) fn store_err(e: tokio_postgres::Error) -> StoreError {

@@ -47,7 +47,7 @@ pub(super) async fn reserve(
                 &intent.id,
                 &intent.issued,
                 &intent.removed,
-                &secs(intent.ended_at()),
+                &secs(intent.owed_at()),
                 &record,
             ],
         )

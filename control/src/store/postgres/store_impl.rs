@@ -9,7 +9,8 @@ use super::{
     PostgresStore, addon, claims, decode, encode, leases, live, members, secs, store_err, tickets,
 };
 use crate::store::{
-    AtCap, Exclusive, LeaseFilter, RedeemError, Store, StoreResult, StoredLease, StoredTicket,
+    AtCap, Claimed, Exclusive, LeaseFilter, RedeemError, Store, StoreResult, StoredLease,
+    StoredTicket,
 };
 
 impl Store for PostgresStore {
@@ -120,7 +121,9 @@ impl Store for PostgresStore {
                 &lease.member.to_string(),
                 &lease.issued,
                 &lease.removed,
-                &secs(lease.ended_at()),
+                // When it is owed a removal, which claims go by (for an issued lease,
+                // when it ended).
+                &secs(lease.owed_at()),
                 &record,
                 &holds,
                 &ended,
@@ -242,7 +245,7 @@ impl Store for PostgresStore {
         id: String,
         now: Timestamp,
         until: Timestamp,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<Option<Claimed>> {
         claims::claim_one(self, id, now, until).await
     }
 
@@ -251,7 +254,7 @@ impl Store for PostgresStore {
         now: Timestamp,
         until: Timestamp,
         limit: usize,
-    ) -> StoreResult<Vec<String>> {
+    ) -> StoreResult<Vec<Claimed>> {
         claims::claim_due(self, now, until, limit).await
     }
 

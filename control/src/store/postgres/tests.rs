@@ -10,7 +10,7 @@ use leasehold_protocol::Timestamp;
 use leasehold_testkit::postgres::Postgres;
 
 use super::{PgError, PostgresStore, schema};
-use crate::store::{Store, StoredLease, StoredTicket};
+use crate::store::{Claimed, Store, StoredLease, StoredTicket};
 
 /// A server of the test's own and a store on it, initialized for a fresh identity.
 pub(super) async fn server() -> (Postgres, PostgresStore, Identity) {
@@ -121,6 +121,11 @@ async fn a_due_revocation_is_claimed_by_one_replica_until_its_claim_lapses() {
         second.claim_due(Timestamp(100), Timestamp(130), 15)
     );
     let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(
+        a.iter().chain(&b).all(|c| !c.taken_over),
+        "nobody held them before: {a:?} {b:?}"
+    );
+    let (a, b) = (ids(a), ids(b));
     let mut all: Vec<_> = a.iter().chain(&b).cloned().collect();
     all.sort();
     all.dedup();
@@ -133,17 +138,17 @@ async fn a_due_revocation_is_claimed_by_one_replica_until_its_claim_lapses() {
     } else {
         (&second, &first)
     };
+    let renewed = holder
+        .claim_revocation(mine.clone(), Timestamp(110), Timestamp(140))
+        .await
+        .unwrap();
+    assert_eq!(renewed.map(|c| c.taken_over), Some(false), "its own claim");
     assert!(
-        holder
-            .claim_revocation(mine.clone(), Timestamp(110), Timestamp(140))
-            .await
-            .unwrap()
-    );
-    assert!(
-        !other
+        other
             .claim_revocation(mine.clone(), Timestamp(120), Timestamp(150))
             .await
             .unwrap()
+            .is_none()
     );
     assert!(
         other
@@ -152,37 +157,60 @@ async fn a_due_revocation_is_claimed_by_one_replica_until_its_claim_lapses() {
             .unwrap()
             .is_empty()
     );
-    // The holder dies: its claim lapses and the other replica takes the lease over.
+    // The holder dies: its claim lapses and the other replica takes the lease over,
+    // told that it is a takeover (the holder may have removed the credential).
+    let taken = other
+        .claim_due(Timestamp(140), Timestamp(170), 100)
+        .await
+        .unwrap();
     assert!(
-        other
-            .claim_due(Timestamp(140), Timestamp(170), 100)
-            .await
-            .unwrap()
-            .contains(&mine)
+        taken.contains(&Claimed {
+            id: mine.clone(),
+            taken_over: true
+        }),
+        "{taken:?}"
     );
     assert!(
-        !holder
+        holder
             .claim_revocation(mine.clone(), Timestamp(141), Timestamp(171))
             .await
             .unwrap()
+            .is_none()
     );
+    // Renewing the claim taken over is no takeover; taking one over one by one is.
+    let renewed = other
+        .claim_revocation(mine.clone(), Timestamp(150), Timestamp(180))
+        .await
+        .unwrap();
+    assert_eq!(renewed.map(|c| c.taken_over), Some(false));
+    let retaken = holder
+        .claim_revocation(mine.clone(), Timestamp(180), Timestamp(210))
+        .await
+        .unwrap();
+    assert_eq!(retaken.map(|c| c.taken_over), Some(true));
     // Recorded removed: never claimed again.
     let mut done = other.lease(mine.clone()).await.unwrap().unwrap();
     done.removed = true;
     other.put_lease(done).await.unwrap();
     assert!(
-        !other
+        other
             .claim_revocation(mine.clone(), Timestamp(500), Timestamp(530))
             .await
             .unwrap()
+            .is_none()
     );
     assert!(
-        !first
+        !ids(first
             .claim_due(Timestamp(500), Timestamp(530), 100)
             .await
-            .unwrap()
-            .contains(&mine)
+            .unwrap())
+        .contains(&mine)
     );
+}
+
+/// The lease ids of claims.
+fn ids(claims: Vec<Claimed>) -> Vec<String> {
+    claims.into_iter().map(|c| c.id).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
