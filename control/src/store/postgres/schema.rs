@@ -140,8 +140,8 @@ pub async fn version(client: &tokio_postgres::Client) -> Result<i32, PgError> {
 }
 
 /// Brings the schema to [`CURRENT`], each migration in its own transaction, under an
-/// advisory lock so that two replicas migrating at once do not both apply one (the
-/// second waits, then finds the version moved and applies nothing).
+/// advisory lock held for the whole run, so that of two replicas migrating at once one
+/// applies every migration and the other then finds nothing to do.
 ///
 /// `owner` is shown the control identity the database records (none for an empty
 /// one) under the lock and before anything is applied: when it refuses, the
@@ -150,12 +150,30 @@ pub async fn migrate(
     client: &mut tokio_postgres::Client,
     owner: impl Fn(Option<&str>) -> Result<(), PgError>,
 ) -> Result<Migrated, PgError> {
+    // A session lock (the connection is pooled: it is released on every path below).
+    // It conflicts with the transaction-level lock an older release's `init` takes on
+    // the same key.
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(pg)?;
+    let result = migrate_locked(client, owner).await;
+    let unlocked = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(pg);
+    let migrated = result?;
+    unlocked?;
+    Ok(migrated)
+}
+
+async fn migrate_locked(
+    client: &mut tokio_postgres::Client,
+    owner: impl Fn(Option<&str>) -> Result<(), PgError>,
+) -> Result<Migrated, PgError> {
     let mut from = None;
     loop {
         let txn = client.transaction().await.map_err(pg)?;
-        txn.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-            .await
-            .map_err(pg)?;
         // Under the lock: two first `init`s at once would otherwise race to create it.
         txn.batch_execute("CREATE TABLE IF NOT EXISTS leasehold_schema (version INTEGER NOT NULL)")
             .await

@@ -295,4 +295,35 @@ async fn the_previous_releases_lease_statement_still_runs_on_the_current_schema(
         json(&store.lease(recorded.id.clone()).await.unwrap()),
         json(&Some(recorded))
     );
+    // A lease reserved on this release and revoked by the previous one gives its
+    // place under the cap back (its end moves to the revocation).
+    let now = Timestamp(1000);
+    let held = StoredLease {
+        issued: false,
+        ..lease(8, member, 5000)
+    };
+    assert!(
+        store
+            .reserve_lease(held.clone(), now, 1)
+            .await
+            .unwrap()
+            .is_ok()
+    );
+    let next = StoredLease {
+        issued: false,
+        ..lease(9, member, 5000)
+    };
+    assert!(
+        store
+            .reserve_lease(next.clone(), now, 1)
+            .await
+            .unwrap()
+            .is_err()
+    );
+    let revoked = StoredLease {
+        revoked_at: Some(Timestamp(900)),
+        ..held
+    };
+    put_lease_as_previous_release(&client, &revoked).await;
+    assert!(store.reserve_lease(next, now, 1).await.unwrap().is_ok());
 }
