@@ -1,9 +1,10 @@
 //! Upgrading a replicated control's PostgreSQL schema from the previous release's
 //! (version 2), as an operator does it: `control serve` refuses the older schema and
-//! names the command; `control migrate` on a replica refuses another control's
-//! database (exit 1, nothing changed), migrates this control's ("schema 2 → 4", exit
-//! 0) keeping its records, says "already at schema 4" the second time; `control init`
-//! on the existing data directory points at it; then the replica serves.
+//! names the command; `control init` on the existing data directory points at it;
+//! `control migrate` refuses another control's database (exit 1) and a machine with
+//! no data directory (exit 2), changing nothing, then migrates this control's
+//! ("schema 2 → 4", exit 0) keeping its records, and says "already at schema 4" the
+//! second time; then the replica serves.
 
 mod common;
 
@@ -87,6 +88,14 @@ async fn an_operator_migrates_a_replicas_database_from_the_previous_schema() {
     assert!(stderr.contains("nothing was changed"), "{stderr}");
     assert!(stderr.contains(&control), "{stderr}");
     assert_eq!(schema_version(&pg), "2", "a refused migrate migrated");
+
+    // A machine without a replica's data directory: a usage error, nothing changed.
+    let mut bare = Env::new();
+    bare.set_env("LEASEHOLD_STORE_URL", &pg.url());
+    let (code, stderr) = bare.fails(&["control", "migrate"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("holds no control identity"), "{stderr}");
+    assert_eq!(schema_version(&pg), "2");
 
     let stdout = env.ok(&["control", "migrate"]);
     assert!(

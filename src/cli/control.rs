@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use leasehold_channel::home::Home;
-use leasehold_control::datadir::{DataDir, Settings, local_address};
+use leasehold_control::datadir::{DataDir, DataDirError, Settings, local_address};
 use leasehold_control::server;
 use tokio_util::sync::CancellationToken;
 
@@ -238,6 +238,21 @@ pub async fn run(home: &Home, out: Output, cmd: ControlCommand) -> anyhow::Resul
         ControlCommand::Migrate(args) => {
             let location = store_location(args.store.as_deref())?;
             let data = DataDir::new(args.data_dir.unwrap_or_else(|| home.control_dir()));
+            // Checked first, for a message about this command: `init` would be the
+            // wrong advice for a database that already has a control.
+            match data.load() {
+                Err(DataDirError::NotInitialized(path)) => {
+                    return Err(UsageError(format!(
+                        "{} holds no control identity: `control migrate` runs with the data \
+                         directory of one of the control's replicas (--data-dir), whose \
+                         identity key is the one the database records",
+                        path.display()
+                    ))
+                    .into());
+                }
+                Err(e) => return Err(UsageError(e.to_string()).into()),
+                Ok(_) => {}
+            }
             let migrated = leasehold_control::migrate_store(&data, &location).await?;
             match (out, migrated) {
                 (Output::Json, None) => output::json(&serde_json::json!({ "store": "redb" })),
