@@ -4,7 +4,8 @@
 //! `control migrate` refuses another control's database (exit 1) and a machine with
 //! no data directory (exit 2), changing nothing, then migrates this control's
 //! ("schema 2 → 4", exit 0) keeping its records, and says "already at schema 4" the
-//! second time; then the replica serves.
+//! second time; then the replica serves. A database migrated by a newer release: this
+//! one neither serves nor migrates it, and says to upgrade.
 
 mod common;
 
@@ -119,4 +120,23 @@ async fn an_operator_migrates_a_replicas_database_from_the_previous_schema() {
 
     let replica = env.serve();
     assert!(replica.stop().success());
+
+    // A database migrated by a newer release: this one neither serves nor migrates it.
+    pg.psql(&format!(
+        "INSERT INTO leasehold_schema (version) VALUES ({})",
+        CURRENT + 1
+    ))
+    .unwrap();
+    for command in ["serve", "migrate"] {
+        let (code, stderr) = env.fails(&["control", command]);
+        assert_eq!(code, 1, "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "schema is at version {}, newer than this control knows ({CURRENT}): \
+                 upgrade this replica",
+                CURRENT + 1
+            )),
+            "{stderr}"
+        );
+    }
 }
