@@ -148,6 +148,24 @@ pub async fn init_with_store(
     Ok(identity)
 }
 
+/// `control migrate`: brings the schema of a shared store to this build's, for the
+/// control whose data directory `data` is (its identity must be the one the database
+/// records; refused, with nothing changed, otherwise). `None` for the embedded store,
+/// which needs no step of the operator's: what a newer release adds to it (the
+/// open-lease index table) is built when `control serve` opens it.
+pub async fn migrate_store(
+    data: &DataDir,
+    location: &StoreLocation,
+) -> Result<Option<store::postgres::schema::Migrated>, StartError> {
+    let (identity, _) = data.load()?;
+    match location {
+        StoreLocation::Embedded => Ok(None),
+        StoreLocation::Postgres(url) => {
+            Ok(Some(PostgresStore::upgrade(url, identity.public()).await?))
+        }
+    }
+}
+
 /// A control that is serving.
 pub struct Running {
     /// The address it listens on.

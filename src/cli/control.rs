@@ -1,4 +1,4 @@
-//! `leasehold control init|serve`.
+//! `leasehold control init|migrate|serve|set-advertise`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use leasehold_channel::home::Home;
-use leasehold_control::datadir::{DataDir, Settings, local_address};
+use leasehold_control::datadir::{DataDir, DataDirError, Settings, local_address};
 use leasehold_control::server;
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +27,9 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:4101";
 pub enum ControlCommand {
     /// Create the control identity and store, and the local admin identity.
     Init(InitArgs),
+    /// Bring a shared store's schema to this release's (once per upgrade, from any
+    /// replica: the others are restarted after).
+    Migrate(MigrateArgs),
     /// Run the control plane.
     Serve(ServeArgs),
     /// Replace the addresses written into new tickets (restart `control serve` after).
@@ -76,6 +79,24 @@ pub struct InitArgs {
     /// directory) or a PostgreSQL URL (`postgres://USER:PASSWORD@HOST/DB`, with
     /// `?sslmode=verify-full&sslrootcert=CA.pem` for TLS, as libpq reads them) shared by
     /// several control replicas. Best given in the environment: it holds a password.
+    #[arg(
+        long,
+        env = "LEASEHOLD_STORE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub store: Option<String>,
+}
+
+/// `control migrate` flags.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Data directory of one of the control's replicas (its identity must be the one
+    /// the database records) [default: $LEASEHOLD_HOME/control].
+    #[arg(long, env = "LEASEHOLD_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The shared store: a PostgreSQL URL, as for `control serve`. Best given in the
+    /// environment: it holds a password.
     #[arg(
         long,
         env = "LEASEHOLD_STORE_URL",
@@ -211,6 +232,46 @@ pub async fn run(home: &Home, out: Output, cmd: ControlCommand) -> anyhow::Resul
                     ("advertise", settings.advertise.join(", ")),
                     ("admin identity", "admin (enrolled, role=admin)".into()),
                 ]),
+            }
+            Ok(())
+        }
+        ControlCommand::Migrate(args) => {
+            let location = store_location(args.store.as_deref())?;
+            let data = DataDir::new(args.data_dir.unwrap_or_else(|| home.control_dir()));
+            // Checked first, for a message about this command: `init` would be the
+            // wrong advice for a database that already has a control.
+            match data.load() {
+                Err(DataDirError::NotInitialized(path)) => {
+                    return Err(UsageError(format!(
+                        "{} holds no control identity: `control migrate` runs with the data \
+                         directory of one of the control's replicas (--data-dir), whose \
+                         identity key is the one the database records",
+                        path.display()
+                    ))
+                    .into());
+                }
+                Err(e) => return Err(UsageError(e.to_string()).into()),
+                Ok(_) => {}
+            }
+            let migrated = leasehold_control::migrate_store(&data, &location).await?;
+            match (out, migrated) {
+                (Output::Json, None) => output::json(&serde_json::json!({ "store": "redb" })),
+                (Output::Json, Some(m)) => output::json(&serde_json::json!({
+                    "store": "postgres",
+                    "from": m.from,
+                    "to": m.to,
+                    "applied": m.to - m.from,
+                })),
+                (Output::Plain, None) => say!(
+                    "the embedded store (no --store URL given) needs no migration: \
+                     `control serve` brings it up to date when it opens it"
+                ),
+                (Output::Plain, Some(m)) if m.applied() => say!(
+                    "schema {} \u{2192} {}: migrated; restart the replicas one by one",
+                    m.from,
+                    m.to
+                ),
+                (Output::Plain, Some(m)) => say!("already at schema {}: nothing to do", m.to),
             }
             Ok(())
         }

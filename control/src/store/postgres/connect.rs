@@ -1,15 +1,16 @@
 //! Opening the PostgreSQL store: the URL (its TLS parameters in `url.rs`), the TLS
-//! connector (`tls.rs`) and the connection pool, and the checks that `control init`
-//! and `control serve` make before a replica uses the database (schema migrated,
-//! control identity recorded and the same as this replica's).
+//! connector (`tls.rs`) and the connection pool, and the checks that `control init`,
+//! `control migrate` and `control serve` make before a replica uses the database
+//! (schema migrated, control identity recorded and the same as this replica's).
 
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use leasehold_channel::PublicIdentity;
 
+use super::schema::{self, IDENTITY_KEY, Migrated};
 use super::tls::PgTls;
-use super::{PgError, PostgresStore, pg, schema, url};
+use super::{PgError, PostgresStore, pg, url};
 
 /// Connections a replica keeps to PostgreSQL at most.
 const POOL_SIZE: usize = 16;
@@ -40,8 +41,6 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 const KEEPALIVE_RETRIES: u32 = 3;
 /// tokio-postgres's default keepalive idle time: one the URL did not set.
 const DEFAULT_KEEPALIVE_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
-/// The `leasehold_meta` key of the control identity every replica must share.
-const IDENTITY_KEY: &str = "control_identity";
 
 /// Whether `url` names a PostgreSQL store rather than the embedded one.
 pub fn is_postgres_url(url: &str) -> bool {
@@ -117,29 +116,61 @@ impl PostgresStore {
     }
 
     /// `control init`: applies the migrations and records `identity` as the control's,
-    /// or checks it against the one already recorded.
+    /// or checks it against the one already recorded (refused before anything is
+    /// applied when it is another's).
     pub async fn init(url: &str, identity: PublicIdentity) -> Result<Self, PgError> {
         let store = Self::connect(url)?;
+        let local = identity.to_string();
         {
             let mut client = store.client_for_setup().await?;
-            schema::migrate(&mut client).await?;
+            schema::migrate(&mut client, |recorded| match recorded {
+                Some(recorded) if recorded != local => Err(PgError::IdentityMismatch {
+                    local: local.clone(),
+                    recorded: recorded.to_owned(),
+                }),
+                _ => Ok(()),
+            })
+            .await?;
         }
         store.record_identity(identity).await?;
         Ok(store)
     }
 
-    /// The first half of `control init`, before any identity exists: connects, applies
-    /// the migrations, and refuses a database that already records a control identity.
+    /// The first half of `control init`, before any identity exists: connects, refuses
+    /// a database that already records a control identity (changing nothing), and
+    /// applies the migrations.
     pub async fn prepare(url: &str) -> Result<Self, PgError> {
         let store = Self::connect(url)?;
         {
             let mut client = store.client_for_setup().await?;
-            schema::migrate(&mut client).await?;
-        }
-        if let Some(recorded) = store.recorded_identity().await? {
-            return Err(PgError::AlreadyInitialized { recorded });
+            schema::migrate(&mut client, |recorded| match recorded {
+                Some(recorded) => Err(PgError::AlreadyInitialized {
+                    recorded: recorded.to_owned(),
+                }),
+                None => Ok(()),
+            })
+            .await?;
         }
         Ok(store)
+    }
+
+    /// `control migrate`: brings the schema of the database of an existing control,
+    /// `identity`'s, to this build's. Refused, with nothing changed, when the database
+    /// records another identity or none (then it is `control init`'s to set up). Run
+    /// again, or by two replicas at once, it applies each migration once.
+    pub async fn upgrade(url: &str, identity: PublicIdentity) -> Result<Migrated, PgError> {
+        let store = Self::connect(url)?;
+        let local = identity.to_string();
+        let mut client = store.client_for_setup().await?;
+        schema::migrate(&mut client, |recorded| match recorded {
+            None => Err(PgError::NoIdentity),
+            Some(recorded) if recorded != local => Err(PgError::NotThisControl {
+                local: local.clone(),
+                recorded: recorded.to_owned(),
+            }),
+            Some(_) => Ok(()),
+        })
+        .await
     }
 
     /// The second half: records `identity` as the control's (or refuses when another
@@ -154,6 +185,10 @@ impl PostgresStore {
         let store = Self::connect(url)?;
         {
             let client = store.client_for_setup().await?;
+            // An empty database is not an old one: it needs `control init`.
+            if schema::version(&client).await? == 0 {
+                return Err(PgError::NoIdentity);
+            }
             schema::check(&client).await?;
         }
         match store.recorded_identity().await? {

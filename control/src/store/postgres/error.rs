@@ -49,7 +49,8 @@ pub enum PgError {
     /// The schema is older than this build (or absent).
     #[error(
         "the database's schema is at version {found}, this control needs {known}: run \
-         `leasehold control init --store URL` (it applies the migrations)",
+         `leasehold control migrate --store URL` once, on any replica of this release (with \
+         its data directory), then start this replica again",
         known = schema::CURRENT
     )]
     Older {
@@ -72,9 +73,22 @@ pub enum PgError {
     #[error(
         "the database already belongs to control {recorded}: nothing was changed; for \
          another replica, copy the data directory of the one that ran `control init` (its \
-         identity key) instead of running init again"
+         identity key) instead of running init again; to upgrade its schema, run \
+         `leasehold control migrate --store URL` with that data directory"
     )]
     AlreadyInitialized {
+        /// The database's.
+        recorded: String,
+    },
+    /// `control migrate` on a database another control identity owns.
+    #[error(
+        "the database belongs to control {recorded}, not to this replica's ({local}): nothing \
+         was changed; run `control migrate` with the data directory of one of that \
+         control's replicas"
+    )]
+    NotThisControl {
+        /// This replica's.
+        local: String,
         /// The database's.
         recorded: String,
     },

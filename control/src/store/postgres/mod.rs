@@ -121,3 +121,5 @@ mod live_tests;
 mod tests;
 #[cfg(test)]
 mod tls_tests;
+#[cfg(test)]
+mod upgrade_tests;

@@ -1,10 +1,18 @@
 //! The PostgreSQL schema, as numbered migrations.
 //!
-//! `control init` applies the ones a database lacks ([`migrate`]); `control serve` only
-//! checks ([`check`]) and refuses a schema newer than this build knows, so an older
-//! replica left running during a rolling upgrade stops rather than writing records it
-//! does not understand. A migration is never edited once released: a change is a new
-//! entry at the end.
+//! `control init` applies them to a new database; `control migrate` brings the
+//! database of an existing control to this build's version (after checking that it
+//! belongs to this replica's identity); `control serve` only checks ([`check`]): it
+//! refuses an older schema, naming the command to run, and a newer one, so that a
+//! replica restarted on an old release does not start against a schema it does not
+//! know. A migration is never edited once released: a change is a new entry at the
+//! end.
+//!
+//! Every migration is additive (new tables, columns with a default, indexes,
+//! functions; nothing dropped or renamed), so that the statements of the previous
+//! release still run against it: during a rolling upgrade, the replicas still on the
+//! old release keep serving until they are restarted on the new one. A change that
+//! cannot be made so would need a release of its own that stops the old replicas.
 //!
 //! Records are kept whole as JSON text (the same serde forms the embedded store
 //! keeps), beside the few columns the queries select or order on. Times are whole
@@ -92,8 +100,27 @@ pub const MIGRATIONS: &[&str] = &[
 /// The schema version this build writes and reads.
 pub const CURRENT: i32 = MIGRATIONS.len() as i32;
 
-/// A constant key for the advisory lock that serializes concurrent `control init`s.
+/// A constant key for the advisory lock that serializes concurrent migrations.
 const MIGRATION_LOCK: i64 = 0x6c65_6173_6568_6f6c; // "leasehol"
+
+/// The `leasehold_meta` key of the control identity every replica must share.
+pub(super) const IDENTITY_KEY: &str = "control_identity";
+
+/// What [`migrate`] did: the schema it found and the one it left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migrated {
+    /// The version before (0 for an empty database).
+    pub from: i32,
+    /// The version after: [`CURRENT`].
+    pub to: i32,
+}
+
+impl Migrated {
+    /// Whether any migration was applied.
+    pub fn applied(&self) -> bool {
+        self.from != self.to
+    }
+}
 
 /// The version a database's schema is at (0 for an empty database).
 pub async fn version(client: &tokio_postgres::Client) -> Result<i32, PgError> {
@@ -112,16 +139,43 @@ pub async fn version(client: &tokio_postgres::Client) -> Result<i32, PgError> {
     Ok(row.and_then(|r| r.get::<_, Option<i32>>(0)).unwrap_or(0))
 }
 
-/// Brings the schema to [`CURRENT`], each migration in its own transaction, under a
-/// lock so that two replicas initializing at once do not both apply one.
-pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<i32, PgError> {
+/// Brings the schema to [`CURRENT`], each migration in its own transaction, under an
+/// advisory lock held for the whole run, so that of two replicas migrating at once one
+/// applies every migration and the other then finds nothing to do.
+///
+/// `owner` is shown the control identity the database records (none for an empty
+/// one) under the lock and before anything is applied: when it refuses, the
+/// transaction is rolled back and the database is left as it was.
+pub async fn migrate(
+    client: &mut tokio_postgres::Client,
+    owner: impl Fn(Option<&str>) -> Result<(), PgError>,
+) -> Result<Migrated, PgError> {
+    // A session lock (the connection is pooled: it is released on every path below).
+    // It conflicts with the transaction-level lock an older release's `init` takes on
+    // the same key.
     client
-        .batch_execute("CREATE TABLE IF NOT EXISTS leasehold_schema (version INTEGER NOT NULL)")
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(pg)?;
+    let result = migrate_locked(client, owner).await;
+    let unlocked = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(pg);
+    let migrated = result?;
+    unlocked?;
+    Ok(migrated)
+}
+
+async fn migrate_locked(
+    client: &mut tokio_postgres::Client,
+    owner: impl Fn(Option<&str>) -> Result<(), PgError>,
+) -> Result<Migrated, PgError> {
+    let mut from = None;
     loop {
         let txn = client.transaction().await.map_err(pg)?;
-        txn.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        // Under the lock: two first `init`s at once would otherwise race to create it.
+        txn.batch_execute("CREATE TABLE IF NOT EXISTS leasehold_schema (version INTEGER NOT NULL)")
             .await
             .map_err(pg)?;
         let at: i32 = txn
@@ -135,9 +189,24 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<i32, PgError
         if at > CURRENT {
             return Err(PgError::Newer { found: at });
         }
+        // leasehold_meta exists from version 1 on.
+        let recorded: Option<String> = if at >= 1 {
+            txn.query_opt(
+                "SELECT value FROM leasehold_meta WHERE key = $1",
+                &[&IDENTITY_KEY],
+            )
+            .await
+            .map_err(pg)?
+            .map(|row| row.get(0))
+        } else {
+            None
+        };
+        // Dropping the transaction on refusal rolls it back.
+        owner(recorded.as_deref())?;
+        let from = *from.get_or_insert(at);
         if at == CURRENT {
             txn.commit().await.map_err(pg)?;
-            return Ok(at);
+            return Ok(Migrated { from, to: at });
         }
         txn.batch_execute(MIGRATIONS[at as usize])
             .await

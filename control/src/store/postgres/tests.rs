@@ -274,7 +274,7 @@ async fn serve_refuses_another_identity_a_newer_schema_and_an_uninitialized_data
 
     let empty = pg.create_database("empty").unwrap();
     let refused = PostgresStore::open(&empty, stranger).await.unwrap_err();
-    assert!(matches!(refused, PgError::Older { found: 0 }), "{refused}");
+    assert!(matches!(refused, PgError::NoIdentity), "{refused}");
 
     store
         .execute(
