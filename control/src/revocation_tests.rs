@@ -1,0 +1,133 @@
+//! The limits on revocation work ([`crate::revocation_limits`]) against an InfluxDB
+//! slow to revoke: many leases due at once are worked a few at a time, and the request
+//! path is not held up by them.
+
+use std::time::Duration;
+
+use leasehold_channel::{Identity, PublicIdentity, Secret};
+use leasehold_protocol::{AddonConfig, MemberRecord, Reply, Request, Timestamp};
+use leasehold_testkit::v2server::V2Server;
+use tokio_util::sync::CancellationToken;
+
+use crate::control::Control;
+use crate::datadir::DataDir;
+use crate::revocation_limits::ATTEMPTS;
+use crate::store::{MemoryStore, Store};
+
+fn record(id: PublicIdentity, name: &str, attributes: &[(&str, &str)]) -> MemberRecord {
+    MemberRecord {
+        id,
+        name: name.into(),
+        attributes: attributes
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        enrolled_at: Timestamp(1),
+    }
+}
+
+/// Polls `done` every 20 ms for up to 30 s; panics with `what` if it never holds.
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..1500 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_is_revoked_a_few_at_a_time_while_lease_create_still_succeeds() {
+    let v2 = V2Server::start_default().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = MemoryStore::new();
+    let admin = Identity::generate().public();
+    store
+        .put_member(record(admin, "admin", &[("role", "admin")]))
+        .await
+        .unwrap();
+    let member = Identity::generate().public();
+    store.put_member(record(member, "m", &[])).await.unwrap();
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let control = Control::start(
+        Identity::generate(),
+        store.clone(),
+        DataDir::new(dir.path()),
+        vec!["127.0.0.1:4100".into()],
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let addon = AddonConfig::Influxdb {
+        endpoint_url: v2.url(),
+        token: Secret::new(v2.admin_token()),
+        org_id: v2.org_id().to_owned(),
+        permissions: serde_json::json!([{"action": "write", "resource": {"type": "buckets"}}]),
+        default_ttl_secs: Some(600),
+        max_ttl_secs: Some(600),
+        max_live_leases: Some(1000),
+        ca_pem: None,
+    };
+    let configure = Request::AddonConfigure {
+        addon,
+        skip_verify: true,
+    };
+    control.handle(admin, configure).await.unwrap();
+
+    // Three times as many leases as attempts allowed, all due at once.
+    let mut ids = Vec::new();
+    for _ in 0..3 * ATTEMPTS {
+        let create = Request::LeaseCreate { ttl_secs: None };
+        let Reply::Lease(lease) = control.handle(member, create).await.unwrap() else {
+            panic!("not a lease")
+        };
+        ids.push(lease.id);
+    }
+    v2.hold_deletes(true);
+    for id in &ids {
+        control.schedule(Timestamp(0), id.clone());
+    }
+    wait_until("the first revocations reach InfluxDB", || {
+        v2.deletes_held().0 >= ATTEMPTS as u64
+    })
+    .await;
+    // Time for any revocation beyond the limit to reach InfluxDB too (with no limit,
+    // all of them do at once).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (held, most) = v2.deletes_held();
+    assert!(
+        most <= ATTEMPTS as u64,
+        "{most} revocations in flight at once, more than the limit of {ATTEMPTS} (now {held})"
+    );
+
+    // The request path is not behind the backlog.
+    let create = Request::LeaseCreate { ttl_secs: None };
+    let Reply::Lease(fresh) = control.handle(member, create).await.unwrap() else {
+        panic!("not a lease")
+    };
+    let metrics = control.metrics().render();
+    let owed = format!("{} {}", crate::metrics::REVOCATIONS_OWED, ids.len());
+    assert!(
+        metrics.contains(&owed),
+        "the backlog is shown: {owed} in\n{metrics}"
+    );
+
+    // InfluxDB answers again: every one is revoked, once, and the fresh lease is left.
+    v2.hold_deletes(false);
+    wait_until("every lease due is revoked", || {
+        v2.authorization_count() == 1
+    })
+    .await;
+    let fresh = store.lease(fresh.id).await.unwrap().unwrap();
+    assert_eq!(v2.authorizations()[0].id, fresh.credential_id);
+    for id in &ids {
+        let lease = store.lease(id.clone()).await.unwrap().unwrap();
+        assert!(lease.removed, "{id} recorded removed");
+    }
+    assert!(
+        v2.deletes_held().1 <= ATTEMPTS as u64,
+        "never more than the limit"
+    );
+}
