@@ -131,3 +131,106 @@ async fn a_backlog_is_revoked_a_few_at_a_time_while_lease_create_still_succeeds(
         "never more than the limit"
     );
 }
+
+/// A due lease of no member this control knows, issued under the current add-on.
+fn due_lease(n: usize) -> crate::store::StoredLease {
+    crate::store::StoredLease {
+        id: format!("{n:016x}"),
+        member: Identity::generate().public(),
+        created_at: Timestamp(1),
+        expires_at: Timestamp(2),
+        credential_id: format!("{n:016x}"),
+        auth_scheme: leasehold_protocol::AuthScheme::Token,
+        endpoint_url: String::new(),
+        revoked_at: None,
+        removed: false,
+        issued: true,
+        addon_id: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_claims_only_what_it_has_room_for_and_issues_meanwhile() {
+    use crate::revocation_limits::HELD;
+    use crate::store::PostgresStore;
+
+    let pg = tokio::task::spawn_blocking(leasehold_testkit::postgres::Postgres::start)
+        .await
+        .unwrap()
+        .expect("PostgreSQL (Debian package postgresql) is required: scripts/test.sh installs it");
+    let identity = Identity::generate();
+    let store = PostgresStore::init(&pg.url(), identity.public())
+        .await
+        .unwrap();
+    let v2 = V2Server::start_default().await.unwrap();
+    let admin = Identity::generate().public();
+    store
+        .put_member(record(admin, "admin", &[("role", "admin")]))
+        .await
+        .unwrap();
+    let member = Identity::generate().public();
+    store.put_member(record(member, "m", &[])).await.unwrap();
+    // More due than one replica may hold: the rest are for the other replicas.
+    let due = HELD + 44;
+    for n in 0..due {
+        store.put_lease(due_lease(n)).await.unwrap();
+    }
+    v2.hold_deletes(true);
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let replica = PostgresStore::open(&pg.url(), identity.public())
+        .await
+        .unwrap();
+    let control = Control::start(
+        identity,
+        replica,
+        DataDir::new(dir.path()),
+        vec!["127.0.0.1:4100".into()],
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let addon = AddonConfig::Influxdb {
+        endpoint_url: v2.url(),
+        token: Secret::new(v2.admin_token()),
+        org_id: v2.org_id().to_owned(),
+        permissions: serde_json::json!([{"action": "write", "resource": {"type": "buckets"}}]),
+        default_ttl_secs: Some(600),
+        max_ttl_secs: Some(600),
+        max_live_leases: Some(1000),
+        ca_pem: None,
+    };
+    let configure = Request::AddonConfigure {
+        addon,
+        skip_verify: true,
+    };
+    control.handle(admin, configure).await.unwrap();
+    wait_until("the first revocations reach InfluxDB", || {
+        v2.deletes_held().0 >= ATTEMPTS as u64
+    })
+    .await;
+    // Two more claim polls: with no room left, this replica claims nothing more.
+    tokio::time::sleep(crate::control::CLAIM_POLL * 5 / 2).await;
+    let now = Timestamp::now();
+    let other = PostgresStore::open(&pg.url(), control.identity().public())
+        .await
+        .unwrap();
+    let left = other
+        .claim_due(now, Timestamp(now.0 + 30), 10 * due)
+        .await
+        .unwrap();
+    assert_eq!(
+        left.len(),
+        due - HELD,
+        "the replica held {HELD} and left the rest to the others"
+    );
+    let (_, most) = v2.deletes_held();
+    assert!(most <= ATTEMPTS as u64, "{most} revocations at once");
+
+    // The pool is not the revocations': a lease is issued meanwhile.
+    let create = Request::LeaseCreate { ttl_secs: None };
+    let reply = control.handle(member, create).await.unwrap();
+    assert!(matches!(reply, Reply::Lease(_)), "{reply:?}");
+    v2.hold_deletes(false);
+}
