@@ -92,6 +92,9 @@ pub struct Control<S> {
     pub(crate) schedule: Schedule,
     /// The revocations this process is carrying out now ([`crate::in_flight`]).
     pub(crate) in_flight: crate::in_flight::InFlight,
+    /// How much revocation work this control takes on at once
+    /// ([`crate::revocation_limits`]).
+    pub(crate) revocation_limits: crate::revocation_limits::RevocationLimits,
     pub(crate) tasks: TaskTracker,
     pub(crate) shutdown: CancellationToken,
     /// Revocation attempts InfluxDB refused with 401/403 (the add-on's admin
@@ -152,19 +155,27 @@ impl<S: Store> Control<S> {
             sweep_interval_ms: AtomicU64::new(SWEEP_INTERVAL.as_millis() as u64),
             schedule,
             in_flight: crate::in_flight::InFlight::default(),
+            revocation_limits: crate::revocation_limits::RevocationLimits::default(),
             tasks: TaskTracker::new(),
             shutdown,
             revocations_refused: std::sync::atomic::AtomicU64::new(0),
             metrics: crate::metrics::Metrics::new(),
         });
         let weak = Arc::downgrade(&control);
+        let counting = Arc::downgrade(&control);
         control.tasks.spawn(revoker::run_queue(
             rx,
             control.shutdown.clone(),
             std::time::SystemTime::now,
-            move |id| {
+            control.revocation_limits.clone(),
+            move |waiting| {
+                if let Some(control) = counting.upgrade() {
+                    control.metrics.revocations_waiting(waiting);
+                }
+            },
+            move |id, place| {
                 if let Some(control) = weak.upgrade() {
-                    control.revoke_in_background(id, false);
+                    control.revoke_in_background(id, false, Some(place));
                 }
             },
         ));

@@ -45,6 +45,9 @@ mod location;
 mod log_throttle;
 mod ops;
 mod revocation;
+pub mod revocation_limits;
+#[cfg(test)]
+mod revocation_tests;
 pub mod sealed;
 
 use std::collections::BTreeMap;

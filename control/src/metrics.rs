@@ -70,6 +70,9 @@ pub struct Metrics {
     /// The leases whose revocation is due and not done: a set, not a count, since one
     /// lease can be due twice (revoked, then its expiry) and must count once.
     owed: Mutex<HashSet<String>>,
+    /// Revocations due in the embedded store's queue and not taken on yet, for want
+    /// of room ([`crate::revocation_limits`]): owed too.
+    waiting: std::sync::atomic::AtomicUsize,
     sweep_removed: Counter,
     backend_latency: Family<Labels, Histogram, fn() -> Histogram>,
     store_latency: Family<Labels, Histogram, fn() -> Histogram>,
@@ -157,6 +160,7 @@ impl Metrics {
             revocations_failed,
             revocations_owed,
             owed: Mutex::default(),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
             sweep_removed,
             backend_latency,
             store_latency,
@@ -190,6 +194,12 @@ impl Metrics {
     /// Lease `id`'s credential is gone (or it needs no removal): it is owed nothing.
     pub fn revocation_settled(&self, id: &str) {
         self.owed_set().remove(id);
+    }
+
+    /// `waiting` revocations are due and queued, not taken on yet for want of room.
+    pub fn revocations_waiting(&self, waiting: usize) {
+        self.waiting
+            .store(waiting, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A credential was removed from InfluxDB.
@@ -239,7 +249,7 @@ impl Metrics {
 
     /// The metrics as OpenMetrics text.
     pub fn render(&self) -> String {
-        let owed = self.owed_set().len();
+        let owed = self.owed_set().len() + self.waiting.load(std::sync::atomic::Ordering::Relaxed);
         self.revocations_owed
             .set(i64::try_from(owed).unwrap_or(i64::MAX));
         let mut out = String::with_capacity(4096);

@@ -45,14 +45,25 @@ impl<S: Store> Control<S> {
         }
     }
 
-    /// One task per lease due: a revocation that retries while InfluxDB is down must
-    /// not hold up the others (nor the queue, which only hands out ids). With
-    /// `look_first`, the credential may already be gone (see [`Self::revoke_once`]).
-    pub(crate) fn revoke_in_background(self: Arc<Self>, id: String, look_first: bool) {
+    /// One task per lease taken on: a revocation that retries while InfluxDB is down
+    /// must not hold up the others (nor the queue, which only hands out ids). `place`
+    /// is its place among the revocations this control holds, kept until it is settled
+    /// ([`crate::revocation_limits`]). With `look_first`, the credential may already be
+    /// gone (see [`Self::revoke_once`]).
+    pub(crate) fn revoke_in_background(
+        self: Arc<Self>,
+        id: String,
+        look_first: bool,
+        place: Option<crate::revocation_limits::Held>,
+    ) {
         let control = self.clone();
         let span = tracing::info_span!("lease", lease.id = %id);
         self.tasks.spawn(
-            async move { control.revoke_until_done(&id, look_first).await }.instrument(span),
+            async move {
+                control.revoke_until_done(&id, look_first).await;
+                drop(place);
+            }
+            .instrument(span),
         );
     }
 
@@ -65,7 +76,15 @@ impl<S: Store> Control<S> {
         let mut attempt = 0;
         self.metrics.revocation_due(id);
         loop {
-            match self.revoke_once(id, look_first).await {
+            // One of the few attempts this control makes at once, held for the attempt
+            // only: a revocation sleeping in its backoff leaves the permit to the
+            // others ([`crate::revocation_limits::ATTEMPTS`]).
+            let Some(permit) = self.revocation_limits.attempt(&self.shutdown).await else {
+                return;
+            };
+            let outcome = self.revoke_once(id, look_first).await;
+            drop(permit);
+            match outcome {
                 Ok(()) => return self.metrics.revocation_settled(id),
                 Err(error) => self.revocation_failed(id, &error, attempt, "revocation failed"),
             }
@@ -204,7 +223,10 @@ impl<S: Store> Control<S> {
                     0,
                     "immediate revocation failed (continuing in the background)",
                 );
-                self.clone().revoke_in_background(lease.id.clone(), true);
+                // Outside the limit on places: this is the request path, and one
+                // request leaves at most one such revocation.
+                self.clone()
+                    .revoke_in_background(lease.id.clone(), true, None);
             } else {
                 lease.removed = true;
             }
@@ -220,24 +242,41 @@ impl<S: Store> Control<S> {
         let mut quiet = crate::log_throttle::LogThrottle::new(crate::log_throttle::LOG_INTERVAL);
         let mut quiet_addon =
             crate::log_throttle::LogThrottle::new(crate::log_throttle::LOG_INTERVAL);
+        // The last claim filled this replica's room: claim again as soon as half of it
+        // is free, not a poll later (still polling, to follow the add-on settings even
+        // while every place is held by a revocation InfluxDB keeps failing).
+        let mut full = false;
         loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
                 _ = tokio::time::sleep(crate::control::CLAIM_POLL) => {}
+                _ = self.revocation_limits.half_free(&self.shutdown), if full => {}
             }
+            full = false;
             if let Err(error) = self.follow_shared_addon().await
                 && let Some(unlogged) = quiet_addon.hit(std::time::Instant::now())
             {
                 tracing::warn!(%error, unlogged, "cannot follow the shared add-on settings");
             }
+            // Only as many as this replica has room for: the rest stay in the store
+            // for the other replicas (or the next poll), and what it claims it starts
+            // on well within the claim's lifetime ([`crate::revocation_limits`]).
+            let room = self.revocation_limits.room().min(CLAIM_BATCH);
+            if room == 0 {
+                full = true;
+                continue;
+            }
             let now = Timestamp::now();
             let until = Timestamp(now.0 + crate::control::CLAIM_FOR.as_secs());
-            let due = self.store.claim_due(now, until, CLAIM_BATCH);
+            let due = self.store.claim_due(now, until, room);
             match self.metrics.store("claim_due", due).await {
                 Ok(claims) => {
+                    // A full batch: more may be due.
+                    full = claims.len() == room;
                     for claim in claims {
+                        let place = self.revocation_limits.try_hold();
                         self.clone()
-                            .revoke_in_background(claim.id, claim.taken_over);
+                            .revoke_in_background(claim.id, claim.taken_over, place);
                     }
                 }
                 Err(error) => {

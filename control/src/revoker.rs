@@ -17,6 +17,8 @@ use leasehold_protocol::Timestamp;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::revocation_limits::{Held, RevocationLimits};
+
 /// First retry delay after a failed revocation.
 pub const RETRY_INITIAL: Duration = Duration::from_millis(250);
 /// Longest delay between revocation attempts while InfluxDB is down: short, since a
@@ -61,6 +63,14 @@ impl Queue {
         self.due.first().map_or(IDLE, |(at, _)| until(*at, now))
     }
 
+    /// How many leases are due at `now` (still queued).
+    pub fn due_count(&self, now: SystemTime) -> usize {
+        self.due
+            .iter()
+            .take_while(|(at, _)| until(*at, now).is_zero())
+            .count()
+    }
+
     /// How many leases are queued.
     pub fn len(&self) -> usize {
         self.due.len()
@@ -92,22 +102,38 @@ impl Schedule {
     }
 }
 
-/// Runs the timer queue: calls `due(lease id)` when each lease's time comes by `clock`.
+/// Runs the timer queue: calls `due(lease id, place)` when each lease's time comes by
+/// `clock`, as long as `limits` has room for one more; what is due beyond that stays
+/// queued (an entry in an ordered set, not a task) until half the places are free, and
+/// its number is told to `waiting` (the backlog the metrics show).
 pub async fn run_queue(
     mut rx: mpsc::UnboundedReceiver<(Timestamp, String)>,
     shutdown: CancellationToken,
     clock: impl Fn() -> SystemTime,
-    mut due: impl FnMut(String),
+    limits: RevocationLimits,
+    mut waiting: impl FnMut(usize),
+    mut due: impl FnMut(String, Held),
 ) {
     let mut queue = Queue::default();
     loop {
-        while let Some(id) = queue.pop_due(clock()) {
-            due(id);
+        let mut full = false;
+        while queue.wait(clock()).is_zero() {
+            let Some(place) = limits.try_hold() else {
+                full = true;
+                break;
+            };
+            let Some(id) = queue.pop_due(clock()) else {
+                break;
+            };
+            due(id, place);
         }
-        let wait = queue.wait(clock());
+        waiting(if full { queue.due_count(clock()) } else { 0 });
+        // Full: what is due waits for room, not for a clock.
+        let wait = if full { IDLE } else { queue.wait(clock()) };
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
+            _ = limits.half_free(&shutdown), if full => {}
             job = rx.recv() => match job {
                 Some((at, id)) => queue.insert(at, id),
                 None => return,
@@ -173,7 +199,9 @@ mod tests {
             rx,
             shutdown.clone(),
             paused_clock(start),
-            move |id| {
+            RevocationLimits::default(),
+            |_| {},
+            move |id, _place| {
                 let _ = tx.send(id);
             },
         ));
@@ -203,7 +231,9 @@ mod tests {
             rx,
             shutdown.clone(),
             paused_clock(start),
-            move |id| {
+            RevocationLimits::default(),
+            |_| {},
+            move |id, _place| {
                 let _ = tx.send(id);
             },
         ));
@@ -215,5 +245,50 @@ mod tests {
         shutdown.cancel();
         task.await.unwrap();
         assert!(fired.try_recv().is_err(), "the hour's lease never came due");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn what_is_due_beyond_the_room_waits_queued_and_goes_when_places_free() {
+        let (schedule, rx) = Schedule::new();
+        let shutdown = CancellationToken::new();
+        let (tx, mut fired) = mpsc::unbounded_channel();
+        let waiting = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        for n in 0..10 {
+            schedule.at(Timestamp(1_000 - 5), format!("lease{n:02}"));
+        }
+        let limits = RevocationLimits::new(1, 4);
+        let reported = waiting.clone();
+        let task = tokio::spawn(run_queue(
+            rx,
+            shutdown.clone(),
+            paused_clock(at(1_000)),
+            limits.clone(),
+            move |n| reported.store(n, std::sync::atomic::Ordering::SeqCst),
+            move |id, place| {
+                let _ = tx.send((id, place));
+            },
+        ));
+        let mut places = Vec::new();
+        for _ in 0..4 {
+            places.push(fired.recv().await.unwrap());
+        }
+        // Ten due, four places: the six others stay queued, counted, no task for them.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(fired.try_recv().is_err(), "a fifth handed out with no room");
+        assert_eq!(waiting.load(std::sync::atomic::Ordering::SeqCst), 6);
+        // One place back is not half the room: still nothing.
+        places.pop();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(
+            fired.try_recv().is_err(),
+            "taken on in batches, not one by one"
+        );
+        places.pop();
+        let next = fired.recv().await.unwrap();
+        assert_eq!(next.0, "lease04", "in order");
+        let _ = fired.recv().await.unwrap();
+        assert_eq!(waiting.load(std::sync::atomic::Ordering::SeqCst), 4);
+        shutdown.cancel();
+        task.await.unwrap();
     }
 }

@@ -103,6 +103,22 @@ impl Fleet {
         self.listen.iter().map(ToString::to_string).collect()
     }
 
+    /// Copies the replicas' logs (`replica-N.log`, warnings and errors) into the
+    /// directory `FLEET_LOGS` names, if set: the temporary home goes at the end.
+    pub fn keep_logs(&self) -> anyhow::Result<()> {
+        let Some(dir) = std::env::var_os("FLEET_LOGS") else {
+            return Ok(());
+        };
+        std::fs::create_dir_all(&dir)?;
+        for i in 0..self.listen.len() {
+            let name = format!("replica-{i}.log");
+            let from = self.home.root().join(&name);
+            std::fs::copy(&from, std::path::Path::new(&dir).join(&name))
+                .with_context(|| format!("copying {}", from.display()))?;
+        }
+        Ok(())
+    }
+
     /// The local admin identity.
     pub fn admin(&self) -> anyhow::Result<Identity> {
         Ok(self.home.load_identity("admin")?)
@@ -187,6 +203,27 @@ impl Fleet {
             }
         }
         Ok(())
+    }
+
+    /// The sum over the replicas of the `/metrics` sample `name` (a counter's
+    /// `_total` included); a replica that does not answer counts nothing.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let mut sum = 0.0;
+        for admin in &self.admin {
+            let Ok(answer) = reqwest::get(format!("http://{admin}/metrics")).await else {
+                continue;
+            };
+            let text = answer.text().await.unwrap_or_default();
+            sum += text
+                .lines()
+                .filter_map(|line| line.split_once(' '))
+                .filter(|(sample, _)| {
+                    *sample == name || sample.strip_suffix("_total") == Some(name)
+                })
+                .filter_map(|(_, value)| value.trim().parse::<f64>().ok())
+                .sum::<f64>();
+        }
+        sum
     }
 
     /// Kills every replica (`SIGKILL`, as a crash or a node loss would) and waits for

@@ -1,6 +1,7 @@
 //! The control at fleet scale: release `leasehold control serve` processes (one, or
 //! several replicas on a PostgreSQL of the benchmark's own) issuing v2 leases against
-//! the in-process InfluxDB v2 test server, to sidecar-like clients in this process.
+//! the InfluxDB v2 test server (in a child process, `influx.rs`), to sidecar-like
+//! clients in this process.
 //!
 //! ```sh
 //! cargo build --release --example fleet_bench --bin leasehold
@@ -23,10 +24,11 @@
 //!   ones): spawn-to-ready time and `leasehold lease list --status active` time.
 //!
 //! CPU is the replicas' own (utime + stime from `/proc/PID/stat`): the clients'
-//! handshakes, the test server and the store fill run in this process, PostgreSQL in its
-//! own. Every line carries the load average: the machine may be shared.
+//! handshakes and the store fill run in this process, the test server and PostgreSQL in
+//! their own. Every line carries the load average: the machine may be shared.
 
 mod fleet;
+mod influx;
 mod population;
 mod report;
 mod sidecar;
@@ -41,9 +43,10 @@ use leasehold_channel::home::Enrollment;
 use leasehold_protocol::client::Client;
 use leasehold_protocol::{AddonConfig, Request};
 use leasehold_testkit::postgres::Postgres;
-use leasehold_testkit::v2server::V2Server;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+use leasehold_control::metrics::REVOCATIONS_DONE;
 
 use crate::fleet::Fleet;
 use crate::report::{Latencies, load, per_lease_us};
@@ -104,6 +107,9 @@ enum Scenario {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// (Internal) the InfluxDB stand-in, in a process of its own (`influx.rs`).
+    #[command(hide = true)]
+    ServeInflux,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -146,6 +152,7 @@ async fn main() -> anyhow::Result<()> {
             active,
             runs,
         } => history(store, &records, active, runs).await,
+        Scenario::ServeInflux => influx::serve().await,
     }
 }
 
@@ -155,7 +162,7 @@ struct Setup {
     // Dropped last (fields drop in order): the replicas before their database.
     fleet: Fleet,
     identities: Vec<leasehold_channel::Identity>,
-    _v2: V2Server,
+    _v2: influx::Influx,
     _pg: Option<Postgres>,
     _dir: tempfile::TempDir,
 }
@@ -175,7 +182,7 @@ impl Setup {
             StoreKind::Redb => None,
         };
         let url = pg.as_ref().map(Postgres::url);
-        let v2 = V2Server::start_default().await?;
+        let v2 = tokio::task::spawn_blocking(influx::Influx::spawn).await??;
         let mut fleet = Fleet::init(dir.path(), replicas, url.as_deref()).await?;
         let store = population::open(&fleet, url.as_deref()).await?;
         let started = Instant::now();
@@ -188,9 +195,9 @@ impl Setup {
         admin
             .call(Request::AddonConfigure {
                 addon: AddonConfig::Influxdb {
-                    endpoint_url: v2.url(),
-                    token: Secret::new(v2.admin_token()),
-                    org_id: v2.org_id().to_owned(),
+                    endpoint_url: v2.url.clone(),
+                    token: Secret::new(&v2.token),
+                    org_id: v2.org_id.clone(),
                     permissions: serde_json::json!([{"action":"write","resource":{"type":"buckets"}}]),
                     default_ttl_secs: Some(ttl),
                     max_ttl_secs: None,
@@ -348,8 +355,27 @@ async fn thundering_herd(setup: &mut Setup) -> anyhow::Result<()> {
     let (cpu_before, load_before) = (setup.fleet.cpu(), load());
     let started = Instant::now();
     go.cancel();
+    // How it converges (or not): every 10 s, the clients done (leased, or gave up).
+    let mut progress = Instant::now();
+    while tasks.iter().any(|t| !t.is_finished()) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if progress.elapsed() >= Duration::from_secs(10) {
+            // Not the replicas' /metrics here: under the herd a scrape took them tens
+            // of seconds to answer, and held this loop as long.
+            let done = tasks.iter().filter(|t| t.is_finished()).count();
+            eprintln!(
+                "herd: {done} of {} done after {:.0?}; load {}",
+                tasks.len(),
+                started.elapsed(),
+                load()
+            );
+            progress = Instant::now();
+        }
+    }
     let tallies = join(tasks).await?;
     let cpu = setup.fleet.cpu() - cpu_before;
+    let revoked = setup.fleet.metric(REVOCATIONS_DONE).await;
+    setup.fleet.keep_logs()?;
     let leased: Vec<_> = tallies.iter().filter_map(|t| t.leases.first()).collect();
     let last = leased
         .iter()
@@ -360,7 +386,8 @@ async fn thundering_herd(setup: &mut Setup) -> anyhow::Result<()> {
     println!(
         "herd: {} of {} sidecars leased after all {} replicas restarted (ready in {restart:.1?}): \
          all within {last:.1?} (time to lease p50 {:.0} ms p99 {:.0} ms), replicas' CPU {:.0} us \
-         per fresh-channel lease; {}; load {load_before} -> {}",
+         per fresh-channel lease; {revoked} credentials revoked meanwhile; {}; load \
+         {load_before} -> {}",
         leased.len(),
         tallies.len(),
         setup.fleet.addrs().len(),

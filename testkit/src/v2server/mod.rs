@@ -10,7 +10,8 @@
 //! - `POST /api/v2/write` and the v1-compatible `POST /write` (token checked against
 //!   the authorization's bucket permissions; gzip bodies; lines recorded);
 //! - `GET /ping` (204) and `GET /health` (200);
-//! - failure injection: every request answers 503 with `Retry-After: 1`.
+//! - failure injection: every request answers 503 with `Retry-After: 1`; DELETEs held
+//!   until released ([`V2Server::hold_deletes`]).
 //!
 //! The operator authorization (the admin token, all permissions on every org) exists
 //! from the start and is listed by `GET /api/v2/authorizations`, as on a real server;
@@ -199,6 +200,19 @@ impl V2Server {
     /// [`fail_for`](Self::fail_for) or [`fail_next`](Self::fail_next).
     pub fn set_failing(&self, failing: bool) {
         self.shared.set_failing(failing);
+    }
+
+    /// While `true`, every `DELETE /api/v2/authorizations/{id}` waits (holding its
+    /// connection) until `hold_deletes(false)`: an InfluxDB slow to revoke, for tests
+    /// that count how many revocations a client makes at once.
+    pub fn hold_deletes(&self, hold: bool) {
+        self.shared.hold_deletes(hold);
+    }
+
+    /// How many DELETEs are waiting now ([`hold_deletes`](Self::hold_deletes)), and the
+    /// most that ever waited at once.
+    pub fn deletes_held(&self) -> (u64, u64) {
+        self.shared.deletes_held()
     }
 
     /// The authorizations other than the operator's, in creation order.

@@ -53,7 +53,10 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Result<Response<Full<
         return match method {
             Method::GET => get_one(shared, &req, id),
             Method::PATCH => patch(shared, req, id).await,
-            Method::DELETE => delete(shared, &req, id),
+            Method::DELETE => {
+                shared.delete_gate().await;
+                delete(shared, &req, id)
+            }
             _ => Err(ApiError::method_not_allowed()),
         };
     }

@@ -17,6 +17,11 @@ pub(crate) struct Shared {
     /// Requests still to fail, counted down by each request (see `fail_next`).
     fail_next: AtomicU64,
     requests: AtomicU64,
+    /// While `true`, `DELETE /api/v2/authorizations/{id}` waits (see `hold_deletes`).
+    hold_deletes: tokio::sync::watch::Sender<bool>,
+    /// DELETEs waiting now, and the most that ever waited at once.
+    deletes_held: AtomicU64,
+    most_deletes_held: AtomicU64,
 }
 
 impl Shared {
@@ -27,6 +32,9 @@ impl Shared {
             fail_until: Mutex::new(None),
             fail_next: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            hold_deletes: tokio::sync::watch::channel(false).0,
+            deletes_held: AtomicU64::new(0),
+            most_deletes_held: AtomicU64::new(0),
         }
     }
 
@@ -83,5 +91,29 @@ impl Shared {
 
     pub(crate) fn requests(&self) -> u64 {
         self.requests.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn hold_deletes(&self, hold: bool) {
+        self.hold_deletes.send_replace(hold);
+    }
+
+    /// Waits while DELETEs are held, counted among those held meanwhile.
+    pub(crate) async fn delete_gate(&self) {
+        let mut held = self.hold_deletes.subscribe();
+        if !*held.borrow_and_update() {
+            return;
+        }
+        let now = self.deletes_held.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_deletes_held.fetch_max(now, Ordering::SeqCst);
+        // An error means the server is gone: nothing left to wait for.
+        let _ = held.wait_for(|hold| !*hold).await;
+        self.deletes_held.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn deletes_held(&self) -> (u64, u64) {
+        (
+            self.deletes_held.load(Ordering::SeqCst),
+            self.most_deletes_held.load(Ordering::SeqCst),
+        )
     }
 }
