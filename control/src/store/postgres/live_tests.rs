@@ -64,13 +64,7 @@ async fn two_replicas_reserving_for_one_member_at_once_pass_the_cap_exactly() {
 async fn leases_recorded_before_the_cap_moved_to_the_database_count_once_migrated() {
     let (pg, _store, _identity) = server().await;
     let url = pg.create_database("older").unwrap();
-    let (client, connection) = url
-        .parse::<tokio_postgres::Config>()
-        .unwrap()
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = super::tests::raw_client(&url).await;
     // The schema as version 2 left it, with three of one member's leases.
     client
         .batch_execute("CREATE TABLE leasehold_schema (version INTEGER NOT NULL)")

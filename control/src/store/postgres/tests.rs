@@ -25,6 +25,19 @@ pub(super) async fn server() -> (Postgres, PostgresStore, Identity) {
     (pg, store, identity)
 }
 
+/// A plain client of `url`, for tests that read or shape the database behind the
+/// store's back.
+pub(super) async fn raw_client(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = url
+        .parse::<tokio_postgres::Config>()
+        .unwrap()
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
 async fn fresh() -> (Postgres, PostgresStore) {
     let (pg, store, _) = server().await;
     (pg, store)
@@ -355,14 +368,7 @@ async fn a_stopped_database_is_unavailable_and_the_store_recovers_when_it_is_bac
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_session_asks_the_server_for_short_keepalives() {
     let (pg, _store, _identity) = server().await;
-    let (client, connection) = pg
-        .url()
-        .parse::<tokio_postgres::Config>()
-        .unwrap()
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = raw_client(&pg.url()).await;
     // Accepted from an ordinary session, and in effect on a TCP connection (over a Unix
     // socket the server reports 0 whatever is set).
     client

@@ -10,24 +10,13 @@ use std::collections::BTreeMap;
 use leasehold_channel::{Identity, PublicIdentity};
 use leasehold_protocol::{MemberRecord, Timestamp};
 
-use super::tests::server;
+use super::tests::{raw_client, server};
 use super::{PgError, PostgresStore, schema};
 use crate::store::contract::lease;
 use crate::store::{Store, StoredLease};
 
 /// The schema version of the previous release.
 const PREVIOUS: usize = 2;
-
-async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = url
-        .parse::<tokio_postgres::Config>()
-        .unwrap()
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
-}
 
 /// The previous release's statement recording a lease, as it ran (its replicas still
 /// run it during a rolling upgrade).
@@ -62,7 +51,7 @@ async fn previous_release_database(
     owner: PublicIdentity,
 ) -> (String, MemberRecord, Vec<StoredLease>) {
     let url = pg.create_database(name).unwrap();
-    let client = connect(&url).await;
+    let client = raw_client(&url).await;
     client
         .batch_execute("CREATE TABLE leasehold_schema (version INTEGER NOT NULL)")
         .await
@@ -119,7 +108,7 @@ fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
 }
 
 async fn version_of(url: &str) -> i32 {
-    schema::version(&connect(url).await).await.unwrap()
+    schema::version(&raw_client(url).await).await.unwrap()
 }
 
 async fn sorted_leases(store: &PostgresStore) -> Vec<StoredLease> {
@@ -164,7 +153,7 @@ async fn the_previous_schema_is_migrated_once_keeping_its_members_and_leases() {
         }
     );
     assert!(!again.applied());
-    let rows: i64 = connect(&url)
+    let rows: i64 = raw_client(&url)
         .await
         .query_one("SELECT count(*) FROM leasehold_schema", &[])
         .await
@@ -236,7 +225,7 @@ async fn another_controls_database_is_refused_with_nothing_changed() {
     let empty = pg.create_database("empty_for_migrate").unwrap();
     let refused = PostgresStore::upgrade(&empty, owner).await.unwrap_err();
     assert!(matches!(refused, PgError::NoIdentity), "{refused}");
-    let created: bool = connect(&empty)
+    let created: bool = raw_client(&empty)
         .await
         .query_one("SELECT to_regclass('leasehold_schema') IS NOT NULL", &[])
         .await
@@ -263,7 +252,7 @@ async fn two_replicas_migrating_at_once_apply_each_migration_once() {
         1,
         "{a:?} {b:?}"
     );
-    let versions: Vec<i32> = connect(&url)
+    let versions: Vec<i32> = raw_client(&url)
         .await
         .query("SELECT version FROM leasehold_schema ORDER BY version", &[])
         .await
@@ -281,7 +270,7 @@ async fn the_previous_releases_lease_statement_still_runs_on_the_current_schema(
     // A replica of the previous release left running after the migration (a rolling
     // upgrade) keeps recording leases, and this release reads them.
     let (pg, store, _identity) = server().await;
-    let client = connect(&pg.url()).await;
+    let client = raw_client(&pg.url()).await;
     let member = Identity::generate().public();
     let mut recorded = lease(7, member, 5000);
     put_lease_as_previous_release(&client, &recorded).await;
