@@ -171,6 +171,12 @@ cpu_jiffies() {
   awk -v c="cpu$1" '$1 == c {busy = $2 + $3 + $4 + $7 + $8 + $9; print busy, busy + $5 + $6}' /proc/stat
 }
 
+# Steal and total jiffies over all CPUs: on a virtual machine the host may run other
+# guests on our cores, and a round it stole from says little about the proxies.
+steal_jiffies() {
+  awk '$1 == "cpu" {print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat
+}
+
 HZ=$(getconf CLK_TCK)
 
 # --- machine and inputs ----------------------------------------------------------------
@@ -275,20 +281,20 @@ pids_of() {
 
 # --- measurement -----------------------------------------------------------------------
 
-printf 'scenario\tround\tcontender\trps\tp50_us\tp99_us\tp999_us\tcpu_us_per_req\terrors\tgen_busy\tproxy_busy\n' >"$RAW"
+printf 'scenario\tround\tcontender\trps\tp50_us\tp99_us\tp999_us\tcpu_us_per_req\terrors\tgen_busy\tproxy_busy\tsteal\n' >"$RAW"
 
 # `measure SCENARIO ROUND CONTENDER -- LOAD-COMMAND...`: runs the load command (which
 # prints a RESULT line), records throughput, latency, the contender's CPU per request
 # and how busy each core was.
 measure() {
   local scenario=$1 round=$2 contender=$3; shift 4
-  local pids t0 t1 g0 g1 p0 p1 out result
+  local pids t0 t1 g0 g1 p0 p1 s0 s1 out result
   pids=$(pids_of "$contender")
   # shellcheck disable=SC2086
   t0=$( [ -n "$pids" ] && cpu_ticks $pids || echo 0)
-  g0=$(cpu_jiffies "$GEN_CPU"); p0=$(cpu_jiffies "$PROXY_CPU")
+  g0=$(cpu_jiffies "$GEN_CPU"); p0=$(cpu_jiffies "$PROXY_CPU"); s0=$(steal_jiffies)
   out=$("$@" 2>&1) || die "$scenario/$contender: load generator failed: $out"
-  g1=$(cpu_jiffies "$GEN_CPU"); p1=$(cpu_jiffies "$PROXY_CPU")
+  g1=$(cpu_jiffies "$GEN_CPU"); p1=$(cpu_jiffies "$PROXY_CPU"); s1=$(steal_jiffies)
   # shellcheck disable=SC2086
   t1=$( [ -n "$pids" ] && cpu_ticks $pids || echo 0)
   result=$(grep '^RESULT' <<<"$out") || die "$scenario/$contender: no RESULT line in: $out"
@@ -299,12 +305,14 @@ measure() {
   awk -v s="$scenario" -v r="$round" -v c="$contender" -v n="$requests" -v d="$duration" \
     -v p50="$(kv p50_us "$result")" -v p99="$(kv p99_us "$result")" -v p999="$(kv p999_us "$result")" \
     -v ticks=$((t1 - t0)) -v hz="$HZ" -v has="${pids:+1}" -v e="$errors" \
-    -v g="$g0 $g1" -v p="$p0 $p1" '
+    -v g="$g0 $g1" -v p="$p0 $p1" -v st="$s0 $s1" '
     function busy(x,   a) { split(x, a, " "); return a[4] > a[2] ? 100 * (a[3] - a[1]) / (a[4] - a[2]) : 0 }
     BEGIN {
       cpu = has ? sprintf("%.1f", ticks / hz * 1e6 / n) : "-"
-      printf "%s\t%s\t%s\t%.0f\t%d\t%d\t%d\t%s\t%d\t%.0f\t%.0f\n", s, r, c, n / (d / 1e6), p50, p99, p999, cpu, e, busy(g), busy(p)
-    }' | tee -a "$RAW" | awk -F'\t' '{printf "bench: %-6s round %s %-9s %8s req/s  p50 %6s us  p99 %6s us  p99.9 %6s us  cpu/req %6s us  cores %s%%/%s%%\n", $1, $2, $3, $4, $5, $6, $7, $8, $10, $11}' >&2
+      split(st, t, " ")
+      steal = t[4] > t[2] ? 100 * (t[3] - t[1]) / (t[4] - t[2]) : 0
+      printf "%s\t%s\t%s\t%.0f\t%d\t%d\t%d\t%s\t%d\t%.0f\t%.0f\t%.0f\n", s, r, c, n / (d / 1e6), p50, p99, p999, cpu, e, busy(g), busy(p), steal
+    }' | tee -a "$RAW" | awk -F'\t' '{printf "bench: %-6s round %s %-9s %8s req/s  p50 %6s us  p99 %6s us  p99.9 %6s us  cpu/req %6s us  cores %s%%/%s%%  steal %s%%\n", $1, $2, $3, $4, $5, $6, $7, $8, $10, $11, $12}' >&2
 }
 
 wrk_load() { # PORT BODY GZIP CONNECTIONS SECONDS [AUTHORIZATION]
@@ -524,6 +532,20 @@ mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
         "$(median_of $s "$c" 8)" "$(median_of $s "$c" 10)" "$(median_of $s "$c" 11)" \
         "${idle:+$(mib "$idle")}" "${peak:+$(mib "$peak")}"
     done
+    echo
+    # The targets ask for every round, not the median: each round as measured, with the
+    # share of the cores the host stole during it (the mean over the round's contenders).
+    echo "Round by round: req/s, then proxy CPU µs/req, per contender; steal over both cores."
+    echo
+    echo "| round | leasehold | nginx | haproxy | direct | leasehold µs | nginx µs | haproxy µs | steal |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    awk -F'\t' -v s="$s" '
+      $1 == s { rps[$2, $3] = $4; cpu[$2, $3] = $8; steal[$2] += $12; n[$2]++; if ($2 > last) last = $2 }
+      END {
+        for (r = 1; r <= last; r++)
+          printf "| %d | %s | %s | %s | %s | %s | %s | %s | %.0f%% |\n", r, rps[r, "leasehold"], rps[r, "nginx"],
+            rps[r, "haproxy"], rps[r, "direct"], cpu[r, "leasehold"], cpu[r, "nginx"], cpu[r, "haproxy"], steal[r] / n[r]
+      }' "$RAW"
     echo
   done
   echo "### (c) open loop at $RATE requests/s, $RATE_CONNS connections (sink load)"
