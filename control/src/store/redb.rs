@@ -21,7 +21,12 @@
 //! Plain inserts (every lease issued is one) are **group-committed**: an insert joins a
 //! queue, and whoever finds no commit in progress becomes the committer, taking every
 //! insert queued by then into one transaction. Under load one fsync covers many leases;
-//! alone, an insert costs what it did before. No thread outlives the work, so dropping
+//! alone, an insert costs what it did before. A commit costs about the same CPU however
+//! few inserts it holds (~150–200 µs here: the fdatasync's writeback, redb's page
+//! bookkeeping), and every lease makes two inserts, so when a commit ends with inserts
+//! already waiting (writers are concurrent) the committer waits a little before taking
+//! them, as long as that commit took and at most [`MAX_LINGER`], and the next commit
+//! carries more. A lone writer never waits. No thread outlives the work, so dropping
 //! the store closes the file. The commit cannot wedge the queue: if it fails, every insert
 //! of the batch gets the error; if it panics, a drop guard fails every waiting insert
 //! and hands the committer's role back, so the next insert commits as usual.
@@ -29,6 +34,7 @@
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use leasehold_channel::PublicIdentity;
 use leasehold_protocol::{DeniedIdentity, LeaseStatus, MemberRecord, PolicyRecord, Timestamp};
@@ -59,6 +65,13 @@ struct MemberFields {
 
 /// Most inserts one group commit takes.
 const MAX_BATCH: usize = 512;
+
+/// Longest a committer waits for more inserts before committing those already waiting
+/// (see the module comment). Waiting as long as the last commit took, bounded by this,
+/// at most doubles a waiting insert's time to its commit on a fast disk; the measured
+/// effect on commits and CPU per lease is in BENCHMARKS.md ("Group commit in the
+/// embedded store").
+const MAX_LINGER: Duration = Duration::from_micros(500);
 
 type Table = TableDefinition<'static, &'static str, &'static [u8]>;
 
@@ -154,7 +167,12 @@ fn commit_queued(db: Arc<Database>, queue: &Mutex<Queue>) {
         finished: false,
     };
     let mut db = Some(db);
+    // Set after a commit that left inserts waiting: more are likely on their way.
+    let mut linger = None;
     while let Some(handle) = db.as_deref() {
+        if let Some(wait) = linger.take() {
+            std::thread::sleep(wait);
+        }
         // A batch being committed lives on this stack: a panic drops it, and with it
         // every sender, so its callers are answered too.
         let (batch, injected) = {
@@ -166,10 +184,12 @@ fn commit_queued(db: Arc<Database>, queue: &Mutex<Queue>) {
             let take = queue.inserts.len().min(MAX_BATCH);
             (queue.inserts.drain(..take).collect::<Vec<_>>(), injected)
         };
+        let started = Instant::now();
         let result = match injected {
             Some(_) => Err(StoreError::new("injected failure")),
             None => commit_batch(handle, &batch),
         };
+        linger = Some(started.elapsed().min(MAX_LINGER));
         {
             let mut queue = lock(queue);
             if queue.inserts.is_empty() {
