@@ -788,6 +788,58 @@ mod tests {
         }
     }
 
+    /// Reservations refused at the cap share the queue with accepted ones and with
+    /// issued leases of other members: a refused one writes nothing and holds no other
+    /// insert back, the accepted ones and the issued leases are all durable.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refused_reservations_write_nothing_and_fail_no_other_insert_of_their_commit() {
+        use crate::store::contract::lease;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        let store = RedbStore::open(&path).unwrap();
+        let (capped, other) = (Identity::generate().public(), Identity::generate().public());
+        let now = Timestamp::now();
+        let far = now.0 + 3600;
+        let writes: Vec<_> = (0..96u64)
+            .map(|n| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    if n % 3 == 0 {
+                        store.put_lease(lease(n, other, far)).await.map(|()| None)
+                    } else {
+                        let intent = StoredLease {
+                            issued: false,
+                            ..lease(n, capped, far)
+                        };
+                        let reserved = store.reserve_lease(intent, now, 20).await?;
+                        Ok(Some((n, reserved)))
+                    }
+                })
+            })
+            .collect();
+        let mut reserved = Vec::new();
+        for write in writes {
+            match write.await.unwrap().unwrap() {
+                Some((n, Ok(()))) => reserved.push(format!("{n:016x}")),
+                Some((_, Err(at_cap))) => assert_eq!(at_cap, AtCap { max: 20 }),
+                None => {}
+            }
+        }
+        assert_eq!(reserved.len(), 20, "exactly the cap's worth");
+        drop(store);
+        let reopened = RedbStore::open(&path).unwrap();
+        let leases = reopened.leases().await.unwrap();
+        let mut of_capped: Vec<_> = leases
+            .iter()
+            .filter(|l| l.member == capped)
+            .map(|l| l.id.clone())
+            .collect();
+        of_capped.sort();
+        reserved.sort();
+        assert_eq!(of_capped, reserved, "the refused wrote nothing");
+        assert_eq!(leases.iter().filter(|l| l.member == other).count(), 32);
+    }
+
     #[test]
     fn the_store_file_is_created_0600_and_an_older_wider_one_narrowed() {
         let dir = tempfile::tempdir().unwrap();
