@@ -189,12 +189,15 @@ fn commit_queued(db: Arc<Database>, queue: &Mutex<Queue>) {
             Some(_) => Err(StoreError::new("injected failure")),
             None => commit_batch(handle, &batch),
         };
-        linger = Some(started.elapsed().min(MAX_LINGER));
+        let took = started.elapsed();
         {
             let mut queue = lock(queue);
             if queue.inserts.is_empty() {
                 queue.committing = false;
                 db = None;
+            } else if queue.inserts.len() < MAX_BATCH {
+                // Wait for more, unless a full batch is waiting already.
+                linger = Some(took.min(MAX_LINGER));
             }
         }
         for insert in batch {
