@@ -23,8 +23,8 @@
 #
 # Placement: the load generator and the sink share core BENCH_GEN_CPU (0); the proxy
 # under test gets core BENCH_PROXY_CPU (1) to itself (taskset). Each proxy therefore has
-# exactly one core: nginx runs 1 worker, HAProxy 1 thread, and leasehold's tokio
-# runtime sizes itself to the affinity mask (1 worker).
+# exactly one core: nginx runs 1 worker, HAProxy 1 thread, and leasehold one thread
+# per CPU in its affinity mask (1 thread, one current-thread runtime).
 #
 # Environment:
 #   LEASEHOLD_BIN, SINK_BIN   binaries to use (default: cargo build --release)

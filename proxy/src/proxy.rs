@@ -10,9 +10,9 @@
 //! Each listener (the CLI's default is both loopbacks) gets its own accept loop; they
 //! share the connection limit. With `Config::threads` above 1, each further thread runs
 //! an accept loop of its own per proxy listener (`shard.rs`); the admin listener, the
-//! refresher and everything else stay on the caller's runtime. On shutdown, once requests drained, the leases the
-//! refresher still holds are revoked within what is left of the grace period, so a
-//! stopped sidecar leaves no live credential behind.
+//! refresher and everything else stay on the caller's runtime. On shutdown, once
+//! requests drained, the leases the refresher still holds are revoked within what is
+//! left of the grace period, so a stopped sidecar leaves no live credential behind.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -415,6 +415,21 @@ mod tests {
                 bind_all(first, &[optional], shared).await,
                 Err(ProxyError::Bind { .. })
             ));
+        }
+    }
+
+    #[tokio::test]
+    async fn an_address_another_process_binds_for_sharing_is_still_in_use() {
+        // What a second sidecar on the same address would meet: the first one's socket
+        // allows `SO_REUSEPORT`, and so would the second's, but it is refused all the same.
+        let first = SocketAddr::from(([127, 0, 0, 1], 0));
+        let taken = bind_all(first, &[], true).await.unwrap();
+        let addr = taken[0].local_addr().unwrap();
+        match bind_all(addr, &[], true).await {
+            Err(ProxyError::Bind { source, .. }) => {
+                assert_eq!(source.kind(), std::io::ErrorKind::AddrInUse);
+            }
+            other => panic!("expected the address to be in use, got {other:?}"),
         }
     }
 }
