@@ -137,7 +137,8 @@ where
         let token = tracker.token();
         let Self { runtime, servers } = self;
         std::thread::Builder::new()
-            .name(format!("leasehold-data-{index}"))
+            // Short: Linux keeps 15 bytes of a thread's name.
+            .name(format!("proxy-data-{index}"))
             .spawn(move || {
                 // Released last, once the runtime is gone.
                 let _token = token;
