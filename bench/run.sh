@@ -23,8 +23,8 @@
 #
 # Placement: the load generator and the sink share core BENCH_GEN_CPU (0); the proxy
 # under test gets core BENCH_PROXY_CPU (1) to itself (taskset). Each proxy therefore has
-# exactly one core: nginx runs 1 worker, HAProxy 1 thread, and leasehold's tokio
-# runtime sizes itself to the affinity mask (1 worker).
+# exactly one core: nginx runs 1 worker, HAProxy 1 thread, and leasehold one thread
+# per CPU in its affinity mask (1 thread, one current-thread runtime).
 #
 # Environment:
 #   LEASEHOLD_BIN, SINK_BIN   binaries to use (default: cargo build --release)
@@ -32,6 +32,9 @@
 #   BENCH_INSTRUCTIONS=0      skip the callgrind instruction counts (needs valgrind)
 #   BENCH_GEN_CPU, BENCH_PROXY_CPU, BENCH_OUT (copy results.md and the raw TSV there)
 #   BENCH_KEEP=1              keep the work directory (logs, configs) afterwards
+#   BENCH_SCENARIOS="small rate"  run only these of: small batch rate slow startup influx
+#                             (default all; empty: none; lease issuance and callgrind have
+#                             their own knobs)
 # Needs: wrk nginx haproxy influxdb (Debian packages), curl, taskset, gzip, awk;
 # valgrind for the instruction counts.
 set -euo pipefail
@@ -61,6 +64,8 @@ else
   WARMUP=1; LEASE_SECS=${BENCH_LEASE_SECONDS:-5}; INSTRUCTIONS=${BENCH_INSTRUCTIONS:-1}
 fi
 RATE=${BENCH_RATE:-1000}
+SCENARIOS=" ${BENCH_SCENARIOS-small batch rate slow startup influx} "
+wants() { [[ $SCENARIOS == *" $1 "* ]]; }
 # The first two CPUs this process may run on (a container's cpuset may not start at 0).
 mapfile -t CPUS < <(awk '/^Cpus_allowed_list/ {print $2}' /proc/self/status | tr ',' '\n' |
   awk -F- '{if (NF == 2) for (i = $1; i <= $2; i++) print i; else print $1}')
@@ -345,89 +350,106 @@ wrk_scenario() {
   done
 }
 
-log "(a) small writes: $SMALL_BYTES B bodies, $SMALL_CONNS connections, $ROUNDS x ${SECS}s per contender"
-wrk_scenario small "$SMALL" 0 "$SMALL_CONNS" "$P_SINK"
-stop_contenders
-log "(b) 1 MiB gzip batches: $BATCH_CONNS connections, $ROUNDS x ${SECS}s per contender"
-wrk_scenario batch "$BATCH" 1 "$BATCH_CONNS" "$P_SINK"
-
-log "(c) open loop at $RATE requests/s, $RATE_CONNS connections, $ROUNDS x ${SECS}s per contender"
-for round in $(seq "$ROUNDS"); do
-  for c in "${CONTENDERS[@]}"; do
-    measure rate "$round" "$c" -- taskset -c "$GEN_CPU" "$SINK" load \
-      --url "http://127.0.0.1:${PORT[$c]}$WRITE_PATH" --rate "$RATE" --seconds "$SECS" \
-      --warmup 0.5 --connections "$RATE_CONNS" --body "$SMALL"
-  done
-done
-stop_contenders
-log "(b') 1 MiB gzip batches to an upstream reading at $BATCH_CONNS x $SLOW_MBIT Mbit/s"
-wrk_scenario slow "$BATCH" 1 "$BATCH_CONNS" "$P_SLOW"
-stop_contenders
+if wants small; then
+  log "(a) small writes: $SMALL_BYTES B bodies, $SMALL_CONNS connections, $ROUNDS x ${SECS}s per contender"
+  wrk_scenario small "$SMALL" 0 "$SMALL_CONNS" "$P_SINK"
+  stop_contenders
+fi
+if wants batch || wants rate; then
+  if wants batch; then
+    log "(b) 1 MiB gzip batches: $BATCH_CONNS connections, $ROUNDS x ${SECS}s per contender"
+    wrk_scenario batch "$BATCH" 1 "$BATCH_CONNS" "$P_SINK"
+  else
+    start_contenders "$P_SINK"
+  fi
+  if wants rate; then
+    log "(c) open loop at $RATE requests/s, $RATE_CONNS connections, $ROUNDS x ${SECS}s per contender"
+    for round in $(seq "$ROUNDS"); do
+      for c in "${CONTENDERS[@]}"; do
+        measure rate "$round" "$c" -- taskset -c "$GEN_CPU" "$SINK" load \
+          --url "http://127.0.0.1:${PORT[$c]}$WRITE_PATH" --rate "$RATE" --seconds "$SECS" \
+          --warmup 0.5 --connections "$RATE_CONNS" --body "$SMALL"
+      done
+    done
+  fi
+  stop_contenders
+fi
+if wants slow; then
+  log "(b') 1 MiB gzip batches to an upstream reading at $BATCH_CONNS x $SLOW_MBIT Mbit/s"
+  wrk_scenario slow "$BATCH" 1 "$BATCH_CONNS" "$P_SLOW"
+  stop_contenders
+fi
 
 # --- start to ready --------------------------------------------------------------------
 
-log "start to ready: $STARTUP_RUNS starts of leasehold proxy with the local control"
-STARTUP=$(LEASEHOLD_HOME=$HOME1 taskset -c "$GEN_CPU" "$SINK" startup --runs "$STARTUP_RUNS" \
-  --ready "http://127.0.0.1:$P_START_ADMIN/readyz" --log "$WORK/startup.log" -- \
-  taskset -c "$PROXY_CPU" "$LEASEHOLD" proxy --identity bench \
-  --listen "127.0.0.1:$P_START" --admin-listen "127.0.0.1:$P_START_ADMIN" \
-  --upstream "http://127.0.0.1:$P_SINK") || die "startup timing failed: $STARTUP"
-STARTUP_RESULT=$(grep '^RESULT' <<<"$STARTUP") || die "no startup RESULT: $STARTUP"
-STARTUP_RSS=$(grep '^RUN' <<<"$STARTUP" | sed -n 's/.*rss_kib=\([0-9]*\).*/\1/p' | sort -n | sed -n '1p')
-log "$STARTUP_RESULT"
+STARTUP_RESULT="" STARTUP_RSS=""
+if wants startup; then
+  log "start to ready: $STARTUP_RUNS starts of leasehold proxy with the local control"
+  STARTUP=$(LEASEHOLD_HOME=$HOME1 taskset -c "$GEN_CPU" "$SINK" startup --runs "$STARTUP_RUNS" \
+    --ready "http://127.0.0.1:$P_START_ADMIN/readyz" --log "$WORK/startup.log" -- \
+    taskset -c "$PROXY_CPU" "$LEASEHOLD" proxy --identity bench \
+    --listen "127.0.0.1:$P_START" --admin-listen "127.0.0.1:$P_START_ADMIN" \
+    --upstream "http://127.0.0.1:$P_SINK") || die "startup timing failed: $STARTUP"
+  STARTUP_RESULT=$(grep '^RESULT' <<<"$STARTUP") || die "no startup RESULT: $STARTUP"
+  STARTUP_RSS=$(grep '^RUN' <<<"$STARTUP" | sed -n 's/.*rss_kib=\([0-9]*\).*/\1/p' | sort -n | sed -n '1p')
+  log "$STARTUP_RESULT"
+fi
 
 # --- a real InfluxDB 1.x ---------------------------------------------------------------
 
-log "real InfluxDB 1.x: influxd, a second control with the v1 add-on"
-mkdir -p "$WORK/influxd"
-INFLUX_PW=bench-$RANDOM$RANDOM
-influxd_conf "$WORK/influxd" "$P_INFLUX" "$P_INFLUX_RPC" >"$WORK/influxd/influxd.conf"
-start influxd - influxd -config "$WORK/influxd/influxd.conf"
-INFLUX_PID=$STARTED
-INFLUX=http://127.0.0.1:$P_INFLUX
-for i in $(seq 500); do
-  [ "$(curl -s -o /dev/null -w '%{http_code}' "$INFLUX/ping")" = 204 ] && break
-  sleep 0.02
-done
-curl -fsS -o /dev/null "$INFLUX/query" \
-  --data-urlencode "q=CREATE USER admin WITH PASSWORD '$INFLUX_PW' WITH ALL PRIVILEGES" ||
-  die "influxd did not start (see $WORK/influxd.log)"
-curl -fsS -o /dev/null -u "admin:$INFLUX_PW" "$INFLUX/query" --data-urlencode "q=CREATE DATABASE telemetry"
+POINTS=""
+if wants influx; then
+  log "real InfluxDB 1.x: influxd, a second control with the v1 add-on"
+  mkdir -p "$WORK/influxd"
+  INFLUX_PW=bench-$RANDOM$RANDOM
+  influxd_conf "$WORK/influxd" "$P_INFLUX" "$P_INFLUX_RPC" >"$WORK/influxd/influxd.conf"
+  start influxd - influxd -config "$WORK/influxd/influxd.conf"
+  INFLUX_PID=$STARTED
+  INFLUX=http://127.0.0.1:$P_INFLUX
+  for i in $(seq 500); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "$INFLUX/ping")" = 204 ] && break
+    sleep 0.02
+  done
+  curl -fsS -o /dev/null "$INFLUX/query" \
+    --data-urlencode "q=CREATE USER admin WITH PASSWORD '$INFLUX_PW' WITH ALL PRIVILEGES" ||
+    die "influxd did not start (see $WORK/influxd.log)"
+  curl -fsS -o /dev/null -u "admin:$INFLUX_PW" "$INFLUX/query" --data-urlencode "q=CREATE DATABASE telemetry"
 
-HOME2=$WORK/home2
-lh2() { LEASEHOLD_HOME=$HOME2 "$LEASEHOLD" "$@"; }
-lh2 control init --listen "127.0.0.1:$P_CONTROL2" >/dev/null
-start control2 - env LEASEHOLD_HOME="$HOME2" LEASEHOLD_CONTROL_ADMIN_LISTEN=127.0.0.1:0 "$LEASEHOLD" control serve
-wait_port "$P_CONTROL2"
-INFLUXDB_ADMIN_PASSWORD=$INFLUX_PW lh2 addon configure influxdb-v1 --endpoint-url "$INFLUX" \
-  --username admin --privileges 'WRITE ON "telemetry"' --default-ttl 900 --max-live-leases 1000 >/dev/null
-lh2 identity create bench >/dev/null
-lh2 ticket create >"$WORK/bench2.ticket"
-lh2 enroll "$WORK/bench2.ticket" --identity bench >/dev/null
-# The direct contender writes with a leased user of its own.
-DIRECT_AUTH="Basic $(lh2 lease create --identity bench | tr -d '\n' | base64 -w0)"
-start leasehold-influx "$PROXY_CPU" env LEASEHOLD_HOME="$HOME2" "$LEASEHOLD" proxy --identity bench \
-  --listen "127.0.0.1:$P_LH2" --admin-listen "127.0.0.1:$P_LH2_ADMIN"
-PID[influxdb-leasehold]=$STARTED
-wait_ok "http://127.0.0.1:$P_LH2_ADMIN/readyz"
-# InfluxDB 1.x checks a user's password with bcrypt (~0.1 s of CPU) until that user is in
-# its authentication cache: one request per credential first, or 64 connections racing
-# through bcrypt at once dominate a short run.
-for port in "$P_INFLUX" "$P_LH2"; do
-  curl -fsS -o /dev/null -H "Authorization: $DIRECT_AUTH" --data-binary @"$SMALL" \
-    "http://127.0.0.1:$port$WRITE_PATH" || die "a first write to InfluxDB via port $port failed"
-done
-PORT[influxdb-direct]=$P_INFLUX
-PORT[influxdb-leasehold]=$P_LH2
-for round in $(seq "$ROUNDS"); do
-  measure influx "$round" influxdb-direct -- wrk_load "$P_INFLUX" "$SMALL" 0 "$SMALL_CONNS" "$SECS" "$DIRECT_AUTH"
-  measure influx "$round" influxdb-leasehold -- wrk_load "$P_LH2" "$SMALL" 0 "$SMALL_CONNS" "$SECS"
-done
-POINTS=$(curl -fsS -u "admin:$INFLUX_PW" "$INFLUX/query" --data-urlencode "db=telemetry" \
-  --data-urlencode "q=SELECT count(usage_user) FROM cpu" | sed -n 's/.*"values":\[\[[^,]*,\([0-9]*\)\]\].*/\1/p')
-[ "${POINTS:-0}" -gt 0 ] || die "no points arrived in InfluxDB"
-stop "${PID[influxdb-leasehold]}"
-stop "$INFLUX_PID"
+  HOME2=$WORK/home2
+  lh2() { LEASEHOLD_HOME=$HOME2 "$LEASEHOLD" "$@"; }
+  lh2 control init --listen "127.0.0.1:$P_CONTROL2" >/dev/null
+  start control2 - env LEASEHOLD_HOME="$HOME2" LEASEHOLD_CONTROL_ADMIN_LISTEN=127.0.0.1:0 "$LEASEHOLD" control serve
+  wait_port "$P_CONTROL2"
+  INFLUXDB_ADMIN_PASSWORD=$INFLUX_PW lh2 addon configure influxdb-v1 --endpoint-url "$INFLUX" \
+    --username admin --privileges 'WRITE ON "telemetry"' --default-ttl 900 --max-live-leases 1000 >/dev/null
+  lh2 identity create bench >/dev/null
+  lh2 ticket create >"$WORK/bench2.ticket"
+  lh2 enroll "$WORK/bench2.ticket" --identity bench >/dev/null
+  # The direct contender writes with a leased user of its own.
+  DIRECT_AUTH="Basic $(lh2 lease create --identity bench | tr -d '\n' | base64 -w0)"
+  start leasehold-influx "$PROXY_CPU" env LEASEHOLD_HOME="$HOME2" "$LEASEHOLD" proxy --identity bench \
+    --listen "127.0.0.1:$P_LH2" --admin-listen "127.0.0.1:$P_LH2_ADMIN"
+  PID[influxdb-leasehold]=$STARTED
+  wait_ok "http://127.0.0.1:$P_LH2_ADMIN/readyz"
+  # InfluxDB 1.x checks a user's password with bcrypt (~0.1 s of CPU) until that user is in
+  # its authentication cache: one request per credential first, or 64 connections racing
+  # through bcrypt at once dominate a short run.
+  for port in "$P_INFLUX" "$P_LH2"; do
+    curl -fsS -o /dev/null -H "Authorization: $DIRECT_AUTH" --data-binary @"$SMALL" \
+      "http://127.0.0.1:$port$WRITE_PATH" || die "a first write to InfluxDB via port $port failed"
+  done
+  PORT[influxdb-direct]=$P_INFLUX
+  PORT[influxdb-leasehold]=$P_LH2
+  for round in $(seq "$ROUNDS"); do
+    measure influx "$round" influxdb-direct -- wrk_load "$P_INFLUX" "$SMALL" 0 "$SMALL_CONNS" "$SECS" "$DIRECT_AUTH"
+    measure influx "$round" influxdb-leasehold -- wrk_load "$P_LH2" "$SMALL" 0 "$SMALL_CONNS" "$SECS"
+  done
+  POINTS=$(curl -fsS -u "admin:$INFLUX_PW" "$INFLUX/query" --data-urlencode "db=telemetry" \
+    --data-urlencode "q=SELECT count(usage_user) FROM cpu" | sed -n 's/.*"values":\[\[[^,]*,\([0-9]*\)\]\].*/\1/p')
+  [ "${POINTS:-0}" -gt 0 ] || die "no points arrived in InfluxDB"
+  stop "${PID[influxdb-leasehold]}"
+  stop "$INFLUX_PID"
+fi
 
 # --- lease issuance --------------------------------------------------------------------
 
@@ -504,7 +526,7 @@ median_of() {
     sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "-"; else if (v[1] == "-") print "-"; else print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2)}'
 }
 ms() { awk -v us="$1" 'BEGIN {printf "%.2f", us / 1000}'; }
-mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
+mib() { if [ -n "$1" ]; then awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; else echo -; fi; }
 
 {
   echo "## Results ($(date -u +%Y-%m-%dT%H:%MZ))"
@@ -514,6 +536,7 @@ mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
   echo "$ROUNDS round(s) x ${SECS}s per contender and scenario, interleaved; medians over rounds."
   echo
   for s in small batch slow; do
+    wants "$s" || continue
     case $s in
       small) echo "### (a) small writes: $SMALL_BYTES B line protocol, $SMALL_CONNS connections (wrk)" ;;
       batch) echo "### (b) 1 MiB gzip batches: $BATCH_BYTES B gzip ($BATCH_RAW B raw), $BATCH_CONNS connections (wrk)" ;;
@@ -548,37 +571,41 @@ mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
       }' "$RAW"
     echo
   done
-  echo "### (c) open loop at $RATE requests/s, $RATE_CONNS connections (sink load)"
-  echo
-  echo "| contender | p50 ms | p99 ms | p99.9 ms | p99 added over direct ms |"
-  echo "|---|---:|---:|---:|---:|"
-  direct_p99=$(median_of rate direct 6)
-  for c in "${CONTENDERS[@]}"; do
-    p99=$(median_of rate "$c" 6)
-    printf '| %s | %s | %s | %s | %s |\n' "$c" "$(ms "$(median_of rate "$c" 5)")" "$(ms "$p99")" \
-      "$(ms "$(median_of rate "$c" 7)")" "$( [ "$c" = direct ] && echo - || ms $((p99 - direct_p99)))"
-  done
-  echo
-  echo "### Through leasehold to a real InfluxDB 1.x (v1 add-on, Basic auth), small writes, $SMALL_CONNS connections"
-  echo
-  echo "| path | req/s | p50 ms | p99 ms | p99.9 ms | leasehold CPU µs/req |"
-  echo "|---|---:|---:|---:|---:|---:|"
-  for c in influxdb-direct influxdb-leasehold; do
-    printf '| %s | %.0f | %s | %s | %s | %s |\n' "$c" "$(median_of influx "$c" 4)" \
-      "$(ms "$(median_of influx "$c" 5)")" "$(ms "$(median_of influx "$c" 6)")" \
-      "$(ms "$(median_of influx "$c" 7)")" "$(median_of influx "$c" 8)"
-  done
-  echo
-  echo "$POINTS points in InfluxDB afterwards (identical timestamps overwrite)."
-  echo
+  if wants rate; then
+    echo "### (c) open loop at $RATE requests/s, $RATE_CONNS connections (sink load)"
+    echo
+    echo "| contender | p50 ms | p99 ms | p99.9 ms | p99 added over direct ms |"
+    echo "|---|---:|---:|---:|---:|"
+    direct_p99=$(median_of rate direct 6)
+    for c in "${CONTENDERS[@]}"; do
+      p99=$(median_of rate "$c" 6)
+      printf '| %s | %s | %s | %s | %s |\n' "$c" "$(ms "$(median_of rate "$c" 5)")" "$(ms "$p99")" \
+        "$(ms "$(median_of rate "$c" 7)")" "$( [ "$c" = direct ] && echo - || ms $((p99 - direct_p99)))"
+    done
+    echo
+  fi
+  if wants influx; then
+    echo "### Through leasehold to a real InfluxDB 1.x (v1 add-on, Basic auth), small writes, $SMALL_CONNS connections"
+    echo
+    echo "| path | req/s | p50 ms | p99 ms | p99.9 ms | leasehold CPU µs/req |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    for c in influxdb-direct influxdb-leasehold; do
+      printf '| %s | %.0f | %s | %s | %s | %s |\n' "$c" "$(median_of influx "$c" 4)" \
+        "$(ms "$(median_of influx "$c" 5)")" "$(ms "$(median_of influx "$c" 6)")" \
+        "$(ms "$(median_of influx "$c" 7)")" "$(median_of influx "$c" 8)"
+    done
+    echo
+    echo "$POINTS points in InfluxDB afterwards (identical timestamps overwrite)."
+    echo
+  fi
   echo "### leasehold footprint and start-up"
   echo
   echo "| measure | value |"
   echo "|---|---:|"
-  echo "| RSS idle after the first lease (MiB) | $(mib "${IDLE_KIB[small/leasehold]}") |"
-  echo "| peak RSS under (a) (MiB) | $(mib "${PEAK_KIB[small/leasehold]}") |"
-  echo "| peak RSS under (b) (MiB) | $(mib "${PEAK_KIB[batch/leasehold]}") |"
-  echo "| RSS at ready, fresh start (MiB) | $(mib "${STARTUP_RSS:-0}") |"
+  echo "| RSS idle after the first lease (MiB) | $(mib "${IDLE_KIB[small/leasehold]:-}") |"
+  echo "| peak RSS under (a) (MiB) | $(mib "${PEAK_KIB[small/leasehold]:-}") |"
+  echo "| peak RSS under (b) (MiB) | $(mib "${PEAK_KIB[batch/leasehold]:-}") |"
+  echo "| RSS at ready, fresh start (MiB) | $(mib "${STARTUP_RSS:-}") |"
   echo "| start to ready, median of $(kv runs "$STARTUP_RESULT") (ms) | $(kv median_ms "$STARTUP_RESULT") |"
   echo "| start to ready, min / max (ms) | $(kv min_ms "$STARTUP_RESULT") / $(kv max_ms "$STARTUP_RESULT") |"
   echo

@@ -46,6 +46,11 @@ pub struct Config {
     pub ca_file: Option<PathBuf>,
     /// Concurrent client connections; further ones are closed at once.
     pub max_connections: usize,
+    /// Threads serving client connections, each with its own current-thread runtime and
+    /// its own socket per proxy listen address (`shard.rs`); at least 1. With 1, the
+    /// default, everything runs on the caller's runtime. The CLI sets it to the number
+    /// of CPUs the process may run on.
+    pub threads: usize,
     /// Limit on a request's head (request line and headers), in bytes; at least 8192.
     /// For HTTP/1 it is also how far a connection reads ahead: hyper's read buffer grows
     /// up to it while a large body streams through, so lowering it costs throughput.
@@ -90,6 +95,7 @@ impl Default for Config {
             upstream: None,
             ca_file: None,
             max_connections: 1024,
+            threads: 1,
             // 256 KiB rather than 64: the same limit is hyper's read-ahead, and a 1 MiB
             // batch read 64 KiB at a time cost ~20% more CPU (BENCHMARKS.md). InfluxDB
             // itself (Go's default) accepts heads up to 1 MiB.
@@ -191,6 +197,7 @@ impl Config {
             }
         };
         limit(self.max_connections > 0, "max_connections", "at least 1")?;
+        limit(self.threads > 0, "threads", "at least 1")?;
         limit(
             self.max_header_bytes >= MIN_HEADER_BYTES,
             "max_header_bytes",

@@ -29,6 +29,9 @@ pub enum ProxyError {
     /// The store-and-forward directory cannot be used.
     #[error(transparent)]
     Buffer(#[from] crate::buffer::LogError),
+    /// A data-path thread or its runtime could not be started.
+    #[error("cannot start a proxy thread: {0}")]
+    Thread(io::Error),
     /// A proxy task panicked.
     #[error("a proxy task failed: {0}")]
     Task(String),

@@ -23,6 +23,8 @@
 //!   requests hyper serves (after a hand-off from the fast path).
 //! - `connector.rs` and `tls.rs`: connecting upstream, the pooled HTTP/1.1 + HTTP/2
 //!   client (TLS upstreams, HTTP/2 clients) and its trust roots.
+//! - `shard.rs`: thread per core, further threads serving client connections on their
+//!   own current-thread runtimes and `SO_REUSEPORT` sockets.
 //! - `server.rs`: accept loops, connection limit, graceful drain; `lobby.rs`: where new
 //!   connections wait for their first byte; `idle.rs`: closing quiet connections; `admin.rs`: probes and
 //!   metrics; [`metrics`]: lock-free counters rendered for Prometheus.
@@ -77,6 +79,7 @@ mod responses;
 mod rewrite;
 pub mod schedule;
 mod server;
+mod shard;
 pub mod source;
 mod store;
 mod timed_body;

@@ -8,9 +8,11 @@
 //! `/readyz`) resolve only once the first lease is installed.
 //!
 //! Each listener (the CLI's default is both loopbacks) gets its own accept loop; they
-//! share the connection limit. On shutdown, once requests drained, the leases the
-//! refresher still holds are revoked within what is left of the grace period, so a
-//! stopped sidecar leaves no live credential behind.
+//! share the connection limit. With `Config::threads` above 1, each further thread runs
+//! an accept loop of its own per proxy listener (`shard.rs`); the admin listener, the
+//! refresher and everything else stay on the caller's runtime. On shutdown, once
+//! requests drained, the leases the refresher still holds are revoked within what is
+//! left of the grace period, so a stopped sidecar leaves no live credential behind.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,6 +34,7 @@ use crate::h1::FastPath;
 use crate::metrics::Metrics;
 use crate::refresher::Refresher;
 use crate::server::{Server, http_builder};
+use crate::shard::{self, Shard};
 use crate::source::LeaseSource;
 use crate::store::CredentialStore;
 use crate::warmup::Warmup;
@@ -77,7 +80,9 @@ impl Running {
 }
 
 /// Starts the proxy on already-bound listeners; it runs until `shutdown` is cancelled.
-/// Must be called inside a Tokio runtime.
+/// Must be called inside a Tokio runtime. With `Config::threads` above 1, proxy
+/// listeners bound by [`bind_all`] with `shared` are joined by the further threads'
+/// own sockets; others are shared by duplicating them.
 pub fn start<S: LeaseSource>(
     config: ValidConfig,
     source: S,
@@ -157,30 +162,42 @@ pub fn start_on<S: LeaseSource>(
         })
     });
 
-    // One accept loop per listener; all share the connection limit.
+    // One accept loop per listener and thread; all share the connection limit, and
+    // each gets its share of the lobby (see `shard.rs`).
     let limit = Arc::new(Semaphore::new(config.max_connections));
-    let proxy_servers: Vec<_> = listeners
-        .into_iter()
-        .map(|listener| {
-            let shared = Arc::clone(&shared);
-            Server {
-                name: "proxy",
-                listener,
-                // Per accepted connection: its own state (and upstream connection), one
-                // `Arc` that each of its requests clones.
-                new_service: move || {
-                    let connection = Arc::new(ConnectionState::new(Arc::clone(&shared)));
-                    service_fn(move |request| forward::handle(Arc::clone(&connection), request))
-                },
-                builder: Arc::clone(&builder),
-                limit: Arc::clone(&limit),
-                metrics: Arc::clone(&metrics),
-                first_byte_timeout: config.first_byte_timeout,
-                idle_timeout: config.idle_timeout,
-                fast: fast.clone(),
-            }
+    let threads = config.threads;
+    let proxy_server = |listener: TcpListener| {
+        let shared = Arc::clone(&shared);
+        Server {
+            name: "proxy",
+            listener,
+            // Per accepted connection: its own state (and upstream connection), one
+            // `Arc` that each of its requests clones.
+            new_service: move || {
+                let connection = Arc::new(ConnectionState::new(Arc::clone(&shared)));
+                service_fn(move |request| forward::handle(Arc::clone(&connection), request))
+            },
+            builder: Arc::clone(&builder),
+            limit: Arc::clone(&limit),
+            lobby_seats: config.max_connections.div_ceil(threads),
+            metrics: Arc::clone(&metrics),
+            first_byte_timeout: config.first_byte_timeout,
+            idle_timeout: config.idle_timeout,
+            fast: fast.clone(),
+        }
+    };
+    let shards = (1..threads)
+        .map(|_| {
+            Shard::new(|| {
+                listeners
+                    .iter()
+                    .map(|listener| shard::join(listener).map(proxy_server))
+                    .collect()
+            })
+            .map_err(ProxyError::Thread)
         })
-        .collect();
+        .collect::<Result<Vec<_>, _>>()?;
+    let proxy_servers: Vec<_> = listeners.into_iter().map(proxy_server).collect();
     let admin_limit = Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS));
     let admin_servers: Vec<_> = admins
         .into_iter()
@@ -195,6 +212,7 @@ pub fn start_on<S: LeaseSource>(
                 },
                 builder: Arc::clone(&builder),
                 limit: Arc::clone(&admin_limit),
+                lobby_seats: ADMIN_MAX_CONNECTIONS,
                 metrics: Arc::clone(&metrics),
                 first_byte_timeout: config.first_byte_timeout,
                 idle_timeout: config.idle_timeout,
@@ -211,10 +229,27 @@ pub fn start_on<S: LeaseSource>(
         || "the lease's endpoint".to_owned(),
         crate::upstream::redact_url,
     );
-    info!(%proxy_addr, %admin_addr, upstream = %upstream_text, "proxy starting");
+    info!(%proxy_addr, %admin_addr, upstream = %upstream_text, threads, "proxy starting");
+    let tracker = TaskTracker::new();
+    let deadline = CancellationToken::new();
+    // The further threads start accepting at once, as the first one does below. Their
+    // own token, so that a thread that cannot start stops those started before it.
+    let shards_shutdown = shutdown.child_token();
+    for (index, shard) in shards.into_iter().enumerate() {
+        if let Err(error) = shard.start(
+            index + 1,
+            &tracker,
+            shards_shutdown.clone(),
+            deadline.clone(),
+        ) {
+            shards_shutdown.cancel();
+            return Err(ProxyError::Thread(error));
+        }
+    }
     let task = tokio::spawn(async move {
-        let tracker = TaskTracker::new();
-        let deadline = CancellationToken::new();
+        // Should this task be dropped rather than finish (its runtime shut down), the
+        // further threads stop accepting too.
+        let _shards = shards_shutdown.drop_guard();
         let alive = shared.liveness.guard(shutdown.clone());
         let refresher_shutdown = shutdown.clone();
         let refresher = tracker.spawn(async move {
@@ -291,8 +326,14 @@ pub async fn run<S: LeaseSource>(
     source: S,
     shutdown: CancellationToken,
 ) -> Result<(), ProxyError> {
-    let listeners = bind_all(config.listen(), &config.config().extra_listen).await?;
-    let admins = bind_all(config.admin_listen(), &config.config().extra_admin_listen).await?;
+    let shared = config.config().threads > 1;
+    let listeners = bind_all(config.listen(), &config.config().extra_listen, shared).await?;
+    let admins = bind_all(
+        config.admin_listen(),
+        &config.config().extra_admin_listen,
+        false,
+    )
+    .await?;
     start_on(config, source, listeners, admins, shutdown)?
         .wait()
         .await
@@ -300,14 +341,17 @@ pub async fn run<S: LeaseSource>(
 
 /// Binds `first` and each of `extra`; an optional address the host cannot bind (no
 /// IPv6 loopback) is skipped with a warning, unless it is in use or forbidden, which
-/// would be just as wrong for the first address.
+/// would be just as wrong for the first address. `shared`: so that further threads of
+/// this process can bind them too (`SO_REUSEPORT`, for proxy listeners with
+/// `Config::threads` above 1); an address some other process holds is still refused.
 pub async fn bind_all(
     first: SocketAddr,
     extra: &[ListenAddr],
+    shared: bool,
 ) -> Result<Vec<TcpListener>, ProxyError> {
-    let mut listeners = vec![bind(first).await?];
+    let mut listeners = vec![bind(first, shared).await?];
     for listen in extra {
-        match bind(listen.addr).await {
+        match bind(listen.addr, shared).await {
             Ok(listener) => listeners.push(listener),
             Err(ProxyError::Bind { addr, source })
                 if listen.optional
@@ -324,10 +368,13 @@ pub async fn bind_all(
     Ok(listeners)
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, ProxyError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| ProxyError::Bind { addr, source })
+async fn bind(addr: SocketAddr, shared: bool) -> Result<TcpListener, ProxyError> {
+    let bound = if shared {
+        shard::bind_shared(addr)
+    } else {
+        TcpListener::bind(addr).await
+    };
+    bound.map_err(|source| ProxyError::Bind { addr, source })
 }
 
 #[cfg(test)]
@@ -343,7 +390,7 @@ mod tests {
             addr: absent,
             optional: true,
         };
-        let bound = bind_all(first, &[optional]).await.unwrap();
+        let bound = bind_all(first, &[optional], false).await.unwrap();
         assert_eq!(bound.len(), 1);
         assert!(bound[0].local_addr().unwrap().ip().is_loopback());
 
@@ -351,7 +398,7 @@ mod tests {
             optional: false,
             ..optional
         };
-        let error = bind_all(first, &[required]).await.unwrap_err();
+        let error = bind_all(first, &[required], false).await.unwrap_err();
         assert!(error.to_string().contains("2001:db8::1"), "{error}");
     }
 
@@ -363,9 +410,26 @@ mod tests {
             optional: true,
         };
         let first = SocketAddr::from(([127, 0, 0, 1], 0));
-        assert!(matches!(
-            bind_all(first, &[optional]).await,
-            Err(ProxyError::Bind { .. })
-        ));
+        for shared in [false, true] {
+            assert!(matches!(
+                bind_all(first, &[optional], shared).await,
+                Err(ProxyError::Bind { .. })
+            ));
+        }
+    }
+
+    #[tokio::test]
+    async fn an_address_another_process_binds_for_sharing_is_still_in_use() {
+        // What a second sidecar on the same address would meet: the first one's socket
+        // allows `SO_REUSEPORT`, and so would the second's, but it is refused all the same.
+        let first = SocketAddr::from(([127, 0, 0, 1], 0));
+        let taken = bind_all(first, &[], true).await.unwrap();
+        let addr = taken[0].local_addr().unwrap();
+        match bind_all(addr, &[], true).await {
+            Err(ProxyError::Bind { source, .. }) => {
+                assert_eq!(source.kind(), std::io::ErrorKind::AddrInUse);
+            }
+            other => panic!("expected the address to be in use, got {other:?}"),
+        }
     }
 }

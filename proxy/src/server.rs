@@ -81,8 +81,11 @@ pub struct Server<F> {
     pub new_service: F,
     /// Protocol settings.
     pub builder: Arc<auto::Builder<TokioExecutor>>,
-    /// Connection slots.
+    /// Connection slots, shared by every accept loop of the listener's kind (on every
+    /// thread).
     pub limit: Arc<Semaphore>,
+    /// How many new connections this loop lets wait for their first byte (`lobby.rs`).
+    pub lobby_seats: usize,
     /// Where refused connections are counted.
     pub metrics: Arc<Metrics>,
     /// How long a new connection may take to send its first byte.
@@ -115,8 +118,7 @@ where
         deadline: CancellationToken,
     ) {
         let capacity = self.limit.available_permits();
-        // As many may wait for their first byte as may be served.
-        let mut lobby = Lobby::new(capacity);
+        let mut lobby = Lobby::new(self.lobby_seats);
         let mut last_eviction_warning: Option<Instant> = None;
         loop {
             let (stream, peer) = tokio::select! {
@@ -143,7 +145,7 @@ where
                     last_eviction_warning = Some(now);
                     warn!(
                         listener = self.name,
-                        waiting = capacity,
+                        waiting = self.lobby_seats,
                         "too many connections waiting for their first byte; closing the longest-waiting ones"
                     );
                 }
@@ -206,6 +208,28 @@ where
             );
         }
         debug!(listener = self.name, "stopped accepting");
+    }
+}
+
+impl<F, S, B> crate::shard::Serve for Server<F>
+where
+    F: Fn() -> S + Send + Sync + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    fn serve(
+        self,
+        tracker: TaskTracker,
+        shutdown: CancellationToken,
+        deadline: CancellationToken,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        self.run(tracker, shutdown, deadline)
     }
 }
 

@@ -105,10 +105,15 @@ pub fn main() -> ExitCode {
         Err(error) => exit_on_parse_error(error),
     };
     logging::init(cli.log_format, cli.command.default_log_level());
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // The sidecar runs its data path thread per core (`proxy/src/shard.rs`): this
+    // thread's runtime is the first of them, and runs the lease renewal and the admin
+    // endpoint besides. No work-stealing scheduler on the request path, and on one CPU
+    // no second thread.
+    let mut builder = match cli.command {
+        Command::Proxy(_) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             let _ = writeln!(

@@ -197,6 +197,13 @@ fn listen_addrs(given: &[SocketAddr], port: u16) -> (SocketAddr, Vec<ListenAddr>
     }
 }
 
+/// One data-path thread per CPU the process may run on (its affinity mask, and a
+/// cgroup's CPU quota): on one CPU, one thread and one runtime for everything, so that
+/// nothing in the process competes with itself for that CPU (see `proxy/src/shard.rs`).
+fn data_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
+
 pub async fn run(home: &Home, args: ProxyArgs) -> anyhow::Result<()> {
     let (listen, extra_listen) = listen_addrs(&args.listen, 8086);
     let (admin_listen, extra_admin_listen) = listen_addrs(&args.admin_listen, 8087);
@@ -208,6 +215,7 @@ pub async fn run(home: &Home, args: ProxyArgs) -> anyhow::Result<()> {
         upstream: args.upstream,
         ca_file: args.ca_file,
         max_connections: args.max_connections,
+        threads: data_threads(),
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
         first_byte_timeout: Duration::from_secs(args.first_byte_timeout),
         header_read_timeout: Duration::from_secs(args.header_read_timeout),
@@ -276,12 +284,16 @@ pub async fn run(home: &Home, args: ProxyArgs) -> anyhow::Result<()> {
         }
     };
     let bound = async {
-        let listeners =
-            leasehold_proxy::proxy::bind_all(config.listen(), &config.config().extra_listen)
-                .await?;
+        let listeners = leasehold_proxy::proxy::bind_all(
+            config.listen(),
+            &config.config().extra_listen,
+            config.config().threads > 1,
+        )
+        .await?;
         let admins = leasehold_proxy::proxy::bind_all(
             config.admin_listen(),
             &config.config().extra_admin_listen,
+            false,
         )
         .await?;
         Ok::<_, leasehold_proxy::ProxyError>((listeners, admins))

@@ -12,6 +12,7 @@ mod paths;
 mod renewal;
 mod shutdown;
 mod support;
+mod threads;
 mod timeouts;
 mod tls;
 mod upstream_failure;
