@@ -86,6 +86,8 @@ pub struct BrowserPolicy {
     origins: Box<[Box<str>]>,
     hosts: Box<[Box<str>]>,
     listen: IpAddr,
+    /// `listen`'s address as a `Host` names it (IPv6 without brackets).
+    listen_text: Box<str>,
 }
 
 impl BrowserPolicy {
@@ -109,6 +111,7 @@ impl BrowserPolicy {
             origins,
             hosts,
             listen: listen.ip(),
+            listen_text: listen.ip().to_string().into(),
         })
     }
 
@@ -165,7 +168,9 @@ impl BrowserPolicy {
         let Some(name) = host_part(host) else {
             return false;
         };
-        if is_localhost(name) {
+        // The usual names are compared as bytes first: parsing an address is ~170
+        // instructions, on every request (against ~9,400 for all of a small write).
+        if name == b"127.0.0.1" || name == self.listen_text.as_bytes() || is_localhost(name) {
             return true;
         }
         if let Some(ip) = parse_ip(name)
