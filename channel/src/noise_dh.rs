@@ -14,8 +14,9 @@
 //! [`x25519`] maps the peer's key there and back: a third fewer instructions and a
 //! quarter less time per DH than the ladder here (BENCHMARKS.md, "Fresh channels:
 //! trimming the lease path"), with the same output. The one difference is a key that
-//! is not on the curve (on its twist): the ladder computes something from it, this
-//! refuses it, as the Noise specification allows for an invalid public key (section
+//! is not on the curve (on its twist): the ladder computes a value from it that
+//! depends on the private key, this refuses it, as the Noise specification asks of an
+//! invalid public key (an output independent of the private key, or an error: section
 //! 4.1); no honest peer sends one, every X25519 public key being on the curve.
 //!
 //! Everything else (ephemeral keys, hash, cipher, randomness) is what snow's default
