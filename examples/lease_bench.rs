@@ -3,7 +3,7 @@
 //! control's own: channel handshake, policy lookup, durable store write, scheduling.
 //!
 //! ```sh
-//! cargo run --release --example lease_bench -- [SECONDS] [CONCURRENCY] [fresh|fresh-resume|open|pipelined|all] [--control-process]
+//! cargo run --release --example lease_bench -- [SECONDS] [CONCURRENCY] [fresh|fresh-resume|open|pipelined|all] [--control-process] [--leases N]
 //! ```
 //! Prints leases/s, p50 and p99 for four ways of asking:
 //! - `fresh`: CONCURRENCY clients, each opening a new channel (a full IK handshake) per
@@ -22,6 +22,13 @@
 //! lease_bench --bin leasehold`), still against the in-process test server, and each line
 //! adds that process's own CPU per lease (utime + stime from `/proc/PID/stat`): the
 //! control's side alone, with the clients' handshakes in this process.
+//!
+//! For a count of the control's instructions, which machine load does not move:
+//! `--leases N` runs each mode until N leases are issued (SECONDS is then ignored), and
+//! `LEASE_BENCH_CONTROL_WRAP` (e.g. `valgrind --tool=callgrind`) is put before the
+//! control's command line; the control is then stopped with SIGTERM, so the tool can
+//! write its report. Two runs with different N give the instructions per lease as the
+//! difference over the difference of N, start-up and shutdown cancelling out.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -43,6 +50,17 @@ async fn main() -> anyhow::Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let separate = args.iter().any(|a| a == "--control-process");
     args.retain(|a| a != "--control-process");
+    let leases: Option<usize> = match args.iter().position(|a| a == "--leases") {
+        Some(at) => {
+            let count = args
+                .get(at + 1)
+                .context("--leases needs a count")?
+                .parse()?;
+            args.drain(at..at + 2);
+            Some(count)
+        }
+        None => None,
+    };
     let mut args = args.into_iter();
     let seconds: u64 = args.next().map_or(Ok(5), |s| s.parse())?;
     let concurrency: usize = args.next().map_or(Ok(8), |s| s.parse())?;
@@ -89,27 +107,32 @@ async fn main() -> anyhow::Result<()> {
         })
         .await?;
 
-    println!("lease issuance, {concurrency} concurrent clients, {seconds}s per mode");
+    let per_mode = leases.map_or(format!("{seconds}s"), |n| format!("{n} leases"));
+    println!("lease issuance, {concurrency} concurrent clients, {per_mode} per mode");
     for &mode in modes {
         let cpu_before = process_cpu("self");
         let control_before = control_pid.and_then(|pid| process_cpu(&pid.to_string()));
-        let deadline = Instant::now() + Duration::from_secs(seconds);
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(seconds);
         let workers: Vec<_> = match mode {
             Mode::Pipelined => vec![tokio::spawn(pipelined(
                 addrs.clone(),
                 control,
                 admin.clone(),
                 concurrency,
-                deadline,
+                Until::new(deadline, leases),
             ))],
             Mode::Fresh | Mode::FreshResume | Mode::Open => (0..concurrency)
-                .map(|_| {
+                .map(|client| {
+                    // The count shared out, the first clients taking the remainder.
+                    let share =
+                        leases.map(|n| n / concurrency + usize::from(client < n % concurrency));
                     tokio::spawn(worker(
                         addrs.clone(),
                         control,
                         admin.clone(),
                         mode,
-                        deadline,
+                        Until::new(deadline, share),
                     ))
                 })
                 .collect(),
@@ -141,7 +164,7 @@ async fn main() -> anyhow::Result<()> {
                 Mode::Open => "one open channel per client",
                 Mode::Pipelined => "one channel, pipelined",
             },
-            latencies.len() as f64 / seconds as f64,
+            latencies.len() as f64 / started.elapsed().as_secs_f64(),
             pct(0.50).as_secs_f64() * 1e3,
             pct(0.99).as_secs_f64() * 1e3,
             per_lease(
@@ -213,7 +236,18 @@ impl ControlHandle {
             .await?
             .public();
         let ready = home.root().join("control.ready");
-        let child = std::process::Command::new(&bin)
+        // A tool to run the control under, e.g. `valgrind --tool=callgrind`.
+        let wrap = std::env::var("LEASE_BENCH_CONTROL_WRAP").unwrap_or_default();
+        let mut wrap = wrap.split_whitespace();
+        let mut command = match wrap.next() {
+            Some(tool) => {
+                let mut command = std::process::Command::new(tool);
+                command.args(wrap).arg(&bin);
+                command
+            }
+            None => std::process::Command::new(&bin),
+        };
+        let child = command
             .arg("--home")
             .arg(home.root())
             .args(["control", "serve", "--ready-file"])
@@ -228,7 +262,8 @@ impl ControlHandle {
             identity,
             running: Running::Process(child),
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Generous: under an instrumenting tool start-up is slow.
+        let deadline = Instant::now() + Duration::from_secs(300);
         let text = loop {
             if let Ok(text) = std::fs::read_to_string(&ready)
                 && text.contains("admin=")
@@ -240,7 +275,10 @@ impl ControlHandle {
             {
                 anyhow::bail!("control serve exited: {status}");
             }
-            anyhow::ensure!(Instant::now() < deadline, "control serve not ready in 30 s");
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "control serve not ready in 300 s"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         handle.addr = text
@@ -266,7 +304,15 @@ impl ControlHandle {
                 running.wait().await;
             }
             Running::Process(mut child) => {
-                let _ = child.kill();
+                // SIGTERM, so that a tool the control runs under writes its report; the
+                // control drains within its grace period.
+                let terminated = std::process::Command::new("kill")
+                    .args(["-TERM", &child.id().to_string()])
+                    .status()
+                    .is_ok_and(|status| status.success());
+                if !terminated {
+                    let _ = child.kill();
+                }
                 let _ = child.wait();
             }
         }
@@ -284,6 +330,35 @@ fn process_cpu(pid: &str) -> Option<Duration> {
     Some(Duration::from_millis((utime + stime) * 10))
 }
 
+/// When a client stops asking: at a deadline, or after a count of leases.
+#[derive(Clone, Copy)]
+enum Until {
+    Deadline(Instant),
+    Count(usize),
+}
+
+impl Until {
+    fn new(deadline: Instant, count: Option<usize>) -> Self {
+        count.map_or(Self::Deadline(deadline), Self::Count)
+    }
+
+    /// Whether to ask again, `asked` leases in.
+    fn more(self, asked: usize) -> bool {
+        match self {
+            Self::Deadline(deadline) => Instant::now() < deadline,
+            Self::Count(count) => asked < count,
+        }
+    }
+
+    /// The most leases to ask for.
+    fn cap(self) -> usize {
+        match self {
+            Self::Deadline(_) => usize::MAX,
+            Self::Count(count) => count,
+        }
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Fresh,
@@ -297,12 +372,12 @@ async fn worker(
     control: PublicIdentity,
     identity: Identity,
     mode: Mode,
-    deadline: Instant,
+    until: Until,
 ) -> anyhow::Result<Vec<Duration>> {
     let mut latencies = Vec::new();
     let mut open = None;
     let mut tickets = TicketSlot::new();
-    while Instant::now() < deadline {
+    while until.more(latencies.len()) {
         let start = Instant::now();
         if mode != Mode::Open || open.is_none() {
             open = Some(match mode {
@@ -329,12 +404,12 @@ async fn pipelined(
     control: PublicIdentity,
     identity: Identity,
     depth: usize,
-    deadline: Instant,
+    until: Until,
 ) -> anyhow::Result<Vec<Duration>> {
     let mut client = Client::connect_to(&addrs, &control, &identity).await?;
     let mut sent = HashMap::new();
     let mut latencies = Vec::new();
-    for _ in 0..depth {
+    for _ in 0..depth.min(until.cap()) {
         let id = client
             .submit(Request::LeaseCreate { ttl_secs: None })
             .await?;
@@ -348,7 +423,7 @@ async fn pipelined(
         anyhow::ensure!(lease.token.is_some(), "no token");
         let start = sent.remove(&id).context("answer to a request never sent")?;
         latencies.push(start.elapsed());
-        if Instant::now() < deadline {
+        if until.more(latencies.len() + sent.len()) {
             let id = client
                 .submit(Request::LeaseCreate { ttl_secs: None })
                 .await?;
