@@ -7,17 +7,6 @@ use tokio::net::TcpStream;
 
 use crate::support::*;
 
-async fn exchange(stream: &mut TcpStream, request: &[u8]) -> Vec<u8> {
-    stream.write_all(request).await.unwrap();
-    let mut buf = vec![0; 4096];
-    let n = tokio::time::timeout(DEADLINE, stream.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap_or(0);
-    buf.truncate(n);
-    buf
-}
-
 /// A proxy with `config`, holding a token lease for a fake upstream.
 async fn proxy_with(config: leasehold_proxy::Config) -> (FakeUpstream, Proxy) {
     let upstream = FakeUpstream::start().await;
@@ -36,7 +25,7 @@ async fn connections_over_the_limit_are_closed() {
 
     // The first connection is served and stays open (keep-alive), holding the only slot.
     let mut first = TcpStream::connect(proxy.addr).await.unwrap();
-    let answer = exchange(&mut first, request).await;
+    let answer = send_and_read(&mut first, request).await;
     assert!(
         answer.starts_with(b"HTTP/1.1 204"),
         "{}",
@@ -45,7 +34,7 @@ async fn connections_over_the_limit_are_closed() {
 
     // The second is closed without an answer.
     let mut second = TcpStream::connect(proxy.addr).await.unwrap();
-    assert!(exchange(&mut second, request).await.is_empty());
+    assert!(send_and_read(&mut second, request).await.is_empty());
     let (_, _, metrics) = proxy.get(&proxy.admin_url("/metrics")).await;
     assert!(
         std::str::from_utf8(&metrics)
@@ -57,7 +46,7 @@ async fn connections_over_the_limit_are_closed() {
     drop(first);
     eventually(DEADLINE, || async {
         let mut again = TcpStream::connect(proxy.addr).await.unwrap();
-        exchange(&mut again, request)
+        send_and_read(&mut again, request)
             .await
             .starts_with(b"HTTP/1.1 204")
     })
@@ -74,7 +63,7 @@ async fn oversized_request_heads_are_refused() {
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
     let big = "x".repeat(64 * 1024);
     let request = format!("GET /ping HTTP/1.1\r\nhost: localhost\r\nx-big: {big}\r\n\r\n");
-    let answer = exchange(&mut stream, request.as_bytes()).await;
+    let answer = send_and_read(&mut stream, request.as_bytes()).await;
     assert!(
         answer.starts_with(b"HTTP/1.1 431"),
         "{}",
@@ -133,7 +122,7 @@ async fn the_head_timeout_bounds_each_head_not_the_connection() {
     let opened = std::time::Instant::now();
     let mut served = 0;
     while opened.elapsed() < TIMEOUT * 3 {
-        let answer = exchange(&mut stream, request).await;
+        let answer = send_and_read(&mut stream, request).await;
         assert!(
             answer.starts_with(b"HTTP/1.1 204"),
             "request {served} on a connection {:?} old: {}",

@@ -620,3 +620,17 @@ impl Body for PatternBody {
         SizeHint::default()
     }
 }
+
+/// Writes `request` on a raw connection and returns what one read brings back (empty if
+/// the proxy closed the connection instead of answering).
+pub async fn send_and_read(stream: &mut tokio::net::TcpStream, request: &[u8]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(request).await.unwrap();
+    let mut buf = vec![0; 4096];
+    let n = tokio::time::timeout(DEADLINE, stream.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    buf.truncate(n);
+    buf
+}

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use http::Request;
 use leasehold_protocol::AuthScheme;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -148,22 +147,14 @@ async fn the_connection_limit_holds_across_threads() {
     };
     let proxy = shared_proxy(config, &upstream).await;
     let request = b"GET /ping HTTP/1.1\r\nhost: localhost\r\n\r\n";
-    let exchange = |mut stream: TcpStream| async move {
-        stream.write_all(request).await.unwrap();
-        let mut buf = vec![0; 4096];
-        let n = tokio::time::timeout(DEADLINE, stream.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap_or(0);
-        buf.truncate(n);
-        (stream, buf)
-    };
     // The first connection holds the only slot (keep-alive)...
-    let (_first, answer) = exchange(TcpStream::connect(proxy.addr).await.unwrap()).await;
+    let mut first = TcpStream::connect(proxy.addr).await.unwrap();
+    let answer = send_and_read(&mut first, request).await;
     assert!(answer.starts_with(b"HTTP/1.1 204"));
     // ...so every other one is closed, whichever thread accepts it.
     for _ in 0..6 {
-        let (_, answer) = exchange(TcpStream::connect(proxy.addr).await.unwrap()).await;
+        let mut other = TcpStream::connect(proxy.addr).await.unwrap();
+        let answer = send_and_read(&mut other, request).await;
         assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
     }
     let (_, _, metrics) = proxy.get(&proxy.admin_url("/metrics")).await;
