@@ -4,15 +4,16 @@
 //! timed out because the clients starved it; a real InfluxDB is not starved by the
 //! sidecars' handshakes either.
 //!
-//! The child prints one line, `URL ORG_ID TOKEN`, on its stdout (a pipe to the parent:
-//! the token is in no argv and no log) and serves until its stdin closes, which happens
-//! when the parent exits, however it exits.
+//! The parent makes the stand-in's operator token and org id and writes them as the
+//! first line of the child's stdin (a pipe: the token is in no argv, no output and no
+//! log); the child answers with one line, its URL, on its stdout and serves until its
+//! stdin closes, which happens when the parent exits, however it exits.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 
 use anyhow::Context;
-use leasehold_testkit::v2server::V2Server;
+use leasehold_testkit::v2server::{V2Options, V2Server};
 
 /// The stand-in running in a child process, stopped when dropped.
 pub struct Influx {
@@ -36,21 +37,26 @@ impl Influx {
             .stdout(Stdio::piped())
             .spawn()
             .context("starting the InfluxDB stand-in")?;
+        let options = V2Options::random();
+        let mut stdin = child.stdin.take().context("the stand-in's stdin")?;
+        writeln!(stdin, "{} {}", options.admin_token, options.org_id)
+            .context("handing the stand-in its token")?;
+        // Kept open: the child serves until it closes.
+        child.stdin = Some(stdin);
         let stdout = child.stdout.take().context("the stand-in's stdout")?;
-        let mut line = String::new();
+        let mut url = String::new();
         BufReader::new(stdout)
-            .read_line(&mut line)
+            .read_line(&mut url)
             .context("reading the stand-in's address")?;
-        let mut words = line.split_whitespace().map(str::to_owned);
-        let (Some(url), Some(org_id), Some(token)) = (words.next(), words.next(), words.next())
-        else {
+        let url = url.trim().to_owned();
+        if url.is_empty() {
             anyhow::bail!("the InfluxDB stand-in exited before saying where it listens");
-        };
+        }
         Ok(Self {
             child,
             url,
-            org_id,
-            token,
+            org_id: options.org_id,
+            token: options.admin_token,
         })
     }
 }
@@ -63,10 +69,25 @@ impl Drop for Influx {
     }
 }
 
-/// The child's side: serves until stdin closes.
+/// The child's side: takes its token and org id from the first line of stdin, serves
+/// until stdin closes.
 pub async fn serve() -> anyhow::Result<()> {
-    let v2 = V2Server::start_default().await?;
-    println!("{} {} {}", v2.url(), v2.org_id(), v2.admin_token());
+    let first = tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).map(|_| line)
+    })
+    .await??;
+    let mut words = first.split_whitespace().map(str::to_owned);
+    let (Some(admin_token), Some(org_id)) = (words.next(), words.next()) else {
+        anyhow::bail!("serve-influx: expected `TOKEN ORG_ID` on the first line of stdin");
+    };
+    let v2 = V2Server::start(V2Options {
+        admin_token,
+        org_id,
+        ..V2Options::random()
+    })
+    .await?;
+    println!("{}", v2.url());
     // Read to the end: EOF (or an error) means the parent is gone.
     tokio::task::spawn_blocking(|| {
         let mut sink = Vec::new();
