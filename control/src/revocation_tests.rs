@@ -2,28 +2,41 @@
 //! slow to revoke: many leases due at once are worked a few at a time, and the request
 //! path is not held up by them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use leasehold_channel::{Identity, PublicIdentity, Secret};
-use leasehold_protocol::{AddonConfig, MemberRecord, Reply, Request, Timestamp};
+use leasehold_protocol::{AddonConfig, Reply, Request, Timestamp};
 use leasehold_testkit::v2server::V2Server;
 use tokio_util::sync::CancellationToken;
 
 use crate::control::Control;
 use crate::datadir::DataDir;
+use crate::ops::tests::record;
 use crate::revocation_limits::ATTEMPTS;
 use crate::store::{MemoryStore, Store};
 
-fn record(id: PublicIdentity, name: &str, attributes: &[(&str, &str)]) -> MemberRecord {
-    MemberRecord {
-        id,
-        name: name.into(),
-        attributes: attributes
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        enrolled_at: Timestamp(1),
-    }
+/// Has `admin` configure the add-on on `v2`: 600-s leases, up to 1,000 per member.
+async fn configure_addon<S: Store>(
+    control: &Arc<Control<S>>,
+    admin: PublicIdentity,
+    v2: &V2Server,
+) {
+    let addon = AddonConfig::Influxdb {
+        endpoint_url: v2.url(),
+        token: Secret::new(v2.admin_token()),
+        org_id: v2.org_id().to_owned(),
+        permissions: serde_json::json!([{"action": "write", "resource": {"type": "buckets"}}]),
+        default_ttl_secs: Some(600),
+        max_ttl_secs: Some(600),
+        max_live_leases: Some(1000),
+        ca_pem: None,
+    };
+    let configure = Request::AddonConfigure {
+        addon,
+        skip_verify: true,
+    };
+    control.handle(admin, configure).await.unwrap();
 }
 
 /// Polls `done` every 20 ms for up to 30 s; panics with `what` if it never holds.
@@ -60,21 +73,7 @@ async fn a_backlog_is_revoked_a_few_at_a_time_while_lease_create_still_succeeds(
     )
     .await
     .unwrap();
-    let addon = AddonConfig::Influxdb {
-        endpoint_url: v2.url(),
-        token: Secret::new(v2.admin_token()),
-        org_id: v2.org_id().to_owned(),
-        permissions: serde_json::json!([{"action": "write", "resource": {"type": "buckets"}}]),
-        default_ttl_secs: Some(600),
-        max_ttl_secs: Some(600),
-        max_live_leases: Some(1000),
-        ca_pem: None,
-    };
-    let configure = Request::AddonConfigure {
-        addon,
-        skip_verify: true,
-    };
-    control.handle(admin, configure).await.unwrap();
+    configure_addon(&control, admin, &v2).await;
 
     // Three times as many leases as attempts allowed, all due at once.
     let mut ids = Vec::new();
@@ -154,14 +153,7 @@ async fn a_replica_claims_only_what_it_has_room_for_and_issues_meanwhile() {
     use crate::revocation_limits::HELD;
     use crate::store::PostgresStore;
 
-    let pg = tokio::task::spawn_blocking(leasehold_testkit::postgres::Postgres::start)
-        .await
-        .unwrap()
-        .expect("PostgreSQL (Debian package postgresql) is required: scripts/test.sh installs it");
-    let identity = Identity::generate();
-    let store = PostgresStore::init(&pg.url(), identity.public())
-        .await
-        .unwrap();
+    let (pg, store, identity) = crate::store::postgres::tests::server().await;
     let v2 = V2Server::start_default().await.unwrap();
     let admin = Identity::generate().public();
     store
@@ -191,21 +183,7 @@ async fn a_replica_claims_only_what_it_has_room_for_and_issues_meanwhile() {
     )
     .await
     .unwrap();
-    let addon = AddonConfig::Influxdb {
-        endpoint_url: v2.url(),
-        token: Secret::new(v2.admin_token()),
-        org_id: v2.org_id().to_owned(),
-        permissions: serde_json::json!([{"action": "write", "resource": {"type": "buckets"}}]),
-        default_ttl_secs: Some(600),
-        max_ttl_secs: Some(600),
-        max_live_leases: Some(1000),
-        ca_pem: None,
-    };
-    let configure = Request::AddonConfigure {
-        addon,
-        skip_verify: true,
-    };
-    control.handle(admin, configure).await.unwrap();
+    configure_addon(&control, admin, &v2).await;
     wait_until("the first revocations reach InfluxDB", || {
         v2.deletes_held().0 >= ATTEMPTS as u64
     })

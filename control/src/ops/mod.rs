@@ -190,4 +190,4 @@ fn json_text(attributes: &BTreeMap<String, String>) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

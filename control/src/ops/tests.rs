@@ -30,7 +30,7 @@ impl Drop for Harness {
     }
 }
 
-fn record(id: PublicIdentity, name: &str, attributes: &[(&str, &str)]) -> MemberRecord {
+pub(crate) fn record(id: PublicIdentity, name: &str, attributes: &[(&str, &str)]) -> MemberRecord {
     MemberRecord {
         id,
         name: name.into(),

@@ -118,7 +118,7 @@ impl PostgresStore {
 #[cfg(test)]
 mod live_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 #[cfg(test)]
 mod tls_tests;
 #[cfg(test)]

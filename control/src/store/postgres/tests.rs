@@ -13,7 +13,7 @@ use super::{PgError, PostgresStore, schema};
 use crate::store::{Claimed, Store, StoredLease, StoredTicket};
 
 /// A server of the test's own and a store on it, initialized for a fresh identity.
-pub(super) async fn server() -> (Postgres, PostgresStore, Identity) {
+pub(crate) async fn server() -> (Postgres, PostgresStore, Identity) {
     let pg = tokio::task::spawn_blocking(Postgres::start)
         .await
         .unwrap()
